@@ -1,0 +1,5 @@
+import sys
+
+from fleettui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Collectors: each reads one real source and fails soft (fields stay null, a problem is noted)."""

@@ -1,0 +1,153 @@
+"""agent.toml: what the node's administrator tells the agent (engines, price, actions)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+APP_NAME = "fleettui"
+ENGINE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+EngineKind = Literal["ollama", "llamacpp", "vllm", "lmstudio", "mlx"]
+
+# Usual ports. llama.cpp and mlx_lm share 8080: the probes tell them apart by their endpoints.
+DEFAULT_ENGINE_URLS: dict[str, str] = {
+    "ollama": "http://127.0.0.1:11434",
+    "lmstudio": "http://127.0.0.1:1234",
+    "llamacpp": "http://127.0.0.1:8080",
+    "vllm": "http://127.0.0.1:8000",
+    "mlx": "http://127.0.0.1:8080",
+}
+
+# Per-action timeouts, seconds (issue: purge 30, unload/stop 60, start/restart 120).
+ACTION_TIMEOUTS_S: dict[str, float] = {
+    "purge": 30.0,
+    "unload": 60.0,
+    "stop": 60.0,
+    "start": 120.0,
+    "restart": 120.0,
+}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, the key and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineCommands(_Strict):
+    """argv lists the administrator allows the agent to run for this engine. Never a shell."""
+
+    stop: list[str] | None = None
+    start: list[str] | None = None
+    restart: list[str] | None = None
+    purge: list[str] | None = None
+    unload: list[str] | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or not all(isinstance(a, str) and a for a in v)):
+            raise ValueError("must be a non-empty list of non-empty strings (an argv, no shell)")
+        return v
+
+
+class EngineConfig(_Strict):
+    kind: EngineKind | None = Field(None, description="Defaults to the table's name.")
+    url: str | None = None
+    timeout_s: float = Field(1.5, gt=0, le=30)
+    commands: EngineCommands = Field(default_factory=EngineCommands)
+
+
+class AgentConfig(_Strict):
+    interval_s: float = Field(2.0, ge=0.1, le=3600)
+    price_per_kwh: float = Field(0.0, ge=0)
+    currency: str = Field("EUR", min_length=1, max_length=8)
+    auto_detect: bool | None = Field(
+        None, description="Probe the usual engine ports; defaults to true when no engine is set."
+    )
+    engines: dict[str, EngineConfig] = Field(default_factory=dict)
+    purge: list[str] | None = Field(None, description="argv for the node-wide purge action.")
+    rapl_root: str = "/sys/class/powercap"
+    rate_limit_per_min: int = Field(30, ge=1, le=100_000)
+    read_token_required: bool = False
+    state_dir: str | None = None
+    data_dir: str | None = None
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_names(cls, v: dict[str, EngineConfig]) -> dict[str, EngineConfig]:
+        for name, eng in v.items():
+            if not ENGINE_NAME_RE.match(name):
+                raise ValueError(f"engine name {name!r} must match {ENGINE_NAME_RE.pattern}")
+            if eng.kind is None:
+                if name not in DEFAULT_ENGINE_URLS:
+                    raise ValueError(f"engine {name!r} needs kind = one of {sorted(DEFAULT_ENGINE_URLS)}")
+                eng.kind = name  # type: ignore[assignment]
+            if eng.url is None:
+                eng.url = DEFAULT_ENGINE_URLS[eng.kind]
+        return v
+
+    @property
+    def detect(self) -> bool:
+        return self.auto_detect if self.auto_detect is not None else not self.engines
+
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else agent_state_dir()
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else agent_data_dir()
+
+
+def agent_config_dir() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "agent"
+
+
+def agent_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME)) / "agent"
+
+
+def agent_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "agent"
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("FLEET_AGENT_CONFIG")
+    return Path(env) if env else agent_config_dir() / "agent.toml"
+
+
+def format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid agent config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_agent_config(path: Path | None, *, required: bool = False) -> AgentConfig:
+    """Load agent.toml; a missing default file means defaults, a broken one raises ConfigError."""
+    explicit = path is not None
+    path = path or default_config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit or required:
+            raise ConfigError(f"{path}: file not found") from None
+        return AgentConfig()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None

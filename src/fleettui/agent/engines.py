@@ -1,0 +1,173 @@
+"""HTTP probes for the inference engines, speaking each engine's documented JSON.
+
+A probe never raises: an engine that does not answer, answers late or answers garbage is
+reported `down` with the reason in `Engine.error`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+
+from fleettui.wire import Engine, Model
+
+MB = 1024 * 1024
+MAX_BODY = 4 * 1024 * 1024
+
+
+class ProbeError(Exception):
+    """The engine answered but not in a way we can use."""
+
+
+async def _get_json(client: httpx.AsyncClient, url: str) -> Any:
+    r = await client.get(url)
+    if r.status_code != 200:
+        raise ProbeError(f"GET {httpx.URL(url).path} -> HTTP {r.status_code}")
+    if len(r.content) > MAX_BODY:
+        raise ProbeError(f"GET {httpx.URL(url).path}: body over {MAX_BODY} bytes")
+    try:
+        return r.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProbeError(f"GET {httpx.URL(url).path}: not JSON") from None
+
+
+def _mb(n: Any) -> float | None:
+    return round(n / MB, 1) if isinstance(n, int | float) and not isinstance(n, bool) else None
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProbeError(f"unexpected answer: {what}")
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] or path
+
+
+async def probe_ollama(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+    ver = await _get_json(client, f"{base}/api/version")
+    _expect(isinstance(ver, dict) and isinstance(ver.get("version"), str), "/api/version")
+    ps = await _get_json(client, f"{base}/api/ps")
+    _expect(isinstance(ps, dict) and isinstance(ps.get("models"), list), "/api/ps")
+    models = []
+    for m in ps["models"]:
+        _expect(isinstance(m, dict) and isinstance(m.get("name"), str), "/api/ps model")
+        details = m.get("details") if isinstance(m.get("details"), dict) else {}
+        models.append(
+            Model(
+                name=m["name"],
+                size_mb=_mb(m.get("size")),
+                vram_mb=_mb(m.get("size_vram")),
+                quant=details.get("quantization_level") or None,
+            )
+        )
+    return ver["version"], models
+
+
+async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+    r = await client.get(f"{base}/health")
+    if r.status_code == 503:
+        raise ProbeError("loading model (HTTP 503 from /health)")
+    if r.status_code != 200:
+        raise ProbeError(f"GET /health -> HTTP {r.status_code}")
+    version = None
+    model_path = None
+    try:
+        props = await _get_json(client, f"{base}/props")
+        if isinstance(props, dict):
+            version = props.get("build_info") if isinstance(props.get("build_info"), str) else None
+            model_path = props.get("model_path") if isinstance(props.get("model_path"), str) else None
+    except ProbeError:
+        props = None
+    size = None
+    try:
+        lst = await _get_json(client, f"{base}/v1/models")
+        data = lst.get("data") if isinstance(lst, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            model_path = model_path or data[0].get("id")
+            meta = data[0].get("meta")
+            if isinstance(meta, dict):
+                size = _mb(meta.get("size"))
+    except ProbeError:
+        if props is None:
+            raise
+    models = [Model(name=_basename(model_path), size_mb=size, vram_mb=size)] if model_path else []
+    return version, models
+
+
+async def _openai_models(client: httpx.AsyncClient, base: str) -> list[dict[str, Any]]:
+    lst = await _get_json(client, f"{base}/v1/models")
+    _expect(isinstance(lst, dict) and isinstance(lst.get("data"), list), "/v1/models")
+    out = [m for m in lst["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    _expect(len(out) == len(lst["data"]), "/v1/models entry without id")
+    return out
+
+
+async def probe_vllm(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+    data = await _openai_models(client, base)
+    version = None
+    try:
+        v = await _get_json(client, f"{base}/version")
+        version = v.get("version") if isinstance(v, dict) else None
+    except ProbeError:
+        pass
+    return version, [Model(name=m["id"]) for m in data if not m.get("parent")]
+
+
+async def probe_lmstudio(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+    r = await client.get(f"{base}/api/v0/models")
+    if r.status_code != 200:
+        raise ProbeError(f"GET /api/v0/models -> HTTP {r.status_code}")
+    try:
+        lst = r.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProbeError("GET /api/v0/models: not JSON") from None
+    _expect(isinstance(lst, dict) and isinstance(lst.get("data"), list), "/api/v0/models")
+    models = [
+        Model(name=m["id"], quant=m.get("quantization") or None)
+        for m in lst["data"]
+        if isinstance(m, dict) and isinstance(m.get("id"), str) and m.get("state") == "loaded"
+    ]
+    return r.headers.get("x-lm-studio-version"), models
+
+
+async def probe_mlx(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+    # mlx_lm's /v1/models lists the whole HF cache, not what is resident; llama-server also
+    # answers here, so refuse to claim a server that has /props.
+    data = await _openai_models(client, base)
+    if any(m.get("owned_by") == "llamacpp" for m in data):
+        raise ProbeError("this is llama.cpp, not mlx_lm")
+    return None, [Model(name=m["id"]) for m in data[:1]]
+
+
+PROBES: dict[str, Callable[[httpx.AsyncClient, str], Awaitable[tuple[str | None, list[Model]]]]] = {
+    "ollama": probe_ollama,
+    "llamacpp": probe_llamacpp,
+    "vllm": probe_vllm,
+    "lmstudio": probe_lmstudio,
+    "mlx": probe_mlx,
+}
+
+
+async def probe_engine(
+    client: httpx.AsyncClient, name: str, kind: str, url: str, timeout_s: float
+) -> Engine:
+    base = url.rstrip("/")
+    err: str
+    try:
+        with anyio.fail_after(timeout_s):
+            version, models = await PROBES[kind](client, base)
+        return Engine(name=name, url=url, status="up", version=version, models=models)
+    except TimeoutError:
+        err = f"no answer within {timeout_s:g} s"
+    except httpx.ConnectError:
+        err = "connection refused"
+    except httpx.HTTPError as exc:
+        err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except ProbeError as exc:
+        err = str(exc)
+    return Engine(name=name, url=url, status="down", error=err)

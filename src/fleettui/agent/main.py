@@ -1,0 +1,56 @@
+"""Entry points of `fleet agent ...`: build agents from config and flags, then serve them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from fleettui.agent.config import ConfigError, load_agent_config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fleettui.agent.node import NodeAgent
+    from fleettui.agent.server import bind_sockets, serve
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_agent_config(args.config)
+    except ConfigError as exc:
+        print(f"fleet agent: {exc}", file=sys.stderr)
+        return 2
+    if args.interval is not None:
+        config.interval_s = args.interval
+    nodes = args.nodes
+    if nodes > 1 and not args.simulate:
+        print("fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr)
+        return 2
+    if args.host in ("0.0.0.0", "::", ""):
+        print(
+            f"fleet agent: WARNING: binding {args.host or 'all interfaces'} exposes the agent to "
+            "every network this machine is on; prefer 127.0.0.1 behind a VPN or TLS proxy",
+            file=sys.stderr,
+        )
+    ports = [args.port + i if args.port else 0 for i in range(nodes)]
+    try:
+        sockets = bind_sockets(args.host, ports)
+    except OSError as exc:
+        print(f"fleet agent: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.simulate:
+        prefix = args.name or "sim"
+        names = [prefix] if nodes == 1 and args.name else [f"{prefix}-{i:03d}" for i in range(nodes)]
+        agents = [NodeAgent.simulate(config, n) for n in names]
+    else:
+        agents = [NodeAgent.real(config)]
+    for agent, sock in zip(agents, sockets, strict=True):
+        host, port = sock.getsockname()[:2]
+        label = agent.simulated.name if agent.simulated else "this machine"
+        print(f"fleet agent: serving {label} on http://{host}:{port}", flush=True)
+    try:
+        anyio.run(lambda: serve(agents, sockets, log_level="info" if args.verbose else "warning"))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,187 @@
+"""The agent's HTTP surface: a Starlette app per node, served by one uvicorn server.
+
+One process can serve many simulated nodes: every listening socket belongs to one node, and a
+tiny ASGI dispatcher picks the node's app by the local port the request arrived on.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from fleettui.agent.metrics import exposition, registry_for
+from fleettui.agent.node import NodeAgent
+
+log = logging.getLogger(__name__)
+PING_EVERY_S = 15.0
+JSON_TYPE = "application/json"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error(status: int, message: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+async def sse_stream(agent: NodeAgent, request: Request, ping_every: float) -> AsyncIterator[bytes]:
+    """A fresh snapshot first (also after a reconnect with Last-Event-ID), then live events."""
+    sub = agent.broker.subscribe()
+    try:
+        yield b"retry: 2000\n\n"
+        if agent.latest_json:
+            yield b"id: %d\nevent: snapshot\ndata: %s\n\n" % (agent.broker.next_id(), agent.latest_json)
+        while not sub.closed:
+            ev = await sub.get(ping_every)
+            if ev is not None:
+                yield ev.encode()
+            elif not sub.closed:
+                yield b": ping\n\n"
+    finally:
+        agent.broker.unsubscribe(sub)
+
+
+def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlette:
+    async def snapshot(request: Request) -> Response:
+        if not agent.latest_json:
+            return error(503, "no snapshot collected yet")
+        return Response(agent.latest_json, media_type=JSON_TYPE)
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(
+            sse_stream(agent, request, ping_every), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    registry = registry_for(lambda: agent.latest)
+
+    async def metrics(request: Request) -> Response:
+        return Response(exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True, "ticks": agent.ticks})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+        return error(exc.status_code, reason, {"path": request.url.path, "method": request.method})
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return error(500, "internal error")
+
+    routes = [
+        Route("/api/v1/snapshot", snapshot, methods=["GET"]),
+        Route("/api/v1/events", events, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}
+    )
+
+
+class PortDispatcher:
+    """ASGI app that routes each connection to the app of the port it arrived on."""
+
+    def __init__(self, apps: dict[int, Starlette]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            msg = await receive()
+            while msg["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+                msg = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        server = scope.get("server") or (None, None)
+        app = self.apps.get(server[1]) if len(self.apps) > 1 else next(iter(self.apps.values()))
+        if app is None:
+            await JSONResponse({"error": "no node on this port"}, status_code=404)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+
+def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
+    """Bind before serving so port 0 works and the caller learns the real ports."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for port in ports:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(2048)
+            s.setblocking(False)
+            socks.append(s)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+async def serve(
+    agents: Sequence[NodeAgent],
+    sockets: Sequence[socket.socket],
+    *,
+    ping_every: float = PING_EVERY_S,
+    log_level: str = "warning",
+    ready: anyio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
+    for agent in agents:  # serve a real snapshot from the first request on
+        await agent.tick()
+    apps = {s.getsockname()[1]: build_app(a, ping_every=ping_every) for a, s in zip(agents, sockets, strict=True)}
+    config = uvicorn.Config(
+        PortDispatcher(apps),
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=75,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+
+    async def watch_exit() -> None:
+        while not server.should_exit:
+            await anyio.sleep(0.1)
+        for agent in agents:  # end SSE streams so the graceful shutdown is quick
+            agent.broker.close()
+
+    async with anyio.create_task_group() as tg:
+        for agent in agents:
+            tg.start_soon(agent.run)
+        tg.start_soon(watch_exit)
+        if ready is not None:
+            tg.start_soon(_set_when_started, server, ready)
+        try:
+            if handle_signals:
+                await server.serve(sockets=list(sockets))
+            else:
+                await server._serve(sockets=list(sockets))
+        finally:
+            server.should_exit = True
+            for srv in getattr(server, "servers", []):  # cancelled mid-serve: still free the ports
+                srv.close()
+            tg.cancel_scope.cancel()
+
+
+async def _set_when_started(server: uvicorn.Server, ready: anyio.Event) -> None:
+    while not server.started:
+        await anyio.sleep(0.01)
+    ready.set()

@@ -1,0 +1,57 @@
+"""Crash-safe file writes shared by every layer that persists something.
+
+A crash must never leave a half-written config, token, state or audit file, and a file that
+holds secrets must never be written through a symlink an attacker planted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class UnsafePathError(OSError):
+    """The target path is a symlink (or its parent is not a directory)."""
+
+
+def refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise UnsafePathError(f"refusing to write through symlink: {path}")
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over the target."""
+    path = Path(path)
+    refuse_symlink(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: fsync the directory entry too."""
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses a symlink at the final component."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)

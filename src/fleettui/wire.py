@@ -1,0 +1,201 @@
+"""The wire format: the one definition of what agents serve and the aggregator reads.
+
+Agent and aggregator both import these models, so a field added here is added to both sides
+and to the generated JSON Schema in docs/agent-api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+
+
+class WireModel(BaseModel):
+    """Base for wire models: unknown keys are ignored so newer agents stay readable."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class NodeInfo(WireModel):
+    hostname: str
+    os: str
+    arch: str
+    agent_version: str
+    uptime_s: float = Field(description="Seconds since the host booted.")
+    simulated: bool = False
+
+
+class Cpu(WireModel):
+    percent: float | None = Field(None, description="Whole-machine CPU utilisation, 0-100.")
+    cores: int | None = Field(None, description="Logical CPU count.")
+
+
+class Memory(WireModel):
+    total_mb: float | None = None
+    used_mb: float | None = None
+    pressure_pct: float | None = Field(None, description="Share of memory not available, 0-100.")
+
+
+class Gpu(WireModel):
+    index: int
+    name: str
+    uuid: str | None = None
+    memory_total_mb: float | None = None
+    memory_used_mb: float | None = None
+    util_pct: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = Field(
+        None, description="GPU energy counter since driver load, joules (NVML, Volta or newer)."
+    )
+    temp_c: float | None = None
+
+
+PowerSource = Literal["nvml", "rapl", "nvml+rapl", "simulated", "none"]
+
+
+class Power(WireModel):
+    watts: float | None = Field(None, description="Current draw of the measured sources.")
+    source: PowerSource = "none"
+    energy_wh_total: float = Field(0.0, description="Energy integrated by this agent, Wh.")
+
+
+class DailyCost(WireModel):
+    date: str = Field(description="Local calendar day, YYYY-MM-DD.")
+    energy_wh: float
+    cost: float
+
+
+class Cost(WireModel):
+    currency: str = "EUR"
+    price_per_kwh: float = 0.0
+    today: float = 0.0
+    daily: list[DailyCost] = Field(default_factory=list, description="Last 7 days, oldest first.")
+    total_7d: float = 0.0
+
+
+class Model(WireModel):
+    name: str
+    size_mb: float | None = None
+    vram_mb: float | None = None
+    quant: str | None = None
+
+
+EngineStatus = Literal["up", "down"]
+
+
+class Engine(WireModel):
+    name: str = Field(description="Engine kind: ollama, llamacpp, vllm, lmstudio, mlx.")
+    url: str
+    status: EngineStatus
+    version: str | None = None
+    models: list[Model] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why the engine is down or its answer unusable.")
+
+
+class AuditHead(WireModel):
+    seq: int = Field(0, description="Sequence number of the newest audit entry (0 when empty).")
+    head_hash: str = GENESIS_HASH
+
+
+class NodeSnapshot(WireModel):
+    """Everything one agent knows about its node at one collection tick."""
+
+    schema_version: int = SCHEMA_VERSION
+    node: NodeInfo
+    ts: float = Field(description="Collection time, Unix seconds.")
+    cpu: Cpu = Field(default_factory=Cpu)
+    memory: Memory = Field(default_factory=Memory)
+    gpus: list[Gpu] = Field(default_factory=list)
+    power: Power = Field(default_factory=Power)
+    cost: Cost = Field(default_factory=Cost)
+    engines: list[Engine] = Field(default_factory=list)
+    audit: AuditHead = Field(default_factory=AuditHead)
+    problems: list[str] = Field(
+        default_factory=list, description="Human-readable reasons this node is degraded."
+    )
+
+
+ActionName = Literal["purge", "unload", "stop", "start", "restart"]
+ACTIONS: tuple[str, ...] = ("purge", "unload", "stop", "start", "restart")
+
+
+class ActionRequest(WireModel):
+    """Body of POST /api/v1/actions; argument patterns are checked by the agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str
+    engine: str | None = None
+    model: str | None = None
+
+
+class ActionResult(WireModel):
+    ok: bool
+    action: str
+    engine: str | None = None
+    model: str | None = None
+    exit_code: int | None = None
+    duration_ms: float = 0.0
+    output_tail: str = ""
+    audit_seq: int | None = None
+    error: str | None = None
+
+
+class ActionEvent(WireModel):
+    """Payload of the SSE `action` event: sent when an action starts and when it finishes."""
+
+    phase: Literal["started", "finished"]
+    action: str
+    engine: str | None = None
+    model: str | None = None
+    ok: bool | None = None
+    audit_seq: int | None = None
+
+
+class AuditEntry(WireModel):
+    """One line of the hash-chained audit log.
+
+    hash = sha256(prev_hash + canonical_json(entry without hash)).
+    """
+
+    seq: int
+    ts: float
+    source_ip: str | None = None
+    token_id: str | None = None
+    action: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: str
+    http_status: int
+    duration_ms: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(WireModel):
+    entries: list[AuditEntry]
+    head: AuditHead
+
+
+class ErrorBody(WireModel):
+    error: str
+    detail: Any = None
+
+
+def wire_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of every wire model, for docs/agent-api.md."""
+    models: list[type[BaseModel]] = [
+        NodeSnapshot,
+        ActionRequest,
+        ActionResult,
+        ActionEvent,
+        AuditEntry,
+        AuditPage,
+        ErrorBody,
+    ]
+    return {m.__name__: m.model_json_schema() for m in models}
