@@ -1,56 +1,173 @@
-"""Argument parsing for `fleet`; every command's work lives in the layers it names.
+"""Argument parsing for `fleet`; every command's work lives in the layer that owns it.
 
-Imports are lazy so `fleet --help` and `fleet ls` start fast.
+Imports are lazy (each command names its module as a string) so `fleet --help` and `fleet ls`
+start fast and the agent never loads the views.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleettui import __version__
+
+ACTIONS = ("purge", "unload", "stop", "start", "restart")
+AGENT = "fleettui.agent.main"
+COMMANDS = "fleettui.views.commands"
+DASHBOARD = "fleettui.views.main"
+
+
+def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+    return run
+
+
+def _fleet_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="fleet config (default: $FLEET_CONFIG or ~/.config/fleettui/projects.toml)",
+    )
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _add_agent(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run or manage the node agent on this machine")
     asub = agent.add_subparsers(dest="agent_cmd", required=True, metavar="COMMAND")
-    serve = asub.add_parser("serve", help="serve this node's facts over HTTP (snapshot, SSE, metrics)")
+
+    serve = asub.add_parser("serve", help="serve this node's facts over HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8899, help="port; 0 picks a free one (default 8899)")
+    serve.add_argument("--port", type=int, default=8899, help="port; 0 picks a free one")
     serve.add_argument("--config", type=Path, help="agent.toml (default: XDG config dir)")
     serve.add_argument("--simulate", action="store_true", help="serve a synthetic node instead")
-    serve.add_argument("--nodes", type=int, default=1, help="with --simulate: nodes on consecutive ports")
-    serve.add_argument("--name", help="with --simulate: node name (or prefix with --nodes)")
-    serve.add_argument("--interval", type=float, help="collection interval in seconds (default 2)")
-    serve.add_argument("-v", "--verbose", action="store_true", help="log requests and collection")
-    serve.set_defaults(func=lambda a: _run("fleettui.agent.main", "cmd_serve", a))
+    serve.add_argument("--nodes", type=int, default=1, help="with --simulate: nodes on N ports")
+    serve.add_argument("--name", help="with --simulate: node name (prefix with --nodes)")
+    serve.add_argument("--interval", type=float, help="collection interval, seconds (default 2)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log requests")
+    serve.set_defaults(func=_to(AGENT, "cmd_serve"))
+
+    token = asub.add_parser("token", help="create, list, rotate and revoke action tokens")
+    tsub = token.add_subparsers(dest="token_cmd", required=True, metavar="COMMAND")
+    for name, helptext in (
+        ("create", "create a token; the secret is printed once"),
+        ("list", "list tokens (never their secrets)"),
+        ("rotate", "revoke a token and issue a new secret in one step"),
+        ("revoke", "revoke a token"),
+    ):
+        tp = tsub.add_parser(name, help=helptext)
+        if name == "create":
+            tp.add_argument("--label", required=True, help="what the token is for")
+        if name in ("rotate", "revoke"):
+            tp.add_argument("id", help="token id")
+        tp.add_argument("--config", type=Path, help="agent.toml (its dirs hold the tokens)")
+        _json(tp)
+        tp.set_defaults(func=_to(AGENT, f"cmd_token_{name}"))
+
+    audit = asub.add_parser("audit", help="inspect the agent's hash-chained audit log")
+    ausub = audit.add_subparsers(dest="audit_cmd", required=True, metavar="COMMAND")
+    verify = ausub.add_parser("verify", help="check the whole chain; exit 1 at the first bad seq")
+    verify.add_argument("--config", type=Path, help="agent.toml")
+    verify.add_argument("--path", type=Path, help="audit.jsonl to check (default: XDG data dir)")
+    _json(verify)
+    verify.set_defaults(func=_to(AGENT, "cmd_audit_verify"))
 
 
-def _run(module: str, func: str, args: argparse.Namespace) -> int:
-    import importlib
+def _add_fleet(sub: argparse._SubParsersAction) -> None:
+    ls = sub.add_parser("ls", help="list configured nodes (no network)")
+    _fleet_config(ls)
+    _json(ls)
+    ls.set_defaults(func=_to(COMMANDS, "cmd_ls"))
 
-    return int(getattr(importlib.import_module(module), func)(args) or 0)
+    status = sub.add_parser("status", help="poll every node once; exit 0 when all are ONLINE")
+    _fleet_config(status)
+    _json(status)
+    status.add_argument("--timeout", type=float, default=10.0, help="overall cap, seconds")
+    status.set_defaults(func=_to(COMMANDS, "cmd_status"))
+
+    ping = sub.add_parser("ping", help="poll one node and show its round trip")
+    _fleet_config(ping)
+    _json(ping)
+    ping.add_argument("name")
+    ping.add_argument("--timeout", type=float, default=5.0)
+    ping.set_defaults(func=_to(COMMANDS, "cmd_ping"))
+
+    add = sub.add_parser("add", help="add a node to the fleet config")
+    _fleet_config(add)
+    add.add_argument("name")
+    add.add_argument("--url", required=True, help="agent URL, e.g. http://gpu1.lan:8899")
+    add.add_argument("--role", default="", help="free text, e.g. inference, embeddings")
+    add.add_argument("--tag", action="append", default=[], help="repeatable")
+    add.add_argument("--kind", default="fleettui", help="fleettui (default), asiai or ollama")
+    tok = add.add_mutually_exclusive_group()
+    tok.add_argument("--token-env", help="environment variable holding the token")
+    tok.add_argument("--token-file", type=Path, help="file holding the token")
+    add.set_defaults(func=_to(COMMANDS, "cmd_add"))
+
+    remove = sub.add_parser("remove", help="remove a node from the fleet config")
+    _fleet_config(remove)
+    remove.add_argument("name")
+    remove.set_defaults(func=_to(COMMANDS, "cmd_remove"))
+
+    push = sub.add_parser("push", help="run one action on one node")
+    _fleet_config(push)
+    push.add_argument("node")
+    push.add_argument("action", choices=ACTIONS)
+    push.add_argument("--engine")
+    push.add_argument("--model")
+    _json(push)
+    push.set_defaults(func=_to(COMMANDS, "cmd_push"))
+
+    bulk = sub.add_parser("bulk", help="run one action on many nodes at once")
+    _fleet_config(bulk)
+    bulk.add_argument("action", choices=ACTIONS)
+    bulk.add_argument("--names", action="append", default=[], help="node name (repeatable)")
+    bulk.add_argument("--filter", help="selection expression, e.g. 'state=ONLINE and engine=vllm'")
+    bulk.add_argument("--engine")
+    bulk.add_argument("--model")
+    bulk.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    bulk.add_argument("--dry-run", action="store_true", help="list the targets, send nothing")
+    _json(bulk)
+    bulk.set_defaults(func=_to(COMMANDS, "cmd_bulk"))
+
+    demo = sub.add_parser("demo", help="start simulated agents and open the dashboard on them")
+    demo.add_argument("--nodes", type=int, default=8)
+    demo.add_argument("--rich", action="store_true", help="use the Rich fallback view")
+    demo.set_defaults(func=_to(DASHBOARD, "cmd_demo"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="fleet", description="A keyboard-driven dashboard and node agent for LLM-inference fleets."
+        prog="fleet",
+        description="A keyboard-driven dashboard and node agent for LLM-inference fleets. "
+        "Without a command, opens the dashboard.",
     )
     p.add_argument("--version", action="version", version=f"fleettui {__version__}")
+    p.add_argument("--config", type=Path, help="fleet config (default: XDG config dir)")
+    p.add_argument("--rich", action="store_true", help="headless Rich view instead of Textual")
+    p.add_argument("--once", action="store_true", help="with --rich: print one table and exit")
+    p.add_argument("--read-only", action="store_true", help="disable every action key")
+    p.set_defaults(func=_to(DASHBOARD, "cmd_dashboard"))
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     _add_agent(sub)
+    _add_fleet(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0
-    return args.func(args)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -199,3 +199,18 @@ def wire_schemas() -> dict[str, dict[str, Any]]:
         ErrorBody,
     ]
     return {m.__name__: m.model_json_schema() for m in models}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The byte form the audit hash is computed over: sorted keys, no spaces, UTF-8."""
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def audit_hash(entry: dict[str, Any]) -> str:
+    """hash = sha256(prev_hash + canonical_json(entry without `hash`))."""
+    import hashlib
+
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(entry["prev_hash"].encode() + canonical_json(body)).hexdigest()

@@ -89,7 +89,9 @@ class AgentConfig(_Strict):
                 raise ValueError(f"engine name {name!r} must match {ENGINE_NAME_RE.pattern}")
             if eng.kind is None:
                 if name not in DEFAULT_ENGINE_URLS:
-                    raise ValueError(f"engine {name!r} needs kind = one of {sorted(DEFAULT_ENGINE_URLS)}")
+                    raise ValueError(
+                        f"engine {name!r} needs kind = one of {sorted(DEFAULT_ENGINE_URLS)}"
+                    )
                 eng.kind = name  # type: ignore[assignment]
             if eng.url is None:
                 eng.url = DEFAULT_ENGINE_URLS[eng.kind]

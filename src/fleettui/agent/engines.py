@@ -80,7 +80,9 @@ async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[str | No
         props = await _get_json(client, f"{base}/props")
         if isinstance(props, dict):
             version = props.get("build_info") if isinstance(props.get("build_info"), str) else None
-            model_path = props.get("model_path") if isinstance(props.get("model_path"), str) else None
+            model_path = (
+                props.get("model_path") if isinstance(props.get("model_path"), str) else None
+            )
     except ProbeError:
         props = None
     size = None

@@ -15,7 +15,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fleettui.agent.node import NodeAgent
     from fleettui.agent.server import bind_sockets, serve
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = load_agent_config(args.config)
     except ConfigError as exc:
@@ -25,7 +28,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.interval_s = args.interval
     nodes = args.nodes
     if nodes > 1 and not args.simulate:
-        print("fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr)
+        print(
+            "fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr
+        )
         return 2
     if args.host in ("0.0.0.0", "::", ""):
         print(
@@ -37,11 +42,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         sockets = bind_sockets(args.host, ports)
     except OSError as exc:
-        print(f"fleet agent: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"fleet agent: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 2
     if args.simulate:
         prefix = args.name or "sim"
-        names = [prefix] if nodes == 1 and args.name else [f"{prefix}-{i:03d}" for i in range(nodes)]
+        names = (
+            [prefix] if nodes == 1 and args.name else [f"{prefix}-{i:03d}" for i in range(nodes)]
+        )
         agents = [NodeAgent.simulate(config, n) for n in names]
     else:
         agents = [NodeAgent.real(config)]

@@ -88,7 +88,9 @@ class RealSource:
             assert eng is not None
             if explicit:
                 out.append(eng)
-            elif eng.status == "up" and url not in claimed:  # detected engines only when they answer
+            elif (
+                eng.status == "up" and url not in claimed
+            ):  # detected engines only when they answer
                 out.append(eng)
             if eng.status == "up":
                 claimed.add(url)
@@ -207,7 +209,9 @@ class NodeAgent:
             prev = self.latest
             if prev is None:
                 raise
-            snap = prev.model_copy(update={"ts": time.time(), "problems": [f"collection failed: {exc}"]})
+            snap = prev.model_copy(
+                update={"ts": time.time(), "problems": [f"collection failed: {exc}"]}
+            )
         snap.audit = self.audit_head()
         self.latest = snap
         self.latest_json = snap.model_dump_json().encode()

@@ -40,9 +40,12 @@ async def sse_stream(agent: NodeAgent, request: Request, ping_every: float) -> A
     """A fresh snapshot first (also after a reconnect with Last-Event-ID), then live events."""
     sub = agent.broker.subscribe()
     try:
-        yield b"retry: 2000\n\n"
         if agent.latest_json:
-            yield b"id: %d\nevent: snapshot\ndata: %s\n\n" % (agent.broker.next_id(), agent.latest_json)
+            first = b"id: %d\nevent: snapshot\ndata: %s\n\n" % (
+                agent.broker.next_id(),
+                agent.latest_json,
+            )
+            yield b"retry: 2000\n" + first
         while not sub.closed:
             ev = await sub.get(ping_every)
             if ev is not None:
@@ -61,7 +64,9 @@ def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlett
 
     async def events(request: Request) -> Response:
         return StreamingResponse(
-            sse_stream(agent, request, ping_every), media_type="text/event-stream", headers=SSE_HEADERS
+            sse_stream(agent, request, ping_every),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
 
     registry = registry_for(lambda: agent.latest)
@@ -109,7 +114,9 @@ class PortDispatcher:
         server = scope.get("server") or (None, None)
         app = self.apps.get(server[1]) if len(self.apps) > 1 else next(iter(self.apps.values()))
         if app is None:
-            await JSONResponse({"error": "no node on this port"}, status_code=404)(scope, receive, send)
+            await JSONResponse({"error": "no node on this port"}, status_code=404)(
+                scope, receive, send
+            )
             return
         await app(scope, receive, send)
 
@@ -145,7 +152,10 @@ async def serve(
     """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
     for agent in agents:  # serve a real snapshot from the first request on
         await agent.tick()
-    apps = {s.getsockname()[1]: build_app(a, ping_every=ping_every) for a, s in zip(agents, sockets, strict=True)}
+    apps = {
+        s.getsockname()[1]: build_app(a, ping_every=ping_every)
+        for a, s in zip(agents, sockets, strict=True)
+    }
     config = uvicorn.Config(
         PortDispatcher(apps),
         log_level=log_level,

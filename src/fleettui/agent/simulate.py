@@ -29,11 +29,18 @@ MODEL_POOL = {
         ("deepseek-r1:14b", 9000, "Q4_K_M"),
     ],
     "llamacpp": [("Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", 4685, "Q4_K_M")],
-    "vllm": [("meta-llama/Llama-3.1-8B-Instruct", 16060, "bf16"), ("Qwen/Qwen2.5-32B-Instruct-AWQ", 19300, "awq")],
+    "vllm": [
+        ("meta-llama/Llama-3.1-8B-Instruct", 16060, "bf16"),
+        ("Qwen/Qwen2.5-32B-Instruct-AWQ", 19300, "awq"),
+    ],
     "lmstudio": [("meta-llama-3.1-8b-instruct", 4920, "Q4_K_M")],
     "mlx": [("mlx-community/Qwen2.5-7B-Instruct-4bit", 4300, "4bit")],
 }
-GPU_KINDS = [("NVIDIA RTX 4090", 24564, 450.0), ("NVIDIA L40S", 46068, 350.0), ("NVIDIA H100 80GB HBM3", 81559, 700.0)]
+GPU_KINDS = [
+    ("NVIDIA RTX 4090", 24564, 450.0),
+    ("NVIDIA L40S", 46068, 350.0),
+    ("NVIDIA H100 80GB HBM3", 81559, 700.0),
+]
 
 
 def seed_of(name: str) -> int:
@@ -60,9 +67,15 @@ class SimulatedNode:
         rng = random.Random(seed_of(self.name))
         self.mac = rng.random() < 0.25
         self.cores = rng.choice([16, 24, 32, 64]) if not self.mac else rng.choice([12, 16, 24])
-        self.mem_total_mb = float(rng.choice([65536, 131072, 262144]) if not self.mac else rng.choice([65536, 131072, 196608]))
+        self.mem_total_mb = float(
+            rng.choice([65536, 131072, 262144])
+            if not self.mac
+            else rng.choice([65536, 131072, 196608])
+        )
         if self.mac:
-            self.gpus_spec: list[tuple[str, float, float]] = [("Apple M2 Ultra", self.mem_total_mb, 90.0)]
+            self.gpus_spec: list[tuple[str, float, float]] = [
+                ("Apple M2 Ultra", self.mem_total_mb, 90.0)
+            ]
         else:
             kind = rng.choice(GPU_KINDS)
             self.gpus_spec = [kind] * rng.choice([1, 2, 4])
@@ -111,12 +124,16 @@ class SimulatedNode:
         for e in self.engines:
             url = f"http://127.0.0.1:{ENGINE_PORTS[e.name]}"
             if e.stopped or t < e.down_until:
-                engines.append(Engine(name=e.name, url=url, status="down", error="connection refused"))
+                engines.append(
+                    Engine(name=e.name, url=url, status="down", error="connection refused")
+                )
                 problems.append(f"engine {e.name} down: connection refused")
                 continue
             models = [Model(name=m, size_mb=s, vram_mb=s, quant=q) for m, s, q in e.models]
             resident_mb += sum(s for _, s, _ in e.models)
-            engines.append(Engine(name=e.name, url=url, status="up", version=_version(e.name), models=models))
+            engines.append(
+                Engine(name=e.name, url=url, status="up", version=_version(e.name), models=models)
+            )
         gpus: list[Gpu] = []
         per_gpu_mb = resident_mb / max(1, len(self.gpus_spec))
         for i, (gname, gmem, gmax) in enumerate(self.gpus_spec):
@@ -134,7 +151,9 @@ class SimulatedNode:
                 )
             )
         purge_relief = 0.0 if t - self.purged_at > 30 else 0.15
-        pressure = max(5.0, min(99.0, 100 * (0.25 + 0.3 * self.load_bias + 0.1 * load - purge_relief)))
+        pressure = max(
+            5.0, min(99.0, 100 * (0.25 + 0.3 * self.load_bias + 0.1 * load - purge_relief))
+        )
         return NodeSnapshot(
             node=NodeInfo(
                 hostname=self.name,
@@ -193,4 +212,10 @@ class SimulatedNode:
 
 
 def _version(engine: str) -> str:
-    return {"ollama": "0.11.4", "llamacpp": "b6100", "vllm": "0.10.1", "lmstudio": "0.3.24", "mlx": "0.26.0"}[engine]
+    return {
+        "ollama": "0.11.4",
+        "llamacpp": "b6100",
+        "vllm": "0.10.1",
+        "lmstudio": "0.3.24",
+        "mlx": "0.26.0",
+    }[engine]

@@ -1,0 +1,1 @@
+"""The operator side: watches every node without letting one bad node stall the rest."""

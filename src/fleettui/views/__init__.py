@@ -1,0 +1,1 @@
+"""What the operator sees: the Textual dashboard, the Rich fallback and the plain commands."""

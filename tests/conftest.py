@@ -1,0 +1,109 @@
+"""Fixtures that start real things on 127.0.0.1: agents as subprocesses, fake engine servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def xdg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Relocate HOME and every XDG dir into tmp_path, for this process and its children."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_STATE_HOME", ".local/state"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+    ):
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.delenv("FLEET_CONFIG", raising=False)
+    monkeypatch.delenv("FLEET_AGENT_CONFIG", raising=False)
+    return home
+
+
+@dataclass
+class AgentProc:
+    """A `fleet agent serve` subprocess; `urls` maps node name to base URL."""
+
+    proc: subprocess.Popen[str]
+    urls: dict[str, str] = field(default_factory=dict)
+    stderr_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return next(iter(self.urls.values()))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path else ""
+
+
+def start_agent(
+    *args: str, nodes: int = 1, tmp: Path, env: dict[str, str] | None = None
+) -> AgentProc:
+    """Start `fleet agent serve --port 0 ARGS` and wait until every node prints its URL."""
+    err = tmp / f"agent-stderr-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleettui", "agent", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=err.open("w"),
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    agent = AgentProc(proc, stderr_path=err)
+    deadline = time.monotonic() + 30
+    assert proc.stdout is not None
+    while len(agent.urls) < nodes:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            agent.stop()
+            raise RuntimeError(f"agent did not start: {agent.stderr()}")
+        line = proc.stdout.readline()
+        if m := SERVING_RE.search(line):
+            agent.urls[m.group(1)] = m.group(2)
+    return agent
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path, xdg_home: Path) -> Iterator:
+    started: list[AgentProc] = []
+
+    def factory(*args: str, nodes: int = 1, env: dict[str, str] | None = None) -> AgentProc:
+        a = start_agent(*args, nodes=nodes, tmp=tmp_path, env=env)
+        started.append(a)
+        return a
+
+    yield factory
+    for a in started:
+        a.stop()
+
+
+@pytest.fixture
+def sim_agent(agent_factory) -> AgentProc:
+    """One simulated node with a fast tick."""
+    return agent_factory("--simulate", "--name", "alpha", "--interval", "0.3")
