@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,11 +81,17 @@ def start_agent(
     agent = AgentProc(proc, stderr_path=err)
     deadline = time.monotonic() + 30
     assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    # a thread drains stdout so the agent never blocks on a full pipe
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     while len(agent.urls) < nodes:
         if time.monotonic() > deadline or proc.poll() is not None:
             agent.stop()
             raise RuntimeError(f"agent did not start: {agent.stderr()}")
-        line = proc.stdout.readline()
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
         if m := SERVING_RE.search(line):
             agent.urls[m.group(1)] = m.group(2)
     return agent

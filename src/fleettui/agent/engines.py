@@ -86,17 +86,22 @@ async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[str | No
     except ProbeError:
         props = None
     size = None
+    owned_by = None
     try:
         lst = await _get_json(client, f"{base}/v1/models")
         data = lst.get("data") if isinstance(lst, dict) else None
         if isinstance(data, list) and data and isinstance(data[0], dict):
             model_path = model_path or data[0].get("id")
+            owned_by = data[0].get("owned_by")
             meta = data[0].get("meta")
             if isinstance(meta, dict):
                 size = _mb(meta.get("size"))
     except ProbeError:
         if props is None:
             raise
+    # mlx_lm and vLLM also answer /health with 200: only /props or owned_by prove llama.cpp.
+    if not isinstance(props, dict) and owned_by != "llamacpp":
+        raise ProbeError("answers /health but not /props: not llama.cpp")
     models = [Model(name=_basename(model_path), size_mb=size, vram_mb=size)] if model_path else []
     return version, models
 
@@ -117,6 +122,8 @@ async def probe_vllm(client: httpx.AsyncClient, base: str) -> tuple[str | None, 
         version = v.get("version") if isinstance(v, dict) else None
     except ProbeError:
         pass
+    if version is None and not any(m.get("owned_by") == "vllm" for m in data):
+        raise ProbeError("no /version and no model owned_by vllm: not vLLM")
     return version, [Model(name=m["id"]) for m in data if not m.get("parent")]
 
 
@@ -141,8 +148,8 @@ async def probe_mlx(client: httpx.AsyncClient, base: str) -> tuple[str | None, l
     # mlx_lm's /v1/models lists the whole HF cache, not what is resident; llama-server also
     # answers here, so refuse to claim a server that has /props.
     data = await _openai_models(client, base)
-    if any(m.get("owned_by") == "llamacpp" for m in data):
-        raise ProbeError("this is llama.cpp, not mlx_lm")
+    if any(m.get("owned_by") in ("llamacpp", "vllm") for m in data):
+        raise ProbeError(f"this is {data[0].get('owned_by')}, not mlx_lm")
     return None, [Model(name=m["id"]) for m in data[:1]]
 
 

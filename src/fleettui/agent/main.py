@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 import anyio
@@ -55,12 +56,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         agents = [NodeAgent.simulate(config, n) for n in names]
     else:
         agents = [NodeAgent.real(config)]
-    for agent, sock in zip(agents, sockets, strict=True):
-        host, port = sock.getsockname()[:2]
-        label = agent.simulated.name if agent.simulated else "this machine"
-        print(f"fleet agent: serving {label} on http://{host}:{port}", flush=True)
+    from fleettui.agent.actions import ActionService
+    from fleettui.agent.tokens import TokenStore, tokens_path
+
+    tokens = TokenStore(tokens_path(args.config))  # one store: every node of this process
+    for agent in agents:
+        agent.actions = ActionService.for_agent(agent, tokens)
+
+    def announce() -> None:
+        for agent, sock in zip(agents, sockets, strict=True):
+            host, port = sock.getsockname()[:2]
+            label = agent.simulated.name if agent.simulated else socket.gethostname()
+            print(f"fleet agent: serving {label} on http://{host}:{port}", flush=True)
+
+    level = "info" if args.verbose else "warning"
     try:
-        anyio.run(lambda: serve(agents, sockets, log_level="info" if args.verbose else "warning"))
+        anyio.run(lambda: serve(agents, sockets, log_level=level, on_ready=announce))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from fleettui.agent.tokens import cmd_create
+
+    return cmd_create(args)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from fleettui.agent.tokens import cmd_list
+
+    return cmd_list(args)
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    from fleettui.agent.tokens import cmd_rotate
+
+    return cmd_rotate(args)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from fleettui.agent.tokens import cmd_revoke
+
+    return cmd_revoke(args)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from fleettui.agent.audit import cmd_verify
+
+    return cmd_verify(args)

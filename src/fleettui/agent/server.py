@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -56,13 +56,26 @@ async def sse_stream(agent: NodeAgent, request: Request, ping_every: float) -> A
         agent.broker.unsubscribe(sub)
 
 
+async def read_gate(agent: NodeAgent, request: Request) -> Response | None:
+    """With read_token_required, reads need a valid token too; None means allowed."""
+    if not agent.config.read_token_required:
+        return None
+    if agent.actions is None:  # no token store: fail closed
+        return error(401, "unauthorized")
+    return await agent.actions.authorize_read(request)
+
+
 def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlette:
     async def snapshot(request: Request) -> Response:
+        if (denied := await read_gate(agent, request)) is not None:
+            return denied
         if not agent.latest_json:
             return error(503, "no snapshot collected yet")
         return Response(agent.latest_json, media_type=JSON_TYPE)
 
     async def events(request: Request) -> Response:
+        if (denied := await read_gate(agent, request)) is not None:
+            return denied
         return StreamingResponse(
             sse_stream(agent, request, ping_every),
             media_type="text/event-stream",
@@ -72,7 +85,21 @@ def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlett
     registry = registry_for(lambda: agent.latest)
 
     async def metrics(request: Request) -> Response:
+        if (denied := await read_gate(agent, request)) is not None:
+            return denied
         return Response(exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def actions(request: Request) -> Response:
+        if agent.actions is None:
+            return error(503, "actions are not enabled on this agent")
+        return await agent.actions.handle(request)
+
+    async def audit(request: Request) -> Response:
+        if (denied := await read_gate(agent, request)) is not None:
+            return denied
+        if agent.actions is None:
+            return error(503, "actions are not enabled on this agent")
+        return await agent.actions.audit_page(request)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "ticks": agent.ticks})
@@ -89,6 +116,8 @@ def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlett
     routes = [
         Route("/api/v1/snapshot", snapshot, methods=["GET"]),
         Route("/api/v1/events", events, methods=["GET"]),
+        Route("/api/v1/actions", actions, methods=["POST"]),
+        Route("/api/v1/audit", audit, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
@@ -146,10 +175,16 @@ async def serve(
     *,
     ping_every: float = PING_EVERY_S,
     log_level: str = "warning",
-    ready: anyio.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
     handle_signals: bool = True,
 ) -> None:
     """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
+    from fleettui.agent.actions import ActionService
+
+    for agent in agents:  # the write side: tokens, audit log (opened before the first request)
+        if agent.actions is None:
+            agent.actions = ActionService.for_agent(agent)
+        await agent.actions.start()
     for agent in agents:  # serve a real snapshot from the first request on
         await agent.tick()
     apps = {
@@ -177,8 +212,8 @@ async def serve(
         for agent in agents:
             tg.start_soon(agent.run)
         tg.start_soon(watch_exit)
-        if ready is not None:
-            tg.start_soon(_set_when_started, server, ready)
+        if on_ready is not None:
+            tg.start_soon(_call_when_started, server, on_ready)
         try:
             if handle_signals:
                 await server.serve(sockets=list(sockets))
@@ -191,7 +226,7 @@ async def serve(
             tg.cancel_scope.cancel()
 
 
-async def _set_when_started(server: uvicorn.Server, ready: anyio.Event) -> None:
+async def _call_when_started(server: uvicorn.Server, on_ready: Callable[[], None]) -> None:
     while not server.started:
         await anyio.sleep(0.01)
-    ready.set()
+    on_ready()
