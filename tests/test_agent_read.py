@@ -101,3 +101,52 @@ def test_many_simulated_nodes_in_one_process(agent_factory) -> None:
         assert snap["node"]["hostname"] == name
         names.add(name)
     assert names == {f"n-{i:03d}" for i in range(5)}
+
+
+def test_real_mode_reports_this_machine(agent_factory, tmp_path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'auto_detect = false\nrapl_root = "{tmp_path}/no-rapl"\n')
+    agent = agent_factory("--config", str(cfg))
+    snap = NodeSnapshot.model_validate(httpx.get(f"{agent.url}/api/v1/snapshot").json())
+    assert snap.node.simulated is False
+    assert snap.cpu.cores and snap.cpu.cores >= 1
+    assert snap.memory.total_mb and snap.memory.total_mb > 0
+    assert 0 <= (snap.memory.pressure_pct or 0) <= 100
+    assert snap.gpus == [] and snap.power.source == "none" and snap.power.watts is None
+    assert any(p.startswith("power: no readable source") for p in snap.problems)
+
+
+def test_simulated_nodes_are_deterministic_by_name() -> None:
+    from fleettui.agent.collect.energy import EnergyLedger
+    from fleettui.agent.simulate import SimulatedNode
+
+    def facts(name: str) -> tuple:
+        node = SimulatedNode(name, clock=lambda: 1_700_000_000.0)
+        s = node.snapshot(EnergyLedger(None, 0.3, "EUR"))
+        return (
+            [g.name for g in s.gpus],
+            [(e.name, [m.name for m in e.models]) for e in s.engines],
+            s.power.watts,
+        )
+
+    assert facts("gpu-a") == facts("gpu-a")
+    assert any(facts(f"n{i}") != facts("gpu-a") for i in range(5))
+    engines = [facts(f"n{i}")[1] for i in range(20)]
+    assert all(e[0][0] == "ollama" and 2 <= len(e) <= 3 for e in engines)
+
+
+def test_simulated_actions_change_the_node() -> None:
+    from fleettui.agent.collect.energy import EnergyLedger
+    from fleettui.agent.simulate import SimulatedNode
+
+    now = [1_700_000_000.0]
+    node = SimulatedNode("act", clock=lambda: now[0])
+    ledger = EnergyLedger(None, 0.3, "EUR")
+    model = node.snapshot(ledger).engines[0].models[0].name
+    assert node.act("unload", "ollama", model)[0]
+    assert model not in [m.name for m in node.snapshot(ledger).engines[0].models]
+    assert node.act("restart", "ollama", None)[0]
+    assert node.snapshot(ledger).engines[0].status == "down"
+    now[0] += 5
+    assert node.snapshot(ledger).engines[0].status == "up"
+    assert node.act("stop", "nope", None) == (False, "engine 'nope' not present on this node")
