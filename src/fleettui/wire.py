@@ -121,6 +121,14 @@ class NodeSnapshot(WireModel):
 
 ActionName = Literal["purge", "unload", "stop", "start", "restart"]
 ACTIONS: tuple[str, ...] = ("purge", "unload", "stop", "start", "restart")
+# How long each action may run on the node; callers wait a little longer than this.
+ACTION_TIMEOUTS_S: dict[str, float] = {
+    "purge": 30.0,
+    "unload": 60.0,
+    "stop": 60.0,
+    "start": 120.0,
+    "restart": 120.0,
+}
 
 
 class ActionRequest(WireModel):

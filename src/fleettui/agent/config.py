@@ -11,6 +11,10 @@ from typing import Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleettui.wire import ACTION_TIMEOUTS_S
+
+__all__ = ["ACTION_TIMEOUTS_S", "AgentConfig", "ConfigError", "load_agent_config"]
+
 APP_NAME = "fleettui"
 ENGINE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 EngineKind = Literal["ollama", "llamacpp", "vllm", "lmstudio", "mlx"]
@@ -22,15 +26,6 @@ DEFAULT_ENGINE_URLS: dict[str, str] = {
     "llamacpp": "http://127.0.0.1:8080",
     "vllm": "http://127.0.0.1:8000",
     "mlx": "http://127.0.0.1:8080",
-}
-
-# Per-action timeouts, seconds (issue: purge 30, unload/stop 60, start/restart 120).
-ACTION_TIMEOUTS_S: dict[str, float] = {
-    "purge": 30.0,
-    "unload": 60.0,
-    "stop": 60.0,
-    "start": 120.0,
-    "restart": 120.0,
 }
 
 
