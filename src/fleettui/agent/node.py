@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.to_thread
@@ -25,6 +25,9 @@ from fleettui.agent.config import DEFAULT_ENGINE_URLS, AgentConfig
 from fleettui.agent.engines import probe_engine
 from fleettui.agent.simulate import SimulatedNode
 from fleettui.wire import AuditHead, Cpu, Engine, Gpu, Memory, NodeInfo, NodeSnapshot, Power
+
+if TYPE_CHECKING:
+    from fleettui.agent.actions import ActionService
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +186,7 @@ class NodeAgent:
         self.latest: NodeSnapshot | None = None
         self.latest_json: bytes = b""
         self.audit_head: Callable[[], AuditHead] = AuditHead
+        self.actions: ActionService | None = None  # the write side, attached by the server
         self.ticks = 0
         self.collect_s_total = 0.0
 
@@ -213,6 +217,8 @@ class NodeAgent:
                 update={"ts": time.time(), "problems": [f"collection failed: {exc}"]}
             )
         snap.audit = self.audit_head()
+        if self.actions is not None:
+            snap.problems.extend(self.actions.problems())
         self.latest = snap
         self.latest_json = snap.model_dump_json().encode()
         self.broker.publish("snapshot", self.latest_json)
@@ -238,3 +244,5 @@ class NodeAgent:
                 self.ledger.maybe_save(force=True)
                 self.broker.close()
                 await self.source.aclose()
+                if self.actions is not None:
+                    await self.actions.aclose()

@@ -1,0 +1,684 @@
+"""The agent's write side: POST /api/v1/actions from raw bytes to an audited result.
+
+Order of checks, each before any process starts (every attempt, refused or not, is audited):
+  1. body over 64 KiB -> 413 (Content-Length first, then a running cap while streaming)
+  2. missing / unknown / revoked token -> 401, all alike, constant-time comparison
+  3. over the per-token rate limit -> 429 with Retry-After
+  4. not a whitelisted action, or an argument failing its pattern -> 400 naming the field
+  5. nothing configured for the action -> 400 naming the agent.toml key to set
+  6. another action already running on the same engine -> 409
+
+Then the action runs: an argv the administrator configured (list argv, never a shell, its own
+timeout, the process group killed on timeout), the engine's own unload API, or, on a simulated
+node without a configured argv, the simulation. An argv element that is exactly `{engine}` or
+`{model}` is replaced by the validated value; nothing else is ever substituted.
+
+Executed actions answer 200 with `ok` false when the command failed: the request itself was
+valid and handled, and the exit code and output tail say what went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import httpx
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from fleettui.agent.audit import AUDIT_FILE, AuditError, AuditLog
+from fleettui.agent.config import DEFAULT_ENGINE_URLS, ENGINE_NAME_RE
+from fleettui.agent.ratelimit import RateLimiter, retry_after_header
+from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
+from fleettui.wire import ACTION_TIMEOUTS_S, ACTIONS, ActionEvent, ActionResult, AuditEntry
+
+if TYPE_CHECKING:
+    from fleettui.agent.node import NodeAgent
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+TAIL_CHARS = 2000
+KEEP_BYTES = 16 * 1024
+DRAIN_AFTER_EXIT_S = 0.5
+AUDIT_PAGE_DEFAULT = 100
+AUDIT_PAGE_MAX = 1000
+# Names as Ollama and Hugging Face write them: "llama3.1:8b", "hf.co/org/repo:Q4_K_M",
+# "Qwen/Qwen2.5-7B-Instruct", "model.gguf", "name@sha256:...". No whitespace, no leading "-".
+MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+REQUEST_FIELDS = ("action", "engine", "model")
+UNAUTHORIZED_DETAIL = "send Authorization: Bearer <secret> (fleet agent token create)"
+REDACTED = "[redacted]"
+
+
+class Rejection(Exception):
+    """A refusal before anything runs: HTTP status, reason and optional detail."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.detail = status, message, detail
+
+
+# --- input -----------------------------------------------------------------------------------
+
+
+def scrub(value: str, secret: str | None, limit: int = 200) -> str:
+    """For responses, logs and the audit: no token secret, and bounded length."""
+    if secret:
+        value = value.replace(secret, REDACTED)
+    value = SECRET_SHAPE_RE.sub(REDACTED, value)
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _show(value: str, secret: str | None) -> str:
+    return repr(scrub(value, secret, 80))
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    action: str
+    engine: str | None
+    model: str | None
+
+
+def audit_view(body: bytes, secret: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Best effort (action, args) of any body, for the audit line of a refused attempt."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None, {}
+    if not isinstance(data, dict):
+        return None, {}
+    action = data.get("action")
+    args: dict[str, Any] = {}
+    for key in ("engine", "model"):
+        v = data.get(key)
+        if isinstance(v, str):
+            args[key] = scrub(v, secret)
+        elif v is not None:
+            args[key] = f"<{type(v).__name__}>"
+    extra = sorted(scrub(str(k), secret, 40) for k in data if k not in REQUEST_FIELDS)
+    if extra:
+        args["unknown_fields"] = extra[:10]
+    shown = scrub(action, secret, 64) if isinstance(action, str) else None
+    return shown, args
+
+
+def parse_request(body: bytes, secret: str | None = None) -> ActionCall:
+    """Body -> validated request, or Rejection(400) naming the field. Never echoes a secret."""
+    if not body.strip():
+        raise Rejection(
+            400, "empty body", 'send JSON like {"action": "restart", "engine": "ollama"}'
+        )
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise Rejection(400, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Rejection(400, "body must be a JSON object", {"got": type(data).__name__})
+    unknown = [k for k in data if k not in REQUEST_FIELDS]
+    if unknown:
+        names = [scrub(str(k), secret, 40) for k in unknown[:5]]
+        raise Rejection(400, "unknown field", {"fields": names, "allowed": list(REQUEST_FIELDS)})
+    for key in REQUEST_FIELDS:
+        v = data.get(key)
+        if v is None and key != "action":
+            continue
+        if not isinstance(v, str):
+            what = "missing" if v is None else f"a {type(v).__name__}"
+            raise Rejection(400, f"{key} must be a string", {"field": key, "got": what})
+        if (secret and secret in v) or SECRET_SHAPE_RE.search(v):
+            raise Rejection(
+                400,
+                f"{key} looks like an access token; refusing to use or record it",
+                {"field": key},
+            )
+    action, engine, model = data["action"], data.get("engine"), data.get("model")
+    if action not in ACTIONS:
+        raise Rejection(
+            400,
+            f"unknown action {_show(action, secret)}",
+            {"field": "action", "allowed": list(ACTIONS)},
+        )
+    if engine is not None and not ENGINE_NAME_RE.fullmatch(engine):
+        raise Rejection(
+            400,
+            f"engine {_show(engine, secret)} is not a valid engine name",
+            {"field": "engine", "pattern": ENGINE_NAME_RE.pattern},
+        )
+    if model is not None and (not MODEL_RE.fullmatch(model) or ".." in model.split("/")):
+        raise Rejection(
+            400,
+            f"model {_show(model, secret)} is not a valid model name",
+            {"field": "model", "pattern": MODEL_RE.pattern, "also": "no '..' path segment"},
+        )
+    if action != "purge" and engine is None:
+        raise Rejection(400, f"{action} needs an engine", {"field": "engine"})
+    if action != "unload" and model is not None:
+        raise Rejection(400, f"model only applies to unload, not {action}", {"field": "model"})
+    return ActionCall(action, engine, model)
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+async def read_capped(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The body, or None once it is known to exceed `limit` (never reading more than that)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                return None
+        except ValueError:
+            raise Rejection(400, "bad Content-Length header") from None
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+# --- plans and runners -------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """What will run for a validated request; built before anything starts."""
+
+    req: ActionCall
+    via: str  # "argv" | "api" | "simulated"
+    timeout_s: float
+    argv: list[str] = field(default_factory=list)
+    engine_kind: str | None = None
+    engine_url: str | None = None
+
+    @property
+    def busy_key(self) -> str:
+        return self.req.engine or "(node)"
+
+
+def fill_argv(template: list[str], req: ActionCall, key: str) -> list[str]:
+    out = []
+    for arg in template:
+        if arg == "{engine}":
+            out.append(req.engine or "")
+        elif arg == "{model}":
+            if req.model is None:
+                raise Rejection(400, f"{key} uses {{model}}; send a model", {"field": "model"})
+            out.append(req.model)
+        else:
+            out.append(arg)
+    if "" in out:
+        raise Rejection(400, f"{key} uses {{engine}}; send an engine", {"field": "engine"})
+    return out
+
+
+def _tail(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text[-TAIL_CHARS:]
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def run_argv(argv: list[str], timeout_s: float) -> Outcome:
+    """Run an argv (no shell) in its own session; kill the whole group on timeout.
+
+    Output is read while the process runs so a chatty command cannot block on a full pipe; once
+    it exits, a daemon it left holding the pipe gets DRAIN_AFTER_EXIT_S, not the full timeout.
+    """
+    try:
+        proc = await anyio.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return Outcome(False, None, "", f"cannot run {argv[0]}: {exc.strerror or exc}")
+    buf = bytearray()
+    drained = anyio.Event()
+    timed_out = False
+
+    async def reader() -> None:
+        assert proc.stdout is not None
+        try:
+            async for chunk in proc.stdout:
+                buf.extend(chunk)
+                del buf[:-KEEP_BYTES]
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        drained.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            with anyio.move_on_after(timeout_s) as scope:
+                await proc.wait()
+            if scope.cancelled_caught:
+                timed_out = True
+                _kill_group(proc.pid)
+                await proc.wait()
+            with anyio.move_on_after(DRAIN_AFTER_EXIT_S):
+                await drained.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        if proc.returncode is None:  # cancelled (agent shutting down): leave nothing behind
+            _kill_group(proc.pid)
+        with anyio.CancelScope(shield=True):
+            await proc.aclose()
+    code = proc.returncode
+    if timed_out:
+        return Outcome(False, code, _tail(bytes(buf)), f"timed out after {timeout_s:g} s; killed")
+    err = None if code == 0 else f"exited with status {code}"
+    return Outcome(code == 0, code, _tail(bytes(buf)), err)
+
+
+async def _unload_http(client: httpx.AsyncClient, plan: Plan) -> Outcome:
+    """Unload through the engine's own API: Ollama keep_alive 0, LM Studio, llama.cpp router."""
+    base = (plan.engine_url or "").rstrip("/")
+    kind, model = plan.engine_kind, plan.req.model
+    lines: list[str] = []
+    failed: list[str] = []
+
+    async def post(path: str, body: dict[str, Any], name: str) -> None:
+        r = await client.post(f"{base}{path}", json=body)
+        if 200 <= r.status_code < 300:
+            lines.append(f"unloaded {name}")
+        else:
+            failed.append(name)
+            lines.append(f"{name}: HTTP {r.status_code} {r.text[:200]}")
+
+    try:
+        if kind == "ollama":
+            names = [model] if model else await _ollama_loaded(client, base)
+            for m in names:
+                await post("/api/generate", {"model": m, "keep_alive": 0}, m)
+        elif kind == "lmstudio":
+            names = [model] if model else await _lmstudio_loaded(client, base)
+            for m in names:
+                await post("/api/v1/models/unload", {"instance_id": m}, m)
+        else:  # llamacpp router mode; plan() made sure there is a model
+            names = [model or ""]
+            await post("/models/unload", {"model": model}, model or "")
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        what = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+        return Outcome(False, None, _tail("\n".join(lines)), f"{kind} at {base}: {what}")
+    if not names:
+        lines.append("no model loaded")
+    err = f"could not unload {', '.join(failed)}" if failed else None
+    return Outcome(not failed, None, _tail("\n".join(lines)), err)
+
+
+async def _ollama_loaded(client: httpx.AsyncClient, base: str) -> list[str]:
+    r = await client.get(f"{base}/api/ps")
+    r.raise_for_status()
+    return [m["name"] for m in r.json()["models"]]
+
+
+async def _lmstudio_loaded(client: httpx.AsyncClient, base: str) -> list[str]:
+    r = await client.get(f"{base}/api/v1/models")
+    r.raise_for_status()
+    return [i["id"] for m in r.json()["models"] for i in m.get("loaded_instances") or []]
+
+
+# --- the service -------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """What the audit line of one request will say."""
+
+    started: float
+    t0: float
+    source_ip: str | None
+    token_id: str | None = None
+    action: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionService:
+    """Tokens, rate limits, validation, execution and audit for one node."""
+
+    def __init__(self, agent: NodeAgent, tokens: TokenStore, audit: AuditLog) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.tokens = tokens
+        self.audit = audit
+        self.limiter = RateLimiter(self.config.rate_limit_per_min)
+        self.busy: set[str] = set()
+        self._client: httpx.AsyncClient | None = None
+        agent.audit_head = audit.head
+
+    @classmethod
+    def for_agent(cls, agent: NodeAgent, tokens: TokenStore | None = None) -> ActionService:
+        """Tokens are per machine (shared by every simulated node); audit logs are per node."""
+        data = agent.config.data_path()
+        if agent.simulated is not None:
+            data = data / "nodes" / agent.simulated.name
+        return cls(agent, tokens or TokenStore(tokens_path()), AuditLog(data / AUDIT_FILE))
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self.audit.open)
+        await anyio.to_thread.run_sync(self.tokens.refresh)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.audit.problem:
+            out.append(f"audit log: {self.audit.problem}")
+        if self.tokens.problem:
+            out.append(f"tokens: {self.tokens.problem}")
+        return out
+
+    # -- reads
+    async def authorize_read(self, request: Request) -> Response | None:
+        """With read_token_required, any valid token may read; None means allowed."""
+        if not self.config.read_token_required:
+            return None
+        await anyio.to_thread.run_sync(self.tokens.refresh)
+        if self.tokens.check(bearer(request.headers.get("authorization"))).ok:
+            return None
+        return unauthorized()
+
+    async def audit_page(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            after = _int_param(q.get("after"), "after", 0, 0, None)
+            limit = _int_param(q.get("limit"), "limit", AUDIT_PAGE_DEFAULT, 1, AUDIT_PAGE_MAX)
+        except Rejection as exc:
+            return _error(exc.status, exc.message, exc.detail)
+        page = await anyio.to_thread.run_sync(self.audit.page, after, limit)
+        return Response(page.model_dump_json().encode(), media_type="application/json")
+
+    # -- writes
+    async def handle(self, request: Request) -> Response:
+        at = Attempt(
+            time.time(), time.perf_counter(), request.client.host if request.client else None
+        )
+        secret = bearer(request.headers.get("authorization"))
+        try:
+            try:
+                body = await read_capped(request)
+            except ClientDisconnect:
+                raise Rejection(400, "client disconnected before sending the body") from None
+            if body is None:
+                raise Rejection(413, f"request body over {MAX_BODY} bytes")
+            at.action, at.args = audit_view(body, secret)
+            await anyio.to_thread.run_sync(self.tokens.refresh)
+            auth = self.tokens.check(secret)
+            at.token_id = auth.token_id
+            if not auth.ok:
+                return await self._refuse(at, Rejection(401, "unauthorized"), auth.reason)
+            if self.tokens.note_use(auth.token_id or "", time.time()):
+                await anyio.to_thread.run_sync(self.tokens.persist_last_used)
+            wait = self.limiter.hit(auth.token_id or "")
+            if wait:
+                resp = await self._refuse(
+                    at,
+                    Rejection(
+                        429,
+                        "rate limited",
+                        {"limit_per_min": self.limiter.limit, "retry_after_s": round(wait, 1)},
+                    ),
+                )
+                resp.headers["Retry-After"] = retry_after_header(wait)
+                return resp
+            req = parse_request(body, secret)
+            plan = self.plan(req)
+            if self.audit.problem:
+                raise Rejection(503, "audit log unusable; actions refused", self.audit.problem)
+            if plan.busy_key in self.busy:
+                raise Rejection(409, f"an action is already running on {plan.busy_key}")
+        except Rejection as rej:
+            return await self._refuse(at, rej)
+        return await self._execute(at, plan)
+
+    def plan(self, req: ActionCall) -> Plan:
+        """Decide what will run, or refuse with the agent.toml key to configure."""
+        cfg, sim = self.config, self.agent.simulated
+        eng_cfg = cfg.engines.get(req.engine) if req.engine else None
+        timeout = ACTION_TIMEOUTS_S[req.action]
+        sim_has = sim is not None and req.engine is not None and sim.engine(req.engine) is not None
+        if req.action == "purge":
+            key = f"engines.{req.engine}.commands.purge" if req.engine else "purge"
+            argv = (eng_cfg.commands.purge if eng_cfg else None) if req.engine else cfg.purge
+            if argv:
+                return Plan(req, "argv", timeout, fill_argv(argv, req, key))
+            if sim is not None and (req.engine is None or sim_has):
+                return Plan(req, "simulated", timeout)
+            hint = (
+                " (or send purge without an engine for the node-wide purge)" if req.engine else ""
+            )
+            raise Rejection(
+                400,
+                f"purge is not configured: set {key} in agent.toml{hint}",
+                {"configure": key, "example": '["sync"]'},
+            )
+        assert req.engine is not None
+        key = f"engines.{req.engine}.commands.{req.action}"
+        argv = getattr(eng_cfg.commands, req.action) if eng_cfg else None
+        if argv:
+            return Plan(req, "argv", timeout, fill_argv(argv, req, key))
+        if sim is not None:
+            if sim_has:
+                return Plan(req, "simulated", timeout)
+            raise Rejection(
+                400, f"engine {req.engine!r} is not present on this node", {"field": "engine"}
+            )
+        kind, url = self._engine_target(req.engine)
+        if kind is None:
+            raise Rejection(
+                400,
+                f"engine {req.engine!r} is not configured on this node: set {key} in agent.toml",
+                {"configure": key, "example": f'["systemctl", "{req.action}", "{req.engine}"]'},
+            )
+        if req.action == "unload" and (
+            kind in ("ollama", "lmstudio") or (kind == "llamacpp" and req.model)
+        ):
+            return Plan(req, "api", timeout, engine_kind=kind, engine_url=url)
+        example = (
+            '["/usr/local/bin/unload-model", "{model}"]'
+            if req.action == "unload"
+            else f'["systemctl", "{req.action}", "{req.engine}"]'
+        )
+        why = f" ({kind} has no unload API{' without a model' if kind == 'llamacpp' else ''})"
+        raise Rejection(
+            400,
+            f"{req.action} is not configured for {req.engine}: set {key} in agent.toml"
+            + (why if req.action == "unload" else ""),
+            {"configure": key, "example": example},
+        )
+
+    def _engine_target(self, name: str) -> tuple[str | None, str | None]:
+        eng = self.config.engines.get(name)
+        if eng is not None:
+            return eng.kind or name, eng.url
+        snap = self.agent.latest
+        for e in snap.engines if snap else []:
+            if e.name == name:
+                return (name if name in DEFAULT_ENGINE_URLS else None), e.url
+        return None, None
+
+    async def _run(self, plan: Plan) -> Outcome:
+        if plan.via == "argv":
+            return await run_argv(plan.argv, plan.timeout_s)
+        if plan.via == "api":
+            if (
+                self._client is None
+            ):  # engines are local: a proxy from the environment must not see this
+                self._client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0))
+            with anyio.move_on_after(plan.timeout_s):
+                return await _unload_http(self._client, plan)
+            return Outcome(False, None, "", f"timed out after {plan.timeout_s:g} s")
+        assert self.agent.simulated is not None
+        ok, message = self.agent.simulated.act(plan.req.action, plan.req.engine, plan.req.model)
+        return Outcome(ok, None, message, None if ok else message)
+
+    async def _execute(self, at: Attempt, plan: Plan) -> Response:
+        req = plan.req
+        at.action, at.args = req.action, {"engine": req.engine, "model": req.model, "via": plan.via}
+        self.busy.add(plan.busy_key)
+        self._publish_action(
+            ActionEvent(phase="started", action=req.action, engine=req.engine, model=req.model)
+        )
+        outcome = Outcome(False, None, "", "cancelled: the agent is shutting down")
+        try:
+            outcome = await self._run(plan)
+        except Exception as exc:  # a runner bug is a failed action, not a dead request
+            log.exception("action %s failed unexpectedly", req.action)
+            outcome = Outcome(False, None, "", f"internal error: {type(exc).__name__}")
+        finally:
+            self.busy.discard(plan.busy_key)
+            with anyio.CancelScope(shield=True):
+                entry = await self._audit(
+                    at,
+                    "ok" if outcome.ok else "failed",
+                    200,
+                    error=outcome.error,
+                    exit_code=outcome.exit_code,
+                )
+                seq = entry.seq if entry else None
+                self._publish_action(
+                    ActionEvent(
+                        phase="finished",
+                        action=req.action,
+                        engine=req.engine,
+                        model=req.model,
+                        ok=outcome.ok,
+                        audit_seq=seq,
+                    )
+                )
+        duration = round((time.perf_counter() - at.t0) * 1000, 3)
+        log.info(
+            "action %s engine=%s model=%s by %s from %s: %s in %.0f ms%s",
+            req.action,
+            req.engine,
+            req.model,
+            at.token_id,
+            at.source_ip,
+            "ok" if outcome.ok else "FAILED",
+            duration,
+            f" ({outcome.error})" if outcome.error else "",
+        )
+        result = ActionResult(
+            ok=outcome.ok,
+            action=req.action,
+            engine=req.engine,
+            model=req.model,
+            exit_code=outcome.exit_code,
+            duration_ms=duration,
+            output_tail=outcome.output,
+            audit_seq=seq,
+            error=outcome.error,
+        )
+        return Response(result.model_dump_json().encode(), media_type="application/json")
+
+    async def _refuse(self, at: Attempt, rej: Rejection, why: str | None = None) -> JSONResponse:
+        """Audit a refusal and answer it. `why` (401 only) goes to the audit, never the client."""
+        error = rej.message if why is None else f"{rej.message}: {why}"
+        await self._audit(at, "denied", rej.status, error=error)
+        log.info(
+            "refused %s from %s (token %s): %d %s",
+            at.action or "request",
+            at.source_ip,
+            at.token_id,
+            rej.status,
+            error,
+        )
+        if rej.status == 401:
+            return unauthorized()
+        return _error(rej.status, rej.message, rej.detail)
+
+    async def _audit(
+        self,
+        at: Attempt,
+        status: str,
+        http_status: int,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> AuditEntry | None:
+        fields = {
+            "ts": round(at.started, 6),
+            "source_ip": at.source_ip,
+            "token_id": at.token_id,
+            "action": at.action,
+            "args": at.args,
+            "status": status,
+            "http_status": http_status,
+            "duration_ms": round((time.perf_counter() - at.t0) * 1000, 3),
+            "exit_code": exit_code,
+            "error": error[:500] if error else None,
+        }
+        try:
+            entry = await anyio.to_thread.run_sync(self.audit.append, fields)
+        except (AuditError, OSError) as exc:
+            log.error("audit: could not record %s attempt: %s", at.action, exc)
+            return None
+        self.agent.broker.publish("audit", entry.model_dump_json().encode())
+        snap = self.agent.latest
+        if snap is not None:  # the served snapshot carries the new head now, not next tick
+            snap = snap.model_copy(update={"audit": self.audit.head()})
+            self.agent.latest, self.agent.latest_json = snap, snap.model_dump_json().encode()
+        return entry
+
+    def _publish_action(self, ev: ActionEvent) -> None:
+        self.agent.broker.publish("action", ev.model_dump_json().encode())
+
+
+def _int_param(raw: str | None, name: str, default: int, lo: int, hi: int | None) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise Rejection(400, f"{name} must be an integer", {"param": name}) from None
+    if v < lo or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        raise Rejection(400, f"{name} must be {rng}", {"param": name})
+    return v
+
+
+def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+def unauthorized() -> JSONResponse:
+    resp = _error(401, "unauthorized", UNAUTHORIZED_DETAIL)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="fleet-agent"'
+    return resp

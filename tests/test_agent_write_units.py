@@ -1,0 +1,216 @@
+"""The write side's parts on their own: validation table, rate limiter, the argv runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fleettui.agent.actions import (
+    ActionCall,
+    Rejection,
+    audit_view,
+    bearer,
+    fill_argv,
+    parse_request,
+    run_argv,
+    scrub,
+)
+from fleettui.agent.ratelimit import RateLimiter, retry_after_header
+
+SECRET = "tok_0123abcd." + "Z" * 43
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "purge"},
+        {"action": "unload", "engine": "ollama"},
+        {"action": "unload", "engine": "ollama", "model": "llama3.1:8b"},
+        {"action": "unload", "engine": "ollama", "model": "hf.co/bartowski/Llama-3.2-1B:Q4_K_M"},
+        {"action": "unload", "engine": "vllm", "model": "Qwen/Qwen2.5-32B-Instruct-AWQ"},
+        {"action": "unload", "engine": "llamacpp", "model": "Meta-Llama-3.1-8B-Q4_K_M.gguf"},
+        {"action": "unload", "engine": "ollama", "model": "m@sha256:0a1b"},
+        {"action": "restart", "engine": "my-engine_2", "model": None},
+    ],
+)
+def test_valid_requests(body: dict) -> None:
+    call = parse_request(json.dumps(body).encode())
+    assert call == ActionCall(body["action"], body.get("engine"), body.get("model"))
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"", "empty body"),
+        (b"{", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1]", "JSON object"),
+        (b'"restart"', "JSON object"),
+        (b'{"action": "restart", "engine": "ollama", "shell": true}', "unknown field"),
+        (b"{}", "action must be a string"),
+        (b'{"action": null}', "action must be a string"),
+        (b'{"action": "reboot"}', "unknown action 'reboot'"),
+        (b'{"action": "Restart", "engine": "ollama"}', "unknown action"),
+        (b'{"action": "restart", "engine": "Ollama"}', "not a valid engine name"),
+        (b'{"action": "restart", "engine": "-ollama"}', "not a valid engine name"),
+        (b'{"action": "restart", "engine": "ollama\\n"}', "not a valid engine name"),
+        (b'{"action": "restart", "engine": "' + b"a" * 33 + b'"}', "not a valid engine name"),
+        (b'{"action": "restart", "engine": "ollama && id"}', "not a valid engine name"),
+        (b'{"action": "unload", "engine": "ollama", "model": "--all"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": " m"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": "a\\tb"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": "a/../b"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": "a;b"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": "$(id)"}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": ""}', "not a valid model"),
+        (b'{"action": "unload", "engine": "ollama", "model": "' + b"m" * 201 + b'"}', "model"),
+        (b'{"action": "unload"}', "unload needs an engine"),
+        (b'{"action": "purge", "model": "x"}', "model only applies to unload"),
+        (b'{"action": "unload", "engine": "ollama", "model": 1}', "model must be a string"),
+        (b"[" * 100_000, "not JSON"),
+    ],
+)
+def test_invalid_requests(body: bytes, needle: str) -> None:
+    with pytest.raises(Rejection) as info:
+        parse_request(body)
+    assert info.value.status == 400 and needle in info.value.message
+
+
+def test_token_shaped_values_are_refused_and_never_echoed() -> None:
+    for body in (
+        {"action": "unload", "engine": "ollama", "model": SECRET},
+        {"action": SECRET},
+        {"action": "purge", SECRET: 1},
+        {"action": "unload", "engine": "ollama", "model": "prefix" + SECRET},
+    ):
+        with pytest.raises(Rejection) as info:
+            parse_request(json.dumps(body).encode(), SECRET)
+        shown = json.dumps([info.value.message, info.value.detail])
+        assert "Z" * 43 not in shown
+    action, args = audit_view(json.dumps({"action": SECRET, "model": SECRET}).encode(), None)
+    assert action == "[redacted]" and args == {"model": "[redacted]"}
+    assert scrub(f"a {SECRET} b", None) == "a [redacted] b"
+    assert scrub("custom-secret-value", "custom-secret-value") == "[redacted]"
+
+
+def test_bearer_parsing() -> None:
+    assert bearer(f"Bearer {SECRET}") == SECRET
+    assert bearer(f"bearer   {SECRET} ") == SECRET
+    for h in (None, "", "Bearer", "Bearer ", f"Basic {SECRET}", SECRET):
+        assert bearer(h) is None
+
+
+def test_argv_placeholders_are_whole_elements_only() -> None:
+    call = ActionCall("unload", "ollama", "llama3.1:8b")
+    assert fill_argv(["ollama", "stop", "{model}"], call, "k") == ["ollama", "stop", "llama3.1:8b"]
+    assert fill_argv(["x", "--m={model}"], call, "k") == ["x", "--m={model}"]
+    with pytest.raises(Rejection, match="send a model"):
+        fill_argv(["x", "{model}"], ActionCall("unload", "ollama", None), "k")
+
+
+def test_rate_limiter_sliding_window() -> None:
+    now = [1000.0]
+    rl = RateLimiter(3, clock=lambda: now[0])
+    assert [rl.hit("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = rl.hit("a")
+    assert wait == pytest.approx(60.0) and retry_after_header(wait) == "60"
+    assert rl.hit("b") == 0.0  # per key
+    now[0] += 30
+    assert rl.hit("a") == pytest.approx(30.0)  # refusals do not count
+    now[0] += 30.001
+    assert rl.hit("a") == 0.0
+    assert retry_after_header(0.2) == "1"
+
+
+def test_rate_limiter_bounds_its_memory() -> None:
+    from fleettui.agent import ratelimit
+
+    now = [0.0]
+    rl = RateLimiter(1, clock=lambda: now[0])
+    for i in range(ratelimit.MAX_KEYS + 10):
+        now[0] += 0.001
+        rl.hit(str(i))
+    assert len(rl._calls) <= ratelimit.MAX_KEYS
+
+
+def _script(tmp_path: Path, name: str, body: str) -> list[str]:
+    p = tmp_path / name
+    p.write_text(body)
+    return [sys.executable, str(p)]
+
+
+@pytest.mark.anyio
+async def test_runner_keeps_the_output_tail_and_exit_code(tmp_path: Path) -> None:
+    argv = _script(
+        tmp_path,
+        "chatty.py",
+        "import sys\nfor i in range(5000): print('line', i)\nprint('bad', file=sys.stderr)\n"
+        "sys.exit(4)\n",
+    )
+    out = await run_argv(argv, 30)
+    assert not out.ok and out.exit_code == 4 and out.error == "exited with status 4"
+    assert len(out.output) == 2000 and out.output.endswith("line 4999\nbad\n")
+
+
+@pytest.mark.anyio
+async def test_runner_kills_the_process_group_on_timeout(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    argv = _script(
+        tmp_path,
+        "hang.py",
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "print('started', flush=True)\ntime.sleep(60)\n",
+    )
+    out = await run_argv(argv, 1.0)
+    assert not out.ok and "timed out after 1 s" in (out.error or "")
+    assert "started" in out.output
+    for pid in map(int, pids.read_text().split()):
+        with anyio.fail_after(10):
+            while _alive(pid):
+                await anyio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of a reaped group member still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.anyio
+async def test_runner_does_not_wait_for_a_daemon_holding_the_pipe(tmp_path: Path) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    argv = _script(
+        tmp_path,
+        "daemonize.py",
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],"
+        " start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\nprint('daemon started')\n",
+    )
+    try:
+        with anyio.fail_after(15):  # far below the daemon's 30 s
+            out = await run_argv(argv, 120)
+        assert out.ok and out.exit_code == 0 and "daemon started" in out.output
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), 9)
+
+
+@pytest.mark.anyio
+async def test_runner_reports_a_missing_program(tmp_path: Path) -> None:
+    out = await run_argv([str(tmp_path / "no-such-program")], 5)
+    assert not out.ok and out.exit_code is None and "cannot run" in (out.error or "")
