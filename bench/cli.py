@@ -1,0 +1,72 @@
+"""CLI cold start: whole-process wall time of `fleet --help` and `fleet ls`, median of N runs.
+
+.venv/bin/python bench/cli.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, pct, report
+
+FLEET = (
+    str(ROOT / ".venv" / "bin" / "fleet")
+    if (ROOT / ".venv" / "bin" / "fleet").exists()
+    else "fleet"
+)
+
+
+def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "projects.toml"
+        cfg.write_text(
+            "".join(
+                f'[[node]]\nname = "n{i}"\nurl = "http://127.0.0.1:{20000 + i}"\n'
+                for i in range(50)
+            )
+        )
+        env = {**os.environ, "FLEET_CONFIG": str(cfg), "HOME": tmp}
+        rows = []
+        for label, argv in (
+            ("python -c pass (floor)", [sys.executable, "-c", "pass"]),
+            ("fleet --help", [FLEET, "--help"]),
+            ("fleet ls (50 nodes)", [FLEET, "ls"]),
+            ("fleet ls --json (50 nodes)", [FLEET, "ls", "--json"]),
+        ):
+            timed(
+                argv, env, 2
+            )  # warm the page cache: "cold" means a fresh process, not a cold disk
+            t = timed(argv, env, a.runs)
+            rows.append(
+                {
+                    "command": label,
+                    "runs": a.runs,
+                    "median_ms": round(pct(t, 50), 1),
+                    "p90_ms": round(pct(t, 90), 1),
+                }
+            )
+    report("cli", rows, {"fleet ls cold start": "< 250 ms"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Shared helpers for the benchmark scripts: machine info, agents as subprocesses, reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"serving (\S+) on (http://\S+)")
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+    }
+
+
+def pinned(argv: list[str], core: int | None) -> list[str]:
+    """Prefix argv with taskset when asked and available (keeps load generators off our core)."""
+    if core is None or not shutil.which("taskset") or (os.cpu_count() or 1) <= core:
+        return argv
+    return ["taskset", "-c", str(core), *argv]
+
+
+def start_agents(
+    args: list[str], nodes: int, core: int | None = None, env: dict | None = None
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    argv = pinned([sys.executable, "-m", "fleettui", "agent", "serve", "--port", "0", *args], core)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if m := SERVING.search(line):
+            urls[m.group(1)] = m.group(2)
+        if len(urls) >= nodes or time.monotonic() > deadline:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    if len(urls) < nodes:
+        proc.kill()
+        raise RuntimeError(f"only {len(urls)}/{nodes} agents started")
+    return proc, urls
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def report(name: str, rows: list[dict], targets: dict[str, str] | None = None) -> None:
+    """One JSON line per result row (machine info included) and a human table."""
+    for row in rows:
+        print(json.dumps({"bench": name, **row, "machine": machine()}))
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k != "machine"]
+    widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
+    print()
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(_fmt(r.get(k)).ljust(widths[k]) for k in keys))
+    for k, v in (targets or {}).items():
+        print(f"target {k}: {v}")
+    print()
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
