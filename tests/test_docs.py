@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_agent_api_doc_matches_wire_models() -> None:
-    spec = importlib.util.spec_from_file_location("gen_agent_api", ROOT / "scripts" / "gen_agent_api.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_agent_api", ROOT / "scripts" / "gen_agent_api.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
