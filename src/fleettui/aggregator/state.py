@@ -43,6 +43,8 @@ class NodeView:
     chain_detail: str | None = None  # e.g. "seq 12: hash mismatch"
     stream_ok: bool = False  # SSE stream connected and delivering
     version: int = 0  # bumped on every change, so views can skip unchanged rows
+    kind: str = "fleettui"  # fleettui | asiai | ollama (from the fleet config)
+    retry_at: float | None = None  # unix time of the next attempt while OFFLINE (backoff)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,437 @@
+"""One node as the aggregator tracks it: a status poller, an event-stream reader, a chain check.
+
+Each node owns its client and its tasks, and every failure it can meet ends up as a state and a
+reason on its `NodeView`, never as an exception that reaches the aggregator: one dead or hostile
+node costs its own three tasks and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+from pydantic import ValidationError
+
+from fleettui.aggregator.backoff import Backoff
+from fleettui.aggregator.chain import ChainVerifier
+from fleettui.aggregator.history import PowerHistory, daily_costs
+from fleettui.aggregator.http import (
+    FetchError,
+    describe_transport_error,
+    error_reason,
+    get_capped,
+    make_client,
+)
+from fleettui.aggregator.sse import SSEParser, StreamError, iter_events
+from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
+from fleettui.config import Defaults, NodeConfig
+from fleettui.wire import ActionEvent, NodeSnapshot
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PATH = "/api/v1/snapshot"
+EVENTS_PATH = "/api/v1/events"
+STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """`invalid JSON: ...` or `wrong shape: node.hostname: Field required (+2 more)`."""
+    errs = exc.errors()
+    first = errs[0]
+    if first["type"] == "json_invalid":
+        return f"invalid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"wrong shape: {loc}: {first['msg']}{more}"
+
+
+class Waker:
+    """A sleep that another task can cut short (a node that came back should not wait 30 s).
+
+    Events are created lazily, so workers can be built before an event loop runs.
+    """
+
+    def __init__(self) -> None:
+        self._ev: anyio.Event | None = None
+        self._pending = False
+
+    def wake(self) -> None:
+        self._pending = True
+        if self._ev is not None:
+            self._ev.set()
+
+    async def sleep(self, delay: float) -> None:
+        if self._pending:
+            self._pending = False
+            await anyio.lowlevel.checkpoint()
+            return
+        self._ev = anyio.Event()
+        with anyio.move_on_after(delay):
+            await self._ev.wait()
+        self._ev = None
+        self._pending = False
+
+
+class NodeWorker:
+    """Holds one node's live state; the aggregator reads `view` and copies it out."""
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        defaults: Defaults,
+        *,
+        verify_chain: bool,
+        on_change: Callable[[NodeWorker], None],
+        emit: Callable[[FleetEvent], None],
+    ) -> None:
+        self.cfg = cfg
+        self.defaults = defaults
+        self.on_change = on_change
+        self.emit = emit
+        self.view = NodeView(
+            name=cfg.name,
+            url=cfg.url,
+            role=cfg.role,
+            tags=list(cfg.tags),
+            has_token=cfg.has_token,
+            kind=cfg.kind,
+        )
+        self.client: httpx.AsyncClient | None = None
+        self.token: str | None = None
+        self.power = PowerHistory()
+        self.poll_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
+        self.stream_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
+        self.streams = cfg.kind == "fleettui"
+        self.chain: ChainVerifier | None = (
+            ChainVerifier() if verify_chain and cfg.kind == "fleettui" else None
+        )
+        if self.chain is None:
+            self.view.chain = ChainStatus.NOT_APPLICABLE
+        self.live = False  # run(): the stream and staleness count; poll_once(): they do not
+        self.polled = False
+        self.poll_error: str | None = None
+        self.poll_unreachable = False
+        self.stream_connected = False
+        self.stream_error: str | None = None
+        self.stream_down_since: float | None = None
+        self.ts_changed_at = time.monotonic()
+        self.last_event_id = ""
+        self.poll_waker = Waker()
+        self.stream_waker = Waker()
+        self.chain_waker = Waker()
+        self.chain_wanted = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the client; `self.token` must have been resolved (off the event loop)."""
+        if self.client is None:
+            self.client = make_client(self.cfg.url, self.token, self.defaults.http_timeout_s)
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def run(self) -> None:
+        """The node's tasks, until cancelled."""
+        self.live = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._guard, self.poll_loop, "poller")
+            if self.streams:
+                tg.start_soon(self._guard, self.stream_loop, "event stream")
+            if self.chain is not None:
+                tg.start_soon(self._guard, self.chain_loop, "chain check")
+
+    async def _guard(self, loop: Callable[[], Any], what: str) -> None:
+        """Restart a loop that hit a bug instead of letting it take the whole fleet down."""
+        while True:
+            try:
+                await loop()
+                return
+            except Exception as exc:
+                log.exception("%s %s crashed", self.cfg.name, what)
+                self.set_last_error(f"internal error in {what}: {type(exc).__name__}: {exc}")
+                self.refresh()
+                await anyio.sleep(max(1.0, self.defaults.backoff_min_s))
+
+    # --- polling -------------------------------------------------------------------------
+    async def fetch_snapshot(self, timeout_s: float) -> NodeSnapshot:
+        assert self.client is not None
+        body = await get_capped(self.client, SNAPSHOT_PATH, timeout_s=timeout_s)
+        try:
+            return NodeSnapshot.model_validate_json(body)
+        except ValidationError as exc:
+            raise FetchError(f"bad snapshot: {describe_validation(exc)}", reachable=True) from None
+
+    async def poll(self, timeout_s: float | None = None) -> bool:
+        """One snapshot request; records the outcome. Returns whether the node answered."""
+        timeout_s = timeout_s or self.defaults.http_timeout_s
+        t0 = time.perf_counter()
+        try:
+            snap = await self.fetch_snapshot(timeout_s)
+        except FetchError as exc:
+            self.polled = True
+            self.poll_error = exc.reason
+            self.poll_unreachable = not exc.reachable
+            self.set_last_error(f"snapshot: {exc.reason}")
+            if exc.reachable:
+                self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+            self.refresh()
+            return exc.reachable
+        self.polled = True
+        self.poll_error = None
+        self.poll_unreachable = False
+        self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+        self.apply_snapshot(snap)
+        if self.streams and self.stream_down_since is not None:
+            self.stream_waker.wake()  # it is back: reconnect the stream now, not after backoff
+        return True
+
+    async def poll_loop(self) -> None:
+        interval = self.defaults.poll_interval_s
+        rng = random.Random()
+        while True:
+            t0 = time.monotonic()
+            answered = await self.poll()
+            if answered:
+                self.poll_backoff.reset()
+                self.view.retry_at = None
+                delay = max(0.0, interval * rng.uniform(0.9, 1.1) - (time.monotonic() - t0))
+            else:
+                delay = self.poll_backoff.next_delay()
+                self.view.retry_at = time.time() + delay
+                self.refresh(force=True)
+            await self.poll_waker.sleep(delay)
+
+    # --- event stream --------------------------------------------------------------------
+    async def stream_loop(self) -> None:
+        while True:
+            try:
+                await self.stream_once()
+                reason = "stream closed by the node"
+            except StreamError as exc:
+                reason = str(exc)
+            except FetchError as exc:
+                reason = exc.reason
+            except TimeoutError:
+                reason = f"no answer within {self.defaults.http_timeout_s:g} s"
+            except httpx.TransportError as exc:
+                reason = describe_transport_error(exc, self.defaults.http_timeout_s)
+                if isinstance(exc, httpx.ReadTimeout):
+                    reason = f"no event or ping for {STREAM_IDLE_S:g} s"
+            self.stream_connected = False
+            self.stream_failed(reason)
+            await self.stream_waker.sleep(self.stream_backoff.next_delay())
+
+    async def stream_once(self) -> None:
+        assert self.client is not None
+        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        timeout = httpx.Timeout(self.defaults.http_timeout_s, read=STREAM_IDLE_S)
+        async with contextlib.AsyncExitStack() as stack:
+            with anyio.fail_after(self.defaults.http_timeout_s):
+                es = await stack.enter_async_context(
+                    aconnect_sse(self.client, "GET", EVENTS_PATH, headers=headers, timeout=timeout)
+                )
+            resp = es.response
+            if resp.status_code != 200:
+                raise FetchError(await error_reason(resp), reachable=True)
+            ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
+            if ctype != "text/event-stream":
+                raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
+            self.stream_connected = True
+            parser = SSEParser()
+            async for sse in iter_events(resp.aiter_raw(), parser):
+                if parser.last_id:
+                    self.last_event_id = parser.last_id
+                self.handle_event(sse)
+
+    def handle_event(self, sse: ServerSentEvent) -> None:
+        now = time.time()
+        if sse.event == "snapshot":
+            try:
+                snap = NodeSnapshot.model_validate_json(sse.data)
+            except ValidationError as exc:
+                self.stream_failed(f"bad snapshot event: {describe_validation(exc)}")
+                return
+            self.stream_ok()
+            self.apply_snapshot(snap)
+            up = sum(e.status == "up" for e in snap.engines)
+            watts = f"{snap.power.watts:.0f} W, " if snap.power.watts is not None else ""
+            summary = f"snapshot: {watts}{up}/{len(snap.engines)} engines up"
+            self.emit(FleetEvent(now, self.cfg.name, "snapshot", summary))
+        elif sse.event == "action":
+            self.stream_ok()
+            data = _json_or_none(sse.data)
+            try:
+                act = ActionEvent.model_validate(data)
+                what = " ".join(x for x in (act.action, act.engine, act.model) if x)
+                outcome = "" if act.ok is None else (": ok" if act.ok else ": failed")
+                summary = f"{act.phase} {what}{outcome}"
+            except ValidationError:
+                summary = "action (unreadable event)"
+            self.emit(FleetEvent(now, self.cfg.name, "action", summary, _dict_or_none(data)))
+        elif sse.event == "audit":
+            self.stream_ok()
+            data = _dict_or_none(_json_or_none(sse.data))
+            seq = data.get("seq") if data else None
+            summary = f"audit seq {seq}: {data.get('action')} {data.get('status')}" if data else ""
+            self.emit(FleetEvent(now, self.cfg.name, "audit", summary or "audit entry", data))
+            if self.chain is not None:
+                self.chain_wanted = True
+                self.chain_waker.wake()
+        else:
+            self.stream_ok()
+
+    def stream_ok(self) -> None:
+        self.stream_backoff.reset()
+        if self.stream_down_since is not None or self.stream_error is not None:
+            self.stream_down_since = None
+            self.stream_error = None
+            if self.poll_unreachable:
+                self.poll_waker.wake()  # the node is back: poll now, not after backoff
+        if not self.view.stream_ok:
+            self.view.stream_ok = True
+            self.refresh(force=True)
+
+    def stream_failed(self, reason: str) -> None:
+        if self.stream_down_since is None:
+            self.stream_down_since = time.monotonic()
+        if reason != self.stream_error:
+            self.stream_error = reason
+            self.set_last_error(f"event stream: {reason}")
+        self.view.stream_ok = False
+        self.refresh(force=True)
+
+    # --- audit chain ---------------------------------------------------------------------
+    async def chain_loop(self) -> None:
+        assert self.chain is not None
+        await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
+        last_full = time.monotonic()
+        while True:
+            rescan = (
+                self.chain.verified and time.monotonic() - last_full >= self.defaults.chain_rescan_s
+            )
+            await self.sync_chain(self.defaults.http_timeout_s, rescan=rescan)
+            if rescan:
+                last_full = time.monotonic()
+            self.chain_wanted = False
+            await self.chain_waker.sleep(self.defaults.chain_recheck_s)
+
+    async def sync_chain(self, timeout_s: float, *, rescan: bool = False) -> None:
+        assert self.chain is not None and self.client is not None
+        before = (self.chain.status, self.chain.detail)
+        try:
+            await self.chain.sync(self.client, timeout_s=timeout_s, rescan=rescan)
+        except FetchError as exc:
+            self.set_last_error(f"audit: {exc.reason}")
+        if (self.chain.status, self.chain.detail) != before:
+            if self.chain.status is ChainStatus.BROKEN:
+                self.emit(
+                    FleetEvent(
+                        time.time(),
+                        self.cfg.name,
+                        "error",
+                        f"audit chain BROKEN: {self.chain.detail}",
+                    )
+                )
+            self.view.chain = self.chain.status
+            self.view.chain_detail = self.chain.detail
+            self.refresh(force=True)
+
+    # --- state ---------------------------------------------------------------------------
+    def apply_snapshot(self, snap: NodeSnapshot) -> None:
+        prev = self.view.snapshot
+        if prev is None or prev.ts != snap.ts:
+            self.ts_changed_at = time.monotonic()
+        self.view.snapshot = snap
+        self.view.last_seen = time.time()
+        if self.power.add(snap.ts, snap.power.watts) or not self.view.power_history:
+            self.view.power_history = self.power.values()
+        self.view.cost_daily = daily_costs(snap)
+        if self.chain is not None and self.chain.check_head(snap.audit):
+            self.chain_wanted = True
+            self.chain_waker.wake()
+        if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
+            self.view.chain = self.chain.status
+            self.view.chain_detail = self.chain.detail
+        self.refresh(force=True)
+
+    def set_last_error(self, text: str) -> None:
+        if text != self.view.last_error:
+            self.view.last_error = text
+
+    def evaluate(self) -> tuple[NodeState, list[str]]:
+        """The state rules of the design sketch, from what the poller, stream and chain saw."""
+        stream_up = self.live and self.streams and self.view.stream_ok
+        if self.poll_unreachable and not stream_up:
+            return NodeState.OFFLINE, [self.poll_error or "unreachable"]
+        reasons: list[str] = []
+        if self.poll_error:
+            reasons.append(f"snapshot: {self.poll_error}")
+        snap = self.view.snapshot
+        if snap is not None:
+            reasons.extend(snap.problems)
+            for eng in snap.engines:
+                if eng.status == "down" and not any(f"engine {eng.name}" in r for r in reasons):
+                    err = f": {eng.error}" if eng.error else ""
+                    reasons.append(f"engine {eng.name} down{err}")
+        if self.live:
+            age = time.monotonic() - self.ts_changed_at
+            if snap is not None and age > self.defaults.stale_after_s:
+                reasons.append(f"snapshot stale: not updated for {age:.0f} s")
+            grace = max(self.defaults.poll_interval_s, self.defaults.backoff_min_s)
+            if (
+                self.streams
+                and self.stream_down_since is not None
+                and time.monotonic() - self.stream_down_since >= grace
+            ):
+                reasons.append(f"event stream: {self.stream_error or 'down'}")
+        if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
+            reasons.append(f"audit chain BROKEN: {self.chain.detail}")
+        if reasons:
+            return NodeState.DEGRADED, reasons
+        return (NodeState.INITIALIZING if snap is None else NodeState.ONLINE), []
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Re-derive state and reasons, emit a state event on a change, publish the new version."""
+        state, reasons = self.evaluate()
+        old = self.view.state
+        changed = force or state != old or reasons != self.view.reasons
+        self.view.state = state
+        self.view.reasons = reasons
+        if state != old:
+            why = f": {reasons[0]}" if reasons else ""
+            self.emit(
+                FleetEvent(
+                    time.time(),
+                    self.cfg.name,
+                    "state",
+                    f"{old.value} -> {state.value}{why}",
+                    {"from": old.value, "to": state.value, "reasons": list(reasons)},
+                )
+            )
+        if changed:
+            self.view.version += 1
+            self.on_change(self)
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _dict_or_none(obj: Any) -> dict[str, Any] | None:
+    return obj if isinstance(obj, dict) else None

@@ -1,0 +1,500 @@
+"""projects.toml: the operator's list of nodes, loaded leniently and edited without losing anything.
+
+A typo in one `[[node]]` block must not hide the other forty nodes, so every entry is validated
+on its own and a broken one becomes a warning naming the file, the entry and the field. Edits
+(`fleet add` / `fleet remove`) keep comments and the other entries byte for byte where they can,
+and always write atomically with mode 0600 because the file may hold tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from fleettui.fsutil import UnsafePathError, atomic_write, refuse_symlink
+
+APP_NAME = "fleettui"
+CONFIG_ENV = "FLEET_CONFIG"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+NODE_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*node[ \t]*\]\][ \t]*(#.*)?$")
+TABLE_HEADER_RE = re.compile(r"^[ \t]*\[")
+NodeKind = Literal["fleettui", "asiai", "ollama"]
+
+
+class FleetConfigError(Exception):
+    """The fleet config cannot be used at all (unreadable, not TOML, or an edit was refused)."""
+
+
+class NodeConfig(BaseModel):
+    """One `[[node]]` block. At most one token source; the token itself is never printed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str
+    role: str = Field("", max_length=64)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    kind: NodeKind = "fleettui"
+    token_env: str | None = None
+    token_file: Path | None = None
+    token: SecretStr | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return normalize_url(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not TAG_RE.match(t):
+                raise ValueError(f"tag {t!r} must be letters, digits and . _ : / - (no spaces)")
+        return list(dict.fromkeys(v))
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, v: str | None) -> str | None:
+        if v is not None and not ENV_RE.match(v):
+            raise ValueError("must be an environment variable name like FLEET_TOKEN_GPU1")
+        return v
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> NodeConfig:
+        given = [k for k in ("token_env", "token_file", "token") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of token_env, token_file, token (got {given})")
+        return self
+
+    @property
+    def has_token(self) -> bool:
+        """A token source is configured (whether it resolves is `token_problem()`)."""
+        return any(x is not None for x in (self.token_env, self.token_file, self.token))
+
+    @property
+    def token_source(self) -> str:
+        """Where the token comes from, for `fleet ls`; never the token."""
+        if self.token_env:
+            return f"env {self.token_env}"
+        if self.token_file:
+            return f"file {self.token_file}"
+        if self.token is not None:
+            return "inline"
+        return ""
+
+    def resolve_token(self) -> str | None:
+        """The token from env, file or inline; None when none is configured or it is unreadable.
+
+        Blocking (reads a file): call it from a worker thread inside async code.
+        """
+        if self.token_env:
+            return (os.environ.get(self.token_env) or "").strip() or None
+        if self.token_file:
+            try:
+                return self.token_file.read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError):
+                return None
+        if self.token is not None:
+            return self.token.get_secret_value().strip() or None
+        return None
+
+    def token_problem(self) -> str | None:
+        """Why a configured token would not resolve, in words that never include the token."""
+        if self.token_env and not (os.environ.get(self.token_env) or "").strip():
+            return f"environment variable {self.token_env} is not set"
+        if self.token_file:
+            try:
+                st = self.token_file.stat()
+                if not self.token_file.read_text(encoding="utf-8").strip():
+                    return f"token file {self.token_file} is empty"
+            except FileNotFoundError:
+                return f"token file {self.token_file} does not exist"
+            except (OSError, UnicodeDecodeError) as exc:
+                return f"token file {self.token_file} unreadable: {exc}"
+            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                return f"token file {self.token_file} is readable by others (chmod 600 it)"
+        return None
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The entry as written back to projects.toml (defaults left out, inline token kept)."""
+        d: dict[str, Any] = {"name": self.name, "url": self.url}
+        if self.role:
+            d["role"] = self.role
+        if self.tags:
+            d["tags"] = list(self.tags)
+        if self.kind != "fleettui":
+            d["kind"] = self.kind
+        if self.token_env:
+            d["token_env"] = self.token_env
+        if self.token_file:
+            d["token_file"] = str(self.token_file)
+        if self.token is not None:
+            d["token"] = self.token.get_secret_value()
+        return d
+
+
+class Defaults(BaseModel):
+    """`[defaults]`: timing knobs shared by every node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval_s: float = Field(2.0, ge=0.05, le=3600)
+    http_timeout_s: float = Field(5.0, gt=0, le=300)
+    backoff_min_s: float = Field(1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(30.0, gt=0, le=86400)
+    stale_after_s: float = Field(
+        30.0, gt=0, le=86400, description="A snapshot whose ts has not advanced this long is stale."
+    )
+    chain_recheck_s: float = Field(
+        60.0, gt=0, le=86400, description="Re-fetch the pinned audit entry at least this often."
+    )
+    chain_rescan_s: float = Field(
+        3600.0, gt=0, le=10**7, description="Re-verify the whole audit chain this often."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> Defaults:
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("backoff_max_s must be >= backoff_min_s")
+        return self
+
+
+@dataclass
+class FleetConfig:
+    path: Path | None = None
+    defaults: Defaults = field(default_factory=Defaults)
+    nodes: list[NodeConfig] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    exists: bool = True  # False: no file yet (first run)
+
+    def node(self, name: str) -> NodeConfig | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+def normalize_url(v: str) -> str:
+    """An agent base URL: http(s), a host, no credentials, query or fragment; no trailing '/'."""
+    v = v.strip()
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials (use token_env or token_file)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not contain a query or fragment")
+    if port == 0:
+        raise ValueError("port 0 is not a port you can connect to")
+    return v.rstrip("/")
+
+
+def default_fleet_config_path() -> Path:
+    """$FLEET_CONFIG, else projects.toml in the user config dir (XDG on Linux)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "projects.toml"
+
+
+def resolve_config_path(path: Path | None) -> Path:
+    """--config wins, then $FLEET_CONFIG, then the XDG default."""
+    return Path(path).expanduser() if path is not None else default_fleet_config_path()
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(entry)"
+
+
+def _error_lines(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append((_fmt_loc(e["loc"]), msg))
+    return out
+
+
+def _load_defaults(path: Path, raw: Any, warnings: list[str]) -> Defaults:
+    """Validate [defaults]; a bad key falls back to its built-in value with a warning."""
+    if raw is None:
+        return Defaults()
+    if not isinstance(raw, dict):
+        warnings.append(f"{path}: defaults: must be a table ([defaults]); using built-in defaults")
+        return Defaults()
+    data = dict(raw)
+    while True:
+        try:
+            return Defaults.model_validate(data)
+        except ValidationError as exc:
+            bad = {e["loc"][0] for e in exc.errors() if e["loc"] and e["loc"][0] in data}
+            for loc, msg in _error_lines(exc):
+                where = f"defaults.{loc}" if loc != "(entry)" else "defaults"
+                warnings.append(f"{path}: {where}: {msg}; using the built-in value")
+            if not bad:
+                return Defaults()
+            for key in bad:
+                del data[key]
+
+
+def _describe_entry(i: int, entry: Any) -> str:
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f"node[{i}] {name!r}" if isinstance(name, str) else f"node[{i}]"
+
+
+def parse_fleet_config(text: str, path: Path) -> FleetConfig:
+    """Validate a projects.toml text; raises FleetConfigError only for invalid TOML."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetConfigError(f"{path}: not valid TOML: {exc}") from None
+    warnings: list[str] = []
+    for key in data:
+        if key not in ("defaults", "node"):
+            warnings.append(
+                f"{path}: unknown top-level key {key!r} (expected [defaults], [[node]])"
+            )
+    defaults = _load_defaults(path, data.get("defaults"), warnings)
+    raw_nodes = data.get("node", [])
+    if not isinstance(raw_nodes, list):
+        warnings.append(f"{path}: node: must be an array of tables ([[node]] blocks)")
+        raw_nodes = []
+    nodes: list[NodeConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(raw_nodes):
+        where = f"{path}: {_describe_entry(i, entry)}"
+        if not isinstance(entry, dict):
+            warnings.append(f"{where}: must be a table; skipped")
+            continue
+        try:
+            node = NodeConfig.model_validate(entry)
+        except ValidationError as exc:
+            for loc, msg in _error_lines(exc):
+                warnings.append(f"{where}: {loc}: {msg}")
+            continue
+        if node.name in seen:
+            warnings.append(f"{where}: name: duplicate of node[{seen[node.name]}]; skipped")
+            continue
+        seen[node.name] = i
+        nodes.append(node)
+    if any(n.token is not None for n in nodes):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                warnings.append(
+                    f"{path}: holds inline tokens but is readable by others (chmod 600 it, "
+                    "or use token_env / token_file)"
+                )
+    return FleetConfig(path=path, defaults=defaults, nodes=nodes, warnings=warnings)
+
+
+def load_fleet_config(path: Path | None = None) -> FleetConfig:
+    """Load the fleet config. A missing default file is a first run, not an error.
+
+    Raises FleetConfigError only when the file cannot be read or parsed at all; broken
+    entries become `warnings` and the good ones still load.
+    """
+    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
+    path = resolve_config_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise FleetConfigError(f"{path}: file not found") from None
+        return FleetConfig(path=path, exists=False)
+    except IsADirectoryError:
+        raise FleetConfigError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise FleetConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FleetConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    return parse_fleet_config(text, path)
+
+
+# --- editing ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the config between concurrent `fleet add` calls."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = path.parent / f".{path.name}.lock"
+    refuse_symlink(lock)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_for_edit(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        refuse_symlink(path)
+    except UnsafePathError as exc:
+        raise FleetConfigError(str(exc)) from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "", {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FleetConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetConfigError(f"{path}: not valid TOML, not editing it: {exc}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        atomic_write(path, text, mode=0o600)
+    except UnsafePathError as exc:
+        raise FleetConfigError(str(exc)) from None
+    except OSError as exc:
+        raise FleetConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _raw_nodes(data: dict[str, Any]) -> list[Any]:
+    nodes = data.get("node", [])
+    return nodes if isinstance(nodes, list) else []
+
+
+def _node_block(node: NodeConfig) -> str:
+    return "[[node]]\n" + tomli_w.dumps(node.to_toml_dict())
+
+
+def add_node(path: Path, node: NodeConfig) -> None:
+    """Append a `[[node]]` block, keeping the rest of the file (comments too) as it was."""
+    path = Path(path)
+    with _locked(path):
+        text, data = _read_for_edit(path)
+        if "node" in data and not isinstance(data["node"], list):
+            raise FleetConfigError(f"{path}: 'node' is not an array of tables; fix it by hand")
+        for i, entry in enumerate(_raw_nodes(data)):
+            if isinstance(entry, dict) and entry.get("name") == node.name:
+                raise FleetConfigError(
+                    f"{path}: a node named {node.name!r} already exists (node[{i}]); "
+                    f"remove it first with `fleet remove {node.name}`"
+                )
+        sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        new_text = text + sep + _node_block(node)
+        try:
+            ok = _raw_nodes(tomllib.loads(new_text))[-1:] == [node.to_toml_dict()]
+        except (tomllib.TOMLDecodeError, IndexError):
+            ok = False
+        if not ok:  # the file's layout does not allow appending: rewrite it whole
+            data = dict(data)
+            data["node"] = [*_raw_nodes(data), node.to_toml_dict()]
+            new_text = tomli_w.dumps(data)
+        _write(path, new_text)
+
+
+def _split_blocks(text: str) -> list[tuple[int, int]]:
+    """Line ranges [start, end) of each `[[node]]` block, up to the next table header."""
+    lines = text.splitlines(keepends=True)
+    blocks: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, line in enumerate(lines):
+        if TABLE_HEADER_RE.match(line):
+            if start is not None:
+                end = i  # comment lines right above the next header belong to that header
+                while end > start + 1 and lines[end - 1].lstrip().startswith("#"):
+                    end -= 1
+                blocks.append((start, end))
+                start = None
+            if NODE_HEADER_RE.match(line.rstrip("\r\n")):
+                start = i
+    if start is not None:
+        blocks.append((start, len(lines)))
+    return blocks
+
+
+def remove_node(path: Path, name: str) -> None:
+    """Remove the node named `name`; raises FleetConfigError when there is none."""
+    path = Path(path)
+    with _locked(path):
+        text, data = _read_for_edit(path)
+        if not text:
+            raise FleetConfigError(f"{path}: no fleet config here, nothing to remove")
+        raw = _raw_nodes(data)
+        idx = [i for i, e in enumerate(raw) if isinstance(e, dict) and e.get("name") == name]
+        if not idx:
+            raise FleetConfigError(f"{path}: no node named {name!r}")
+        want = {**data, "node": [e for i, e in enumerate(raw) if i not in idx]}
+        if not want["node"]:
+            del want["node"]
+        new_text = _remove_blocks_textually(text, name)
+        try:
+            ok = new_text is not None and tomllib.loads(new_text) == want
+        except tomllib.TOMLDecodeError:
+            ok = False
+        if not ok:
+            new_text = tomli_w.dumps(want)
+        assert new_text is not None
+        _write(path, new_text)
+
+
+def _remove_blocks_textually(text: str, name: str) -> str | None:
+    lines = text.splitlines(keepends=True)
+    drop: list[tuple[int, int]] = []
+    for start, end in _split_blocks(text):
+        try:
+            block = tomllib.loads("".join(lines[start:end]))
+        except tomllib.TOMLDecodeError:
+            return None
+        entries = block.get("node", [])
+        if len(entries) == 1 and entries[0].get("name") == name:
+            drop.append((start, end))
+    if not drop:
+        return None
+    keep = [line for i, line in enumerate(lines) if not any(s <= i < e for s, e in drop)]
+    return "".join(keep)

@@ -1,0 +1,319 @@
+"""FleetAggregator against real loopback servers: simulated agents and misbehaving fakes."""
+
+from __future__ import annotations
+
+import resource
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import AgentProc, start_agent
+from fakes import FakeAgent, wait_for
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.state import NodeState
+from fleettui.config import Defaults, FleetConfig, NodeConfig
+
+pytestmark = pytest.mark.anyio
+
+POLL = 0.25
+FAST = dict(
+    poll_interval_s=POLL,
+    http_timeout_s=0.5,
+    backoff_min_s=0.1,
+    backoff_max_s=0.5,
+    stale_after_s=5.0,
+    chain_recheck_s=0.5,
+)
+
+
+def fleet(*nodes: tuple[str, str], **over: float) -> FleetConfig:
+    return FleetConfig(
+        defaults=Defaults(**{**FAST, **over}),
+        nodes=[NodeConfig(name=n, url=u) for n, u in nodes],
+    )
+
+
+def agent_env(tmp: Path) -> dict[str, str]:
+    return {
+        "HOME": str(tmp),
+        "XDG_CONFIG_HOME": str(tmp / ".config"),
+        "XDG_DATA_HOME": str(tmp / ".local/share"),
+        "XDG_STATE_HOME": str(tmp / ".local/state"),
+        "FLEET_AGENT_CONFIG": str(tmp / "none.toml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
+    """Two simulated nodes with a fast tick, shared by this module's tests."""
+    tmp = tmp_path_factory.mktemp("sims")
+    agent = start_agent(
+        "--simulate", "--nodes", "2", "--interval", "0.3", nodes=2, tmp=tmp, env=agent_env(tmp)
+    )
+    yield agent
+    agent.stop()
+
+
+def healthy_nodes(sims: AgentProc) -> list[tuple[str, str]]:
+    return list(sims.urls.items())
+
+
+# name -> (FakeAgent fields, expected state, expected reason fragment)
+FAULTS: dict[str, tuple[dict, NodeState, str]] = {
+    "blackhole": ({"fault": "blackhole"}, NodeState.OFFLINE, "no answer within 0.5 s"),
+    "slow-20s": ({"fault": "slow"}, NodeState.OFFLINE, "no answer within 0.5 s"),
+    "garbage": (
+        {"snapshot_fault": "garbage"},
+        NodeState.DEGRADED,
+        "snapshot: bad snapshot: invalid JSON",
+    ),
+    "wrong-shape": (
+        {"snapshot_fault": "wrong_shape"},
+        NodeState.DEGRADED,
+        "snapshot: bad snapshot: wrong shape: node",
+    ),
+    "http500": (
+        {"snapshot_fault": "http500"},
+        NodeState.DEGRADED,
+        "snapshot: HTTP 500: internal error",
+    ),
+    "50mb": ({"snapshot_fault": "huge"}, NodeState.DEGRADED, "snapshot: body over 1 MiB"),
+    "50mb-announced": (
+        {"snapshot_fault": "huge_announced"},
+        NodeState.DEGRADED,
+        "(52428800 bytes announced)",
+    ),
+    "sse-drop": (
+        {"events_fault": "drop_mid_event"},
+        NodeState.DEGRADED,
+        "event stream: stream dropped mid-event",
+    ),
+    "sse-malformed": (
+        {"events_fault": "malformed"},
+        NodeState.DEGRADED,
+        "event stream: bad snapshot event: invalid JSON",
+    ),
+    "sse-huge-line": (
+        {"events_fault": "huge_line"},
+        NodeState.DEGRADED,
+        "event stream: event over 1 MiB",
+    ),
+    "sse-not-sse": ({"events_fault": "not_sse"}, NodeState.DEGRADED, "not an event stream"),
+}
+
+
+def _has_reason(view, fragment: str) -> bool:
+    return any(fragment in r for r in view.reasons)
+
+
+async def test_faulty_nodes_never_stall_healthy_ones_and_recover(sims: AgentProc) -> None:
+    healthy = healthy_nodes(sims)
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with anyio.create_task_group() as tg:
+        fakes = {name: await FakeAgent(name, **kw).start(tg) for name, (kw, _, _) in FAULTS.items()}
+        refused = await FakeAgent("refused").start(tg)
+        await refused.stop()  # a port nobody listens on
+        cfg = fleet(
+            *healthy,
+            *((n, f.url) for n, f in fakes.items()),
+            ("refused", refused.url),
+        )
+        expected = {n: (state, why) for n, (_, state, why) in FAULTS.items()}
+        expected["refused"] = (NodeState.OFFLINE, "connection refused")
+
+        async with FleetAggregator(cfg) as agg:
+
+            def faulty_ok() -> bool:
+                return all(
+                    agg.node(n).state is st and _has_reason(agg.node(n), why)
+                    for n, (st, why) in expected.items()
+                )
+
+            await wait_for(faulty_ok, 8, what="every faulty node in its expected state")
+            for n, (st, why) in expected.items():
+                v = agg.node(n)
+                assert v.state is st and _has_reason(v, why), (n, v.state, v.reasons)
+
+            # healthy nodes stay ONLINE and fresh the whole time the faulty ones misbehave
+            first_ts = {n: agg.node(n).snapshot.ts for n, _ in healthy}
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                now = time.time()
+                for n, _ in healthy:
+                    v = agg.node(n)
+                    assert v.state is NodeState.ONLINE, (n, v.reasons)
+                    assert now - v.last_seen <= 2 * POLL, f"{n} not updated for {now - v.last_seen}"
+                await anyio.sleep(0.05)
+            for n, _ in healthy:
+                assert agg.node(n).snapshot.ts > first_ts[n]
+                assert agg.node(n).stream_ok
+            offline = [n for n, (st, _) in expected.items() if st is NodeState.OFFLINE]
+            assert all(agg.node(n).retry_at is not None for n in offline)
+
+            # every fault cleared: each node comes back ONLINE
+            for f in fakes.values():
+                f.fault = f.snapshot_fault = f.events_fault = None
+            await refused.restart()
+            await wait_for(
+                lambda: all(v.state is NodeState.ONLINE for v in agg.snapshots()),
+                8,
+                what="every node ONLINE after recovery",
+            )
+            assert all(v.retry_at is None for v in agg.snapshots())
+        tg.cancel_scope.cancel()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - maxrss_before) / 1024
+    assert grown_mb < 40, f"peak RSS grew {grown_mb:.0f} MB: a 50 MB body was buffered"
+
+
+async def test_50mb_bodies_are_never_buffered() -> None:
+    async with anyio.create_task_group() as tg:
+        huge = await FakeAgent("huge", snapshot_fault="huge", events_fault="huge_line").start(tg)
+        tracemalloc.start()
+        try:
+            async with FleetAggregator(fleet(("huge", huge.url))) as agg:
+                await wait_for(lambda: len(huge.requests_to("/api/v1/snapshot")) >= 3, 5)
+                await wait_for(lambda: len(huge.requests_to("/api/v1/events")) >= 2, 5)
+                await wait_for(lambda: len(agg.node("huge").reasons) == 2, 5)
+                v = agg.node("huge")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        tg.cancel_scope.cancel()
+    assert v.state is NodeState.DEGRADED
+    assert _has_reason(v, "body over 1 MiB") and _has_reason(v, "event over 1 MiB")
+    assert peak < 12 * 1024 * 1024, f"peak traced memory {peak / 2**20:.1f} MiB"
+
+
+async def test_offline_backs_off_with_jitter_and_resets_on_success() -> None:
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("flaky", snapshot_fault="close", events_fault="blackhole").start(tg)
+        cfg = fleet(
+            ("flaky", fake.url), poll_interval_s=0.05, backoff_min_s=0.05, backoff_max_s=0.4
+        )
+        async with FleetAggregator(cfg) as agg:
+            await wait_for(lambda: agg.node("flaky").state is NodeState.OFFLINE, 3)
+            assert agg.node("flaky").reasons == ["connection closed without an answer"]
+            start = len(fake.requests_to("/api/v1/snapshot"))
+            await anyio.sleep(1.6)
+            tries = len(fake.requests_to("/api/v1/snapshot")) - start
+            # without backoff this would be ~32 polls; the window doubles up to 0.4 s
+            assert 2 <= tries <= 14, tries
+            fake.snapshot_fault = fake.events_fault = None
+            await wait_for(lambda: agg.node("flaky").state is NodeState.ONLINE, 3)
+            start = len(fake.requests_to("/api/v1/snapshot"))
+            await anyio.sleep(0.5)
+            # back at the poll interval (0.05 s), not at the backoff cap
+            assert len(fake.requests_to("/api/v1/snapshot")) - start >= 5
+        tg.cancel_scope.cancel()
+
+
+async def test_stream_reconnects_with_last_event_id() -> None:
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("sse", event_every=0.05).start(tg)
+        async with FleetAggregator(fleet(("sse", fake.url))) as agg:
+            await wait_for(lambda: fake._next_id >= 3 and agg.node("sse").stream_ok, 3)
+            fake.events_fault = "drop_mid_event"  # ends the good stream; the next drops mid-event
+            await wait_for(lambda: len(fake.requests_to("/api/v1/events")) >= 3, 3)
+            first, second, third = fake.requests_to("/api/v1/events")[:3]
+            assert "last-event-id" not in first.headers
+            last_good = int(second.headers["last-event-id"])
+            assert last_good >= 3
+            # the half-received event's id was never committed
+            assert int(third.headers["last-event-id"]) == last_good
+            await wait_for(lambda: agg.node("sse").state is NodeState.DEGRADED, 3)
+            fake.events_fault = None
+            await wait_for(lambda: agg.node("sse").state is NodeState.ONLINE, 3)
+        tg.cancel_scope.cancel()
+
+
+async def test_snapshots_are_deep_copies(sims: AgentProc) -> None:
+    async with FleetAggregator(fleet(*healthy_nodes(sims))) as agg:
+        name = healthy_nodes(sims)[0][0]
+        await wait_for(lambda: agg.node(name).state is NodeState.ONLINE, 5)
+        mine = agg.snapshots()[0]
+        keep = (
+            mine.snapshot.node.hostname,
+            len(mine.snapshot.engines),
+            mine.snapshot.engines[0].models[:],
+            list(mine.power_history),
+            list(mine.reasons),
+            list(mine.tags),
+        )
+        mine.snapshot.node.hostname = "mutated"
+        mine.snapshot.engines.clear()
+        mine.power_history.append(-1.0)
+        mine.reasons.append("mutated")
+        mine.tags.append("mutated")
+        mine.state = NodeState.OFFLINE
+        theirs = agg.node(name)
+        assert theirs.snapshot.node.hostname == keep[0]
+        assert (
+            len(theirs.snapshot.engines) == keep[1] and theirs.snapshot.engines[0].models == keep[2]
+        )
+        assert -1.0 not in theirs.power_history and "mutated" not in theirs.reasons
+        assert theirs.tags == keep[5] and theirs.state is NodeState.ONLINE
+
+
+async def test_history_generation_and_events(sims: AgentProc) -> None:
+    nodes = healthy_nodes(sims)
+    agg = FleetAggregator(fleet(*nodes), event_buffer=4)
+    slow_reader = agg.events()  # registered now, never read: it must not block anything
+    async with agg:
+        reader = agg.events()
+        gen = agg.generation
+        new = await agg.wait_changed(gen, 3)
+        assert new > gen
+        assert await agg.wait_changed(new + 10**6, 0.05) >= new  # timeout returns, no hang
+        await wait_for(lambda: all(v.state is NodeState.ONLINE for v in agg.snapshots()), 5)
+        await wait_for(lambda: len(agg.node(nodes[0][0]).power_history) >= 1, 5)
+        v = agg.node(nodes[0][0])
+        assert len(v.cost_daily) == 7 and v.latency_ms is not None and v.latency_ms > 0
+        assert v.last_seen is not None and v.stream_ok
+        await wait_for(lambda: agg.drops > 0, 5, what="the unread subscriber overflowing")
+        assert slow_reader.dropped > 0 and len(slow_reader.queue) == 4
+        got = []
+        with anyio.fail_after(3):
+            async for ev in reader:
+                got.append(ev)
+                if {e.kind for e in got} >= {"snapshot"} and len(got) >= 4:
+                    break
+        assert all(e.node in dict(nodes) for e in got)
+    # after the aggregator stops, a reader drains what is left and ends
+    with anyio.fail_after(1):
+        rest = [ev async for ev in reader]
+    assert len(rest) <= 4
+
+
+async def test_poll_once_caps_total_time() -> None:
+    async with anyio.create_task_group() as tg:
+        hole = await FakeAgent("hole", fault="blackhole").start(tg)
+        ok = await FakeAgent("ok").start(tg)
+        agg = FleetAggregator(fleet(("hole", hole.url), ("ok", ok.url), http_timeout_s=30))
+        t0 = time.monotonic()
+        views = await agg.poll_once(0.6)
+        assert time.monotonic() - t0 < 2
+        by = {v.name: v for v in views}
+        assert by["ok"].state is NodeState.ONLINE and by["ok"].chain.value == "ok"
+        assert by["hole"].state is NodeState.OFFLINE
+        assert by["hole"].reasons == ["no answer within 0.6 s"]
+        tg.cancel_scope.cancel()
+
+
+async def test_dead_node_goes_offline_and_comes_back_on_the_same_port(sims: AgentProc) -> None:
+    """A real agent process killed and restarted is OFFLINE, then ONLINE again."""
+    async with anyio.create_task_group() as tg:
+        node = await FakeAgent("phoenix").start(tg)
+        async with FleetAggregator(fleet(*healthy_nodes(sims), ("phoenix", node.url))) as agg:
+            await wait_for(lambda: agg.node("phoenix").state is NodeState.ONLINE, 5)
+            await node.stop()
+            await wait_for(lambda: agg.node("phoenix").state is NodeState.OFFLINE, 3)
+            assert agg.node("phoenix").reasons == ["connection refused"]
+            assert all(agg.node(n).state is NodeState.ONLINE for n, _ in healthy_nodes(sims))
+            await node.restart()
+            await wait_for(lambda: agg.node("phoenix").state is NodeState.ONLINE, 3)
+            assert agg.node("phoenix").stream_ok
+        tg.cancel_scope.cancel()
