@@ -88,7 +88,9 @@ canonical JSON has sorted keys, no spaces, UTF-8; the first entry's `prev_hash` 
 def render() -> str:
     parts = [PROSE.format(version=SCHEMA_VERSION)]
     for name, schema in wire_schemas().items():
-        parts.append(f"\n### {name}\n\n```json\n{json.dumps(schema, indent=2, sort_keys=True)}\n```\n")
+        parts.append(
+            f"\n### {name}\n\n```json\n{json.dumps(schema, indent=2, sort_keys=True)}\n```\n"
+        )
     return "".join(parts)
 
 
