@@ -679,3 +679,22 @@ def test_many_nodes_share_tokens_but_not_audit_logs(tmp_path: Path) -> None:
             assert e.fleet("agent", "audit", "verify", "--path", str(path)).returncode == 0
     finally:
         agent.stop()
+
+
+def test_damaged_audit_log_stops_actions_but_not_reads(tmp_path: Path) -> None:
+    e = make_env(tmp_path)
+    log = e.data / "nodes" / "dmg" / "audit.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"seq": 1, "ts": ')  # a torn write
+    agent = start_agent(
+        "--simulate", "--name", "dmg", "--config", str(e.config), tmp=tmp_path, env=e.env
+    )
+    try:
+        r = post(agent.url, {"action": "restart", "engine": "ollama"}, e.token())
+        assert r.status_code == 503 and "audit" in r.json()["error"]
+        assert e.calls_made() == []
+        snap = httpx.get(f"{agent.url}/api/v1/snapshot").json()
+        assert any(p.startswith("audit log:") for p in snap["problems"])
+        assert log.read_text() == '{"seq": 1, "ts": '  # the evidence is left as it was
+    finally:
+        agent.stop()

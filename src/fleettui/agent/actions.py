@@ -610,7 +610,7 @@ class ActionService:
         error = rej.message if why is None else f"{rej.message}: {why}"
         await self._audit(at, "denied", rej.status, error=error)
         log.info(
-            "refused %s from %s (token %s): %d %s",
+            "refused %r from %s (token %s): %d %r",
             at.action or "request",
             at.source_ip,
             at.token_id,
