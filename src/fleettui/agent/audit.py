@@ -224,10 +224,11 @@ class AuditLog:
                 os.close(fd)
 
     def open(self) -> None:
-        """Create the directory and live file, then load and check the head."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Load and check the head. Nothing is created until the first append, so a thousand
+        simulated nodes that never act leave no files behind."""
+        if not self.path.parent.is_dir():
+            return
         with self._locked():
-            os.close(open_nofollow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
             self._load_head()
         if self.problem:
             log.error(
@@ -275,6 +276,7 @@ class AuditLog:
     # -- writing
     def append(self, fields: dict[str, Any]) -> AuditEntry:
         """Append one entry (fsync'd) and return it. Raises AuditError when the log is unusable."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._locked():
             if self._live_stamp() != self._stamp:  # another writer, a rotation, or a fresh start
                 self._load_head()
@@ -376,7 +378,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         hint = ""
         if (path.parent / "nodes").is_dir():
             hint = f"; simulated nodes keep theirs in {path.parent / 'nodes'}/NAME/{AUDIT_FILE}"
-        print(f"fleet agent audit verify: no audit log at {path}{hint}", file=sys.stderr)
+        print(
+            f"fleet agent audit verify: no audit log at {path} (the agent creates it at the "
+            f"first write attempt){hint}",
+            file=sys.stderr,
+        )
         return 2
     try:
         res = verify_chain(path)
