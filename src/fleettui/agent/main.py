@@ -12,6 +12,16 @@ import anyio
 from fleettui.agent.config import ConfigError, load_agent_config
 
 
+def exposure_warning(host: str) -> str | None:
+    """Binding beyond loopback is allowed but never silent."""
+    if host in ("0.0.0.0", "::", ""):
+        return (
+            f"binding {host or 'all interfaces'} exposes the agent to every network this machine "
+            "is on; prefer 127.0.0.1 behind a VPN or a TLS reverse proxy"
+        )
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fleettui.agent.node import NodeAgent
     from fleettui.agent.server import bind_sockets, serve
@@ -33,12 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr
         )
         return 2
-    if args.host in ("0.0.0.0", "::", ""):
-        print(
-            f"fleet agent: WARNING: binding {args.host or 'all interfaces'} exposes the agent to "
-            "every network this machine is on; prefer 127.0.0.1 behind a VPN or TLS proxy",
-            file=sys.stderr,
-        )
+    if warning := exposure_warning(args.host):
+        print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
     ports = [args.port + i if args.port else 0 for i in range(nodes)]
     try:
         sockets = bind_sockets(args.host, ports)
