@@ -48,6 +48,10 @@ class FleetConfigError(Exception):
     """The fleet config cannot be used at all (unreadable, not TOML, or an edit was refused)."""
 
 
+class NodeNotFound(FleetConfigError):
+    """`fleet remove` named a node the file does not have."""
+
+
 class NodeConfig(BaseModel):
     """One `[[node]]` block. At most one token source; the token itself is never printed."""
 
@@ -336,18 +340,15 @@ def parse_fleet_config(text: str, path: Path) -> FleetConfig:
 
 
 def load_fleet_config(path: Path | None = None) -> FleetConfig:
-    """Load the fleet config. A missing default file is a first run, not an error.
+    """Load the fleet config. A missing file is a first run (`exists` False), not an error.
 
     Raises FleetConfigError only when the file cannot be read or parsed at all; broken
     entries become `warnings` and the good ones still load.
     """
-    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     path = resolve_config_path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        if explicit:
-            raise FleetConfigError(f"{path}: file not found") from None
         return FleetConfig(path=path, exists=False)
     except IsADirectoryError:
         raise FleetConfigError(f"{path}: is a directory, not a file") from None
@@ -464,11 +465,11 @@ def remove_node(path: Path, name: str) -> None:
     with _locked(path):
         text, data = _read_for_edit(path)
         if not text:
-            raise FleetConfigError(f"{path}: no fleet config here, nothing to remove")
+            raise NodeNotFound(f"{path}: no fleet config here, nothing to remove")
         raw = _raw_nodes(data)
         idx = [i for i, e in enumerate(raw) if isinstance(e, dict) and e.get("name") == name]
         if not idx:
-            raise FleetConfigError(f"{path}: no node named {name!r}")
+            raise NodeNotFound(f"{path}: no node named {name!r}")
         want = {**data, "node": [e for i, e in enumerate(raw) if i not in idx]}
         if not want["node"]:
             del want["node"]

@@ -61,7 +61,7 @@ def check_link(raw: dict[str, Any], entry: AuditEntry, prev_seq: int, prev_hash:
     if entry.seq != prev_seq + 1:
         if entry.seq <= prev_seq:
             raise ChainBroken(f"seq {entry.seq}: sequence went backwards (after seq {prev_seq})")
-        raise ChainBroken(f"seq {prev_seq + 1}: missing (next entry is seq {entry.seq})")
+        raise ChainBroken(f"seq {prev_seq + 1}: missing or out of order (found seq {entry.seq})")
     if entry.prev_hash != prev_hash:
         raise ChainBroken(f"seq {entry.seq}: prev_hash does not match seq {prev_seq}")
     try:
@@ -112,8 +112,8 @@ class ChainVerifier:
         """Fetch and verify everything after the pin (or from genesis when `rescan`).
 
         Sets status OK when the node's head is reached; BROKEN with the seq and why on a bad
-        link; UNKNOWN when the node serves no audit page. Network failures raise FetchError
-        and leave the status as it was.
+        link; UNKNOWN when the node answers with no audit page. An unreachable node raises
+        FetchError and leaves the status as it was.
         """
         if self.status is ChainStatus.BROKEN:
             return
@@ -124,9 +124,9 @@ class ChainVerifier:
         except ChainUnreadable as exc:
             self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc}"
         except FetchError as exc:
-            if exc.reachable:
-                self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
-            raise
+            if not exc.reachable:
+                raise
+            self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
 
     async def _walk(self, client: httpx.AsyncClient, *, timeout_s: float, rescan: bool) -> None:
         seq, hsh = (0, GENESIS_HASH) if rescan else (self.pin_seq, self.pin_hash)

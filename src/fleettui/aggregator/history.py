@@ -27,9 +27,11 @@ class PowerHistory:
         slot = int(ts // self.slot_s)
         if self._buf:
             last_slot, last_w = self._buf[-1]
-            if slot < last_slot:
+            if slot < last_slot - self.slots:
+                self._buf.clear()  # the node's clock stepped far back: start over
+            elif slot < last_slot:
                 return False  # older than what we have (a late duplicate)
-            if slot == last_slot:
+            elif slot == last_slot:
                 if last_w == watts:
                     return False
                 self._buf[-1] = (slot, watts)

@@ -1,0 +1,90 @@
+"""The aggregator's small parts: the bounded SSE parser, backoff, history, config-free helpers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fleettui.aggregator.backoff import Backoff
+from fleettui.aggregator.history import PowerHistory
+from fleettui.aggregator.sse import SSEParser, StreamError
+
+
+def feed_all(parser: SSEParser, *chunks: bytes) -> list[tuple[str, str, str]]:
+    out = []
+    for c in chunks:
+        out += [(e.event, e.data, e.id) for e in parser.feed(c)]
+    out += [(e.event, e.data, e.id) for e in parser.finish()]
+    return out
+
+
+def test_sse_parser_follows_the_spec_across_chunk_boundaries() -> None:
+    raw = (
+        b'\xef\xbb\xbfretry: 2000\n: ping\n\nid: 7\nevent: snapshot\ndata: {"a":\r\ndata: 1}\r\n\r'
+        b"\ndata: plain\n\nid: 8\nevent: audit\ndata: x\n\n"
+    )
+    whole = feed_all(SSEParser(), raw)
+    assert whole == [("snapshot", '{"a":\n1}', "7"), ("message", "plain", "7"), ("audit", "x", "8")]
+    for size in (1, 2, 3, 5, 7):  # the same events whatever the chunking (CRLF split included)
+        p = SSEParser()
+        assert feed_all(p, *(raw[i : i + size] for i in range(0, len(raw), size))) == whole
+        assert p.last_id == "8" and not p.mid_event
+
+
+def test_sse_partial_event_does_not_commit_its_id() -> None:
+    p = SSEParser()
+    p.feed(b'id: 1\ndata: a\n\nid: 2\nevent: snapshot\ndata: {"half')
+    assert p.last_id == "1" and p.mid_event
+
+
+def test_sse_event_size_is_capped_with_or_without_newlines() -> None:
+    with pytest.raises(StreamError, match="event over"):
+        SSEParser(cap=1000).feed(b"data: " + b"x" * 2000)
+    p = SSEParser(cap=1000)
+    with pytest.raises(StreamError, match="event over"):
+        for _ in range(30):  # many short data lines add up to one oversized event
+            p.feed(b"data: " + b"y" * 60 + b"\n")
+    ok = SSEParser(cap=1000)
+    for _ in range(30):  # the same volume split into small events is fine
+        assert len(ok.feed(b"data: " + b"y" * 60 + b"\n\n")) == 1
+
+
+def test_sse_invalid_utf8_is_replaced_not_raised() -> None:
+    [ev] = SSEParser().feed(b"data: \xff\xfe ok\n\n")
+    assert ev.data == "\ufffd\ufffd ok"
+
+
+def test_backoff_full_jitter_window_doubles_to_the_cap_and_resets() -> None:
+    b = Backoff(1.0, 30.0, rng=random.Random(4))
+    windows, delays = [], []
+    for _ in range(8):
+        windows.append(b.window())
+        delays.append(b.next_delay())
+    assert windows == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert all(1.0 <= d <= w for d, w in zip(delays, windows, strict=True))
+    assert len({round(d, 6) for d in delays[2:]}) == 6  # jittered, not fixed steps
+    b.reset()
+    assert b.window() == 1.0 and b.next_delay() == 1.0
+    spread = [Backoff(1, 30, rng=random.Random(i)) for i in range(50)]
+    for x in spread:
+        for _ in range(5):
+            x.next_delay()
+    firsts = [x.next_delay() for x in spread]  # 50 nodes that died together do not retry together
+    assert max(firsts) - min(firsts) > 10
+    with pytest.raises(ValueError):
+        Backoff(5, 1)
+
+
+def test_power_history_is_a_bounded_time_window() -> None:
+    h = PowerHistory(window_s=120, slot_s=2)
+    for i in range(1000):
+        h.add(1000.0 + i * 0.5, float(i))
+    assert len(h) == 60  # 2 minutes of 2 s slots, however many samples came in
+    vals = h.values()
+    assert vals[-1] == 999.0 and vals == sorted(vals)
+    assert not h.add(1490.0, 5.0)  # a late sample from an older slot changes nothing
+    assert not h.add(1499.5, 999.0) and not h.add(1600.0, None)
+    assert h.add(1900.0, 1.0)  # after a long gap the old window is forgotten
+    assert h.values() == [1.0]
+    assert h.add(100.0, 2.0) and h.values() == [2.0]  # the clock stepped back an hour
