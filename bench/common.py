@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,18 @@ def pinned(argv: list[str], core: int | None) -> list[str]:
     return ["taskset", "-c", str(core), *argv]
 
 
+def scratch_env() -> dict[str, str]:
+    """HOME and XDG dirs in a throwaway directory: benchmarks never touch the user's files."""
+    home = tempfile.mkdtemp(prefix="fleet-bench-")
+    atexit.register(shutil.rmtree, home, True)
+    return {
+        "HOME": home,
+        "XDG_CONFIG_HOME": f"{home}/.config",
+        "XDG_STATE_HOME": f"{home}/.local/state",
+        "XDG_DATA_HOME": f"{home}/.local/share",
+    }
+
+
 def start_agents(
     args: list[str], nodes: int, core: int | None = None, env: dict | None = None
 ) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -45,7 +59,7 @@ def start_agents(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **scratch_env(), **(env or {})},
     )
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 120

@@ -13,7 +13,7 @@ from fleettui.agent.server import bind_sockets, serve
 pytestmark = pytest.mark.anyio
 
 
-async def test_idle_stream_gets_pings_and_shutdown_ends_it() -> None:
+async def test_idle_stream_gets_pings_and_shutdown_ends_it(xdg_home) -> None:
     agent = NodeAgent.simulate(AgentConfig(interval_s=3600), "quiet")
     sockets = bind_sockets("127.0.0.1", [0])
     url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"

@@ -80,7 +80,7 @@ class AgentConfig(_Strict):
     @classmethod
     def _engine_names(cls, v: dict[str, EngineConfig]) -> dict[str, EngineConfig]:
         for name, eng in v.items():
-            if not ENGINE_NAME_RE.match(name):
+            if not ENGINE_NAME_RE.fullmatch(name):
                 raise ValueError(f"engine name {name!r} must match {ENGINE_NAME_RE.pattern}")
             if eng.kind is None:
                 if name not in DEFAULT_ENGINE_URLS:
