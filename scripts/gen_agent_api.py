@@ -69,12 +69,17 @@ Checks, in this order, each before any process starts:
 | 401 | missing, unknown or revoked token (one answer for all three, constant-time compare) |
 | 429 | over the token's rate limit (default 30/min); `Retry-After` says when to retry |
 | 400 | unknown action, unknown body key, engine not matching `^[a-z][a-z0-9_-]{{0,31}}$`, model with whitespace or a leading `-`, or nothing configured for the action (the reason names the key to set) |
+| 409 | another action is already running on the same engine (node-wide for `purge`) |
+| 503 | the audit log is damaged: the agent refuses to act without a record (the snapshot's `problems` says why) |
 
 Actions: `purge`, `unload <engine> [<model>]`, `stop|start|restart <engine>`. Unload goes through
 the engine's own API where it has one (Ollama: `keep_alive: 0`); the others run the argv the
 node's administrator configured in `agent.toml` (see [config.md](config.md)), never a shell, with
 timeouts purge 30 s, unload/stop 60 s, start/restart 120 s. Every attempt, denied or executed, is
-written to the audit log; the answer is an `ActionResult` with `audit_seq`.
+written to the audit log; the answer is an `ActionResult` with `audit_seq`. A command that ran
+but failed is `200` with `ok: false`, its `exit_code` and `output_tail`, not an HTTP error. In a
+configured argv, an element that is exactly `{{engine}}` or `{{model}}` is replaced by the checked
+value.
 
 ### `GET /api/v1/audit?after=SEQ&limit=N`
 Entries with `seq > after` (default 0), oldest first, at most `limit` (default 100, max 1000), and
