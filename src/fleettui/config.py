@@ -464,7 +464,7 @@ def remove_node(path: Path, name: str) -> None:
     path = Path(path)
     with _locked(path):
         text, data = _read_for_edit(path)
-        if not text:
+        if not text and not path.exists():
             raise NodeNotFound(f"{path}: no fleet config here, nothing to remove")
         raw = _raw_nodes(data)
         idx = [i for i, e in enumerate(raw) if isinstance(e, dict) and e.get("name") == name]
