@@ -124,6 +124,7 @@ class FakeAgent:
     chain: list[dict] = field(default_factory=list)
     advertised_head: dict | None = None  # override the head the snapshot/audit page report
     requests: list[Request] = field(default_factory=list)
+    routes: dict[str, Any] = field(default_factory=dict)  # path -> JSON body (other APIs)
     port: int = 0
     _listener: anyio.abc.Listener | None = None
     _done: anyio.Event | None = None
@@ -234,7 +235,13 @@ class FakeAgent:
             await anyio.sleep_forever()
         if self.fault == "slow":
             await anyio.sleep(self.slow_s)
-        if req.path == "/api/v1/snapshot":
+        if req.path in self.routes:
+            body = self.routes[req.path]
+            if isinstance(body, bytes):
+                await self._send(stream, 200, body, "application/json")
+            else:
+                await self._json(stream, body)
+        elif req.path == "/api/v1/snapshot":
             await self._snapshot(stream)
         elif req.path == "/api/v1/events":
             await self._events(stream, req)

@@ -240,3 +240,10 @@ def test_concurrent_adds_lose_nothing(tmp_path: Path) -> None:
         list(pool.map(add, range(16)))
     assert sorted(n.name for n in load_fleet_config(p).nodes) == sorted(f"n{i}" for i in range(16))
     assert os.access(p, os.R_OK)
+
+
+def test_the_example_config_loads_cleanly() -> None:
+    example = Path(__file__).resolve().parent.parent / "projects.example.toml"
+    cfg = load_fleet_config(example)
+    assert cfg.warnings == [] and [n.name for n in cfg.nodes] == ["gpu1", "gpu2"]
+    assert cfg.defaults == Defaults()  # the example documents the defaults, it does not change them

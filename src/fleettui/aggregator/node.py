@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 from pydantic import ValidationError
 
+from fleettui.aggregator.adapters import fetch_asiai, fetch_ollama
 from fleettui.aggregator.backoff import Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
@@ -168,6 +169,10 @@ class NodeWorker:
     # --- polling -------------------------------------------------------------------------
     async def fetch_snapshot(self, timeout_s: float) -> NodeSnapshot:
         assert self.client is not None
+        if self.cfg.kind == "ollama":
+            return await fetch_ollama(self.client, self.cfg.url, timeout_s)
+        if self.cfg.kind == "asiai":
+            return await fetch_asiai(self.client, self.cfg.url, timeout_s)
         body = await get_capped(self.client, SNAPSHOT_PATH, timeout_s=timeout_s)
         try:
             return NodeSnapshot.model_validate_json(body)
