@@ -1,0 +1,372 @@
+"""The selection grammar shared by `fleet bulk --filter` and the dashboard's `/` filter.
+
+One small language so an operator who learned it in the TUI can paste it into a cron line:
+
+    state=OFFLINE
+    power>300 and engine=vllm
+    not (tag=gpu or role~embed) and latency>=200ms
+
+Fields: name, role, tag, state, engine, model (text; tag/engine/model match any of a node's
+values) and power (W), cost (7-day total), gpu_mem (% used, or an amount with MB/GB), latency
+(ms, or with ms/s). Operators `= != > < >= <= ~` (`~` is a case-insensitive regex search, so a
+plain word is a substring match); `and`, `or`, `not`, parentheses. Text comparisons ignore case.
+A node that has no value for a numeric field (never answered, no GPU) matches no comparison.
+
+A bad expression raises SelectError with the offending position; its str() carries a caret line.
+Pure Python over aggregator.state.NodeView: no textual, no rich, no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fleettui.aggregator.state import NodeState, NodeView
+
+TEXT_FIELDS = ("name", "role", "tag", "state", "engine", "model")
+NUMBER_FIELDS = ("power", "cost", "gpu_mem", "latency")
+FIELDS = TEXT_FIELDS + NUMBER_FIELDS
+OPERATORS = ("=", "!=", ">", "<", ">=", "<=", "~")
+_OP_CHARS = "=!<>~"
+_STOP = set(" \t\r\n()'\"") | set(_OP_CHARS)
+
+
+class SelectError(ValueError):
+    """A filter expression that cannot be used; `pos` is the 0-based offending column."""
+
+    def __init__(self, expr: str, pos: int, message: str) -> None:
+        self.expr = expr
+        self.pos = max(0, min(pos, len(expr)))
+        self.message = message
+        super().__init__(str(self))
+
+    @property
+    def caret(self) -> str:
+        """Two lines: the expression and a caret under the offending position."""
+        return f"{self.expr}\n{' ' * self.pos}^"
+
+    def __str__(self) -> str:
+        return f"{self.message} (at column {self.pos + 1})\n  {self.expr}\n  {' ' * self.pos}^"
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # word | string | op | ( | ) | end
+    text: str
+    pos: int
+
+
+def _tokenize(expr: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i, n = 0, len(expr)
+    while i < n:
+        c = expr[i]
+        if c.isspace():
+            i += 1
+        elif c in "()":
+            toks.append(_Tok(c, c, i))
+            i += 1
+        elif c in "'\"":
+            end = expr.find(c, i + 1)
+            if end < 0:
+                raise SelectError(expr, i, f"unterminated quote {c}")
+            toks.append(_Tok("string", expr[i + 1 : end], i))
+            i = end + 1
+        elif c in _OP_CHARS:
+            two = expr[i : i + 2]
+            if two in ("!=", ">=", "<=", "=="):
+                toks.append(_Tok("op", "=" if two == "==" else two, i))
+                i += 2
+            elif c == "!":
+                raise SelectError(expr, i, "'!' must be followed by '=' (use 'not' to negate)")
+            else:
+                toks.append(_Tok("op", c, i))
+                i += 1
+        else:
+            j = i
+            while j < n and expr[j] not in _STOP:
+                j += 1
+            toks.append(_Tok("word", expr[i:j], i))
+            i = j
+    toks.append(_Tok("end", "", n))
+    return toks
+
+
+# --- values ------------------------------------------------------------------------------
+
+_NUM_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([A-Za-z%€$£]*)$")
+_UNITS: dict[str, dict[str, tuple[str, float]]] = {
+    # field -> unit suffix (lower case) -> (quantity, factor to the field's base unit)
+    "power": {"": ("w", 1), "w": ("w", 1), "kw": ("w", 1000)},
+    "cost": {"": ("c", 1), "€": ("c", 1), "$": ("c", 1), "£": ("c", 1), "eur": ("c", 1)},
+    "latency": {"": ("ms", 1), "ms": ("ms", 1), "s": ("ms", 1000)},
+    "gpu_mem": {
+        "": ("pct", 1),
+        "%": ("pct", 1),
+        "mb": ("mb", 1),
+        "mib": ("mb", 1),
+        "gb": ("mb", 1024),
+        "gib": ("mb", 1024),
+        "g": ("mb", 1024),
+        "tb": ("mb", 1024 * 1024),
+    },
+}
+_EXAMPLES = {
+    "power": "power>300 or power>1.5kW",
+    "cost": "cost>=20",
+    "latency": "latency>200 or latency>1.5s",
+    "gpu_mem": "gpu_mem>90 (percent) or gpu_mem>40GB",
+}
+
+
+def _number(field: str, tok: _Tok, expr: str) -> tuple[str, float]:
+    raw = tok.text.strip()
+    for sym in "€$£":  # allow a leading currency sign: cost>€20
+        if field == "cost" and raw.startswith(sym):
+            raw = raw[1:] + sym
+    m = _NUM_RE.match(raw)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS[field]:
+        raise SelectError(
+            expr, tok.pos, f"{field} needs a number, got {tok.text!r} (e.g. {_EXAMPLES[field]})"
+        )
+    qty, factor = _UNITS[field][unit]
+    return qty, float(m.group(1)) * factor
+
+
+# --- what a field reads from a node ------------------------------------------------------
+
+
+def _texts(view: NodeView, field: str) -> list[str]:
+    snap = view.snapshot
+    if field == "name":
+        return [view.name]
+    if field == "role":
+        return [view.role]
+    if field == "tag":
+        return list(view.tags)
+    if field == "state":
+        return [view.state.value]
+    if field == "engine":
+        return [e.name for e in snap.engines] if snap else []
+    if field == "model":
+        if not snap:
+            return []
+        return [m.name for e in snap.engines if e.status == "up" for m in e.models]
+    raise AssertionError(field)
+
+
+def gpu_memory(view: NodeView) -> tuple[float, float] | None:
+    """(used MB, total MB) over every GPU of the node, or None when unknown."""
+    snap = view.snapshot
+    if not snap or not snap.gpus:
+        return None
+    used = [g.memory_used_mb for g in snap.gpus]
+    total = [g.memory_total_mb for g in snap.gpus]
+    if any(v is None for v in used) or any(v is None for v in total):
+        return None
+    return sum(u for u in used if u is not None), sum(t for t in total if t is not None)
+
+
+def _numeric(view: NodeView, field: str, qty: str) -> float | None:
+    snap = view.snapshot
+    if field == "power":
+        return snap.power.watts if snap else None
+    if field == "cost":
+        return snap.cost.total_7d if snap else None
+    if field == "latency":
+        return view.latency_ms
+    if field == "gpu_mem":
+        mem = gpu_memory(view)
+        if mem is None:
+            return None
+        used, total = mem
+        if qty == "mb":
+            return used
+        return 100.0 * used / total if total else None
+    raise AssertionError(field)
+
+
+# --- the tree ----------------------------------------------------------------------------
+
+Pred = Callable[[NodeView], bool]
+_CMP: dict[str, Callable[[float, float], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
+
+
+def _text_pred(field: str, op: str, value: str, tok: _Tok, expr: str) -> Pred:
+    if op == "~":
+        try:
+            rx = re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise SelectError(expr, tok.pos, f"bad regular expression: {exc.msg}") from None
+        return lambda v: any(rx.search(t) for t in _texts(v, field))
+    want = value.casefold()
+    if field == "state":
+        states = [s.value for s in NodeState]
+        if value.upper() not in states:
+            raise SelectError(
+                expr, tok.pos, f"unknown state {value!r} (one of {', '.join(states)})"
+            )
+    if op == "=":
+        return lambda v: any(t.casefold() == want for t in _texts(v, field))
+    return lambda v: not any(t.casefold() == want for t in _texts(v, field))
+
+
+def _number_pred(field: str, op: str, tok: _Tok, expr: str) -> Pred:
+    qty, target = _number(field, tok, expr)
+    cmp = _CMP[op]
+
+    def pred(v: NodeView) -> bool:
+        got = _numeric(v, field, qty)
+        return got is not None and cmp(got, target)
+
+    return pred
+
+
+class _Parser:
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        self.toks = _tokenize(expr)
+        self.i = 0
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def _kw(self, word: str) -> bool:
+        return self.tok.kind == "word" and self.tok.text.lower() == word
+
+    def parse(self) -> Pred:
+        if self.tok.kind == "end":
+            raise SelectError(self.expr, 0, "empty expression (e.g. state=OFFLINE)")
+        pred = self._or()
+        if self.tok.kind != "end":
+            if self.tok.kind == ")":
+                raise SelectError(self.expr, self.tok.pos, "')' without a matching '('")
+            raise SelectError(
+                self.expr, self.tok.pos, f"expected 'and', 'or' or the end, got {self.tok.text!r}"
+            )
+        return pred
+
+    def _or(self) -> Pred:
+        parts = [self._and()]
+        while self._kw("or"):
+            self.i += 1
+            parts.append(self._and())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda v: any(p(v) for p in parts)
+
+    def _and(self) -> Pred:
+        parts = [self._not()]
+        while self._kw("and"):
+            self.i += 1
+            parts.append(self._not())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda v: all(p(v) for p in parts)
+
+    def _not(self) -> Pred:
+        if self._kw("not"):
+            self.i += 1
+            inner = self._not()
+            return lambda v: not inner(v)
+        return self._primary()
+
+    def _primary(self) -> Pred:
+        tok = self.tok
+        if tok.kind == "(":
+            self.i += 1
+            inner = self._or()
+            if self.tok.kind != ")":
+                raise SelectError(self.expr, tok.pos, "'(' is never closed")
+            self.i += 1
+            return inner
+        if tok.kind == "end":
+            raise SelectError(self.expr, tok.pos, "expression ends too early: expected a field")
+        if tok.kind != "word":
+            raise SelectError(
+                self.expr, tok.pos, f"expected a field ({', '.join(FIELDS)}), got {tok.text!r}"
+            )
+        return self._comparison()
+
+    def _comparison(self) -> Pred:
+        ftok = self.tok
+        field = ftok.text.lower()
+        if field not in FIELDS:
+            close = difflib.get_close_matches(field, FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SelectError(
+                self.expr,
+                ftok.pos,
+                f"unknown field {ftok.text!r} ({hint}fields: {', '.join(FIELDS)})",
+            )
+        self.i += 1
+        otok = self.tok
+        if otok.kind != "op":
+            raise SelectError(
+                self.expr, otok.pos, f"expected an operator ({' '.join(OPERATORS)}) after {field}"
+            )
+        op = otok.text
+        self.i += 1
+        vtok = self.tok
+        if vtok.kind not in ("word", "string"):
+            raise SelectError(self.expr, vtok.pos, f"expected a value after {field}{op}")
+        self.i += 1
+        if field in NUMBER_FIELDS:
+            if op == "~":
+                raise SelectError(
+                    self.expr, otok.pos, f"'~' matches text; {field} is a number (use = != < >)"
+                )
+            return _number_pred(field, op, vtok, self.expr)
+        if op not in ("=", "!=", "~"):
+            raise SelectError(
+                self.expr, otok.pos, f"{op!r} compares numbers; {field} is text (use = != ~)"
+            )
+        return _text_pred(field, op, vtok.text, vtok, self.expr)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A compiled expression: `matches(view)` is all a caller needs."""
+
+    text: str
+    _pred: Pred
+
+    def matches(self, view: NodeView) -> bool:
+        return self._pred(view)
+
+    def __call__(self, view: NodeView) -> bool:
+        return self._pred(view)
+
+    def filter(self, views: Iterable[NodeView]) -> list[NodeView]:
+        return [v for v in views if self._pred(v)]
+
+
+def parse(expr: str) -> Selector:
+    """Compile a filter expression; raises SelectError pointing at the problem."""
+    return Selector(expr, _Parser(expr).parse())
+
+
+def select_views(
+    views: Iterable[NodeView], names: Iterable[str] = (), expr: str | Selector | None = None
+) -> list[NodeView]:
+    """Nodes named in `names` (when any) that also match `expr` (when given), in input order."""
+    wanted = set(names)
+    sel = parse(expr) if isinstance(expr, str) else expr
+    return [
+        v for v in views if (not wanted or v.name in wanted) and (sel is None or sel.matches(v))
+    ]

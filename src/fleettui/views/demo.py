@@ -1,0 +1,199 @@
+"""`fleet demo`: a throwaway simulated fleet with real agents, real tokens and a real config.
+
+Everything lives in one temporary directory (HOME and the XDG dirs of the agent point into it),
+one `fleet agent serve --simulate --nodes N` subprocess serves every node, and `close()` stops
+it and deletes the directory whatever way the dashboard ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import tomli_w
+
+from fleettui.fsutil import atomic_write
+
+SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
+ROLES = ("inference", "inference", "embeddings", "batch")
+RACKS = ("rack-a", "rack-b", "rack-c")
+
+
+class DemoError(RuntimeError):
+    """The demo fleet could not be started; the message says why."""
+
+
+class DemoFleet:
+    """Start with `with DemoFleet(8) as demo:`; `demo.config_path` is the fleet config."""
+
+    def __init__(
+        self,
+        nodes: int = 8,
+        *,
+        interval_s: float = 1.0,
+        poll_interval_s: float = 1.0,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        if not 1 <= nodes <= 2000:
+            raise DemoError(f"--nodes must be between 1 and 2000, not {nodes}")
+        self.nodes = nodes
+        self.interval_s = interval_s
+        self.poll_interval_s = poll_interval_s
+        self.startup_timeout_s = startup_timeout_s
+        self.tmp: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.urls: dict[str, str] = {}
+        self.token_file: Path | None = None
+        self.config_path: Path | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> DemoFleet:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
+        self.token_file = self._create_token()
+        self._start_agent()
+        self.config_path = self._write_config()
+
+    def close(self) -> None:
+        """Stop the agent and delete the temporary directory; safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        tmp, self.tmp = self.tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # --- steps -----------------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of the demo's agent: its HOME and XDG dirs inside the temp dir."""
+        assert self.tmp is not None
+        home = self.tmp / "home"
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("FLEET_CONFIG", "FLEET_AGENT_CONFIG")
+        }
+        env["HOME"] = str(home)
+        for var, sub in (
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_STATE_HOME", ".local/state"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_CACHE_HOME", ".cache"),
+        ):
+            env[var] = str(home / sub)
+        return env
+
+    def _fleet(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fleettui", *args]
+
+    def _create_token(self) -> Path:
+        """One action token for every demo node (they share one agent process and store)."""
+        assert self.tmp is not None
+        try:
+            out = subprocess.run(
+                self._fleet("agent", "token", "create", "--label", "fleet-demo", "--json"),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoError("creating the demo token timed out") from None
+        if out.returncode != 0:
+            raise DemoError(f"could not create the demo token: {out.stderr.strip()[-500:]}")
+        try:
+            secret = json.loads(out.stdout)["secret"]
+        except (ValueError, KeyError, TypeError):
+            raise DemoError("`fleet agent token create --json` printed no secret") from None
+        path = self.tmp / "demo.token"
+        atomic_write(path, secret + "\n", mode=0o600)
+        return path
+
+    def _start_agent(self) -> None:
+        assert self.tmp is not None
+        out_path, err_path = self.tmp / "agent.out", self.tmp / "agent.err"
+        args = ["agent", "serve", "--simulate", "--nodes", str(self.nodes), "--port", "0"]
+        args += ["--name", "demo", "--interval", str(self.interval_s)]
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                self._fleet(*args), env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        deadline = time.monotonic() + self.startup_timeout_s
+        while len(self.urls) < self.nodes:
+            for m in SERVING_RE.finditer(out_path.read_text(errors="replace")):
+                self.urls[m.group(1)] = m.group(2)
+            if len(self.urls) >= self.nodes:
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                why = err_path.read_text(errors="replace").strip()[-800:]
+                state = "exited" if self.proc.poll() is not None else "did not start in time"
+                raise DemoError(f"the simulated agent {state}: {why or 'no output'}")
+            time.sleep(0.05)
+
+    def _write_config(self) -> Path:
+        assert self.tmp is not None
+        nodes = []
+        for i, (name, url) in enumerate(self.urls.items()):
+            node: dict[str, object] = {
+                "name": name,
+                "url": url,
+                "role": ROLES[i % len(ROLES)],
+                "tags": ["demo", RACKS[i % len(RACKS)]],
+            }
+            if self.token_file is not None:
+                node["token_file"] = str(self.token_file)
+            nodes.append(node)
+        doc = {"defaults": {"poll_interval_s": self.poll_interval_s}, "node": nodes}
+        path = self.tmp / "projects.toml"
+        atomic_write(path, "# written by `fleet demo`; deleted on exit\n" + tomli_w.dumps(doc))
+        return path
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+@contextlib.contextmanager
+def exit_on_signals():  # type: ignore[no-untyped-def]
+    """Turn SIGTERM and SIGHUP into SystemExit so `with DemoFleet()` still cleans up."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,131 @@
+"""`fleet` and `fleet demo`: pick the view (Textual, Rich live, Rich once) and run it.
+
+Textual is imported only on the Textual path, so `fleet --rich`, cron jobs and pipes never
+load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from fleettui.config import FleetConfig, FleetConfigError, load_fleet_config
+
+ONCE_TIMEOUT_S = 10.0
+
+
+def first_run_text(path: Path | None) -> str:
+    where = f" ({path})" if path else ""
+    return (
+        f"fleet: no nodes configured yet{where}.\n"
+        "  fleet add NAME --url URL    watch a machine running `fleet agent serve`\n"
+        "  fleet demo                  try the dashboard on a simulated fleet"
+    )
+
+
+def can_run_tui() -> bool:
+    """Textual needs a terminal on stdin and on the stream it draws to (the real stderr)."""
+    streams = (sys.stdin, sys.stdout, sys.__stderr__)
+    if any(s is None or not s.isatty() for s in streams):
+        return False
+    return os.environ.get("TERM", "") not in ("", "dumb")
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def run_dashboard(
+    cfg: FleetConfig, *, rich: bool = False, once: bool = False, read_only: bool = False
+) -> int:
+    """Open the right view on `cfg`; returns the exit status."""
+    if once or not sys.stdout.isatty():
+        return anyio.run(_rich_once, cfg)
+    try:
+        if rich or not can_run_tui():
+            anyio.run(_rich_live, cfg)
+        else:
+            anyio.run(_tui, cfg, read_only)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _rich_once(cfg: FleetConfig) -> int:
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.views.rich import print_once
+
+    agg = FleetAggregator(cfg)
+    views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
+    print_once(_console(), views)
+    return 0
+
+
+async def _rich_live(cfg: FleetConfig) -> None:
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.views.rich import run_live
+
+    async with FleetAggregator(cfg) as agg:
+        await run_live(agg, _console())
+
+
+async def _tui(cfg: FleetConfig, read_only: bool) -> None:
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.views.tui.app import FleetApp
+
+    async with FleetAggregator(cfg) as agg:
+        app = FleetApp(agg, read_only=read_only, config=cfg)
+        await app.run_async()
+
+
+def _load(path: Path | None) -> FleetConfig | None:
+    try:
+        cfg = load_fleet_config(path)
+    except FleetConfigError as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return None
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return cfg
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    cfg = _load(getattr(args, "config", None))
+    if cfg is None:
+        return 2
+    if not cfg.nodes:
+        print(first_run_text(cfg.path))
+        return 2 if cfg.warnings else 0
+    return run_dashboard(
+        cfg,
+        rich=getattr(args, "rich", False),
+        once=getattr(args, "once", False),
+        read_only=getattr(args, "read_only", False),
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fleettui.views.demo import DemoError, DemoFleet, exit_on_signals
+
+    try:
+        with exit_on_signals(), DemoFleet(args.nodes) as demo:
+            print(
+                f"fleet demo: {demo.nodes} simulated nodes, agent pid {demo.pid}, "
+                f"temp dir {demo.tmp}",
+                file=sys.stderr,
+            )
+            cfg = _load(demo.config_path)
+            if cfg is None:
+                return 1
+            return run_dashboard(cfg, rich=getattr(args, "rich", False))
+    except DemoError as exc:
+        print(f"fleet demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

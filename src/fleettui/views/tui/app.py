@@ -1,0 +1,124 @@
+"""FleetApp: the full-screen dashboard over a FleetSource (the aggregator, or a fake in tests).
+
+The app never polls anything itself. One worker waits for the source's generation to change
+and applies at most one refresh per change and per `min_refresh_s` (about 4 a second), so a
+1000-node fleet that changes constantly still costs a bounded amount of redraw; between changes
+it only re-checks the clock-driven "Seen" cells once per `tick_s`. Another worker feeds the
+event log. Action keys only post `ActionRequested`; the bulk-action layer acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from fleettui.config import FleetConfig
+from fleettui.select import parse
+from fleettui.views.source import FleetSource
+from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.screens.detail import DetailScreen
+from fleettui.views.tui.screens.help import HelpScreen
+from fleettui.views.tui.screens.main import MainScreen
+
+
+def local_hms(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+class FleetApp(App[None]):
+    """The dashboard. `clock` and `fmt_time` are injectable so snapshots never drift."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fleet"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(
+        self,
+        source: FleetSource,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        fmt_time: Callable[[float], str] = local_hms,
+        min_refresh_s: float = 0.25,
+        tick_s: float = 1.0,
+        filter_text: str = "",
+        config: FleetConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.config = config  # node tokens and URLs, for the bulk-action layer
+        self.read_only = read_only
+        self.clock = clock
+        self.fmt_time = fmt_time
+        self.min_refresh_s = min_refresh_s
+        self.tick_s = tick_s
+        self.initial_filter = parse(filter_text) if filter_text else None
+        self.generation = -1
+        self.refreshes = 0  # snapshot refreshes applied (tests check coalescing with it)
+        self.theme = "textual-dark"
+        self.main = MainScreen(clock, fmt_time, read_only, on_ready=self._start)
+
+    def get_default_screen(self) -> MainScreen:
+        return self.main
+
+    def _start(self) -> None:
+        self.main.table.selector = self.initial_filter
+        self.refresh_fleet(force=True)
+        self.run_worker(self.follow_source, group="follow", exclusive=True, exit_on_error=False)
+        self.run_worker(self.follow_events, group="events", exclusive=True, exit_on_error=False)
+
+    # --- data ------------------------------------------------------------------------
+    def refresh_fleet(self, force: bool = False) -> None:
+        """Apply the source's state: new snapshots if the generation moved, else only ages."""
+        gen = self.source.generation
+        if force or gen != self.generation:
+            self.generation = gen
+            self.main.show(self.source.snapshots())
+            self.refreshes += 1
+            if isinstance(self.screen, DetailScreen):
+                self.screen.show(self.main.views.get(self.screen.node_name))
+        else:
+            self.main.show(None)
+
+    async def follow_source(self) -> None:
+        """One refresh per generation change, at most one per `min_refresh_s`."""
+        while True:
+            try:
+                await self.source.wait_changed(self.generation, timeout=self.tick_s)
+                self.refresh_fleet()
+            except Exception as exc:  # a broken source must not kill the dashboard
+                self.notify(f"refresh failed: {exc}", severity="error", timeout=5)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.min_refresh_s)
+
+    async def follow_events(self) -> None:
+        log = self.main.event_log
+        async for event in self.source.events():
+            log.add(event)
+
+    # --- screens ---------------------------------------------------------------------
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(read_only=self.read_only))
+
+    def open_detail(self, name: str) -> None:
+        view = self.main.views.get(name)
+        if view is not None:
+            self.push_screen(DetailScreen(view, self.source.fetch_audit, self.clock, self.fmt_time))
+
+    def on_action_requested(self, message: ActionRequested) -> None:
+        """Placeholder until the bulk-action dispatcher lands: say what would happen."""
+        self.notify(
+            f"{message.action} on {', '.join(message.targets)}: bulk actions are not available "
+            "in this build yet",
+            severity="warning",
+        )

@@ -1,0 +1,58 @@
+"""Fixed-data dashboard scenes: what the snapshot tests compare and `scripts/screenshots` draws.
+
+One list so the committed screenshots are always the screens the tests pin down.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fleettui.views.sample import SAMPLE_NOW, SampleSource
+from fleettui.views.tui.app import FleetApp
+
+
+def utc_hms(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts))
+
+
+def sample_app(source: SampleSource | None = None, **kwargs) -> FleetApp:
+    """The dashboard over the sample fleet with a frozen clock and no periodic refresh."""
+    kwargs.setdefault("clock", lambda: SAMPLE_NOW)
+    kwargs.setdefault("fmt_time", utc_hms)
+    kwargs.setdefault("tick_s", 3600.0)
+    return FleetApp(source or SampleSource(), **kwargs)
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    press: tuple[str, ...] = ()
+    size: tuple[int, int] = (120, 40)
+    app_kwargs: dict = field(default_factory=dict)
+    screenshot: bool = False  # also written to screenshots/ by scripts/screenshots
+
+    def app(self) -> FleetApp:
+        return sample_app(**self.app_kwargs)
+
+
+# Keys: "down" moves the cursor, "space" selects, "enter" opens the detail screen.
+SCENES: tuple[Scene, ...] = (
+    Scene("main", ("down", "space", "down", "down", "space"), screenshot=True),
+    Scene("main_80x24", ("down", "space"), size=(80, 24)),
+    Scene("detail", ("down", "down", "enter"), screenshot=True),
+    Scene("detail_80x24", ("down", "down", "enter"), size=(80, 24)),
+    Scene(
+        "filter",
+        ("slash", *"power>300 and engine=vllm", "enter"),
+        screenshot=True,
+    ),
+    Scene("filter_typing", ("slash", *"state=DEGRADED or tag=mac"), screenshot=True),
+    Scene("filter_error", ("slash", *"powr>300 and", "enter")),
+    Scene("filter_80x24", ("slash", *"power>300 and engine=vllm", "enter"), size=(80, 24)),
+    Scene("help", ("question_mark",), screenshot=True),
+    Scene("help_80x24", ("question_mark",), size=(80, 24)),
+    Scene("sorted_events", ("s", "s", "s", "s", "e")),
+    Scene("read_only", ("R",), app_kwargs={"read_only": True}),
+)
+BY_NAME = {s.name: s for s in SCENES}

@@ -1,0 +1,1 @@
+"""Screens pushed over the fleet table: node detail, help, filter."""

@@ -1,0 +1,300 @@
+"""The node detail screen: everything about one node, updated live, plus its audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from fleettui.aggregator.state import NodeView
+from fleettui.views.columns import (
+    CHAIN_STYLE,
+    STATE_STYLE,
+    fmt_age,
+    fmt_duration,
+    fmt_latency,
+    fmt_mb,
+    fmt_money,
+    fmt_watts,
+)
+from fleettui.views.sparkline import sparkline, sparkline_rows
+
+AUDIT_LIMIT = 10
+
+
+def _kv(rows: list[tuple[str, RenderableType]]) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _table(title: str, *headers: str) -> Table:
+    t = Table(title=title, title_justify="left", title_style="bold", box=None, padding=(0, 1))
+    t.show_edge = False
+    for h in headers:
+        t.add_column(h, header_style="bold dim", no_wrap=True)
+    return t
+
+
+def header(view: NodeView, now: float) -> RenderableType:
+    line = Text()
+    line.append(view.name, style="bold")
+    line.append("  ")
+    line.append(view.state.value, style=STATE_STYLE[view.state])
+    line.append(f"  {view.url}", style="dim")
+    if view.role:
+        line.append(f"  role {view.role}")
+    if view.tags:
+        line.append(f"  tags {', '.join(view.tags)}")
+    line.append("  token ✓" if view.has_token else "  no token (read-only)", style="dim")
+    snap = view.snapshot
+    seen = fmt_age(None if view.last_seen is None else now - view.last_seen)
+    rows: list[tuple[str, RenderableType]] = []
+    if snap:
+        n = snap.node
+        rows.append(
+            (
+                "host",
+                f"{n.hostname} · {n.os} {n.arch} · agent {n.agent_version}"
+                f"{' (simulated)' if n.simulated else ''} · up {fmt_duration(n.uptime_s)}",
+            )
+        )
+        cpu = f"{snap.cpu.percent:.0f}%" if snap.cpu.percent is not None else "—"
+        mem = (
+            f"{fmt_mb(snap.memory.used_mb)}/{fmt_mb(snap.memory.total_mb)}"
+            f" ({snap.memory.pressure_pct:.0f}% pressure)"
+            if snap.memory.pressure_pct is not None
+            else "—"
+        )
+        rows.append(("load", f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}"))
+    poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
+    poll += " · event stream " + ("connected" if view.stream_ok else "down")
+    if view.retry_at is not None:
+        poll += f" · next retry in {max(0, view.retry_at - now):.0f}s"
+    rows.append(("poll", poll))
+    chain = Text(view.chain.value, style=CHAIN_STYLE[view.chain])
+    if view.chain_detail:
+        chain.append(f"  {view.chain_detail}")
+    if snap:
+        chain.append(f"  (head seq {snap.audit.seq})", style="dim")
+    rows.append(("audit chain", chain))
+    return Group(line, _kv(rows))
+
+
+def problems(view: NodeView) -> RenderableType:
+    lines = Text()
+    items = list(dict.fromkeys([*view.reasons, *(view.snapshot.problems if view.snapshot else [])]))
+    for p in items:
+        lines.append("• ", style="yellow")
+        lines.append(p + "\n")
+    if view.last_error:
+        lines.append("last error  ", style="bold red")
+        lines.append(view.last_error + "\n")
+    if not lines.plain:
+        lines.append("no problems", style="green")
+    lines.rstrip()
+    return Group(Text("Problems", style="bold"), lines)
+
+
+def power(view: NodeView, width: int) -> RenderableType:
+    hist = view.power_history
+    snap = view.snapshot
+    now_w = snap.power.watts if snap else None
+    out = [Text("Power, last ~2 min", style="bold")]
+    if hist:
+        w = max(10, min(width, len(hist)))
+        for row in sparkline_rows(hist, w, 4):
+            out.append(Text(row, style="cyan"))
+        out.append(
+            Text(
+                f"now {fmt_watts(now_w)} · min {fmt_watts(min(hist))} · max {fmt_watts(max(hist))}"
+                f" · source {snap.power.source if snap else '?'}",
+                style="dim",
+            )
+        )
+    else:
+        out.append(Text("no samples yet", style="dim"))
+    if snap and snap.cost.daily:
+        cost = Text("cost 7d ", style="dim")
+        cost.append(sparkline([d.cost for d in snap.cost.daily], 7), style="magenta")
+        cost.append(
+            f"  {fmt_money(snap.cost.total_7d, snap.cost.currency)} · today "
+            f"{fmt_money(snap.cost.today, snap.cost.currency)} at "
+            f"{snap.cost.price_per_kwh:.2f}/kWh · days "
+            + " ".join(fmt_money(d.cost, snap.cost.currency) for d in snap.cost.daily),
+            style="dim",
+        )
+        out.append(cost)
+    return Group(*out)
+
+
+def gpus(view: NodeView) -> RenderableType:
+    t = _table("GPUs", "#", "name", "memory", "util", "power", "temp")
+    snap = view.snapshot
+    for g in snap.gpus if snap else []:
+        mem = f"{fmt_mb(g.memory_used_mb)} / {fmt_mb(g.memory_total_mb)}"
+        t.add_row(
+            str(g.index),
+            g.name,
+            mem,
+            "—" if g.util_pct is None else f"{g.util_pct:.0f}%",
+            fmt_watts(g.power_w),
+            "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
+        )
+    if not t.row_count:
+        t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "")
+    return t
+
+
+def engines(view: NodeView) -> RenderableType:
+    t = _table("Engines", "engine", "status", "version", "url", "models", "error")
+    snap = view.snapshot
+    for e in snap.engines if snap else []:
+        up = e.status == "up"
+        t.add_row(
+            e.name,
+            Text(e.status, style="green" if up else "bold red"),
+            e.version or "—",
+            e.url,
+            str(len(e.models)),
+            Text(e.error or "", style="red"),
+        )
+    if not t.row_count:
+        t.add_row(Text("no engine reported", style="dim"), "", "", "", "", "")
+    return t
+
+
+def models(view: NodeView) -> RenderableType:
+    t = _table("Models", "engine", "model", "size", "VRAM", "quant")
+    snap = view.snapshot
+    for e in snap.engines if snap else []:
+        for m in e.models:
+            t.add_row(e.name, m.name, fmt_mb(m.size_mb), fmt_mb(m.vram_mb), m.quant or "—")
+    if not t.row_count:
+        t.add_row("", Text("no model resident", style="dim"), "", "", "")
+    return t
+
+
+def audit(
+    entries: list | None, error: str | None, fmt_time: Callable[[float], str], now: float
+) -> Table:
+    t = _table(
+        f"Audit, last {AUDIT_LIMIT}",
+        "seq",
+        "time",
+        "age",
+        "action",
+        "args",
+        "status",
+        "http",
+        "token",
+    )
+    if error:
+        t.add_row("", Text(f"unavailable: {error}", style="red"))
+    elif entries is None:
+        t.add_row("", Text("loading…", style="dim"))
+    elif not entries:
+        t.add_row("", Text("no actions yet", style="dim"))
+    for e in reversed(entries or []):
+        args = " ".join(f"{k}={v}" for k, v in sorted(e.args.items()))
+        ok = e.status == "ok"
+        t.add_row(
+            str(e.seq),
+            fmt_time(e.ts),
+            fmt_age(now - e.ts),
+            e.action or "—",
+            args,
+            Text(e.status, style="green" if ok else "bold red"),
+            str(e.http_status),
+            e.token_id or "—",
+        )
+    return t
+
+
+class DetailScreen(Screen[None]):
+    """One node. The app calls `show(view)` after every refresh; audit entries load once."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("backspace", "back", show=False),
+        Binding("r", "reload_audit", "Reload audit"),
+    ]
+
+    def __init__(
+        self,
+        view: NodeView,
+        fetch_audit: Callable,
+        clock: Callable[[], float],
+        fmt_time: Callable[[float], str],
+    ) -> None:
+        super().__init__()
+        self.node_name = view.name
+        self.view = view
+        self.fetch_audit = fetch_audit
+        self.clock = clock
+        self.fmt_time = fmt_time
+        self.audit_entries: list | None = None
+        self.audit_error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail"):
+            yield Static(id="d-header")
+            yield Static(id="d-problems")
+            yield Static(id="d-power")
+            yield Static(id="d-gpus")
+            yield Static(id="d-engines")
+            yield Static(id="d-models")
+            yield Static(id="d-audit")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show(self.view)
+        self.load_audit()
+
+    def show(self, view: NodeView | None) -> None:
+        """Redraw from a newer view of the node (None: it left the config; keep the last)."""
+        if view is None:
+            return
+        self.view = view
+        now = self.clock()
+        width = max(20, self.size.width - 4) if self.size.width else 60
+        self.query_one("#d-header", Static).update(header(view, now))
+        self.query_one("#d-problems", Static).update(problems(view))
+        self.query_one("#d-power", Static).update(power(view, min(width, 60)))
+        self.query_one("#d-gpus", Static).update(gpus(view))
+        self.query_one("#d-engines", Static).update(engines(view))
+        self.query_one("#d-models", Static).update(models(view))
+        self._show_audit()
+
+    def _show_audit(self) -> None:
+        self.query_one("#d-audit", Static).update(
+            audit(self.audit_entries, self.audit_error, self.fmt_time, self.clock())
+        )
+
+    @work(exclusive=True, group="audit", exit_on_error=False)
+    async def load_audit(self) -> None:
+        try:
+            self.audit_entries = list(await self.fetch_audit(self.node_name, AUDIT_LIMIT))
+            self.audit_error = None
+        except Exception as exc:  # any failure is shown in place, never fatal
+            self.audit_error = str(exc) or type(exc).__name__
+        self._show_audit()
+
+    def action_reload_audit(self) -> None:
+        self.audit_entries, self.audit_error = None, None
+        self._show_audit()
+        self.load_audit()
+
+    def action_back(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,164 @@
+"""The main screen: the fleet table, the event log pane, the totals line and the key footer.
+
+The table keys live here, not on the app, so they do nothing while the detail or help screen
+is up; the app only owns quitting, help, and the data loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+
+from fleettui.aggregator.state import NodeView
+from fleettui.select import SelectError, parse
+from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.screens.filter import FilterScreen
+from fleettui.views.tui.table import FleetTable
+from fleettui.views.tui.widgets import EventLog, TotalsBar
+
+ACTION_KEYS = {"R": "restart", "U": "unload", "P": "purge", "X": "stop", "T": "start"}
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("space", "toggle_select", "Select"),
+        Binding("a", "select_all", "All"),
+        Binding("A", "clear_selection", "None"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse_sort", "Reverse", show=False),
+        Binding("e", "toggle_events", "Events"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        *(
+            Binding(key, f"node_action('{action}')", action.title(), show=False)
+            for key, action in ACTION_KEYS.items()
+        ),
+    ]
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        fmt_time: Callable[[float], str],
+        read_only: bool = False,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.fmt_time = fmt_time
+        self.read_only = read_only
+        self.on_ready = on_ready
+
+    def compose(self) -> ComposeResult:
+        yield FleetTable(id="fleet", clock=self.clock)
+        log = EventLog(self.fmt_time, id="events")
+        log.border_title = "events"
+        yield log
+        yield TotalsBar(id="totals")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        if self.on_ready is not None:
+            self.on_ready()  # the app starts feeding us only once the table exists
+
+    @property
+    def table(self) -> FleetTable:
+        return self.query_one(FleetTable)
+
+    @property
+    def event_log(self) -> EventLog:
+        return self.query_one(EventLog)
+
+    @property
+    def views(self) -> dict[str, NodeView]:
+        return self.table.views
+
+    def show(self, views: list[NodeView] | None) -> None:
+        """New snapshots (or None: only the clock moved)."""
+        self.table.apply(views)
+        self.update_totals()
+
+    def update_totals(self) -> None:
+        t = self.table
+        selected = t.selected & set(t.views)
+        self.query_one(TotalsBar).show(
+            list(t.views.values()),
+            len(selected),
+            len(t.visible_names),
+            t.selector.text if t.selector else None,
+            t.sort_key,
+            t.sort_reverse,
+            self.read_only,
+            hidden_selected=len(selected - set(t.visible_names)),
+        )
+
+    # --- keys ------------------------------------------------------------------------
+    def action_toggle_select(self) -> None:
+        self.table.toggle_selected()
+        self.update_totals()
+
+    def action_select_all(self) -> None:
+        self.table.select_visible()
+        self.update_totals()
+
+    def action_clear_selection(self) -> None:
+        self.table.clear_selection()
+        self.update_totals()
+
+    def action_sort(self) -> None:
+        self.table.cycle_sort()
+        self.update_totals()
+
+    def action_reverse_sort(self) -> None:
+        self.table.reverse_sort()
+        self.update_totals()
+
+    def action_toggle_events(self) -> None:
+        log = self.event_log
+        log.display = not log.display
+        if log.display:
+            log.flush()
+
+    def action_filter(self) -> None:
+        current = self.table.selector.text if self.table.selector else ""
+        self.app.push_screen(FilterScreen(current, list(self.views.values())), self.set_filter)
+
+    def set_filter(self, text: str | None) -> bool:
+        """Apply a filter expression ("" clears it, None leaves it); False when it is bad."""
+        if text is None:
+            return True
+        try:
+            self.table.set_filter(parse(text) if text else None)
+        except SelectError as exc:  # the filter screen validates; this is for direct callers
+            self.notify(str(exc), severity="error")
+            return False
+        self.update_totals()
+        return True
+
+    def action_clear_filter(self) -> None:
+        if self.table.selector is not None:
+            self.set_filter("")
+
+    @on(DataTable.RowSelected, "#fleet")
+    def open_detail(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.app.open_detail(event.row_key.value)  # type: ignore[attr-defined]
+
+    def action_node_action(self, action: str) -> None:
+        """R/U/P/X/T: hand the targets to the bulk-action layer, unless read-only."""
+        if self.read_only:
+            self.notify(
+                f"read-only: '{action}' is disabled (fleet was started with --read-only)",
+                severity="warning",
+            )
+            return
+        targets = self.table.targets()
+        if not targets:
+            self.notify("no node to act on", severity="warning")
+            return
+        self.post_message(ActionRequested(action, targets))

@@ -1,0 +1,83 @@
+"""Small widgets around the table: the totals bar and the event log pane."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.widgets import RichLog, Static
+
+from fleettui.aggregator.state import FleetEvent, NodeView
+from fleettui.views.columns import BY_KEY, fleet_totals, totals_text
+
+EVENT_STYLE = {
+    "state": "bold yellow",
+    "error": "bold red",
+    "action": "cyan",
+    "audit": "magenta",
+    "snapshot": "dim",
+}
+
+
+class TotalsBar(Static):
+    """One line: fleet totals, selection count, and the active filter and sort."""
+
+    def show(
+        self,
+        views: list[NodeView],
+        selected: int,
+        shown: int,
+        filter_text: str | None,
+        sort_key: str | None,
+        reverse: bool,
+        read_only: bool = False,
+        hidden_selected: int = 0,
+    ) -> None:
+        line = totals_text(fleet_totals(views), selected)
+        if hidden_selected:
+            line.append(f" ({hidden_selected} hidden by the filter)", style="yellow")
+        if filter_text:
+            line.append(" │ ")
+            line.append(f"filter {filter_text}", style="bold")
+            line.append(f" ({shown}/{len(views)})", style="dim")
+        if sort_key:
+            line.append(" │ ")
+            line.append(f"sort {BY_KEY[sort_key].label.lower()} {'▼' if reverse else '▲'}")
+        if read_only:
+            line.append(" │ ")
+            line.append("read-only", style="bold red")
+        self.update(line)
+
+
+def event_line(ev: FleetEvent, fmt_time: Callable[[float], str]) -> Text:
+    line = Text()
+    line.append(fmt_time(ev.ts), style="dim")
+    line.append(" ")
+    line.append(f"{ev.node:<14}", style="bold")
+    line.append(f"{ev.kind:<7}", style=EVENT_STYLE.get(ev.kind, ""))
+    line.append(ev.summary)
+    return line
+
+
+class EventLog(RichLog):
+    """The merged event stream, newest at the bottom; batched so a flood costs one redraw."""
+
+    def __init__(self, fmt_time: Callable[[float], str], **kwargs) -> None:
+        super().__init__(max_lines=1000, wrap=False, markup=False, highlight=False, **kwargs)
+        self.fmt_time = fmt_time
+        self._pending: deque[FleetEvent] = deque(maxlen=1000)
+        self.received = 0
+
+    def on_mount(self) -> None:
+        self.set_interval(0.25, self.flush)
+
+    def add(self, event: FleetEvent) -> None:
+        if event.kind == "snapshot":
+            return  # one per node per tick: noise, and the table already shows it
+        self._pending.append(event)
+        self.received += 1
+
+    def flush(self) -> None:
+        while self._pending:
+            self.write(event_line(self._pending.popleft(), self.fmt_time))
