@@ -125,6 +125,7 @@ class FakeAgent:
     advertised_head: dict | None = None  # override the head the snapshot/audit page report
     requests: list[Request] = field(default_factory=list)
     routes: dict[str, Any] = field(default_factory=dict)  # path -> JSON body (other APIs)
+    open_connections: int = 0
     port: int = 0
     _listener: anyio.abc.Listener | None = None
     _done: anyio.Event | None = None
@@ -194,6 +195,13 @@ class FakeAgent:
 
     # --- HTTP ----------------------------------------------------------------------------
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        self.open_connections += 1
+        try:
+            await self._handle_one(stream)
+        finally:
+            self.open_connections -= 1
+
+    async def _handle_one(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
             buf = BufferedByteReceiveStream(stream)
             try:

@@ -317,3 +317,19 @@ async def test_dead_node_goes_offline_and_comes_back_on_the_same_port(sims: Agen
             await wait_for(lambda: agg.node("phoenix").state is NodeState.ONLINE, 3)
             assert agg.node("phoenix").stream_ok
         tg.cancel_scope.cancel()
+
+
+async def test_run_until_cancelled_closes_every_connection() -> None:
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("n", event_every=0.05).start(tg)
+        agg = FleetAggregator(fleet(("n", fake.url)))
+        events = agg.events()
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(agg.run)
+            await wait_for(lambda: agg.node("n").stream_ok, 3)
+            assert fake.open_connections >= 1  # the held-open event stream
+            inner.cancel_scope.cancel()
+        await wait_for(lambda: fake.open_connections == 0, 3, what="connections closed")
+        with anyio.fail_after(1):  # subscribers end instead of waiting forever
+            assert [e async for e in events]
+        tg.cancel_scope.cancel()

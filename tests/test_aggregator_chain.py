@@ -251,3 +251,24 @@ async def test_real_agent_audit_log_rewritten_on_disk_turns_broken(agent_factory
         assert vb.chain_detail == "seq 1: hash mismatch (entry altered)"
         assert va.state is NodeState.DEGRADED and vb.state is NodeState.DEGRADED
         assert any("audit chain BROKEN" in r for r in va.reasons)
+
+
+async def test_node_without_audit_endpoint_is_unknown_and_not_hammered() -> None:
+    async with anyio.create_task_group() as tg:
+        old = await FakeAgent("old", audit_fault="http404", event_every=0.05).start(tg)
+        cfg = FleetConfig(
+            defaults=Defaults(
+                poll_interval_s=0.05, http_timeout_s=1, backoff_min_s=0.1, chain_recheck_s=0.5
+            ),
+            nodes=[NodeConfig(name="old", url=old.url)],
+        )
+        async with FleetAggregator(cfg) as agg:
+            await wait_for(lambda: agg.node("old").chain_detail is not None, 3)
+            await anyio.sleep(1.0)
+            v = agg.node("old")
+        tg.cancel_scope.cancel()
+    assert v.chain is ChainStatus.UNKNOWN and v.chain_detail == "audit: HTTP 404: not found"
+    assert v.state is NodeState.ONLINE  # not verifiable is not evidence of tampering
+    snapshots = len(old.requests_to("/api/v1/snapshot"))
+    audits = len(old.requests_to("/api/v1/audit"))
+    assert snapshots >= 10 and audits <= 6, (snapshots, audits)

@@ -101,6 +101,8 @@ class FleetAggregator:
             for n in config.nodes
         ]
         self._by_name = {w.cfg.name: w for w in self._workers}
+        if len(self._by_name) != len(self._workers):
+            raise ValueError("node names must be unique")
         self._generation = 0
         self._changed: anyio.Event | None = None
         self._subs: weakref.WeakSet[EventSubscription] = weakref.WeakSet()

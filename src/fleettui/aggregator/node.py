@@ -82,6 +82,10 @@ class Waker:
         self._ev = None
         self._pending = False
 
+    def clear(self) -> None:
+        """Forget wakes that arrived while the owner was busy."""
+        self._pending = False
+
 
 class NodeWorker:
     """Holds one node's live state; the aggregator reads `view` and copies it out."""
@@ -119,10 +123,8 @@ class NodeWorker:
         if self.chain is None:
             self.view.chain = ChainStatus.NOT_APPLICABLE
         self.live = False  # run(): the stream and staleness count; poll_once(): they do not
-        self.polled = False
         self.poll_error: str | None = None
         self.poll_unreachable = False
-        self.stream_connected = False
         self.stream_error: str | None = None
         self.stream_down_since: float | None = None
         self.ts_changed_at = time.monotonic()
@@ -130,7 +132,6 @@ class NodeWorker:
         self.poll_waker = Waker()
         self.stream_waker = Waker()
         self.chain_waker = Waker()
-        self.chain_wanted = False
 
     # --- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -163,7 +164,8 @@ class NodeWorker:
             except Exception as exc:
                 log.exception("%s %s crashed", self.cfg.name, what)
                 self.set_last_error(f"internal error in {what}: {type(exc).__name__}: {exc}")
-                self.refresh()
+                with contextlib.suppress(Exception):
+                    self.refresh(force=True)
                 await anyio.sleep(max(1.0, self.defaults.backoff_min_s))
 
     # --- polling -------------------------------------------------------------------------
@@ -186,15 +188,13 @@ class NodeWorker:
         try:
             snap = await self.fetch_snapshot(timeout_s)
         except FetchError as exc:
-            self.polled = True
             self.poll_error = exc.reason
             self.poll_unreachable = not exc.reachable
             self.set_last_error(f"snapshot: {exc.reason}")
             if exc.reachable:
                 self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
-            self.refresh()
+            self.refresh(force=True)
             return exc.reachable
-        self.polled = True
         self.poll_error = None
         self.poll_unreachable = False
         self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
@@ -235,7 +235,8 @@ class NodeWorker:
                 reason = describe_transport_error(exc, self.defaults.http_timeout_s)
                 if isinstance(exc, httpx.ReadTimeout):
                     reason = f"no event or ping for {STREAM_IDLE_S:g} s"
-            self.stream_connected = False
+            except httpx.HTTPError as exc:
+                reason = str(exc) or type(exc).__name__
             self.stream_failed(reason)
             await self.stream_waker.sleep(self.stream_backoff.next_delay())
 
@@ -254,7 +255,6 @@ class NodeWorker:
             ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
             if ctype != "text/event-stream":
                 raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
-            self.stream_connected = True
             parser = SSEParser()
             async for sse in iter_events(resp.aiter_raw(), parser):
                 if parser.last_id:
@@ -293,7 +293,6 @@ class NodeWorker:
             summary = f"audit seq {seq}: {data.get('action')} {data.get('status')}" if data else ""
             self.emit(FleetEvent(now, self.cfg.name, "audit", summary or "audit entry", data))
             if self.chain is not None:
-                self.chain_wanted = True
                 self.chain_waker.wake()
         else:
             self.stream_ok()
@@ -320,26 +319,40 @@ class NodeWorker:
 
     # --- audit chain ---------------------------------------------------------------------
     async def chain_loop(self) -> None:
+        """Check when a new head shows up (woken), at least every chain_recheck_s, and rescan
+        the whole chain every chain_rescan_s. A node whose audit cannot be read is retried with
+        backoff, not on every snapshot."""
         assert self.chain is not None
+        d = self.defaults
+        retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
+        min_gap = min(d.poll_interval_s, 1.0)  # coalesce a burst of audit events
         await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
         last_full = time.monotonic()
         while True:
-            rescan = (
-                self.chain.verified and time.monotonic() - last_full >= self.defaults.chain_rescan_s
-            )
-            await self.sync_chain(self.defaults.http_timeout_s, rescan=rescan)
-            if rescan:
+            rescan = self.chain.verified and time.monotonic() - last_full >= d.chain_rescan_s
+            ok = await self.sync_chain(d.http_timeout_s, rescan=rescan)
+            if rescan and ok:
                 last_full = time.monotonic()
-            self.chain_wanted = False
-            await self.chain_waker.sleep(self.defaults.chain_recheck_s)
+            if ok:
+                retry.reset()
+                await anyio.sleep(min_gap)
+                await self.chain_waker.sleep(max(0.0, d.chain_recheck_s - min_gap))
+            else:
+                await anyio.sleep(retry.next_delay())
+                self.chain_waker.clear()
 
-    async def sync_chain(self, timeout_s: float, *, rescan: bool = False) -> None:
+    async def sync_chain(self, timeout_s: float, *, rescan: bool = False) -> bool:
+        """One verification pass; False when the chain could not be read (retry later)."""
         assert self.chain is not None and self.client is not None
         before = (self.chain.status, self.chain.detail)
+        ok = True
         try:
             await self.chain.sync(self.client, timeout_s=timeout_s, rescan=rescan)
         except FetchError as exc:
             self.set_last_error(f"audit: {exc.reason}")
+            ok = False
+        if self.chain.status is ChainStatus.UNKNOWN:
+            ok = False
         if (self.chain.status, self.chain.detail) != before:
             if self.chain.status is ChainStatus.BROKEN:
                 self.emit(
@@ -353,6 +366,7 @@ class NodeWorker:
             self.view.chain = self.chain.status
             self.view.chain_detail = self.chain.detail
             self.refresh(force=True)
+        return ok
 
     # --- state ---------------------------------------------------------------------------
     def apply_snapshot(self, snap: NodeSnapshot) -> None:
@@ -365,7 +379,6 @@ class NodeWorker:
             self.view.power_history = self.power.values()
         self.view.cost_daily = daily_costs(snap)
         if self.chain is not None and self.chain.check_head(snap.audit):
-            self.chain_wanted = True
             self.chain_waker.wake()
         if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
             self.view.chain = self.chain.status
