@@ -124,7 +124,7 @@ def test_ls_first_run_and_no_token_leak(tmp_path: Path, monkeypatch: pytest.Monk
     assert out["warnings"] == [f"{cfg}: node[3] 'd': url: must start with http:// or https://"]
     r = fleet("ls", config=cfg)
     assert r.returncode == 0 and "sup3r" not in r.stdout + r.stderr
-    assert "yes (inline)" in r.stdout and "C_TOKEN is not set" in r.stdout
+    assert "inline" in r.stdout and "c: token: environment variable C_TOKEN is not set" in r.stdout
     assert "warning:" in r.stderr and "node[3] 'd'" in r.stderr
 
 

@@ -125,7 +125,7 @@ class NodeConfig(BaseModel):
         if self.token_env:
             return f"env {self.token_env}"
         if self.token_file:
-            return f"file {self.token_file}"
+            return f"file {_tilde(self.token_file)}"
         if self.token is not None:
             return "inline"
         return ""
@@ -217,6 +217,14 @@ class FleetConfig:
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+
+def _tilde(path: Path) -> str:
+    """~/x instead of /home/me/x, for display."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except (ValueError, RuntimeError):
+        return str(path)
 
 
 def normalize_url(v: str) -> str:

@@ -75,7 +75,7 @@ def _console():  # type: ignore[no-untyped-def]
 def _token_cell(node: NodeConfig) -> tuple[str, str | None]:
     if not node.has_token:
         return "no", None
-    return f"yes ({node.token_source})", node.token_problem()
+    return node.token_source, node.token_problem()
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -116,22 +116,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not cfg.nodes:
         print(f"No valid nodes in {cfg.path}. Add one with `fleet add NAME --url URL`.")
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{len(cfg.nodes)} nodes in {cfg.path}", title_justify="left")
-    for col in ("Name", "URL", "Kind", "Role", "Tags", "Token"):
+    table.add_column("Name", no_wrap=True)
+    table.add_column("URL", overflow="fold")
+    table.add_column("Kind", no_wrap=True)
+    for col in ("Role", "Tags", "Token"):
         table.add_column(col, overflow="fold")
+    notes = []
     for n in cfg.nodes:
         token, problem = _token_cell(n)
+        if problem:
+            notes.append(f"{n.name}: token: {problem}")
         table.add_row(
-            n.name,
-            n.url,
+            escape(n.name),
+            escape(n.url),
             n.kind,
-            n.role or "-",
-            ", ".join(n.tags) or "-",
-            f"[yellow]{token}: {problem}[/]" if problem else token,
+            escape(n.role) or "-",
+            escape(", ".join(n.tags)) or "-",
+            f"[yellow]{escape(token)} (!)[/]" if problem else escape(token),
         )
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]{escape(note)}[/]")
     return 0
 
 
