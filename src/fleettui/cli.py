@@ -18,6 +18,7 @@ ACTIONS = ("purge", "unload", "stop", "start", "restart")
 AGENT = "fleettui.agent.main"
 COMMANDS = "fleettui.views.commands"
 DASHBOARD = "fleettui.views.main"
+BULK = "fleettui.views.bulk"
 
 
 def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -124,7 +125,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--engine")
     push.add_argument("--model")
     _json(push)
-    push.set_defaults(func=_to(COMMANDS, "cmd_push"))
+    push.set_defaults(func=_to(BULK, "cmd_push"))
 
     bulk = sub.add_parser("bulk", help="run one action on many nodes at once")
     _fleet_config(bulk)
@@ -136,7 +137,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     bulk.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     bulk.add_argument("--dry-run", action="store_true", help="list the targets, send nothing")
     _json(bulk)
-    bulk.set_defaults(func=_to(COMMANDS, "cmd_bulk"))
+    bulk.set_defaults(func=_to(BULK, "cmd_bulk"))
 
     demo = sub.add_parser("demo", help="start simulated agents and open the dashboard on them")
     demo.add_argument("--nodes", type=int, default=8)

@@ -1,0 +1,218 @@
+"""`fleet push` and `fleet bulk`: one action on one or many nodes, from a shell or a cron line.
+
+Targets come from --names and --filter (the grammar in fleettui.select, shared with the TUI).
+Nothing is sent before the target list is final: a bad expression or an unknown name exits 2,
+and without --yes an interactive terminal must confirm while a non-interactive one refuses.
+Exit codes: 0 every target succeeded, 1 any failed, 2 nothing was sent (usage, config, refusal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import TYPE_CHECKING
+
+from fleettui.views.commands import (
+    _console,
+    _err,
+    _load,
+    _print_json,
+    _print_warnings,
+    first_run_hint,
+)
+
+if TYPE_CHECKING:
+    from fleettui.aggregator.dispatch import Envelope
+    from fleettui.config import FleetConfig, NodeConfig
+
+ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+NEEDS_ENGINE = {"unload", "stop", "start", "restart"}
+POLL_TIMEOUT_S = 10.0
+
+
+def describe(action: str, engine: str | None, model: str | None) -> str:
+    """`restart ollama`, `unload ollama llama3:8b`, `purge`: how the operator would say it."""
+    return " ".join(x for x in (action, engine, model) if x)
+
+
+def check_arguments(action: str, engine: str | None, model: str | None) -> str | None:
+    """The agent validates again; this only spares a round trip for an obvious mistake."""
+    if action in NEEDS_ENGINE and not engine:
+        return f"{action} needs --engine (e.g. --engine ollama)"
+    if engine is not None and not ENGINE_RE.fullmatch(engine):
+        return f"--engine {engine!r} must match ^[a-z][a-z0-9_-]{{0,31}}$"
+    if model is not None and (
+        not model or model.startswith("-") or any(c.isspace() for c in model)
+    ):
+        return f"--model {model!r} must not be empty, start with '-' or contain whitespace"
+    if model is not None and action != "unload":
+        return "--model only applies to unload"
+    return None
+
+
+def pick_targets(cfg: FleetConfig, names: list[str], expr: str | None) -> list[NodeConfig]:
+    """Resolve --names and --filter against the config; raises ValueError with the reason.
+
+    A filter over live fields (state, engine, power...) needs one poll of the candidates first.
+    """
+    from fleettui.select import parse
+
+    wanted = [n for part in names for n in part.split(",") if n]
+    known = {n.name for n in cfg.nodes}
+    if unknown := [n for n in wanted if n not in known]:
+        raise ValueError(f"no node named {', '.join(unknown)} in {cfg.path}; see `fleet ls`")
+    selector = parse(expr) if expr else None  # SelectError (a ValueError) before any network
+    candidates = [n for n in cfg.nodes if not wanted or n.name in wanted]
+    if selector is None:
+        return candidates
+
+    import anyio
+
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.config import FleetConfig as Config
+
+    sub = Config(path=cfg.path, defaults=cfg.defaults, nodes=candidates, warnings=[])
+    views = anyio.run(FleetAggregator(sub, verify_chain=False).poll_once, POLL_TIMEOUT_S)
+    matched = {v.name for v in views if selector.matches(v)}
+    return [n for n in candidates if n.name in matched]
+
+
+def confirm(prompt: str) -> bool:
+    try:
+        answer = input(f"{prompt} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def run_dispatch(
+    targets: list[NodeConfig], action: str, engine: str | None, model: str | None, *, live: bool
+) -> Envelope:
+    import anyio
+
+    from fleettui.aggregator.dispatch import Dispatcher, Progress
+
+    def progress(node: str, state: Progress, reason: str | None) -> None:
+        if live and state in (Progress.OK, Progress.FAILED):
+            mark = "ok" if state is Progress.OK else f"FAILED: {reason}"
+            print(f"  {node}: {mark}", file=sys.stderr, flush=True)
+
+    dispatcher = Dispatcher(on_progress=progress)
+    return anyio.run(dispatcher.dispatch, targets, action, engine, model)
+
+
+def print_envelope(env: Envelope) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{describe(env.action, env.engine, env.model)}: "
+        f"{len(env.succeeded)}/{len(env.targets)} ok",
+        title_justify="left",
+    )
+    table.add_column("node")
+    table.add_column("result")
+    table.add_column("ms", justify="right")
+    table.add_column("detail", overflow="fold")
+    for name in env.targets:
+        out = env.outcomes[name]
+        ok = name in env.succeeded
+        detail = env.failed.get(name) or ""
+        if ok and out.result is not None:
+            detail = (out.result.output_tail.strip().splitlines() or [""])[-1]
+        table.add_row(
+            name,
+            "[green]ok[/]" if ok else "[red]failed[/]",
+            f"{out.duration_ms:.0f}" if out.duration_ms is not None else "-",
+            detail,
+        )
+    _console().print(table)
+
+
+def _act(
+    args: argparse.Namespace, cfg: FleetConfig, targets: list[NodeConfig], *, ask: bool
+) -> int:
+    what = describe(args.action, args.engine, args.model)
+    names = [t.name for t in targets]
+    if not targets:
+        _err("no node matches; nothing sent")
+        if args.json:
+            _print_json({"action": args.action, "targets": [], "succeeded": [], "failed": {}})
+        return 2
+    if getattr(args, "dry_run", False):
+        if args.json:
+            _print_json(
+                {
+                    "action": args.action,
+                    "engine": args.engine,
+                    "model": args.model,
+                    "targets": names,
+                    "dry_run": True,
+                }
+            )
+        else:
+            print(f"would {what} on {len(names)} node(s): {', '.join(names)}")
+        return 0
+    if ask:
+        if not sys.stdin.isatty():
+            _err(
+                f"refusing to {what} on {len(names)} node(s) without confirmation: "
+                f"pass --yes (targets: {', '.join(names)})"
+            )
+            return 2
+        print(f"{what} on {len(names)} node(s):", file=sys.stderr)
+        for n in names:
+            print(f"  {n}", file=sys.stderr)
+        if not confirm("Proceed?"):
+            _err("cancelled; nothing sent")
+            return 2
+    env = run_dispatch(targets, args.action, args.engine, args.model, live=not args.json)
+    if args.json:
+        _print_json(env.to_json())
+    else:
+        print_envelope(env)
+    return 0 if env.ok else 1
+
+
+def _prepare(args: argparse.Namespace) -> FleetConfig | None:
+    if problem := check_arguments(args.action, args.engine, args.model):
+        _err(problem)
+        return None
+    cfg = _load(args)
+    if cfg is None:
+        return None
+    _print_warnings(cfg)
+    if not cfg.exists:
+        _err(first_run_hint(cfg.path))
+        return None
+    return cfg
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """One action on one named node; naming the node is the confirmation."""
+    cfg = _prepare(args)
+    if cfg is None:
+        return 2
+    node = cfg.node(args.node)
+    if node is None:
+        _err(f"no node named {args.node!r} in {cfg.path}; see `fleet ls`")
+        return 2
+    return _act(args, cfg, [node], ask=False)
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    """One action on every node picked by --names/--filter (all nodes when neither is given)."""
+    from fleettui.select import SelectError
+
+    cfg = _prepare(args)
+    if cfg is None:
+        return 2
+    try:
+        targets = pick_targets(cfg, args.names, args.filter)
+    except SelectError as exc:
+        _err(f"bad --filter: {exc}")
+        return 2
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    return _act(args, cfg, targets, ask=not args.yes)
