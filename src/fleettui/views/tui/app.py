@@ -90,15 +90,22 @@ class FleetApp(App[None]):
             self.main.show(None)
 
     async def follow_source(self) -> None:
-        """One refresh per generation change, at most one per `min_refresh_s`."""
+        """One refresh per generation change, at most one per `min_refresh_s`.
+
+        The pause after a refresh is also at least twice what the refresh cost, so however
+        large the fleet, the keyboard always gets two thirds of the event loop.
+        """
         while True:
+            spent = 0.0
             try:
                 await self.source.wait_changed(self.generation, timeout=self.tick_s)
+                started = time.perf_counter()
                 self.refresh_fleet()
+                spent = time.perf_counter() - started
             except Exception as exc:  # a broken source must not kill the dashboard
                 self.notify(f"refresh failed: {exc}", severity="error", timeout=5)
                 await asyncio.sleep(1.0)
-            await asyncio.sleep(self.min_refresh_s)
+            await asyncio.sleep(max(self.min_refresh_s, 2 * spent))
 
     async def follow_events(self) -> None:
         log = self.main.event_log

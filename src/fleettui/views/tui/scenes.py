@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from textual.pilot import Pilot
+
 from fleettui.views.sample import SAMPLE_NOW, SampleSource
 from fleettui.views.tui.app import FleetApp
 
@@ -34,6 +36,22 @@ class Scene:
 
     def app(self) -> FleetApp:
         return sample_app(**self.app_kwargs)
+
+    async def drive(self, pilot: Pilot) -> None:
+        """Press the scene's keys, then wait for one-shot workers (the audit fetch) to finish."""
+        await pilot.pause()
+        await pilot.press(*self.press)
+        oneshot = [w for w in pilot.app.workers if w.group == "audit"]
+        if oneshot:  # an empty list would mean "every worker", the endless ones included
+            await pilot.app.workers.wait_for_complete(oneshot)
+        await pilot.pause()
+
+    async def svg(self) -> str:
+        """The scene rendered headless, as the snapshot tests see it."""
+        app = self.app()
+        async with app.run_test(size=self.size) as pilot:
+            await self.drive(pilot)
+            return app.export_screenshot(title=f"fleet · {self.name}")
 
 
 # Keys: "down" moves the cursor, "space" selects, "enter" opens the detail screen.

@@ -1,0 +1,171 @@
+"""The selection grammar: what each expression selects, and where a bad one is pointed at."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleettui.aggregator.state import NodeState
+from fleettui.select import FIELDS, SelectError, parse, select_views
+from fleettui.views.sample import sample_views
+
+VIEWS = sample_views()
+
+
+def names(expr: str) -> list[str]:
+    sel = parse(expr)
+    return [v.name for v in VIEWS if sel.matches(v)]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("state=OFFLINE", ["edge-lab-7"]),
+        ("state=offline", ["edge-lab-7"]),
+        ("state!=ONLINE", ["gpu-b1", "edge-lab-7", "gpu-c1", "new-node-9"]),
+        ("power>300 and engine=vllm", ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]),
+        ("power>1.5kW", ["gpu-a1"]),
+        ("power<=96", ["mac-studio-1", "edge-lab-7"]),
+        ("engine=vllm and not state=ONLINE", ["gpu-b1"]),
+        ("tag=h100", ["gpu-a1", "gpu-a2", "gpu-c1"]),
+        ("tag!=h100 and tag=l40s", ["gpu-b1", "gpu-b2"]),
+        ("role~embed", ["embed-1"]),
+        ("name~^gpu-a", ["gpu-a1", "gpu-a2"]),
+        ("name=GPU-A1", ["gpu-a1"]),
+        ("model~qwen", ["gpu-a1", "gpu-a2", "mac-studio-1", "edge-lab-7", "gpu-c1"]),
+        ("model='llama3.1:8b'", ["gpu-a1", "gpu-b1", "mac-studio-1", "gpu-c1"]),
+        ("gpu_mem>90", ["gpu-a2"]),
+        ("gpu_mem>=100GB", ["gpu-a1", "gpu-a2"]),
+        ("latency>1s", ["rtx-desk-2"]),
+        ("latency<10", ["embed-1"]),
+        ("cost>=100", ["gpu-a1", "gpu-a2", "gpu-b2"]),
+        ("cost>€200", ["gpu-a1", "gpu-a2"]),
+        # precedence: and binds tighter than or; parentheses override
+        ("state=OFFLINE or tag=mac and power<100", ["mac-studio-1", "edge-lab-7"]),
+        ("(state=OFFLINE or tag=mac) and power<90", ["mac-studio-1"]),
+        ("not not state=OFFLINE", ["edge-lab-7"]),
+        ("state=INITIALIZING", ["new-node-9"]),
+    ],
+)
+def test_expression_selects(expr: str, expected: list[str]) -> None:
+    assert names(expr) == expected
+
+
+def test_unknown_values_match_no_comparison() -> None:
+    """A node that never answered has no power: it matches neither power>0 nor power<=0."""
+    assert "new-node-9" not in names("power>0")
+    assert "new-node-9" not in names("power<=0")
+    assert "new-node-9" in names("not power>0")
+    assert "embed-1" not in names("engine=vllm")  # multi-valued: no vllm among its engines
+
+
+@pytest.mark.parametrize(
+    ("expr", "pos", "words"),
+    [
+        ("powr>300", 0, "unknown field 'powr' (did you mean 'power'?"),
+        ("power>", 6, "expected a value"),
+        ("power>abc", 6, "power needs a number"),
+        ("gpu_mem>12 parsecs", 11, "expected 'and', 'or' or the end"),
+        ("(state=ONLINE", 0, "'(' is never closed"),
+        ("state=ONLINE)", 12, "')' without a matching '('"),
+        ("state=ONLINE and", 16, "ends too early"),
+        ("name>3", 4, "'>' compares numbers; name is text"),
+        ("power~3", 5, "'~' matches text; power is a number"),
+        ("state=ONLIEN", 6, "unknown state 'ONLIEN'"),
+        ("model~[", 6, "bad regular expression"),
+        ("name='abc", 5, "unterminated quote"),
+        ("state ONLINE", 6, "expected an operator"),
+        ("", 0, "empty expression"),
+        ("   ", 0, "empty expression"),
+        ("name!a", 4, "'!' must be followed by '='"),
+        ("and state=ONLINE", 0, "unknown field 'and'"),
+        ("power>300 or or", 13, "unknown field 'or'"),
+        ("=3", 0, "expected a field"),
+    ],
+)
+def test_bad_expression_points_at_the_problem(expr: str, pos: int, words: str) -> None:
+    with pytest.raises(SelectError) as info:
+        parse(expr)
+    err = info.value
+    assert err.pos == pos
+    assert words in err.message
+    expr_line, caret_line = str(err).splitlines()[1:]
+    assert expr_line == "  " + expr
+    assert caret_line == "  " + " " * pos + "^"
+    assert f"column {pos + 1}" in str(err)
+
+
+def test_select_views_by_names_and_filter() -> None:
+    got = select_views(VIEWS, names=["gpu-a1", "gpu-b1", "embed-1"], expr="engine=vllm")
+    assert [v.name for v in got] == ["gpu-a1", "gpu-b1"]
+    assert [v.name for v in select_views(VIEWS, names=["embed-1"])] == ["embed-1"]
+    assert len(select_views(VIEWS)) == len(VIEWS)
+
+
+ATOMS = st.sampled_from(
+    [
+        "state=ONLINE",
+        "state=OFFLINE",
+        "power>300",
+        "engine=vllm",
+        "tag=h100",
+        "model~llama",
+        "gpu_mem>50",
+        "latency<20",
+        "cost>=50",
+        "role=dev",
+    ]
+)
+
+
+def exprs() -> st.SearchStrategy[str]:
+    return st.recursive(
+        ATOMS,
+        lambda inner: st.one_of(
+            st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
+            inner.map(lambda e: f"not {e}"),
+        ),
+        max_leaves=6,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(exprs())
+def test_not_is_the_complement_and_logic_holds(expr: str) -> None:
+    yes = set(names(expr))
+    no = set(names(f"not ({expr})"))
+    assert yes | no == {v.name for v in VIEWS}
+    assert not yes & no
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcdegilmnoprstuwy_=!<>~()'\" 0123456789.%", max_size=30))
+def test_any_input_parses_or_raises_select_error(text: str) -> None:
+    try:
+        sel = parse(text)
+    except SelectError as err:
+        assert 0 <= err.pos <= len(text)
+        return
+    for v in VIEWS:
+        assert sel.matches(v) in (True, False)
+
+
+def test_fields_cover_the_issue() -> None:
+    assert set(FIELDS) == {
+        "name",
+        "role",
+        "tag",
+        "state",
+        "engine",
+        "model",
+        "power",
+        "cost",
+        "gpu_mem",
+        "latency",
+    }
+    with pytest.raises(SelectError) as info:
+        parse("state=x")
+    assert NodeState.OFFLINE.value in str(info.value)

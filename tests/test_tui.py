@@ -1,0 +1,346 @@
+"""Pilot tests: every dashboard key, live updates, coalescing, 1000 rows, narrow terminals."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input, Static
+
+from fleettui.aggregator.state import FleetEvent, NodeState
+from fleettui.views.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
+from fleettui.views.tui.app import FleetApp
+from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.scenes import sample_app
+from fleettui.views.tui.screens.detail import DetailScreen
+from fleettui.views.tui.screens.filter import FilterScreen
+from fleettui.views.tui.screens.help import HelpScreen
+from fleettui.views.tui.widgets import EventLog, TotalsBar
+
+pytestmark = pytest.mark.anyio
+NAMES = [v.name for v in sample_views()]
+
+
+async def until(pilot, cond, timeout: float = 5.0) -> None:
+    """Let the app run until `cond()` holds (bounded; fails the test when it never does)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.02)
+
+
+def plain(app: FleetApp, name: str, column: str) -> str:
+    return app.main.table.get_cell(name, column).plain
+
+
+def shown(widget: Static) -> str:
+    """What a Static displays, as plain text (it may hold a Rich renderable)."""
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(widget.content)
+    return console.file.getvalue()
+
+
+def totals(app: FleetApp) -> str:
+    return shown(app.main.query_one(TotalsBar))
+
+
+async def test_cursor_keys_and_selection() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        assert t.visible_names == NAMES
+        assert t.cursor_name == "gpu-a1"
+        await pilot.press("j", "j", "down")
+        assert t.cursor_name == "gpu-b2"
+        await pilot.press("k", "up")
+        assert t.cursor_name == "gpu-a2"
+        await pilot.press("space")
+        assert t.selected == {"gpu-a2"}
+        assert plain(app, "gpu-a2", "sel") == "✓"
+        assert "1 selected" in totals(app)
+        await pilot.press("space")
+        assert t.selected == set() and plain(app, "gpu-a2", "sel") == " "
+        await pilot.press("a")
+        assert t.selected == set(NAMES)
+        assert "10 selected" in totals(app)
+        await pilot.press("A")
+        assert t.selected == set()
+        assert "0 selected" in totals(app)
+
+
+async def test_filter_applies_rejects_and_clears() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        await pilot.press("a")  # select everything, then filter: selection survives
+        await pilot.press("slash")
+        assert isinstance(app.screen, FilterScreen)
+        await pilot.press(*"engine=vllm")
+        status = app.screen.query_one("#filter-status", Static)
+        assert "4 of 10 nodes match" in shown(status)
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]
+        assert "filter engine=vllm (4/10)" in totals(app)
+        assert "(6 hidden by the filter)" in totals(app)
+        assert t.targets() == ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]  # never hidden rows
+
+        # a bad expression: the screen stays open and points at the problem
+        await pilot.press("slash", "ctrl+u", *"powr>3")
+        await pilot.press("enter")
+        assert isinstance(app.screen, FilterScreen)
+        status = shown(app.screen.query_one("#filter-status", Static))
+        assert "unknown field 'powr'" in status
+        assert "powr>3\n^" in status
+        assert app.screen.query_one("#filter-box").has_class("error")
+        await pilot.press("escape")  # cancel: the old filter stays
+        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert len(t.visible_names) == 4
+
+        await pilot.press("escape")  # on the main screen: clears the filter
+        assert t.visible_names == NAMES
+        assert t.selector is None
+
+
+async def test_filter_with_empty_input_clears() -> None:
+    app = sample_app(filter_text="state=OFFLINE")
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app.main.table.visible_names == ["edge-lab-7"]
+        await pilot.press("slash")
+        assert app.screen.query_one(Input).value == "state=OFFLINE"
+        await pilot.press("ctrl+u", "enter")
+        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert app.main.table.visible_names == NAMES
+
+
+async def test_sort_cycles_reverses_and_keeps_the_cursor() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        await pilot.press("down", "down")  # cursor on gpu-b1
+        await pilot.press("s")  # first sortable column: node name, ascending
+        assert t.sort_key == "node"
+        assert t.visible_names == sorted(NAMES)
+        assert t.cursor_name == "gpu-b1"
+        assert str(t.columns[next(k for k in t.columns if k.value == "node")].label) == "Node▲"
+        await pilot.press("S")
+        assert t.visible_names == sorted(NAMES, reverse=True)
+        assert t.cursor_name == "gpu-b1"
+        for _ in range(6):  # role, state, engines, models, gpu, power
+            await pilot.press("s")
+        assert t.sort_key == "power" and t.sort_reverse  # watts: highest first
+        assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
+        assert t.visible_names[-1] == "new-node-9"  # unknown power sorts last
+        assert "sort power ▼" in totals(app)
+        assert t.cursor_name == "gpu-b1"
+        for _ in range(5):  # cost, audit, latency, seen, then back to config order
+            await pilot.press("s")
+        assert t.sort_key is None
+        assert t.visible_names == NAMES
+
+
+async def test_detail_screen_shows_everything_and_updates_live() -> None:
+    source = SampleSource()
+    app = sample_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("down", "down", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        screen = app.screen
+        assert isinstance(screen, DetailScreen) and screen.node_name == "gpu-b1"
+        await until(pilot, lambda: screen.audit_entries is not None)
+        assert source.audit_calls == ["gpu-b1"]
+
+        def text(id_: str) -> str:
+            return shown(screen.query_one(id_, Static))
+
+        assert "DEGRADED" in text("#d-header")
+        assert "rack-b, l40s" in text("#d-header")
+        assert "engine vllm down: connection refused" in text("#d-problems")
+        assert text("#d-gpus").count("NVIDIA L40S") == 2
+        assert "connection refused" in text("#d-engines")
+        assert "llama3.1:8b" in text("#d-models") and "4.8G" in text("#d-models")
+        assert "now 312W" in text("#d-power")
+        assert "restart" in text("#d-audit") and "denied" in text("#d-audit")
+
+        source.update("gpu-b1", state=NodeState.OFFLINE, last_error="connection reset")
+        await until(pilot, lambda: "OFFLINE" in text("#d-header"))
+        assert "connection reset" in text("#d-problems")
+        await pilot.press("space", "a")  # table keys do nothing behind the detail screen
+        assert app.main.table.selected == set()
+
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        assert app.main.table.cursor_name == "gpu-b1"
+        assert plain(app, "gpu-b1", "state") == "OFFLINE"
+
+
+async def test_detail_screen_shows_an_audit_failure() -> None:
+    def broken(name: str, limit: int) -> list:
+        raise ConnectionError("node unreachable")
+
+    app = sample_app(SampleSource(audit=broken))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        screen = app.screen
+        await until(pilot, lambda: screen.audit_error is not None)
+        assert "node unreachable" in shown(screen.query_one("#d-audit", Static))
+
+
+async def test_event_log_toggles_and_follows_the_stream() -> None:
+    source = SampleSource()
+    app = sample_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        log = app.main.query_one(EventLog)
+        assert not log.display
+        await pilot.press("e")
+        assert log.display
+        await until(pilot, lambda: len(log.lines) == 5)
+        source.emit(FleetEvent(SAMPLE_NOW, "gpu-a1", "state", "ONLINE -> OFFLINE: boom"))
+        source.emit(FleetEvent(SAMPLE_NOW, "gpu-a1", "snapshot", "noise"))
+        await until(pilot, lambda: len(log.lines) == 6)
+        assert "ONLINE -> OFFLINE: boom" in log.lines[-1].text
+        await pilot.press("e")
+        assert not log.display
+
+
+async def test_help_screen_opens_and_closes() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        body = shown(app.screen.query_one("#help-text", Static))
+        assert "restart engine" in body and "gpu_mem" in body
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_q_quits() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+
+
+async def test_action_keys_post_targets_or_refuse_when_read_only() -> None:
+    seen: list = []
+    app = sample_app()
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        await pilot.press("R")  # no selection: the cursor row
+        await pilot.press("down", "space", "down", "down", "space", "U")
+        await pilot.pause()
+    posted = {id(m): m for m in seen if isinstance(m, ActionRequested)}  # hook sees each hop
+    actions = [(m.action, m.targets) for m in posted.values()]
+    assert actions == [("restart", ["gpu-a1"]), ("unload", ["gpu-a2", "gpu-b2"])]
+
+    seen.clear()
+    app = sample_app(read_only=True)
+    async with app.run_test(size=(120, 40), message_hook=seen.append, notifications=True) as pilot:
+        for key in "RUPXT":
+            await pilot.press(key)
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert "read-only" in totals(app)
+    assert not [m for m in seen if isinstance(m, ActionRequested)]
+    assert len(notes) == 5 and all("read-only" in n for n in notes)
+
+
+async def test_live_update_touches_only_changed_cells_and_keeps_state() -> None:
+    source = SampleSource()
+    app = sample_app(source, tick_s=0.05, min_refresh_s=0.01)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        await pilot.press("down", "down", "down", "space", "s")  # select gpu-b2, sort by name
+        before = (t.cursor_name, set(t.selected), t.sort_key)
+        refreshes = app.refreshes
+        source.update("gpu-b2", latency_ms=77.0)
+        await until(pilot, lambda: app.refreshes > refreshes)
+        assert plain(app, "gpu-b2", "latency") == " 77ms"
+        assert t.cell_updates == 1  # only the RTT cell of one row
+        source.update("edge-lab-7", state=NodeState.ONLINE, last_seen=SAMPLE_NOW)
+        await until(pilot, lambda: plain(app, "edge-lab-7", "state") == "ONLINE")
+        assert plain(app, "edge-lab-7", "seen") == "0s ago"
+        assert (t.cursor_name, set(t.selected), t.sort_key) == before
+        assert t.row_count == 10
+
+
+async def test_refreshes_are_coalesced_per_generation() -> None:
+    source = SampleSource()
+    app = sample_app(source, tick_s=0.05, min_refresh_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        start = app.refreshes
+        for i in range(50):  # a burst: 50 generations before the view gets to run
+            source.update("gpu-a1", latency_ms=float(i))
+        await until(pilot, lambda: plain(app, "gpu-a1", "latency") == " 49ms")
+        await pilot.pause(0.3)
+        assert app.refreshes - start == 1
+
+
+async def test_nodes_added_and_removed_and_clock_driven_cells() -> None:
+    now = [SAMPLE_NOW]
+    source = SampleSource()
+    app = sample_app(source, clock=lambda: now[0], tick_s=0.05, min_refresh_s=0.01)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        assert plain(app, "gpu-a1", "seen") == "1s ago"
+        now[0] += 120  # time passes, nothing changes: the Seen column still ages
+        await until(pilot, lambda: plain(app, "gpu-a1", "seen") == "2m ago")
+        views = sample_views()
+        extra = replace(views[0], name="gpu-z9", version=1)
+        source.put([*views[1:], extra])
+        await until(pilot, lambda: t.visible_names[-1] == "gpu-z9")
+        assert "gpu-a1" not in t.visible_names and t.row_count == 10
+
+
+async def test_narrow_terminal_hides_low_priority_columns_and_resizes() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        t = app.main.table
+        shown = set(t.widths)
+        assert {"sel", "node", "state", "power", "engines", "gpu", "audit"} <= shown
+        assert not {"role", "models", "cost", "seen"} & shown
+        assert sum(w + 1 for w in t.widths.values()) <= 80
+        await pilot.press("down", "down", "space")
+        await pilot.resize_terminal(130, 40)
+        await until(pilot, lambda: "role" in t.widths)
+        assert len(t.widths) == 12
+        assert t.cursor_name == "gpu-b1" and t.selected == {"gpu-b1"}
+        assert plain(app, "gpu-b1", "sel") == "✓"
+
+
+async def test_thousand_rows_keep_cursor_and_stay_consistent() -> None:
+    views = generated_views(1000)
+    source = SampleSource(views=views, events=[])
+    app = sample_app(source, tick_s=1.0, min_refresh_s=0.01)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        assert t.row_count == 1000
+        assert sum(w + 1 for w in t.widths.values()) <= 119  # room for the scrollbar
+        t.move_cursor(row=500)
+        await pilot.press("space")
+        name = t.cursor_name
+        assert name == "n0500"
+        for v in views[::10]:  # 100 nodes change at once
+            source.update(v.name, latency_ms=999.0)
+        await until(pilot, lambda: plain(app, "n0990", "latency") == "999ms")
+        assert t.cursor_name == name and t.cursor_row == 500
+        assert t.selected == {name}
+        assert t.cell_updates == 100
+        await pilot.press("pagedown", "j")
+        assert t.cursor_row > 500
+        await pilot.press("slash", *"state=OFFLINE", "enter")
+        await until(pilot, lambda: t.row_count < 1000)
+        expected = [v.name for v in views if v.state is NodeState.OFFLINE]
+        assert t.visible_names == expected
+
+
+async def test_mouse_click_moves_the_cursor() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.click("#fleet", offset=(5, 4))  # header is line 0: line 4 is the 4th node
+        assert app.main.table.cursor_name == "gpu-b2"
