@@ -107,7 +107,15 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--url", required=True, help="agent URL, e.g. http://gpu1.lan:8899")
     add.add_argument("--role", default="", help="free text, e.g. inference, embeddings")
     add.add_argument("--tag", action="append", default=[], help="repeatable")
-    add.add_argument("--kind", default="fleettui", help="fleettui (default), asiai or ollama")
+    add.add_argument(
+        "--kind",
+        default="fleettui",
+        choices=("fleettui", "asiai", "ollama"),
+        help="fleettui (default), asiai or ollama",
+    )
+    add.add_argument(
+        "--nickname", help="with --kind asiai: the node's fleet nickname (default self)"
+    )
     tok = add.add_mutually_exclusive_group()
     tok.add_argument("--token-env", help="environment variable holding the token")
     tok.add_argument("--token-file", type=Path, help="file holding the token")

@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -62,6 +63,7 @@ class NodeConfig(BaseModel):
     role: str = Field("", max_length=64)
     tags: list[str] = Field(default_factory=list, max_length=32)
     kind: NodeKind = "fleettui"
+    nickname: str | None = None  # kind = "asiai": the node's fleet nickname (default "self")
     token_env: str | None = None
     token_file: Path | None = None
     token: SecretStr | None = None
@@ -79,6 +81,15 @@ class NodeConfig(BaseModel):
     @classmethod
     def _url(cls, v: str) -> str:
         return normalize_url(v)
+
+    @field_validator("nickname")
+    @classmethod
+    def _nickname(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("kind", "fleettui") != "asiai":
+            raise ValueError('only applies to kind = "asiai"')
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-'")
+        return v
 
     @field_validator("tags")
     @classmethod
@@ -172,6 +183,8 @@ class NodeConfig(BaseModel):
             d["tags"] = list(self.tags)
         if self.kind != "fleettui":
             d["kind"] = self.kind
+        if self.nickname is not None:
+            d["nickname"] = self.nickname
         if self.token_env:
             d["token_env"] = self.token_env
         if self.token_file:

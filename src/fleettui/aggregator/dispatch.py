@@ -1,14 +1,15 @@
 """Send one action to many nodes at once, each with its own token and timeout.
 
-Nothing leaves the operator's machine for a node that cannot be authenticated: a node without
-a usable token fails locally with a reason. Progress per node (queued → running → ok/failed) is
-reported through a callback so the views can paint it as it happens.
+Nothing leaves the operator's machine for a node that cannot take the action: a node whose
+kind cannot do it (a bare Ollama server cannot restart itself), or that needs a token and has
+no usable one, fails locally with a reason. How the action travels is the node kind's business
+(`kinds/`: our agent, asiai's fleet command API, Ollama's keep_alive 0). Progress per node
+(queued → running → ok/failed) is reported through a callback so the views can paint it.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,15 +17,15 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx
-from pydantic import ValidationError
 
-from fleettui.aggregator.http import make_client
+from fleettui.aggregator.kinds import kind_for
+from fleettui.aggregator.kinds.base import SLACK_S
 from fleettui.config import NodeConfig
-from fleettui.wire import ACTION_TIMEOUTS_S, ACTIONS, ActionResult
+from fleettui.wire import ACTIONS, ActionResult
+
+__all__ = ["SLACK_S", "Dispatcher", "Envelope", "NodeOutcome", "Progress"]
 
 DEFAULT_CONCURRENCY = 32
-SLACK_S = 10.0  # the agent's own timeout plus time to answer
 
 
 class Progress(enum.StrEnum):
@@ -77,20 +78,6 @@ class Envelope:
 ProgressCallback = Callable[[str, Progress, str | None], None]
 
 
-def _reason_from_error_body(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-        msg = body.get("error") if isinstance(body, dict) else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        msg = None
-    reason = f"HTTP {r.status_code}"
-    if msg:
-        reason += f": {str(msg)[:200]}"
-    if r.status_code == 429 and (after := r.headers.get("retry-after")):
-        reason += f" (retry after {after} s)"
-    return reason
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -137,20 +124,19 @@ class Dispatcher:
         return env
 
     async def _one(self, env: Envelope, node: NodeConfig, limiter: anyio.CapacityLimiter) -> None:
-        if node.kind != "fleettui":
-            self._report(
-                env, node.name, Progress.FAILED, f"actions on {node.kind} nodes are not supported"
-            )
+        kind = kind_for(node.kind)
+        if refusal := kind.refuse(env.action, env.engine, env.model):
+            self._report(env, node.name, Progress.FAILED, f"not sent: {refusal}")
             return
-        token = await anyio.to_thread.run_sync(node.resolve_token)
-        if not token:
+        token = await anyio.to_thread.run_sync(node.resolve_token) if node.has_token else None
+        if not token and (node.has_token or kind.needs_token):
             why = node.token_problem() or "no token configured (set token_env or token_file)"
             self._report(env, node.name, Progress.FAILED, f"not sent: {why}")
             return
         async with limiter:
             self._report(env, node.name, Progress.RUNNING)
             t0 = time.perf_counter()
-            reason, result = await self._post(node, token, env)
+            reason, result = await kind.act(node, token, env.action, env.engine, env.model)
             env.outcomes[node.name].duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         env.outcomes[node.name].result = result
         if reason is None and result is not None and result.ok:
@@ -159,37 +145,3 @@ class Dispatcher:
             self._report(
                 env, node.name, Progress.FAILED, reason or (result and result.error) or "failed"
             )
-
-    async def _post(
-        self, node: NodeConfig, token: str, env: Envelope
-    ) -> tuple[str | None, ActionResult | None]:
-        timeout = ACTION_TIMEOUTS_S[env.action] + SLACK_S
-        body = {"action": env.action, "engine": env.engine, "model": env.model}
-        try:
-            async with make_client(node.url, token, timeout) as client:
-                r = await client.post("/api/v1/actions", json=body)
-        except httpx.ConnectError:
-            return "connection refused", None
-        except httpx.TimeoutException:
-            return f"no answer within {timeout:g} s", None
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:200], None
-        if r.status_code != 200:
-            result = None
-            if r.status_code < 500:
-                try:
-                    result = ActionResult.model_validate_json(r.content)
-                except ValidationError:
-                    pass
-            return _reason_from_error_body(r), result
-        try:
-            result = ActionResult.model_validate_json(r.content)
-        except ValidationError:
-            return "answer is not an action result", None
-        if not result.ok:
-            tail = result.output_tail.strip().splitlines()[-1:] if result.output_tail else []
-            detail = result.error or (
-                f"exit {result.exit_code}" if result.exit_code is not None else "failed"
-            )
-            return (f"{detail}: {tail[0][:160]}" if tail else detail), result
-        return None, result

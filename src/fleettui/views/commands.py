@@ -353,6 +353,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             role=args.role,
             tags=args.tag,
             kind=args.kind,
+            nickname=getattr(args, "nickname", None),
             token_env=args.token_env,
             token_file=args.token_file,
         )

@@ -1,0 +1,142 @@
+"""The one interface every node kind implements, and the HTTP helpers the kinds share.
+
+A kind says how to read a node (its JSON mapped onto NodeSnapshot), what it has beyond polling
+(an event stream, a verifiable audit chain), and how one action is sent to it. The aggregator
+and the dispatcher only talk to this interface, so a new kind is one module in this package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import anyio
+import httpx
+from pydantic import ValidationError
+
+from fleettui.aggregator.http import MAX_BODY, mib
+from fleettui.config import NodeConfig
+from fleettui.wire import ACTION_TIMEOUTS_S, ActionResult, NodeSnapshot
+
+SLACK_S = 10.0  # the node's own action timeout plus time to answer
+ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MODEL_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./:\-]{0,127}")
+
+# (reason when it failed or None, the node's result when it sent one)
+Sent = tuple[str | None, ActionResult | None]
+
+
+class NodeKind(ABC):
+    """How fleet reads and acts on one sort of node."""
+
+    name: ClassVar[str]
+    streams: ClassVar[bool] = False  # serves the fleettui SSE stream (GET /api/v1/events)
+    audited: ClassVar[bool] = False  # keeps a hash-chained audit log fleet can verify
+    needs_token: ClassVar[bool] = True  # actions are refused locally without one
+
+    @abstractmethod
+    async def fetch_snapshot(
+        self, client: httpx.AsyncClient, url: str, timeout_s: float
+    ) -> NodeSnapshot:
+        """One poll; raises http.FetchError with a reason the operator can act on."""
+
+    def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
+        """Why this action cannot be sent to such a node at all (checked before any I/O)."""
+        return None
+
+    def action_timeout_s(self, action: str) -> float:
+        return ACTION_TIMEOUTS_S[action] + SLACK_S
+
+    @abstractmethod
+    async def act(
+        self,
+        node: NodeConfig,
+        token: str | None,
+        action: str,
+        engine: str | None,
+        model: str | None,
+    ) -> Sent:
+        """Send one action; never raises for a network or node failure (it is the reason)."""
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """`invalid JSON: ...` or `wrong shape: node.hostname: Field required (+2 more)`."""
+    errs = exc.errors()
+    first = errs[0]
+    if first["type"] == "json_invalid":
+        return f"invalid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"wrong shape: {loc}: {first['msg']}{more}"
+
+
+def check_names(engine: str | None, model: str | None) -> str | None:
+    """The engine/model patterns asiai and our agent enforce, checked before sending."""
+    if engine is not None and not ENGINE_RE.fullmatch(engine):
+        return f"engine {engine!r} must match ^{ENGINE_RE.pattern}$"
+    if model is not None and not MODEL_RE.fullmatch(model):
+        return f"model {model!r} must match ^{MODEL_RE.pattern}$"
+    return None
+
+
+def transport_reason(exc: httpx.HTTPError, timeout_s: float) -> str:
+    """A short reason for a request that got no answer, without URLs or headers."""
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "refused" in text or "all connection attempts failed" in text or not text:
+            return "connection refused"
+        return f"cannot connect: {exc}"[:200]
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout_s:g} s"
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def error_reason(status: int, body: Any, headers: httpx.Headers) -> str:
+    """`HTTP 429: rate limited (retry after 12 s)` from a JSON error body, when it has one."""
+    reason = f"HTTP {status}"
+    if isinstance(body, dict):
+        msg = body.get("error")
+        detail = body.get("detail")
+        if msg:
+            reason += f": {str(msg)[:200]}"
+        if isinstance(detail, str) and detail and detail != msg:
+            reason += f" ({detail[:200]})"
+    if status == 429 and (after := headers.get("retry-after")):
+        reason += f" (retry after {after} s)"
+    return reason
+
+
+async def post_capped(
+    client: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+    cap: int = MAX_BODY,
+) -> tuple[int, httpx.Headers, bytes]:
+    """POST JSON and read at most `cap` bytes of the answer, all within one deadline.
+
+    Raises httpx.HTTPError (TimeoutException for the deadline) or ValueError for a body over
+    the cap, so callers turn every failure into one reason.
+    """
+    try:
+        with anyio.fail_after(timeout_s):
+            async with client.stream("POST", path, json=body, headers=headers) as resp:
+                data = bytearray()
+                async for chunk in resp.aiter_raw():
+                    data += chunk
+                    if len(data) > cap:
+                        raise ValueError(f"answer over {mib(cap)}")
+                return resp.status_code, resp.headers, bytes(data)
+    except TimeoutError:
+        raise httpx.ReadTimeout("deadline") from None

@@ -1,0 +1,43 @@
+"""Helpers for mapping foreign JSON onto NodeSnapshot: sentinels, units, shape errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from fleettui.aggregator.http import FetchError
+
+MB = 1024 * 1024
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FetchError(f"bad answer from {what}: invalid JSON ({exc})", reachable=True) from None
+
+
+def pos(x: Any) -> float | None:
+    """A measured value, or None for the 'not measured' sentinels (-1, 0, null, strings)."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and x > 0 else None
+
+
+def mb(x: Any) -> float | None:
+    """Bytes to MiB (one decimal), None when not measured."""
+    v = pos(x)
+    return round(v / MB, 1) if v is not None else None
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def shape_error(what: str, exc: Exception) -> FetchError:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        return FetchError(f"bad answer from {what}: wrong shape: {loc}: {e['msg']}", reachable=True)
+    return FetchError(f"bad answer from {what}: wrong shape: {exc}", reachable=True)
