@@ -7,6 +7,7 @@ models and power curve shape, so screenshots and tests are stable. Actions reall
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import random
@@ -106,12 +107,15 @@ class SimulatedNode:
         return round(self.idle_w + (self.peak_w - self.idle_w) * self.load(t), 1)
 
     def seed_ledger(self, ledger: EnergyLedger, now: float) -> None:
-        """Give a fresh simulated node plausible cost history for the last six days."""
+        """Give a fresh simulated node plausible cost history: six full days and today so far."""
         mean_w = (self.idle_w + self.peak_w) / 2
-        for i in range(1, 7):
+        midnight = dt.datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        hours_today = (now - midnight.timestamp()) / 3600.0
+        for i in range(7):
             day = local_day(now - 86400 * i)
             factor = 0.7 + 0.6 * ((seed_of(f"{self.name}:{day}") % 1000) / 1000.0)
-            ledger.daily_wh.setdefault(day, mean_w * 24 * factor)
+            hours = hours_today if i == 0 else 24.0
+            ledger.daily_wh.setdefault(day, mean_w * hours * factor)
 
     def snapshot(self, ledger: EnergyLedger) -> NodeSnapshot:
         t = self.clock()
