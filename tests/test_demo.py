@@ -1,0 +1,189 @@
+"""`fleet demo`: real simulated agents, a real token, the real dashboard, and a clean exit."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleettui.config import load_fleet_config
+from fleettui.views.demo import DemoError, DemoFleet
+
+STARTED_RE = re.compile(rb"agent pid (\d+), temp dir (\S+)")
+ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_demo_fleet_has_working_tokens_and_cleans_up() -> None:
+    with DemoFleet(2) as demo:
+        tmp, proc = demo.tmp, demo.proc
+        assert tmp is not None and proc is not None
+        cfg = load_fleet_config(demo.config_path)
+        assert [n.name for n in cfg.nodes] == ["demo-000", "demo-001"]
+        assert not cfg.warnings
+        token_file = cfg.nodes[0].token_file
+        assert token_file is not None and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert cfg.nodes[0].token_problem() is None
+        secret = cfg.nodes[1].resolve_token()
+        url = cfg.nodes[1].url
+        ok = httpx.post(
+            f"{url}/api/v1/actions",
+            json={"action": "purge"},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        assert ok.status_code == 200 and ok.json()["ok"] is True
+        assert httpx.post(f"{url}/api/v1/actions", json={"action": "purge"}).status_code == 401
+    assert not tmp.exists()
+    assert proc.poll() is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
+
+
+def test_demo_rejects_a_silly_node_count() -> None:
+    with pytest.raises(DemoError, match="between 1 and 2000"):
+        DemoFleet(0)
+
+
+def test_demo_piped_prints_the_table_and_cleans_up() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fleettui", "demo", "--nodes", "3"],
+        capture_output=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    for name in ("demo-000", "demo-001", "demo-002"):
+        line = next(row for row in text.splitlines() if row.startswith(name))
+        assert "ONLINE" in line and "W " in line
+    assert "online 3/3" in text
+    m = STARTED_RE.search(out.stderr)
+    assert m, out.stderr
+    assert gone(int(m.group(1)))
+    assert not Path(m.group(2).decode()).exists()
+
+
+# --- in a real terminal (a pty): the Textual dashboard, keys, signals ----------------------
+
+
+class Terminal:
+    """`fleet demo` on a pseudo-terminal of a fixed size, with its output collected."""
+
+    def __init__(self, *args: str, cols: int = 120, rows: int = 40) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color", "TEXTUAL_ANIMATIONS": "none"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleettui", "demo", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.master = master
+        self.out = b""
+
+    def pump(self, timeout: float = 0.05) -> None:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if ready:
+            try:
+                self.out += os.read(self.master, 65536)
+            except OSError:  # the child closed the terminal
+                time.sleep(timeout)
+
+    def wait_for(self, *needles: bytes, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(n in ANSI_RE.sub(b"", self.out) for n in needles):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"never saw {needles}: ...{self.out[-1500:]!r}")
+            self.pump()
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"did not exit: ...{self.out[-1500:]!r}")
+            self.pump()
+        return self.proc.returncode
+
+    def started(self) -> tuple[int, Path]:
+        m = STARTED_RE.search(self.out)
+        assert m, self.out[-1500:]
+        return int(m.group(1)), Path(m.group(2).decode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal():
+    opened: list[Terminal] = []
+
+    def start(*args: str) -> Terminal:
+        t = Terminal(*args)
+        opened.append(t)
+        return t
+
+    yield start
+    for t in opened:
+        t.close()
+
+
+def test_demo_dashboard_in_a_terminal_reacts_to_keys_and_quits_cleanly(terminal) -> None:
+    term = terminal("--nodes", "3")
+    term.wait_for(b"demo-000", b"demo-002", b"ONLINE", b"online 3/3")
+    pid, tmp = term.started()
+    term.send(b"/")
+    term.wait_for(b"Filter nodes")
+    term.send(b"name=demo-001\r")
+    term.wait_for(b"filter name=demo-001 (1/3)")
+    term.send(b"q")
+    assert term.wait_exit() == 0
+    assert gone(pid) and not tmp.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "sig"),
+    [(("--nodes", "2"), signal.SIGTERM), (("--nodes", "2", "--rich"), signal.SIGINT)],
+    ids=["tui-sigterm", "rich-ctrl-c"],
+)
+def test_demo_cleans_up_when_interrupted(terminal, args, sig) -> None:
+    term = terminal(*args)
+    term.wait_for(b"demo-001", b"ONLINE")
+    pid, tmp = term.started()
+    term.proc.send_signal(sig)
+    term.wait_exit()
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pid) and not tmp.exists()

@@ -1,0 +1,147 @@
+"""The Rich fallback: the same table without Textual, live or once, on real agents."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from rich.console import Console
+
+from fleettui.views.rich import fleet_table, print_once, run_live
+from fleettui.views.sample import SAMPLE_NOW, SampleSource, sample_views
+
+
+def render(obj, width: int) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(obj)
+    return console.file.getvalue()
+
+
+def test_table_fits_the_terminal_width() -> None:
+    wide = render(fleet_table(sample_views(), SAMPLE_NOW, 120), 120)
+    header = wide.splitlines()[0]
+    for label in ("Node", "Role", "State", "Engines", "Models", "GPU", "Power", "Cost 7d"):
+        assert label in header
+    assert "Audit" in header and "RTT" in header and "Seen" in header
+    assert "BROKEN" in wide and "OFFLINE" in wide and "3m ago" in wide
+    assert max(len(line) for line in wide.splitlines()) <= 120
+
+    narrow = render(fleet_table(sample_views(), SAMPLE_NOW, 80), 80)
+    header = narrow.splitlines()[0]
+    assert "Power" in header and "State" in header
+    assert "Cost 7d" not in header and "Role" not in header
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+
+
+def test_once_to_a_file_prints_every_column_without_colour() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=80)  # not a terminal, whatever COLUMNS says
+    print_once(console, sample_views(), SAMPLE_NOW)
+    text = out.getvalue()
+    assert "\x1b[" not in text
+    header = text.splitlines()[0]
+    assert "Role" in header and "Cost 7d" in header and "Seen" in header
+    assert "mac-studio-1" in text and "online 6/10" in text
+
+
+@pytest.mark.anyio
+async def test_live_redraws_on_changes() -> None:
+    source = SampleSource()
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True, color_system=None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            lambda: run_live(source, console, clock=lambda: SAMPLE_NOW, min_refresh_s=0.01)
+        )
+        with anyio.fail_after(5):
+            while "gpu-a1" not in out.getvalue():
+                await anyio.sleep(0.02)
+            source.update("gpu-a1", latency_ms=4321.0)
+            while "4.3s" not in out.getvalue():
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+
+
+# --- the real command, on real agents ------------------------------------------------------
+
+
+def write_config(path: Path, nodes: dict[str, str]) -> Path:
+    lines = ["[defaults]", "poll_interval_s = 0.5", "http_timeout_s = 2", ""]
+    for name, url in nodes.items():
+        lines += ["[[node]]", f'name = "{name}"', f'url = "{url}"', 'role = "inference"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens here any more
+
+
+PROBE = (
+    "import sys\n"
+    "from fleettui.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('TEXTUAL-LOADED' if 'textual' in sys.modules else 'NO-TEXTUAL', file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def fleet(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_rich_once_against_real_agents_never_loads_textual(sim_agent, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "projects.toml", {"alpha": sim_agent.url, "gone": dead_url()})
+    started = time.monotonic()
+    out = fleet("--rich", "--once", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "NO-TEXTUAL" in out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert "ONLINE" in rows["alpha"] and "ollama·" in rows["alpha"]
+    assert "OFFLINE" in rows["gone"]
+    assert "online 1/2" in out.stdout and "1 offline" in out.stdout
+    assert time.monotonic() - started < 30
+
+
+def test_plain_fleet_with_stdout_piped_behaves_like_rich_once(sim_agent, tmp_path) -> None:
+    cfg = write_config(tmp_path / "projects.toml", {"alpha": sim_agent.url})
+    out = fleet("--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "NO-TEXTUAL" in out.stderr
+    assert out.stdout.splitlines()[0].split()[:3] == ["Node", "Role", "State"]
+    assert "alpha" in out.stdout and "ONLINE" in out.stdout
+
+
+def test_first_run_shows_the_two_ways_on(xdg_home: Path) -> None:
+    out = fleet()
+    assert out.returncode == 0, out.stderr
+    assert "no nodes configured yet" in out.stdout
+    assert "fleet add NAME --url URL" in out.stdout and "fleet demo" in out.stdout
+    assert str(xdg_home / ".config" / "fleettui" / "projects.toml") in out.stdout
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "projects.toml"
+    bad.write_text("[[node]\nname = ")
+    out = fleet("--config", str(bad))
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "not valid TOML" in out.stderr
+    missing = fleet("--config", str(tmp_path / "nope.toml"))  # a first run, named
+    assert missing.returncode == 0 and str(tmp_path / "nope.toml") in missing.stdout

@@ -1,0 +1,94 @@
+"""The dashboard on the real FleetAggregator and real agents: one node dies, the rest go on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.config import load_fleet_config
+from fleettui.views.tui.app import FleetApp
+from fleettui.views.tui.screens.detail import DetailScreen
+
+pytestmark = pytest.mark.anyio
+
+
+async def until(pilot, cond, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in time: {what}")
+        await pilot.pause(0.05)
+
+
+def cell(app: FleetApp, name: str, column: str) -> str:
+    return app.main.table.get_cell(name, column).plain
+
+
+async def test_killed_node_turns_offline_while_the_others_keep_updating(
+    agent_factory, tmp_path: Path
+) -> None:
+    pair = agent_factory(
+        "--simulate", "--nodes", "2", "--name", "pair", "--interval", "0.2", nodes=2
+    )
+    solo = agent_factory("--simulate", "--name", "solo", "--interval", "0.2")
+    cfg_path = tmp_path / "projects.toml"
+    blocks = [
+        f'[[node]]\nname = "{name}"\nurl = "{url}"\nrole = "inference"\n'
+        for name, url in [*pair.urls.items(), *solo.urls.items()]
+    ]
+    cfg_path.write_text(
+        "[defaults]\npoll_interval_s = 0.2\nhttp_timeout_s = 1\nbackoff_min_s = 0.2\n"
+        "backoff_max_s = 0.5\n\n" + "\n".join(blocks)
+    )
+    cfg = load_fleet_config(cfg_path)
+    names = [n.name for n in cfg.nodes]
+    assert names == ["pair-000", "pair-001", "solo"]
+
+    async with FleetAggregator(cfg) as agg:
+        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            t = app.main.table
+            await until(
+                pilot,
+                lambda: t.row_count == 3 and all(cell(app, n, "state") == "ONLINE" for n in names),
+                what="all ONLINE",
+            )
+            await until(
+                pilot,
+                lambda: all(cell(app, n, "power").strip().split()[0].endswith("W") for n in names),
+                what="power filled",
+            )
+            for n in names:  # every column has something to show
+                for col in ("engines", "models", "gpu", "cost", "audit", "latency", "seen"):
+                    assert cell(app, n, col).strip(), (n, col)
+            await pilot.press("down", "space")  # cursor and selection on pair-001
+            solo.stop()
+            await until(pilot, lambda: cell(app, "solo", "state") == "OFFLINE", what="OFFLINE")
+            before = {n: t.views[n].version for n in names[:2]}
+            await until(
+                pilot,
+                lambda: all(t.views[n].version > before[n] for n in names[:2]),
+                what="the others keep updating",
+            )
+            assert all(cell(app, n, "state") == "ONLINE" for n in names[:2])
+            assert t.cursor_name == "pair-001" and t.selected == {"pair-001"}
+
+            await pilot.press("enter")  # detail with the audit fetched from the real agent
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+            screen = app.screen
+            await until(
+                pilot,
+                lambda: screen.audit_entries is not None or screen.audit_error is not None,
+                what="audit loaded",
+            )
+            assert screen.audit_error is None and screen.audit_entries == []
+            await pilot.press("escape", "e")
+            log = app.main.event_log
+            await until(
+                pilot,
+                lambda: any("OFFLINE" in line.text for line in log.lines),
+                what="event log shows the state change",
+            )
