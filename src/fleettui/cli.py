@@ -19,6 +19,7 @@ AGENT = "fleettui.agent.main"
 COMMANDS = "fleettui.views.commands"
 DASHBOARD = "fleettui.views.main"
 BULK = "fleettui.views.bulk"
+EXPORT = "fleettui.views.export"
 
 
 def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -146,6 +147,18 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     bulk.add_argument("--dry-run", action="store_true", help="list the targets, send nothing")
     _json(bulk)
     bulk.set_defaults(func=_to(BULK, "cmd_bulk"))
+
+    export = sub.add_parser(
+        "export", help="serve the whole fleet as one Prometheus endpoint (see docs/prometheus.md)"
+    )
+    _fleet_config(export)
+    export.add_argument(
+        "--listen",
+        default="127.0.0.1:9464",
+        metavar="HOST:PORT",
+        help="address to serve /metrics on (default 127.0.0.1:9464; port 0 picks a free one)",
+    )
+    export.set_defaults(func=_to(EXPORT, "cmd_export"))
 
     demo = sub.add_parser("demo", help="start simulated agents and open the dashboard on them")
     demo.add_argument("--nodes", type=int, default=8)

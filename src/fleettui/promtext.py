@@ -1,0 +1,246 @@
+"""Prometheus metric families of a NodeSnapshot, and the text exposition format.
+
+Both the agent's `/metrics` (through prometheus_client) and `fleet export` (one merged page for
+the whole fleet, without prometheus_client) build their families here, so every metric name is
+defined once and docs/prometheus.md can be checked against this module. Names follow the
+Prometheus conventions: prefix `fleet_`, base units (`_bytes`, `_watts`, `_joules`, `_seconds`,
+`_ratio` for 0-1), counters end in `_total`, identity in an `_info` gauge that is always 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fleettui.wire import NodeSnapshot
+
+MB = 1024 * 1024
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+GPU_LABELS = ("gpu", "name", "uuid")
+
+
+@dataclass
+class Family:
+    """One metric family. `name` is the sample name as exposed (`..._total` for counters)."""
+
+    name: str
+    type: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...] = ()
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    def add(self, values: Sequence[str], value: float) -> None:
+        if len(values) != len(self.labels):
+            raise ValueError(f"{self.name}: {len(values)} label values for {self.labels}")
+        self.samples.append((tuple(values), float(value)))
+
+    def unique(self) -> list[tuple[tuple[str, ...], float]]:
+        """Samples with a repeated label set dropped (a scrape must not repeat a series)."""
+        seen: set[tuple[str, ...]] = set()
+        out = []
+        for values, v in self.samples:
+            if values not in seen:
+                seen.add(values)
+                out.append((values, v))
+        return out
+
+
+def _gauge(name: str, help: str, labels: tuple[str, ...] = ()) -> Family:
+    return Family(name, "gauge", help, labels)
+
+
+def _one(name: str, help: str, value: float | None, scale: float = 1.0) -> list[Family]:
+    """A label-less gauge, or nothing when the value was not measured."""
+    if value is None:
+        return []
+    f = _gauge(name, help)
+    f.add((), value * scale)
+    return [f]
+
+
+def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
+    """Every family one snapshot yields, in a fixed order.
+
+    `agent` says the snapshot came from a fleettui agent: energy, cost and the audit head are
+    its own bookkeeping, which other node kinds leave at their defaults, so they are left out.
+    """
+    out: list[Family] = []
+    info = _gauge(
+        "fleet_agent_info",
+        "Identity of the node and of what reports it (always 1)",
+        ("hostname", "version", "os", "arch", "simulated"),
+    )
+    n = s.node
+    info.add((n.hostname, n.agent_version, n.os, n.arch, str(n.simulated).lower()), 1)
+    out.append(info)
+    out += _one(
+        "fleet_snapshot_timestamp_seconds", "When the node collected this snapshot (Unix)", s.ts
+    )
+    out += _one(
+        "fleet_host_uptime_seconds",
+        "Seconds since the host booted",
+        n.uptime_s if n.uptime_s > 0 else None,
+    )
+    if s.power.watts is not None:
+        p = _gauge("fleet_power_watts", "Current power draw of the measured sources", ("source",))
+        p.add((s.power.source,), s.power.watts)
+        out.append(p)
+    if agent:
+        e = Family(
+            "fleet_energy_joules_total",
+            "counter",
+            "Energy integrated by the agent from the measured sources since its state began",
+        )
+        e.add((), s.power.energy_wh_total * 3600.0)
+        out.append(e)
+    out += _one(
+        "fleet_cpu_utilization_ratio",
+        "Whole-machine CPU utilisation, 0-1",
+        s.cpu.percent,
+        0.01,
+    )
+    out += _one("fleet_cpu_cores", "Logical CPU count", s.cpu.cores)
+    out += _one("fleet_memory_total_bytes", "Physical memory", s.memory.total_mb, MB)
+    out += _one("fleet_memory_used_bytes", "Memory not available", s.memory.used_mb, MB)
+    out += _one(
+        "fleet_memory_pressure_ratio",
+        "Share of memory not available, 0-1",
+        s.memory.pressure_pct,
+        0.01,
+    )
+    out += _gpu_families(s)
+    out += _engine_families(s)
+    if agent:
+        out += _cost_families(s)
+        a = Family(
+            "fleet_audit_entries_total", "counter", "Entries in the node's hash-chained audit log"
+        )
+        a.add((), s.audit.seq)
+        out.append(a)
+    problems = _gauge("fleet_problems", "Problems the node reports about itself")
+    problems.add((), len(s.problems))
+    out.append(problems)
+    return out
+
+
+def _gpu_families(s: NodeSnapshot) -> list[Family]:
+    fams = {
+        "used": _gauge("fleet_gpu_memory_used_bytes", "GPU memory in use", GPU_LABELS),
+        "total": _gauge("fleet_gpu_memory_total_bytes", "GPU memory in total", GPU_LABELS),
+        "util": _gauge("fleet_gpu_utilization_ratio", "GPU utilisation, 0-1", GPU_LABELS),
+        "power": _gauge("fleet_gpu_power_watts", "GPU power draw", GPU_LABELS),
+        "temp": _gauge("fleet_gpu_temperature_celsius", "GPU temperature", GPU_LABELS),
+    }
+    energy = Family(
+        "fleet_gpu_energy_joules_total",
+        "counter",
+        "GPU energy since the driver loaded (NVML, Volta or newer)",
+        GPU_LABELS,
+    )
+    for g in s.gpus:
+        lv = (str(g.index), g.name, g.uuid or "")
+        for key, val, scale in (
+            ("used", g.memory_used_mb, MB),
+            ("total", g.memory_total_mb, MB),
+            ("util", g.util_pct, 0.01),
+            ("power", g.power_w, 1.0),
+            ("temp", g.temp_c, 1.0),
+        ):
+            if val is not None:
+                fams[key].add(lv, val * scale)
+        if g.energy_j is not None:
+            energy.add(lv, g.energy_j)
+    return [*fams.values(), energy]
+
+
+def _engine_families(s: NodeSnapshot) -> list[Family]:
+    up = _gauge("fleet_engine_up", "1 when the engine answers its probe, else 0", ("engine", "url"))
+    loaded = _gauge("fleet_model_loaded", "1 per resident model", ("engine", "model"))
+    vram = _gauge(
+        "fleet_model_vram_bytes", "GPU memory a resident model holds", ("engine", "model")
+    )
+    for eng in s.engines:
+        up.add((eng.name, eng.url), 1.0 if eng.status == "up" else 0.0)
+        for m in eng.models:
+            loaded.add((eng.name, m.name), 1.0)
+            if m.vram_mb is not None:
+                vram.add((eng.name, m.name), m.vram_mb * MB)
+    return [up, loaded, vram]
+
+
+def _cost_families(s: NodeSnapshot) -> list[Family]:
+    cur = (s.cost.currency,)
+    out = []
+    for name, help, value in (
+        ("fleet_cost_today", "Energy cost so far today (local day)", s.cost.today),
+        ("fleet_cost_7d", "Energy cost over the last 7 days", s.cost.total_7d),
+        ("fleet_price_per_kwh", "Configured electricity price per kWh", s.cost.price_per_kwh),
+    ):
+        f = _gauge(name, help, ("currency",))
+        f.add(cur, value)
+        out.append(f)
+    return out
+
+
+def labelled(families: Iterable[Family], label: str, value: str) -> list[Family]:
+    """The same families with `label="value"` put first on every sample."""
+    return [
+        Family(
+            f.name,
+            f.type,
+            f.help,
+            (label, *f.labels),
+            [((value, *lv), v) for lv, v in f.samples],
+        )
+        for f in families
+    ]
+
+
+def merge(groups: Iterable[Iterable[Family]]) -> list[Family]:
+    """One family per name, samples concatenated in order: each family is declared once."""
+    by_name: dict[str, Family] = {}
+    for group in groups:
+        for f in group:
+            have = by_name.get(f.name)
+            if have is None:
+                by_name[f.name] = Family(f.name, f.type, f.help, f.labels, list(f.samples))
+            elif (have.type, have.labels) != (f.type, f.labels):
+                raise ValueError(f"{f.name}: declared twice with different types or labels")
+            else:
+                have.samples.extend(f.samples)
+    return list(by_name.values())
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+def render(families: Iterable[Family]) -> str:
+    """Text exposition format 0.0.4. A repeated label set keeps its first sample only."""
+    lines: list[str] = []
+    for f in families:
+        lines.append(f"# HELP {f.name} {_escape_help(f.help)}")
+        lines.append(f"# TYPE {f.name} {f.type}")
+        for values, v in f.unique():
+            if values:
+                pairs = ",".join(
+                    f'{k}="{_escape_label(x)}"' for k, x in zip(f.labels, values, strict=True)
+                )
+                lines.append(f"{f.name}{{{pairs}}} {_number(v)}")
+            else:
+                lines.append(f"{f.name} {_number(v)}")
+    return "\n".join(lines) + "\n"

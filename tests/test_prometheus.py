@@ -1,0 +1,326 @@
+"""Prometheus: the agent's /metrics, `fleet export`'s merged page, and the docs that list them.
+
+Everything is checked with prometheus_client's own parser, the one Prometheus users rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fake_nodes import ASIAI_SNAPSHOT, FakeAsiai, FakeOllama, running
+from fakes import snapshot_dict
+from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
+from fleettui.promtext import labelled, render, snapshot_families
+from fleettui.views.export import ExportError, fleet_families, parse_listen
+from fleettui.wire import NodeSnapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ("_bytes", "_watts", "_joules_total", "_seconds", "_ratio", "_celsius", "_total", "_info")
+# gauges that count or price things: no base unit applies
+UNITLESS = {
+    "fleet_up",
+    "fleet_cpu_cores",
+    "fleet_engine_up",
+    "fleet_model_loaded",
+    "fleet_node_state",
+    "fleet_problems",
+    "fleet_cost_today",
+    "fleet_cost_7d",
+    "fleet_price_per_kwh",
+    "fleet_audit_chain_verified",
+    "fleet_event_stream_up",
+}
+
+
+def full_snapshot() -> NodeSnapshot:
+    d = snapshot_dict("gpu1")
+    d["gpus"] = [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "uuid": "GPU-abc",
+            "memory_total_mb": 143771.0,
+            "memory_used_mb": 70000.0,
+            "util_pct": 55.0,
+            "power_w": 312.5,
+            "energy_j": 123456.789,
+            "temp_c": 61.0,
+        }
+    ]
+    d["engines"][0]["models"] = [
+        {"name": 'we"ird\\model\nname', "vram_mb": 100.0},
+        {"name": "qwen3:8b", "vram_mb": 5000.0},
+    ]
+    d["audit"] = {"seq": 7, "head_hash": "a" * 64}
+    d["problems"] = ["engine vllm down"]
+    return NodeSnapshot.model_validate(d)
+
+
+def parse(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample_map(fam, *keys: str) -> dict:  # type: ignore[no-untyped-def]
+    return {tuple(s.labels[k] for k in keys): s.value for s in fam.samples}
+
+
+def check_exposition(text: str) -> None:
+    """Each family declared once, each series once, every name conventional."""
+    types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)
+    dupes = [n for n, c in Counter(n for n, _ in types).items() if c > 1]
+    assert not dupes, f"declared twice: {dupes}"
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series)), "a series appears twice"
+    for name, kind in types:
+        assert name.startswith("fleet_") and ":" not in name, name
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        else:
+            assert not name.endswith("_total"), name
+            assert name.endswith(UNITS) or name in UNITLESS, f"{name}: no base unit suffix"
+
+
+def test_families_render_to_valid_text_with_escaped_labels() -> None:
+    text = render(labelled(snapshot_families(full_snapshot()), "node", "gpu1"))
+    check_exposition(text)
+    fams = parse(text)
+    assert fams["fleet_energy_joules"].type == "counter"
+    assert [s.name for s in fams["fleet_energy_joules"].samples] == ["fleet_energy_joules_total"]
+    assert fams["fleet_energy_joules"].samples[0].value == 3600.0  # 1 Wh
+    gpu = fams["fleet_gpu_power_watts"].samples[0]
+    assert gpu.labels == {"node": "gpu1", "gpu": "0", "name": "NVIDIA H200", "uuid": "GPU-abc"}
+    assert gpu.value == 312.5
+    assert fams["fleet_gpu_utilization_ratio"].samples[0].value == 0.55
+    assert fams["fleet_gpu_memory_used_bytes"].samples[0].value == 70000.0 * 2**20
+    models = sample_map(fams["fleet_model_loaded"], "model")
+    assert models == {('we"ird\\model\nname',): 1.0, ("qwen3:8b",): 1.0}
+    assert fams["fleet_audit_entries"].samples[0].value == 7
+    assert fams["fleet_problems"].samples[0].value == 1
+    assert all(s.labels["node"] == "gpu1" for f in fams.values() for s in f.samples)
+
+
+def test_foreign_snapshots_leave_out_the_agents_bookkeeping() -> None:
+    names = {f.name for f in snapshot_families(full_snapshot(), agent=False)}
+    assert "fleet_power_watts" in names and "fleet_engine_up" in names
+    for own in ("fleet_energy_joules_total", "fleet_cost_7d", "fleet_audit_entries_total"):
+        assert own not in names
+
+
+def test_agent_metrics_are_conventional_and_come_from_promtext(sim_agent) -> None:
+    r = httpx.get(f"{sim_agent.url}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    check_exposition(r.text)
+    fams = parse(r.text)
+    snap = NodeSnapshot.model_validate(httpx.get(f"{sim_agent.url}/api/v1/snapshot").json())
+    expected = {f.name.removesuffix("_total") for f in snapshot_families(snap)}
+    assert set(fams) == expected
+    assert fams["fleet_energy_joules"].type == "counter"
+    assert fams["fleet_audit_entries"].type == "counter"
+    info = fams["fleet_agent_info"].samples[0].labels
+    assert info["hostname"] == "alpha" and info["simulated"] == "true"
+
+
+# --- fleet export ----------------------------------------------------------------------------
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    for bad in ("9464", ":9464", "127.0.0.1:http", "127.0.0.1:70000"):
+        with pytest.raises(ExportError, match="--listen"):
+            parse_listen(bad)
+
+
+def view(name: str, state: NodeState, kind: str = "fleettui", **kw: object) -> NodeView:
+    return NodeView(name=name, url=f"http://{name}:1", state=state, kind=kind, **kw)  # type: ignore[arg-type]
+
+
+def test_fleet_families_merge_nodes_and_skip_stale_facts() -> None:
+    snap = full_snapshot()
+    views = [
+        view("a", NodeState.ONLINE, snapshot=snap, chain=ChainStatus.OK, stream_ok=True),
+        view("b", NodeState.DEGRADED, snapshot=snap, chain=ChainStatus.BROKEN),
+        view("c", NodeState.OFFLINE, snapshot=snap),  # its last snapshot is old news
+        view("m", NodeState.ONLINE, kind="asiai", snapshot=snap, chain=ChainStatus.NOT_APPLICABLE),
+    ]
+    text = render(fleet_families(views))
+    check_exposition(text)
+    fams = parse(text)
+    assert sample_map(fams["fleet_up"], "node") == {("a",): 1, ("b",): 1, ("c",): 0, ("m",): 1}
+    assert sample_map(fams["fleet_audit_chain_verified"], "node") == {("a",): 1, ("b",): 0}
+    assert {s.labels["node"] for s in fams["fleet_power_watts"].samples} == {"a", "b", "m"}
+    assert {s.labels["node"] for s in fams["fleet_energy_joules"].samples} == {"a", "b"}
+    states = sample_map(fams["fleet_node_state"], "node", "state")
+    assert states[("c", "OFFLINE")] == 1 and states[("c", "ONLINE")] == 0
+    assert sum(v for (n, _), v in states.items() if n == "c") == 1
+
+
+class Export:
+    """`fleet export` as a subprocess; `url` is printed once it listens."""
+
+    def __init__(self, config: Path, listen: str = "127.0.0.1:0") -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleettui",
+                "export",
+                "--listen",
+                listen,
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(
+            target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True
+        ).start()
+        deadline = time.monotonic() + 20
+        self.url = ""
+        while not self.url:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"export did not start: {self.proc.stderr.read()}")
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if m := re.search(r"serving metrics on (http://\S+)", line):
+                self.url = m.group(1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_export_serves_one_merged_exposition_of_a_mixed_fleet(sim_agent, tmp_path: Path) -> None:
+    mac = {**ASIAI_SNAPSHOT, "power_total_watts": 41.5, "thermal_level": "nominal"}
+    with running(FakeAsiai(snapshot=mac)) as asiai, running(FakeOllama()) as ollama:
+        cfg = tmp_path / "projects.toml"
+        cfg.write_text(
+            "[defaults]\npoll_interval_s = 0.3\nhttp_timeout_s = 1\nbackoff_min_s = 0.2\n"
+            f'[[node]]\nname = "gpu1"\nurl = "{sim_agent.url}"\nrole = "inference"\n'
+            f'[[node]]\nname = "mac"\nurl = "{asiai.url}"\nkind = "asiai"\n'
+            f'[[node]]\nname = "oll"\nurl = "{ollama.url}"\nkind = "ollama"\n'
+            f'[[node]]\nname = "dead"\nurl = "http://127.0.0.1:{free_port()}"\n'
+        )
+        exp = Export(cfg)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                text = httpx.get(exp.url).text
+                fams = parse(text)
+                up = sample_map(fams["fleet_up"], "node")
+                chain = sample_map(fams["fleet_audit_chain_verified"], "node")
+                if up == {("gpu1",): 1, ("mac",): 1, ("oll",): 1, ("dead",): 0} and chain:
+                    break
+                assert time.monotonic() < deadline, text
+                time.sleep(0.1)
+            check_exposition(text)
+            for fam in fams.values():
+                for s in fam.samples:
+                    assert "node" in s.labels, (fam.name, s)
+            assert chain == {("gpu1",): 1}
+            assert sample_map(fams["fleet_power_watts"], "node")[("mac",)] == 41.5
+            loaded = sample_map(fams["fleet_model_loaded"], "node", "engine", "model")
+            assert loaded[("oll", "ollama", "qwen3:8b")] == 1
+            assert loaded[("mac", "llamacpp", "Qwen3-30B-A3B-Q4_K_M.gguf")] == 1
+            kinds = sample_map(fams["fleet_node_info"], "node", "kind")
+            assert set(kinds) == {("gpu1", "fleettui"), ("mac", "asiai"), ("oll", "ollama"),
+                                  ("dead", "fleettui")}  # fmt: skip
+            nodes_with_engines = {s.labels["node"] for s in fams["fleet_engine_up"].samples}
+            assert nodes_with_engines == {"gpu1", "mac", "oll"}
+            assert {s.labels["node"] for s in fams["fleet_energy_joules"].samples} == {"gpu1"}
+
+            base = exp.url.removesuffix("/metrics")
+            assert httpx.get(f"{base}/healthz").json() == {"ok": True, "nodes": 4}
+            assert httpx.get(f"{base}/nope").status_code == 404
+            r = httpx.post(exp.url, content=b"x")
+            assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+            head = httpx.head(exp.url)
+            assert head.status_code == 200 and head.content == b""
+            with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
+                s.sendall(b"garbage\r\n\r\n")
+                assert s.recv(100).startswith(b"HTTP/1.1 400")
+        finally:
+            code = exp.stop()
+    assert code == 0
+
+
+def test_export_refuses_a_taken_port_and_an_empty_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[[node]]\nname = "a"\nurl = "http://127.0.0.1:9"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "fleettui", "export", "--listen", f"127.0.0.1:{port}",
+             "--config", str(cfg)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "fleettui", "export", "--config", str(tmp_path / "none.toml")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 2 and "No fleet config yet" in r.stderr
+
+
+# --- docs ------------------------------------------------------------------------------------
+
+
+def all_metric_names() -> set[str]:
+    views = [
+        view("a", NodeState.ONLINE, snapshot=full_snapshot(), chain=ChainStatus.OK, latency_ms=3,
+             last_seen=1.0)
+    ]  # fmt: skip
+    return {f.name for f in fleet_families(views)}
+
+
+def test_prometheus_doc_lists_every_metric_and_the_dashboard_uses_real_ones() -> None:
+    doc = (ROOT / "docs" / "prometheus.md").read_text()
+    names = all_metric_names()
+    missing = [n for n in sorted(names) if f"`{n}`" not in doc]
+    assert not missing, f"docs/prometheus.md does not document {missing}"
+    documented = set(re.findall(r"\b(fleet_[a-z0-9_]+)\b", doc))
+    assert documented <= names | {"fleet_agent", "fleet_export", "fleet_tui"}, documented - names
+    assert "scrape_configs" in doc and "job_name" in doc
+    dash = json.loads((ROOT / "contrib" / "grafana-fleettui.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 6
+    used = {m for e in exprs for m in re.findall(r"\b(fleet_[a-z0-9_]+)\b", e)}
+    assert used <= names, used - names
+    assert os.path.exists(ROOT / "contrib" / "grafana-fleettui.json")
