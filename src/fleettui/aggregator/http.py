@@ -4,23 +4,42 @@ httpcore's pool does work quadratic in its size on every request, so one shared 
 every node's connections (held-open SSE streams included) collapses at a few hundred nodes.
 Each node gets its own small client instead; they all share one SSL context, because building
 one per client costs about a megabyte and a few milliseconds each.
+
+The event stream, the one connection that carries data all the time, does not go through httpx:
+`StreamResponse` is a bare HTTP/1.1 GET on its own connection whose body is read straight off the
+socket. Per event that is one read instead of a stack of pooled-stream wrappers, each with its own
+timeout scope, which is most of what a 1000-node fleet costs (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
 import json
+import re
 import ssl
+import sys
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
 import httpx
 
 from fleettui import __version__
 
 MAX_BODY = 1 << 20  # 1 MiB: a snapshot is a few KiB; anything near this is not an agent
 ERROR_BODY = 4096  # how much of an error answer we read for its reason
+HEAD_CAP = 64 * 1024  # status line and headers of one answer
 USER_AGENT = f"fleettui/{__version__}"
+
+# httpcore asks sniffio which event loop it runs under before every request; when sniffio is
+# not installed (anyio no longer needs it) that is a failed import, a search of sys.path, each
+# time. A None entry in sys.modules makes that import fail at once, exactly as it would anyway.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 class FetchError(Exception):
@@ -85,18 +104,24 @@ def describe_transport_error(exc: Exception, timeout_s: float) -> str:
 async def error_reason(resp: httpx.Response) -> str:
     """`HTTP 500: internal error` from an agent's JSON error body, if it has one."""
     body = bytearray()
-    try:
+    with contextlib.suppress(Exception):  # a broken error body: the status alone is the reason
         async for chunk in resp.aiter_raw():
             body += chunk
             if len(body) >= ERROR_BODY:
                 break
-        detail = json.loads(bytes(body[:ERROR_BODY])).get("error")
+    return status_reason(resp.status_code, resp.headers.get("location"), bytes(body))
+
+
+def status_reason(status: int, location: str | None, body: bytes) -> str:
+    """The reason for a non-200 answer, from its status, redirect target and JSON error body."""
+    try:
+        detail = json.loads(body[:ERROR_BODY]).get("error")
     except Exception:  # any junk: the status alone is the reason
         detail = None
-    reason = f"HTTP {resp.status_code}"
-    if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("location"):
-        return f"{reason}: redirected to {resp.headers['location'][:200]} (fix the node URL)"
-    if resp.status_code == 401:
+    reason = f"HTTP {status}"
+    if status in (301, 302, 303, 307, 308) and location:
+        return f"{reason}: redirected to {location[:200]} (fix the node URL)"
+    if status == 401:
         return f"{reason}: unauthorized (configure a token for this node)"
     if isinstance(detail, str) and detail:
         return f"{reason}: {detail[:200]}"
@@ -144,3 +169,241 @@ async def get_capped(
         raise FetchError(describe_transport_error(exc, timeout_s), reachable=False) from None
     except httpx.HTTPError as exc:
         raise FetchError(str(exc) or type(exc).__name__, reachable=False) from None
+
+
+# --- the event stream's own connection ----------------------------------------------------------
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,8}")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+class StreamBroken(Exception):
+    """The connection or its HTTP framing failed mid-answer (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A node's base URL, split once: where to connect and what to put in the request line."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path of the base URL without its trailing slash
+    host_header: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = u.port or (443 if u.scheme == "https" else 80)
+        host = u.hostname
+        shown = f"[{host}]" if ":" in host else host
+        default = (u.scheme == "https" and port == 443) or (u.scheme == "http" and port == 80)
+        shown = shown if default else f"{shown}:{port}"
+        return cls(u.scheme, host, port, u.path.rstrip("/"), shown)
+
+
+class StreamResponse:
+    """One GET over a connection of its own, its body read as it arrives (chunked, sized or
+    until close). Every answer is bounded: a head over 64 KiB, a bad chunk header, a non-HTTP
+    answer all end it with a reason; the caller caps what it keeps of the body."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._buf = bytearray()  # received, not yet decoded
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._chunked = False
+        self._left = -1  # chunked: bytes left in this chunk, -1 before a size line, -2 CRLF
+        self._length: int | None = None  # sized body: bytes still to come
+        self.done = False
+
+    @classmethod
+    async def open(
+        cls,
+        ep: Endpoint,
+        path: str,
+        headers: dict[str, str],
+        *,
+        token: str | None,
+        timeout_s: float,
+    ) -> StreamResponse:
+        """Connect, send the request and read the answer's head, all within `timeout_s`.
+
+        Raises FetchError (connect failures, no answer) or StreamBroken (not HTTP).
+        """
+        lines = [f"GET {ep.prefix}{path} HTTP/1.1", f"Host: {ep.host_header}"]
+        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        for k, v in sent.items():
+            if not _HEADER_VALUE.fullmatch(v):
+                raise FetchError(f"{k} header has characters HTTP does not allow", reachable=True)
+            lines.append(f"{k}: {v}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        try:
+            with anyio.fail_after(timeout_s):
+                try:
+                    if ep.scheme == "https":
+                        stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                            ep.host,
+                            ep.port,
+                            ssl_context=shared_ssl_context(),
+                            tls_standard_compatible=False,
+                        )
+                    else:
+                        stream = await anyio.connect_tcp(ep.host, ep.port)
+                except OSError as exc:
+                    raise FetchError(describe_connect_error(exc), reachable=False) from None
+                resp = cls(stream)
+                try:
+                    await stream.send(request)
+                    await resp._read_head()
+                except BaseException:
+                    await resp.aclose()
+                    raise
+        except TimeoutError:
+            raise FetchError(f"no answer within {timeout_s:g} s", reachable=False) from None
+        return resp
+
+    async def _recv(self) -> bytes:
+        try:
+            return await self._stream.receive()
+        except anyio.EndOfStream:
+            return b""
+        except (anyio.BrokenResourceError, OSError, ssl.SSLError) as exc:
+            raise StreamBroken(f"connection dropped: {exc or type(exc).__name__}") from None
+
+    async def _read_head(self) -> None:
+        while True:
+            m = _HEAD_END.search(self._buf)
+            while m is None:
+                if len(self._buf) > HEAD_CAP:
+                    raise StreamBroken("not an HTTP answer: head over 64 KiB")
+                chunk = await self._recv()
+                if not chunk:
+                    if self._buf:
+                        raise StreamBroken("not an HTTP answer: connection closed mid-head")
+                    raise FetchError("connection closed without an answer", reachable=False)
+                self._buf += chunk
+                m = _HEAD_END.search(self._buf)
+            head = bytes(self._buf[: m.start()]).decode("latin-1")
+            del self._buf[: m.end()]
+            self._parse_head(head)
+            if not 100 <= self.status < 200:
+                break  # 1xx: an interim answer, the real one follows
+        te = self.headers.get("transfer-encoding", "").lower()
+        if te:
+            if te.rsplit(",", 1)[-1].strip() != "chunked":
+                raise StreamBroken(f"unsupported transfer-encoding {te!r}")
+            self._chunked = True
+        elif (cl := self.headers.get("content-length", "").strip()).isdigit():
+            self._length = int(cl)
+        enc = self.headers.get("content-encoding", "identity").lower()
+        if enc not in ("", "identity"):
+            raise StreamBroken(f"unsupported content-encoding {enc!r}")
+
+    def _parse_head(self, head: str) -> None:
+        status_line, *header_lines = re.split(r"\r?\n", head)
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+            raise StreamBroken(f"not an HTTP answer: {status_line[:80]!r}")
+        self.status = int(code)
+        self.headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise StreamBroken(f"not an HTTP answer: bad header line {line[:80]!r}")
+            name, value = name.lower(), value.strip()
+            self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
+
+    async def receive(self) -> bytes:
+        """The next piece of the body; b"" once it is complete or the node closed it."""
+        while not self.done:
+            if not self._buf:
+                raw = await self._recv()
+                if not raw:
+                    self.done = True
+                    return b""
+                self._buf += raw
+            out = self._decode()
+            if out:
+                return out
+        return b""
+
+    def _decode(self) -> bytes:
+        buf = self._buf
+        if not self._chunked:
+            if self._length is None:
+                out = bytes(buf)
+            else:
+                out = bytes(buf[: self._length])
+                self._length -= len(out)
+                self.done = self._length == 0
+            buf.clear()
+            return out
+        out = bytearray()
+        while buf and not self.done:
+            if self._left > 0:
+                take = buf[: self._left]
+                out += take
+                del buf[: len(take)]
+                self._left -= len(take)
+                if self._left == 0:
+                    self._left = -2
+            elif self._left == -2:  # the CRLF after a chunk's data
+                if buf[:2] == b"\r\n":
+                    del buf[:2]
+                elif buf[:1] == b"\n":
+                    del buf[:1]
+                elif buf == b"\r":
+                    break  # the LF is still on its way
+                else:
+                    raise StreamBroken("bad chunked encoding: no CRLF after a chunk")
+                self._left = -1
+            else:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    if len(buf) > 1024:
+                        raise StreamBroken("bad chunked encoding: chunk header over 1 KiB")
+                    break
+                size = bytes(buf[:nl]).split(b";", 1)[0].strip()
+                del buf[: nl + 1]
+                if not _CHUNK_SIZE.fullmatch(size):
+                    raise StreamBroken(f"bad chunked encoding: chunk size {size[:20]!r}")
+                self._left = int(size, 16)
+                if self._left == 0:
+                    self.done = True  # trailers, if any, are not read
+        return bytes(out)
+
+    async def read_capped(self, cap: int) -> bytes:
+        """The rest of the body, at most `cap` bytes (for the reason of an error answer)."""
+        body = bytearray()
+        while len(body) < cap and (chunk := await self.receive()):
+            body += chunk
+        return bytes(body[:cap])
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.aclose_forcefully(self._stream)
+
+
+def describe_connect_error(exc: OSError) -> str:
+    """A short reason for a failed connect, from the first address's error."""
+    cause: BaseException | None = exc
+    while cause is not None and not getattr(cause, "errno", None):
+        inner = getattr(cause, "exceptions", None)
+        cause = inner[0] if inner else cause.__cause__
+    err = cause if isinstance(cause, OSError) else exc
+    text = str(err) or type(err).__name__
+    low = text.lower()
+    if isinstance(err, ConnectionRefusedError) or "refused" in low:
+        return "connection refused"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed: {getattr(err, 'reason', None) or text}"
+    if "name or service" in low or "nodename nor servname" in low or "resolution" in low:
+        return f"cannot resolve host: {text}"
+    return f"cannot connect: {text}"

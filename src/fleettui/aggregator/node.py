@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 SNAPSHOT_PATH = "/api/v1/snapshot"
 EVENTS_PATH = "/api/v1/events"
 STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
+# Adaptive polling: a snapshot event is a refresh, so while the stream delivers them the poller
+# stands down. It polls when no snapshot arrived for STREAM_GRACE poll intervals (a late or
+# silent stream, or an agent ticking slower than we poll), and every HEARTBEAT_POLLS intervals
+# anyway, to measure latency and check that the snapshot endpoint itself still answers.
+STREAM_GRACE = 1.25
+HEARTBEAT_POLLS = 15
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -127,6 +133,8 @@ class NodeWorker:
         self.poll_unreachable = False
         self.stream_error: str | None = None
         self.stream_down_since: float | None = None
+        self.stream_snap_at: float | None = None  # monotonic time of the last streamed snapshot
+        self.last_poll_at = 0.0
         self.ts_changed_at = time.monotonic()
         self.last_event_id = ""
         self.poll_waker = Waker()
@@ -209,6 +217,7 @@ class NodeWorker:
         while True:
             t0 = time.monotonic()
             answered = await self.poll()
+            self.last_poll_at = time.monotonic()
             if answered:
                 self.poll_backoff.reset()
                 self.view.retry_at = None
@@ -218,6 +227,28 @@ class NodeWorker:
                 self.view.retry_at = time.time() + delay
                 self.refresh(force=True)
             await self.poll_waker.sleep(delay)
+            if answered and self.poll_error is None:
+                await self.stand_down(interval)
+
+    def stream_fresh(self, interval: float) -> bool:
+        """The event stream is up and delivered a snapshot within the grace period."""
+        return (
+            self.live
+            and self.view.stream_ok
+            and self.stream_snap_at is not None
+            and time.monotonic() - self.stream_snap_at < interval * STREAM_GRACE
+        )
+
+    async def stand_down(self, interval: float) -> None:
+        """Skip polls while the stream keeps the node fresh (see STREAM_GRACE)."""
+        heartbeat = self.last_poll_at + interval * HEARTBEAT_POLLS
+        while self.stream_fresh(interval):
+            assert self.stream_snap_at is not None
+            due = min(self.stream_snap_at + interval * STREAM_GRACE, heartbeat)
+            wait = due - time.monotonic()
+            if wait <= 0:
+                return
+            await self.poll_waker.sleep(wait)  # the stream failing wakes us at once
 
     # --- event stream --------------------------------------------------------------------
     async def stream_loop(self) -> None:
@@ -270,6 +301,7 @@ class NodeWorker:
                 self.stream_failed(f"bad snapshot event: {describe_validation(exc)}")
                 return
             self.stream_ok()
+            self.stream_snap_at = time.monotonic()
             self.apply_snapshot(snap)
             up = sum(e.status == "up" for e in snap.engines)
             watts = f"{snap.power.watts:.0f} W, " if snap.power.watts is not None else ""
@@ -314,7 +346,10 @@ class NodeWorker:
         if reason != self.stream_error:
             self.stream_error = reason
             self.set_last_error(f"event stream: {reason}")
+        if self.view.stream_ok:
+            self.poll_waker.wake()  # the poller stood down for the stream: poll again now
         self.view.stream_ok = False
+        self.stream_snap_at = None
         self.refresh(force=True)
 
     # --- audit chain ---------------------------------------------------------------------
