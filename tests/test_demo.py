@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import stat
 import struct
@@ -187,3 +188,18 @@ def test_demo_cleans_up_when_interrupted(terminal, args, sig) -> None:
     while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(pid) and not tmp.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_killed_demo_takes_its_agent_along(terminal) -> None:
+    """SIGKILL leaves no chance to clean up; the agent still must not outlive the demo."""
+    term = terminal("--nodes", "1", "--rich")
+    term.wait_for(b"demo", b"ONLINE")
+    pid, tmp = term.started()
+    term.proc.kill()
+    term.wait_exit()
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pid)
+    shutil.rmtree(tmp, ignore_errors=True)  # the one thing SIGKILL cannot let the demo do

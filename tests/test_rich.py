@@ -145,3 +145,35 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     assert str(bad) in out.stderr and "not valid TOML" in out.stderr
     missing = fleet("--config", str(tmp_path / "nope.toml"))  # a first run, named
     assert missing.returncode == 0 and str(tmp_path / "nope.toml") in missing.stdout
+
+
+# --- the shared cells and sparklines -------------------------------------------------------
+
+
+def test_sparkline_shapes() -> None:
+    from fleettui.views.sparkline import sparkline, sparkline_rows
+
+    assert sparkline([], 5) == "     "
+    assert sparkline([1, 2, 3], 5) == "  ▁▅█"  # short history: padded on the left
+    assert sparkline([5, 5, 5], 3) == "▄▄▄"  # flat reads as steady, not as zero
+    assert sparkline(list(range(100)), 4) == "▁▃▆█"  # long history: bucketed to the width
+    assert sparkline([0, 10], 2, lo=0, hi=20) == "▁▅"
+    assert len(sparkline([float("nan"), 1.0], 3)) == 3
+    rows = sparkline_rows([0, 5, 10], 3, 2, lo=0)
+    assert rows == ["  █", "▁██"]  # the lowest value still shows
+
+
+def test_formatting_helpers() -> None:
+    from fleettui.views.columns import fit_columns, fmt_age, fmt_latency, fmt_money, fmt_watts
+
+    assert fmt_watts(None) == "—" and fmt_watts(412.4) == "412W" and fmt_watts(12500) == "12.5kW"
+    assert fmt_money(9.871) == "€9.87" and fmt_money(41.23) == "€41.2"
+    assert fmt_money(262.4, "USD") == "$262" and fmt_money(12000, "CHF") == "12k"
+    assert fmt_latency(12.4) == "12ms" and fmt_latency(1240) == "1.2s" and fmt_latency(None) == "—"
+    assert fmt_age(None) == "never" and fmt_age(3.9) == "3s ago" and fmt_age(184) == "3m ago"
+    assert fmt_age(7200) == "2h ago" and fmt_age(-5) == "0s ago"
+    for width in (60, 80, 100, 120, 200):
+        widths = fit_columns(width)
+        assert {"sel", "node", "state"} <= set(widths)
+        assert sum(w + 1 for w in widths.values()) <= max(width, 30)
+    assert len(fit_columns(119)) == 12

@@ -344,3 +344,16 @@ async def test_mouse_click_moves_the_cursor() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.click("#fleet", offset=(5, 4))  # header is line 0: line 4 is the 4th node
         assert app.main.table.cursor_name == "gpu-b2"
+
+
+async def test_notes_overlay_the_state_cell_for_action_progress() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        t.set_note("gpu-a1", "running…")
+        assert plain(app, "gpu-a1", "state") == "running…"
+        t.set_note("gpu-a1", "failed", style="bold red")
+        assert plain(app, "gpu-a1", "state") == "failed"
+        t.set_note("gpu-a1", None)
+        await pilot.pause()
+        assert plain(app, "gpu-a1", "state") == "ONLINE"

@@ -28,6 +28,18 @@ ROLES = ("inference", "inference", "embeddings", "batch")
 RACKS = ("rack-a", "rack-b", "rack-c")
 
 
+def _die_with_parent() -> None:
+    """Linux, in the agent's child process: SIGTERM it if `fleet demo` dies without cleaning
+    up (SIGKILL, OOM), so no simulated agent outlives the demo. Runs before the dashboard
+    starts any thread, so forking here is safe."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class DemoError(RuntimeError):
     """The demo fleet could not be started; the message says why."""
 
@@ -146,7 +158,12 @@ class DemoFleet:
         args += ["--name", "demo", "--interval", str(self.interval_s)]
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                self._fleet(*args), env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                self._fleet(*args),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while len(self.urls) < self.nodes:

@@ -48,7 +48,8 @@ class FleetTable(DataTable):
         self.sort_reverse = False
         self.widths: dict[str, int] = {}
         self._cells: dict[str, dict[str, Text]] = {}
-        self._rendered: dict[str, tuple[int, bool]] = {}  # name -> (version, selected) drawn
+        self._rendered: dict[str, tuple] = {}  # name -> (version, selected, note) drawn
+        self.notes: dict[str, Text] = {}  # per-node overlay of the State cell (action progress)
         self._order: list[str] = []  # row keys top to bottom, as the DataTable has them
         self.cell_updates = 0  # how many cells the last apply() touched (tests, benchmarks)
 
@@ -165,27 +166,46 @@ class FleetTable(DataTable):
             if ckey.value in BY_KEY:
                 column.label = self._label(ckey.value)
 
+    def set_note(self, name: str, note: str | Text | None, style: str = "bold cyan") -> None:
+        """Show `note` in the node's State cell (e.g. bulk-action progress); None restores it."""
+        if note is None:
+            self.notes.pop(name, None)
+        else:
+            self.notes[name] = note if isinstance(note, Text) else Text(note, style=style)
+        self.apply()
+
+    def _cell(self, key: str, view: NodeView, now: float, selected: bool) -> Text:
+        note = self.notes.get(view.name) if key == "state" else None
+        if note is not None:
+            cell = note.copy()
+            cell.truncate(self.widths[key], overflow="ellipsis")
+            return cell
+        return BY_KEY[key].cell(view, self.widths[key], now, selected)
+
+    def _stamp(self, view: NodeView) -> tuple:
+        note = self.notes.get(view.name)
+        return (view.version, view.name in self.selected, note.markup if note else None)
+
     def _render(self, view: NodeView, now: float) -> dict[str, Text]:
         selected = view.name in self.selected
-        cells = {
-            key: BY_KEY[key].cell(view, width, now, selected) for key, width in self.widths.items()
-        }
+        cells = {key: self._cell(key, view, now, selected) for key in self.widths}
         self._cells[view.name] = cells
-        self._rendered[view.name] = (view.version, selected)
+        self._rendered[view.name] = self._stamp(view)
         return cells
 
     def _update(self, view: NodeView, now: float) -> None:
-        """Re-render a row only when its node or selection changed; push only changed cells."""
+        """Re-render a row only when its node, selection or note changed; push changed cells."""
         name = view.name
         old = self._cells[name]
         selected = name in self.selected
-        if self._rendered.get(name) == (view.version, selected):
+        stamp = self._stamp(view)
+        if self._rendered.get(name) == stamp:
             keys = [k for k in AGE_COLUMNS if k in self.widths]
         else:
             keys = list(self.widths)
-            self._rendered[name] = (view.version, selected)
+            self._rendered[name] = stamp
         for key in keys:
-            cell = BY_KEY[key].cell(view, self.widths[key], now, selected)
+            cell = self._cell(key, view, now, selected)
             if _same(old[key], cell):
                 continue
             try:
