@@ -20,6 +20,7 @@ COMMANDS = "fleettui.views.commands"
 DASHBOARD = "fleettui.views.main"
 BULK = "fleettui.views.bulk"
 EXPORT = "fleettui.views.export"
+COMPLETION = "fleettui.completion"
 
 
 def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -160,6 +161,16 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(func=_to(EXPORT, "cmd_export"))
 
+    completion = sub.add_parser(
+        "completion", help="print a shell completion script: source <(fleet completion bash)"
+    )
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"))
+    completion.add_argument(
+        "--nodes", action="store_true", help="print the configured node names (used by the scripts)"
+    )
+    _fleet_config(completion)
+    completion.set_defaults(func=_to(COMPLETION, "cmd_completion"))
+
     demo = sub.add_parser("demo", help="start simulated agents and open the dashboard on them")
     demo.add_argument("--nodes", type=int, default=8)
     demo.add_argument("--rich", action="store_true", help="use the Rich fallback view")
@@ -177,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rich", action="store_true", help="headless Rich view instead of Textual")
     p.add_argument("--once", action="store_true", help="with --rich: print one table and exit")
     p.add_argument("--read-only", action="store_true", help="disable every action key")
+    p.add_argument(
+        "--json",
+        dest="dashboard_json",
+        action="store_true",
+        help="poll every node once and print `fleet status --json`'s document",
+    )
     p.set_defaults(func=_to(DASHBOARD, "cmd_dashboard"))
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     _add_agent(sub)

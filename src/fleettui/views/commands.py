@@ -244,6 +244,16 @@ def _summary(views: list[NodeView]) -> dict[str, int]:
     return out
 
 
+def status_document(cfg: FleetConfig, views: list[NodeView]) -> dict[str, Any]:
+    """`fleet status --json` (and `fleet --json`): the config, a summary, every node."""
+    return {
+        "config": str(cfg.path),
+        "summary": _summary(views),
+        "nodes": [node_json(v) for v in views],
+        "warnings": cfg.warnings,
+    }
+
+
 def _check_timeout(args: argparse.Namespace) -> bool:
     if not args.timeout > 0:
         _err(f"--timeout must be a positive number of seconds (got {args.timeout:g})")
@@ -276,14 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     summary = _summary(views)
     code = 0 if summary["online"] == summary["total"] else 1
     if args.json:
-        _print_json(
-            {
-                "config": str(cfg.path),
-                "summary": summary,
-                "nodes": [node_json(v) for v in views],
-                "warnings": cfg.warnings,
-            }
-        )
+        _print_json(status_document(cfg, views))
         return code
     title = (
         f"{summary['online']}/{summary['total']} ONLINE"

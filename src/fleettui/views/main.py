@@ -67,6 +67,17 @@ async def _rich_once(cfg: FleetConfig) -> int:
     return 0
 
 
+async def _json_once(cfg: FleetConfig) -> int:
+    """`fleet --json`: what `--once` shows, as `fleet status --json`'s document."""
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.views.commands import _print_json, status_document
+
+    agg = FleetAggregator(cfg)
+    views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
+    _print_json(status_document(cfg, views))
+    return 0
+
+
 async def _rich_live(cfg: FleetConfig) -> None:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.views.rich import run_live
@@ -99,6 +110,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     cfg = _load(getattr(args, "config", None))
     if cfg is None:
         return 2
+    if getattr(args, "dashboard_json", False):
+        return anyio.run(_json_once, cfg)
     if not cfg.nodes:
         print(first_run_text(cfg.path))
         return 2 if cfg.warnings else 0
