@@ -22,7 +22,6 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 from pydantic import ValidationError
 
-from fleettui.aggregator.adapters import fetch_asiai, fetch_ollama
 from fleettui.aggregator.backoff import Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
@@ -30,9 +29,10 @@ from fleettui.aggregator.http import (
     FetchError,
     describe_transport_error,
     error_reason,
-    get_capped,
     make_client,
 )
+from fleettui.aggregator.kinds import kind_for
+from fleettui.aggregator.kinds.base import describe_validation
 from fleettui.aggregator.sse import SSEParser, StreamError, iter_events
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.config import Defaults, NodeConfig
@@ -40,7 +40,6 @@ from fleettui.wire import ActionEvent, NodeSnapshot
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_PATH = "/api/v1/snapshot"
 EVENTS_PATH = "/api/v1/events"
 STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
 # Adaptive polling: a snapshot event is a refresh, so while the stream delivers them the poller
@@ -49,17 +48,6 @@ STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed mean
 # anyway, to measure latency and check that the snapshot endpoint itself still answers.
 STREAM_GRACE = 1.25
 HEARTBEAT_POLLS = 15
-
-
-def describe_validation(exc: ValidationError) -> str:
-    """`invalid JSON: ...` or `wrong shape: node.hostname: Field required (+2 more)`."""
-    errs = exc.errors()
-    first = errs[0]
-    if first["type"] == "json_invalid":
-        return f"invalid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-    return f"wrong shape: {loc}: {first['msg']}{more}"
 
 
 class Waker:
@@ -122,9 +110,10 @@ class NodeWorker:
         self.power = PowerHistory()
         self.poll_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
         self.stream_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
-        self.streams = cfg.kind == "fleettui"
+        self.kind = kind_for(cfg.kind)  # how this node is read: kinds/
+        self.streams = self.kind.streams
         self.chain: ChainVerifier | None = (
-            ChainVerifier() if verify_chain and cfg.kind == "fleettui" else None
+            ChainVerifier() if verify_chain and self.kind.audited else None
         )
         if self.chain is None:
             self.view.chain = ChainStatus.NOT_APPLICABLE
@@ -179,15 +168,7 @@ class NodeWorker:
     # --- polling -------------------------------------------------------------------------
     async def fetch_snapshot(self, timeout_s: float) -> NodeSnapshot:
         assert self.client is not None
-        if self.cfg.kind == "ollama":
-            return await fetch_ollama(self.client, self.cfg.url, timeout_s)
-        if self.cfg.kind == "asiai":
-            return await fetch_asiai(self.client, self.cfg.url, timeout_s)
-        body = await get_capped(self.client, SNAPSHOT_PATH, timeout_s=timeout_s)
-        try:
-            return NodeSnapshot.model_validate_json(body)
-        except ValidationError as exc:
-            raise FetchError(f"bad snapshot: {describe_validation(exc)}", reachable=True) from None
+        return await self.kind.fetch_snapshot(self.client, self.cfg.url, timeout_s)
 
     async def poll(self, timeout_s: float | None = None) -> bool:
         """One snapshot request; records the outcome. Returns whether the node answered."""
