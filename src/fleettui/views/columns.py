@@ -287,17 +287,18 @@ COLUMNS: tuple[Column, ...] = (
 )
 BY_KEY = {c.key: c for c in COLUMNS}
 SORTABLE = tuple(c.key for c in COLUMNS if c.sort is not None)
+FLEX_ORDER = ("node", "models", "engines", "role", "power")
 
 
 def full_width(columns: Iterable[Column] = COLUMNS) -> int:
     return sum(c.width + SEP for c in columns)
 
 
-def fit_columns(available: int) -> dict[str, int]:
+def fit_columns(available: int, longest_name: int | None = None) -> dict[str, int]:
     """Which columns fit in `available` cells, with their widths, in display order.
 
     Columns are admitted by priority while they fit; leftover space then widens the flexible
-    ones (node, engines, models, ...) in display order.
+    ones in FLEX_ORDER: node names first (up to `longest_name`), then models, engines...
     """
     chosen: set[str] = set()
     used = 0
@@ -308,10 +309,14 @@ def fit_columns(available: int) -> dict[str, int]:
             used += need
     widths = {c.key: c.width for c in COLUMNS if c.key in chosen}
     spare = max(0, available - used)
-    for col in COLUMNS:
-        if col.key in chosen and col.flex and spare:
-            extra = min(col.flex, spare)
-            widths[col.key] += extra
+    for key in FLEX_ORDER:
+        col = BY_KEY[key]
+        if key in chosen and spare:
+            room = col.flex
+            if key == "node" and longest_name is not None:  # no wider than the longest name
+                room = max(0, min(room, longest_name - col.width))
+            extra = min(room, spare)
+            widths[key] += extra
             spare -= extra
     return widths
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from fleettui.aggregator.state import NodeView
 from fleettui.views.columns import (
     BY_KEY,
+    COLUMNS,
     fit_columns,
     fleet_totals,
     full_width,
@@ -28,12 +29,13 @@ from fleettui.views.columns import (
 )
 from fleettui.views.source import FleetSource
 
-FILE_WIDTH = full_width() + 40  # every column, with room for longer names and models
+FILE_WIDTH = full_width() + sum(c.flex for c in COLUMNS)  # every column at its widest
 
 
 def fleet_table(views: list[NodeView], now: float, width: int | None = None) -> Table:
     """The fleet table; `width` None draws every column (for files and pipes)."""
-    widths = {k: w for k, w in fit_columns(width or FILE_WIDTH).items() if k != "sel"}
+    longest = max((len(v.name) for v in views), default=0)
+    widths = {k: w for k, w in fit_columns(width or FILE_WIDTH, longest).items() if k != "sel"}
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,

@@ -153,7 +153,7 @@ class FleetTable(DataTable):
         width = self.size.width
         if rows + 1 > self.size.height:  # the header takes a line; leave room for the scrollbar
             width -= self.styles.scrollbar_size_vertical
-        return fit_columns(width)
+        return fit_columns(width, max((len(n) for n in self.views), default=0))
 
     def _label(self, key: str) -> Text:
         col = BY_KEY[key]
