@@ -10,6 +10,7 @@ event log. Action keys only post `ActionRequested`; the bulk-action layer acts o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -109,8 +110,15 @@ class FleetApp(App[None]):
 
     async def follow_events(self) -> None:
         log = self.main.event_log
-        async for event in self.source.events():
-            log.add(event)
+        stream = self.source.events()
+        try:
+            async for event in stream:
+                log.add(event)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:  # unsubscribe now, not whenever it is collected
+                with contextlib.suppress(Exception):
+                    await close()
 
     # --- screens ---------------------------------------------------------------------
     def action_help(self) -> None:
