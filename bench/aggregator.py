@@ -70,11 +70,11 @@ async def run_aggregator(urls: dict[str, str], window: float, warmup: float) -> 
 
     def on_change(worker) -> None:  # bench-only hook: when a new snapshot becomes visible
         original(worker)
-        snap = worker.view.snapshot
-        if measuring and snap is not None and last_ts.get(worker.cfg.name) != snap.ts:
-            latencies.append((time.time() - snap.ts) * 1000)
-        if snap is not None:
-            last_ts[worker.cfg.name] = snap.ts
+        ts = worker.snap_ts
+        if measuring and ts is not None and last_ts.get(worker.cfg.name) != ts:
+            latencies.append((time.time() - ts) * 1000)
+        if ts is not None:
+            last_ts[worker.cfg.name] = ts
 
     agg._on_change = on_change
     for w in agg._workers:

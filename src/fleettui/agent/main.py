@@ -60,6 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             [prefix] if nodes == 1 and args.name else [f"{prefix}-{i:03d}" for i in range(nodes)]
         )
         agents = [NodeAgent.simulate(config, n) for n in names]
+        for i, agent in enumerate(agents):  # independent machines do not tick in lockstep
+            agent.phase_s = config.interval_s * i / len(agents)
     else:
         agents = [NodeAgent.real(config)]
     from fleettui.agent.actions import ActionService

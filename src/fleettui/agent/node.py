@@ -189,6 +189,7 @@ class NodeAgent:
         self.actions: ActionService | None = None  # the write side, attached by the server
         self.ticks = 0
         self.collect_s_total = 0.0
+        self.phase_s = 0.0  # delay of the first loop tick (spreads many simulated nodes out)
 
     @classmethod
     def real(cls, config: AgentConfig, *, nvml: object | None = None) -> NodeAgent:
@@ -230,7 +231,7 @@ class NodeAgent:
     async def run(self) -> None:
         """Collect every interval, keeping cadence (a slow tick shortens the next sleep)."""
         interval = self.config.interval_s
-        next_at = time.monotonic()
+        next_at = time.monotonic() + self.phase_s
         try:
             while True:
                 if self.latest is None or time.monotonic() >= next_at:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 
 from fleettui.wire import NodeSnapshot
 
@@ -12,40 +12,48 @@ class PowerHistory:
 
     Samples arrive from polls and from the event stream at whatever rate the node ticks; slotting
     by the snapshot's own timestamp gives the sparkline a steady time axis and drops duplicates
-    (the same snapshot seen by the poller and the stream counts once).
+    (the same snapshot seen by the poller and the stream counts once). Slots and watts live in
+    two flat arrays (16 bytes a sample, not a tuple of two boxed numbers: 1 KB a node, not 6).
     """
 
     def __init__(self, window_s: float = 120.0, slot_s: float = 2.0) -> None:
         self.slot_s = slot_s
         self.slots = max(1, round(window_s / slot_s))
-        self._buf: deque[tuple[int, float]] = deque(maxlen=self.slots)
+        self._slot = array("q")
+        self._watts = array("d")
 
     def add(self, ts: float, watts: float | None) -> bool:
         """Record a sample; returns whether the visible history changed."""
         if watts is None:
             return False
         slot = int(ts // self.slot_s)
-        if self._buf:
-            last_slot, last_w = self._buf[-1]
+        slots, ws = self._slot, self._watts
+        if slots:
+            last_slot = slots[-1]
             if slot < last_slot - self.slots:
-                self._buf.clear()  # the node's clock stepped far back: start over
+                del slots[:], ws[:]  # the node's clock stepped far back: start over
             elif slot < last_slot:
                 return False  # older than what we have (a late duplicate)
             elif slot == last_slot:
-                if last_w == watts:
+                if ws[-1] == watts:
                     return False
-                self._buf[-1] = (slot, watts)
+                ws[-1] = watts
                 return True
-        self._buf.append((slot, watts))
-        while self._buf and self._buf[0][0] <= slot - self.slots:
-            self._buf.popleft()  # a gap (node was offline): forget what is out of the window
+        slots.append(slot)
+        ws.append(watts)
+        # a gap (node was offline) or a full window: forget what is out of the window
+        drop = 0
+        while drop < len(slots) and slots[drop] <= slot - self.slots:
+            drop += 1
+        if drop:
+            del slots[:drop], ws[:drop]
         return True
 
     def values(self) -> list[float]:
-        return [w for _, w in self._buf]
+        return self._watts.tolist()
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self._watts)
 
 
 def daily_costs(snap: NodeSnapshot, days: int = 7) -> list[float]:

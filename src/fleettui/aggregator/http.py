@@ -22,7 +22,7 @@ import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import anyio
 import anyio.abc
@@ -198,11 +198,12 @@ class Endpoint:
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         port = u.port or (443 if u.scheme == "https" else 80)
-        host = u.hostname
+        host = u.hostname if u.hostname.isascii() else u.hostname.encode("idna").decode()
         shown = f"[{host}]" if ":" in host else host
         default = (u.scheme == "https" and port == 443) or (u.scheme == "http" and port == 80)
         shown = shown if default else f"{shown}:{port}"
-        return cls(u.scheme, host, port, u.path.rstrip("/"), shown)
+        prefix = quote(u.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
+        return cls(u.scheme, host, port, prefix, shown)
 
 
 class StreamResponse:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,21 +18,23 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
-from fleettui.aggregator.backoff import Backoff
+from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
+    Endpoint,
     FetchError,
-    describe_transport_error,
-    error_reason,
+    StreamBroken,
+    StreamResponse,
     make_client,
+    status_reason,
 )
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import describe_validation
-from fleettui.aggregator.sse import SSEParser, StreamError, iter_events
+from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.config import Defaults, NodeConfig
 from fleettui.wire import ActionEvent, NodeSnapshot
@@ -42,12 +43,15 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/api/v1/events"
 STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
+IDLE_SLACK_S = 5.0  # move the idle deadline only when it is this stale (it costs a timer)
+ERROR_BODY = 4096
 # Adaptive polling: a snapshot event is a refresh, so while the stream delivers them the poller
 # stands down. It polls when no snapshot arrived for STREAM_GRACE poll intervals (a late or
 # silent stream, or an agent ticking slower than we poll), and every HEARTBEAT_POLLS intervals
 # anyway, to measure latency and check that the snapshot endpoint itself still answers.
 STREAM_GRACE = 1.25
 HEARTBEAT_POLLS = 15
+BIG_SNAPSHOT = 32 * 1024  # keep such a snapshot re-serialised, not as the node sent it
 
 
 class Waker:
@@ -92,11 +96,13 @@ class NodeWorker:
         verify_chain: bool,
         on_change: Callable[[NodeWorker], None],
         emit: Callable[[FleetEvent], None],
+        wants: Callable[[str], bool] = lambda kind: True,
     ) -> None:
         self.cfg = cfg
         self.defaults = defaults
         self.on_change = on_change
         self.emit = emit
+        self.wants = wants  # whether any reader takes events of a kind (skip building them)
         self.view = NodeView(
             name=cfg.name,
             url=cfg.url,
@@ -107,6 +113,15 @@ class NodeWorker:
         )
         self.client: httpx.AsyncClient | None = None
         self.token: str | None = None
+        self.endpoint = Endpoint.parse(cfg.url)
+        # The last good snapshot is kept as JSON text plus the few facts the state rules need,
+        # not as a model: a model is ~150 objects that the garbage collector would walk over
+        # and over (500 replaced a second at 1000 nodes). Copies for the views are built from
+        # the text on demand (`snapshot()`).
+        self.snap_json: str | bytes | None = None
+        self.snap_ts: float | None = None
+        self.snap_reasons: list[str] = []  # the agent's problems and engines that are down
+        self.audit_seq: int | None = None
         self.power = PowerHistory()
         self.poll_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
         self.stream_backoff = Backoff(defaults.backoff_min_s, defaults.backoff_max_s)
@@ -124,6 +139,7 @@ class NodeWorker:
         self.stream_down_since: float | None = None
         self.stream_snap_at: float | None = None  # monotonic time of the last streamed snapshot
         self.last_poll_at = 0.0
+        self.standing_down = False  # the poller waits on the stream (the aggregator watches it)
         self.ts_changed_at = time.monotonic()
         self.last_event_id = ""
         self.poll_waker = Waker()
@@ -194,7 +210,7 @@ class NodeWorker:
 
     async def poll_loop(self) -> None:
         interval = self.defaults.poll_interval_s
-        rng = random.Random()
+        rng = SHARED_RNG
         while True:
             t0 = time.monotonic()
             answered = await self.poll()
@@ -211,25 +227,37 @@ class NodeWorker:
             if answered and self.poll_error is None:
                 await self.stand_down(interval)
 
-    def stream_fresh(self, interval: float) -> bool:
+    def stream_fresh(self, now: float) -> bool:
         """The event stream is up and delivered a snapshot within the grace period."""
         return (
             self.live
             and self.view.stream_ok
             and self.stream_snap_at is not None
-            and time.monotonic() - self.stream_snap_at < interval * STREAM_GRACE
+            and now - self.stream_snap_at < self.defaults.poll_interval_s * STREAM_GRACE
         )
 
     async def stand_down(self, interval: float) -> None:
-        """Skip polls while the stream keeps the node fresh (see STREAM_GRACE)."""
+        """Skip polls while the stream keeps the node fresh (see STREAM_GRACE).
+
+        Only the heartbeat is a timer here; a stream that goes quiet is noticed by the
+        aggregator's watchdog (`check_stream`), one timer for the whole fleet instead of one
+        wake-up per node per event.
+        """
         heartbeat = self.last_poll_at + interval * HEARTBEAT_POLLS
-        while self.stream_fresh(interval):
-            assert self.stream_snap_at is not None
-            due = min(self.stream_snap_at + interval * STREAM_GRACE, heartbeat)
-            wait = due - time.monotonic()
-            if wait <= 0:
-                return
-            await self.poll_waker.sleep(wait)  # the stream failing wakes us at once
+        self.standing_down = True
+        try:
+            while self.stream_fresh(time.monotonic()):
+                wait = heartbeat - time.monotonic()
+                if wait <= 0:
+                    return
+                await self.poll_waker.sleep(wait)  # a stream failing or gone quiet wakes us
+        finally:
+            self.standing_down = False
+
+    def check_stream(self, now: float) -> None:
+        """Watchdog tick: wake a poller that stood down for a stream that has gone quiet."""
+        if self.standing_down and not self.stream_fresh(now):
+            self.poll_waker.wake()
 
     # --- event stream --------------------------------------------------------------------
     async def stream_loop(self) -> None:
@@ -237,41 +265,57 @@ class NodeWorker:
             try:
                 await self.stream_once()
                 reason = "stream closed by the node"
-            except StreamError as exc:
+            except (StreamError, StreamBroken) as exc:
                 reason = str(exc)
             except FetchError as exc:
                 reason = exc.reason
-            except TimeoutError:
-                reason = f"no answer within {self.defaults.http_timeout_s:g} s"
-            except httpx.TransportError as exc:
-                reason = describe_transport_error(exc, self.defaults.http_timeout_s)
-                if isinstance(exc, httpx.ReadTimeout):
-                    reason = f"no event or ping for {STREAM_IDLE_S:g} s"
-            except httpx.HTTPError as exc:
-                reason = str(exc) or type(exc).__name__
             self.stream_failed(reason)
             await self.stream_waker.sleep(self.stream_backoff.next_delay())
 
     async def stream_once(self) -> None:
-        assert self.client is not None
-        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
-        timeout = httpx.Timeout(self.defaults.http_timeout_s, read=STREAM_IDLE_S)
-        async with contextlib.AsyncExitStack() as stack:
-            with anyio.fail_after(self.defaults.http_timeout_s):
-                es = await stack.enter_async_context(
-                    aconnect_sse(self.client, "GET", EVENTS_PATH, headers=headers, timeout=timeout)
-                )
-            resp = es.response
-            if resp.status_code != 200:
-                raise FetchError(await error_reason(resp), reachable=True)
+        """One connection to the event stream, read until it ends or fails.
+
+        Events are handled as they are parsed, in this task: no per-event task, queue or
+        timeout scope. Silence is caught by one deadline that is pushed forward as bytes
+        arrive (agents send a ping every 15 s).
+        """
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        timeout = self.defaults.http_timeout_s
+        t0 = time.perf_counter()
+        resp = await StreamResponse.open(
+            self.endpoint, EVENTS_PATH, headers, token=self.token, timeout_s=timeout
+        )
+        if self.view.latency_ms is None:  # until the first poll answers, the stream's will do
+            self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+        try:
+            if resp.status != 200:
+                with anyio.move_on_after(timeout):
+                    body = await resp.read_capped(ERROR_BODY)
+                reason = status_reason(resp.status, resp.headers.get("location"), body)
+                raise FetchError(reason, reachable=True)
             ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
             if ctype != "text/event-stream":
                 raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
             parser = SSEParser()
-            async for sse in iter_events(resp.aiter_raw(), parser):
-                if parser.last_id:
-                    self.last_event_id = parser.last_id
-                self.handle_event(sse)
+            with anyio.CancelScope() as idle:
+                idle.deadline = anyio.current_time() + STREAM_IDLE_S
+                while chunk := await resp.receive():
+                    now = anyio.current_time()
+                    if idle.deadline - now < STREAM_IDLE_S - IDLE_SLACK_S:
+                        idle.deadline = now + STREAM_IDLE_S
+                    for sse in parser.feed(chunk):
+                        self.last_event_id = parser.last_id
+                        self.handle_event(sse)
+                for sse in parser.finish():
+                    self.handle_event(sse)
+            if idle.cancelled_caught:
+                raise StreamError(f"no event or ping for {STREAM_IDLE_S:g} s")
+            if parser.mid_event:
+                raise StreamError("stream dropped mid-event")
+        finally:
+            await resp.aclose()
 
     def handle_event(self, sse: ServerSentEvent) -> None:
         now = time.time()
@@ -283,11 +327,12 @@ class NodeWorker:
                 return
             self.stream_ok()
             self.stream_snap_at = time.monotonic()
-            self.apply_snapshot(snap)
-            up = sum(e.status == "up" for e in snap.engines)
-            watts = f"{snap.power.watts:.0f} W, " if snap.power.watts is not None else ""
-            summary = f"snapshot: {watts}{up}/{len(snap.engines)} engines up"
-            self.emit(FleetEvent(now, self.cfg.name, "snapshot", summary))
+            self.apply_snapshot(snap, sse.data)
+            if self.wants("snapshot"):
+                up = sum(e.status == "up" for e in snap.engines)
+                watts = f"{snap.power.watts:.0f} W, " if snap.power.watts is not None else ""
+                summary = f"snapshot: {watts}{up}/{len(snap.engines)} engines up"
+                self.emit(FleetEvent(now, self.cfg.name, "snapshot", summary))
         elif sse.event == "action":
             self.stream_ok()
             data = _json_or_none(sse.data)
@@ -385,21 +430,65 @@ class NodeWorker:
         return ok
 
     # --- state ---------------------------------------------------------------------------
-    def apply_snapshot(self, snap: NodeSnapshot) -> None:
-        prev = self.view.snapshot
-        if prev is None or prev.ts != snap.ts:
+    def apply_snapshot(self, snap: NodeSnapshot, raw: str | bytes | None = None) -> None:
+        """Keep a validated snapshot: as text (`raw`, the JSON it was validated from, when
+        given) plus the facts the state rules read. See `snap_json`."""
+        if self.snap_ts != snap.ts:
             self.ts_changed_at = time.monotonic()
-        self.view.snapshot = snap
+        if raw is None or len(raw) > BIG_SNAPSHOT:
+            raw = snap.model_dump_json()  # unknown extra fields are not kept (nor re-parsed)
+        self.snap_json = raw
+        self.snap_ts = snap.ts
+        self.audit_seq = snap.audit.seq
+        reasons = list(snap.problems)
+        for eng in snap.engines:
+            if eng.status == "down" and not any(f"engine {eng.name}" in r for r in reasons):
+                err = f": {eng.error}" if eng.error else ""
+                reasons.append(f"engine {eng.name} down{err}")
+        if reasons != self.snap_reasons:
+            self.snap_reasons = reasons
         self.view.last_seen = time.time()
-        if self.power.add(snap.ts, snap.power.watts) or not self.view.power_history:
-            self.view.power_history = self.power.values()
-        self.view.cost_daily = daily_costs(snap)
+        self.power.add(snap.ts, snap.power.watts)
         if self.chain is not None and self.chain.check_head(snap.audit):
             self.chain_waker.wake()
+        cost = daily_costs(snap)
+        if cost != self.view.cost_daily:
+            self.view.cost_daily = cost
         if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
             self.view.chain = self.chain.status
             self.view.chain_detail = self.chain.detail
         self.refresh(force=True)
+
+    def snapshot(self) -> NodeSnapshot | None:
+        """A new model of the last good snapshot (nothing shared with the worker)."""
+        if self.snap_json is None:
+            return None
+        return NodeSnapshot.model_validate_json(self.snap_json)
+
+    def view_copy(self) -> NodeView:
+        """What the views get: a copy that shares nothing mutable with the worker."""
+        v = self.view
+        return NodeView(
+            name=v.name,
+            url=v.url,
+            role=v.role,
+            tags=list(v.tags),
+            has_token=v.has_token,
+            state=v.state,
+            reasons=list(v.reasons),
+            snapshot=self.snapshot(),
+            latency_ms=v.latency_ms,
+            last_seen=v.last_seen,
+            last_error=v.last_error,
+            power_history=self.power.values(),
+            cost_daily=list(v.cost_daily),
+            chain=v.chain,
+            chain_detail=v.chain_detail,
+            stream_ok=v.stream_ok,
+            version=v.version,
+            kind=v.kind,
+            retry_at=v.retry_at,
+        )
 
     def set_last_error(self, text: str) -> None:
         if text != self.view.last_error:
@@ -413,16 +502,11 @@ class NodeWorker:
         reasons: list[str] = []
         if self.poll_error:
             reasons.append(f"snapshot: {self.poll_error}")
-        snap = self.view.snapshot
-        if snap is not None:
-            reasons.extend(snap.problems)
-            for eng in snap.engines:
-                if eng.status == "down" and not any(f"engine {eng.name}" in r for r in reasons):
-                    err = f": {eng.error}" if eng.error else ""
-                    reasons.append(f"engine {eng.name} down{err}")
+        reasons.extend(self.snap_reasons)
+        has_snap = self.snap_json is not None
         if self.live:
             age = time.monotonic() - self.ts_changed_at
-            if snap is not None and age > self.defaults.stale_after_s:
+            if has_snap and age > self.defaults.stale_after_s:
                 reasons.append(f"snapshot stale: not updated for {age:.0f} s")
             grace = max(self.defaults.poll_interval_s, self.defaults.backoff_min_s)
             if (
@@ -435,15 +519,17 @@ class NodeWorker:
             reasons.append(f"audit chain BROKEN: {self.chain.detail}")
         if reasons:
             return NodeState.DEGRADED, reasons
-        return (NodeState.INITIALIZING if snap is None else NodeState.ONLINE), []
+        return (NodeState.ONLINE if has_snap else NodeState.INITIALIZING), []
 
     def refresh(self, *, force: bool = False) -> None:
         """Re-derive state and reasons, emit a state event on a change, publish the new version."""
         state, reasons = self.evaluate()
         old = self.view.state
-        changed = force or state != old or reasons != self.view.reasons
+        same_reasons = reasons == self.view.reasons
+        changed = force or state != old or not same_reasons
         self.view.state = state
-        self.view.reasons = reasons
+        if not same_reasons:
+            self.view.reasons = reasons
         if state != old:
             why = f": {reasons[0]}" if reasons else ""
             self.emit(
