@@ -20,7 +20,9 @@ from textual.binding import Binding
 from fleettui.config import FleetConfig
 from fleettui.select import parse
 from fleettui.views.source import FleetSource
+from fleettui.views.tui.bulk import BulkRunner
 from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.screens.confirm import ActionChoice, ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.screens.main import MainScreen
@@ -67,6 +69,7 @@ class FleetApp(App[None]):
         self.refreshes = 0  # snapshot refreshes applied (tests check coalescing with it)
         self.theme = "textual-dark"
         self.main = MainScreen(clock, fmt_time, read_only, on_ready=self._start)
+        self.bulk = BulkRunner(self)
 
     def get_default_screen(self) -> MainScreen:
         return self.main
@@ -130,10 +133,18 @@ class FleetApp(App[None]):
         if view is not None:
             self.push_screen(DetailScreen(view, self.source.fetch_audit, self.clock, self.fmt_time))
 
+    # --- bulk actions ----------------------------------------------------------------
     def on_action_requested(self, message: ActionRequested) -> None:
-        """Placeholder until the bulk-action dispatcher lands: say what would happen."""
-        self.notify(
-            f"{message.action} on {', '.join(message.targets)}: bulk actions are not available "
-            "in this build yet",
-            severity="warning",
-        )
+        """Ask first: the modal lists the targets and the engines (and models) on them."""
+        views = [self.main.views[n] for n in message.targets if n in self.main.views]
+        if views:
+            self.push_screen(ConfirmActionScreen(message.action, views), self._confirmed)
+
+    def _confirmed(self, choice: ActionChoice | None) -> None:
+        if choice is None:
+            self.notify("cancelled: nothing sent", timeout=3)
+            return
+        if self.config is None:
+            self.notify("no fleet config loaded: actions are unavailable", severity="error")
+            return
+        self.run_worker(self.bulk.run(choice), group="action", exit_on_error=False)

@@ -72,5 +72,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("help_80x24", ("question_mark",), size=(80, 24)),
     Scene("sorted_events", ("s", "s", "s", "s", "e")),
     Scene("read_only", ("R",), app_kwargs={"read_only": True}),
+    Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
+    Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
 )
 BY_NAME = {s.name: s for s in SCENES}

@@ -35,7 +35,7 @@ class MainScreen(Screen[None]):
         Binding("e", "toggle_events", "Events"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         *(
-            Binding(key, f"node_action('{action}')", action.title(), show=False)
+            Binding(key, f"node_action('{action}')", action.title())
             for key, action in ACTION_KEYS.items()
         ),
     ]

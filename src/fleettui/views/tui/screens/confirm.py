@@ -1,0 +1,226 @@
+"""The confirmation modal for R/U/P/X/T: which nodes, which engine (and model), then y or esc.
+
+Nothing is sent until the operator confirms. The engines and models offered are the ones
+present on the target nodes, counted, so a typo cannot send `restart vlm` to forty machines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from fleettui.aggregator.state import NodeView
+
+VERBS = {
+    "restart": "Restart",
+    "unload": "Unload",
+    "purge": "Purge",
+    "stop": "Stop",
+    "start": "Start",
+}
+NEEDS_ENGINE = {"restart", "unload", "stop", "start"}
+ALL_MODELS = "\x00all"  # option id of "every resident model"
+MAX_LISTED = 12
+
+
+@dataclass(frozen=True)
+class ActionChoice:
+    action: str
+    targets: list[str]
+    engine: str | None
+    model: str | None
+
+
+def engines_on(views: list[NodeView]) -> Counter[str]:
+    """How many target nodes run each engine (up or down: a down engine is what one starts)."""
+    c: Counter[str] = Counter()
+    for v in views:
+        if v.snapshot is not None:
+            c.update({e.name for e in v.snapshot.engines})
+    return c
+
+
+def models_on(views: list[NodeView], engine: str) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for v in views:
+        if v.snapshot is None:
+            continue
+        for e in v.snapshot.engines:
+            if e.name == engine:
+                c.update({m.name for m in e.models})
+    return c
+
+
+def targets_table(views: list[NodeView]) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(no_wrap=True)
+    t.add_column(no_wrap=True)
+    t.add_column(no_wrap=True)
+    for v in views[:MAX_LISTED]:
+        token = (
+            Text("token ✓", style="green")
+            if v.has_token
+            else Text("no token: not sent", style="red")
+        )
+        t.add_row(Text(v.name, style="bold"), Text(v.state.value, style="dim"), token)
+    if len(views) > MAX_LISTED:
+        t.add_row(Text(f"… and {len(views) - MAX_LISTED} more", style="dim"), "", "")
+    return t
+
+
+class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
+    """Dismisses with the operator's choice, or None when cancelled."""
+
+    BINDINGS = [
+        Binding("escape,n", "cancel", "Cancel"),
+        Binding("y", "confirm", "Confirm"),
+    ]
+
+    def __init__(self, action: str, views: list[NodeView]) -> None:
+        super().__init__()
+        self.action = action
+        self.views = views
+        self.engines = engines_on(views)
+
+    def compose(self) -> ComposeResult:
+        n = len(self.views)
+        with Vertical(id="confirm-box"):
+            yield Label(
+                f"[b]{VERBS[self.action]}[/b] on {n} node{'s' if n != 1 else ''}",
+                id="confirm-title",
+            )
+            yield Static(targets_table(self.views), id="confirm-targets")
+            if self.action in NEEDS_ENGINE:
+                yield Label("Engine", classes="confirm-label")
+                yield OptionList(
+                    *[
+                        Option(Text.assemble(name, (f"  on {count}/{n}", "dim")), id=name)
+                        for name, count in sorted(
+                            self.engines.items(), key=lambda kv: (-kv[1], kv[0])
+                        )
+                    ],
+                    id="confirm-engine",
+                )
+            if self.action == "unload":
+                yield Label("Model", classes="confirm-label")
+                yield OptionList(id="confirm-model")
+            yield Static(id="confirm-summary")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(VERBS[self.action], variant="error", id="confirm-yes")
+                yield Button("Cancel", id="confirm-no")
+            hint = Text.assemble(
+                ("y", "bold"),
+                " confirm · ",
+                ("n", "bold"),
+                "/",
+                ("esc", "bold"),
+                " cancel · ",
+                ("tab", "bold"),
+                " next list",
+            )
+            yield Label(hint, id="confirm-hint")
+
+    def on_mount(self) -> None:
+        # Short terminals (80x24): drop the buttons and spacing; y / esc still work.
+        self.query_one("#confirm-box").set_class(self.app.size.height < 32, "compact")
+        if self.action in NEEDS_ENGINE:
+            engines = self.query_one("#confirm-engine", OptionList)
+            if engines.option_count:
+                engines.highlighted = 0
+            engines.focus()
+        self._fill_models()
+        self._summarise()
+
+    # --- choices -----------------------------------------------------------------------
+    @property
+    def engine(self) -> str | None:
+        if self.action not in NEEDS_ENGINE:
+            return None
+        ol = self.query_one("#confirm-engine", OptionList)
+        if ol.highlighted is None:
+            return None
+        return ol.get_option_at_index(ol.highlighted).id
+
+    @property
+    def model(self) -> str | None:
+        if self.action != "unload":
+            return None
+        ol = self.query_one("#confirm-model", OptionList)
+        if ol.highlighted is None:
+            return None
+        mid = ol.get_option_at_index(ol.highlighted).id
+        return None if mid == ALL_MODELS else mid
+
+    def _fill_models(self) -> None:
+        if self.action != "unload":
+            return
+        ol = self.query_one("#confirm-model", OptionList)
+        ol.clear_options()
+        engine = self.engine
+        if engine is None:
+            return
+        counts = models_on(self.views, engine)
+        ol.add_option(Option("every resident model", id=ALL_MODELS))
+        for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            ol.add_option(Option(Text.assemble(name, (f"  on {count}", "dim")), id=name))
+        ol.highlighted = 0
+
+    def _summarise(self) -> None:
+        words = [VERBS[self.action].lower()]
+        if self.action in NEEDS_ENGINE:
+            if self.engine is None:
+                self.query_one("#confirm-summary", Static).update(
+                    Text("no engine on these nodes: nothing to act on", style="bold red")
+                )
+                return
+            words.append(self.engine)
+        if self.action == "unload":
+            words.append(self.model or "(every model)")
+        unsent = sum(1 for v in self.views if not v.has_token)
+        text = Text(" ".join(words), style="bold")
+        text.append(f" on {len(self.views) - unsent} node(s)")
+        if unsent:
+            text.append(f"; {unsent} without a token will fail here, unsent", style="yellow")
+        if self.action in NEEDS_ENGINE and self.engine is not None:
+            lacking = len(self.views) - self.engines[self.engine]
+            if lacking:
+                text.append(f"; {lacking} not running {self.engine} will refuse it", style="yellow")
+        self.query_one("#confirm-summary", Static).update(text)
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "confirm-engine":
+            self._fill_models()
+        self._summarise()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        """Enter on the engine list moves on to the models; enter on the last list confirms."""
+        if event.option_list.id == "confirm-engine" and self.action == "unload":
+            self.query_one("#confirm-model", OptionList).focus()
+        else:
+            self.query_one("#confirm-yes", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "confirm-yes":
+            self.action_confirm()
+        else:
+            self.action_cancel()
+
+    def action_confirm(self) -> None:
+        if self.action in NEEDS_ENGINE and self.engine is None:
+            self.app.bell()
+            return
+        self.dismiss(
+            ActionChoice(self.action, [v.name for v in self.views], self.engine, self.model)
+        )
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
