@@ -230,8 +230,8 @@ async def test_action_keys_post_targets_or_refuse_when_read_only() -> None:
     seen: list = []
     app = sample_app()
     async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
-        await pilot.press("R")  # no selection: the cursor row
-        await pilot.press("down", "space", "down", "down", "space", "U")
+        await pilot.press("R", "escape")  # no selection: the cursor row; the modal cancels
+        await pilot.press("down", "space", "down", "down", "space", "U", "escape")
         await pilot.pause()
     posted = {id(m): m for m in seen if isinstance(m, ActionRequested)}  # hook sees each hop
     actions = [(m.action, m.targets) for m in posted.values()]

@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from fleettui.aggregator.state import NodeView
+from fleettui.aggregator.state import ChainStatus, NodeView
 from fleettui.views.columns import (
     CHAIN_STYLE,
     STATE_STYLE,
@@ -79,14 +79,15 @@ def header(view: NodeView, now: float) -> RenderableType:
         )
         rows.append(("load", f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}"))
     poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
-    poll += " · event stream " + ("connected" if view.stream_ok else "down")
+    if view.chain is not ChainStatus.NOT_APPLICABLE:  # asiai / bare Ollama nodes never stream
+        poll += " · event stream " + ("connected" if view.stream_ok else "down")
     if view.retry_at is not None:
         poll += f" · next retry in {max(0, view.retry_at - now):.0f}s"
     rows.append(("poll", poll))
     chain = Text(view.chain.value, style=CHAIN_STYLE[view.chain])
     if view.chain_detail:
         chain.append(f"  {view.chain_detail}")
-    if snap:
+    if snap and view.chain is not ChainStatus.NOT_APPLICABLE:
         chain.append(f"  (head seq {snap.audit.seq})", style="dim")
     rows.append(("audit chain", chain))
     return Group(line, _kv(rows))
