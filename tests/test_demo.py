@@ -23,7 +23,7 @@ import pytest
 from fleettui.config import load_fleet_config
 from fleettui.views.demo import DemoError, DemoFleet
 
-STARTED_RE = re.compile(rb"agent pid (\d+), temp dir (\S+)")
+STARTED_RE = re.compile(rb"agent pids ([\d ]+), temp dir (\S+)")
 ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -37,7 +37,8 @@ def gone(pid: int) -> bool:
 
 def test_demo_fleet_has_working_tokens_and_cleans_up() -> None:
     with DemoFleet(2) as demo:
-        tmp, proc = demo.tmp, demo.proc
+        tmp, proc = demo.tmp, demo.procs[0]
+        assert len(demo.procs) == 2  # one process per node: each can be killed alone
         assert tmp is not None and proc is not None
         cfg = load_fleet_config(demo.config_path)
         assert [n.name for n in cfg.nodes] == ["demo-000", "demo-001"]
@@ -81,7 +82,7 @@ def test_demo_piped_prints_the_table_and_cleans_up() -> None:
     assert "online 3/3" in text
     m = STARTED_RE.search(out.stderr)
     assert m, out.stderr
-    assert gone(int(m.group(1)))
+    assert all(gone(int(pid)) for pid in m.group(1).split())
     assert not Path(m.group(2).decode()).exists()
 
 
@@ -135,9 +136,10 @@ class Terminal:
         return self.proc.returncode
 
     def started(self) -> tuple[int, Path]:
+        """The first agent's pid and the temp dir."""
         m = STARTED_RE.search(self.out)
         assert m, self.out[-1500:]
-        return int(m.group(1)), Path(m.group(2).decode())
+        return int(m.group(1).split()[0]), Path(m.group(2).decode())
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -203,3 +205,36 @@ def test_killed_demo_takes_its_agent_along(terminal) -> None:
         time.sleep(0.05)
     assert gone(pid)
     shutil.rmtree(tmp, ignore_errors=True)  # the one thing SIGKILL cannot let the demo do
+
+
+def test_killing_one_demo_node_turns_only_its_row_offline() -> None:
+    import anyio
+
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.state import NodeState
+
+    async def watch(demo: DemoFleet) -> dict[str, NodeState]:
+        cfg = load_fleet_config(demo.config_path)
+        async with FleetAggregator(cfg) as agg:
+            with anyio.fail_after(20):
+                while any(v.state is not NodeState.ONLINE for v in agg.snapshots()):
+                    await anyio.sleep(0.1)
+                demo.procs[1].kill()
+                before = {v.name: v.last_seen for v in agg.snapshots()}
+                while True:
+                    views = {v.name: v for v in agg.snapshots()}
+                    fresh = all(
+                        views[n].last_seen and views[n].last_seen > (before[n] or 0)
+                        for n in ("demo-000", "demo-002")
+                    )
+                    if views["demo-001"].state is NodeState.OFFLINE and fresh:
+                        return {n: v.state for n, v in views.items()}
+                    await anyio.sleep(0.1)
+
+    with DemoFleet(3) as demo:
+        states = anyio.run(watch, demo)
+    assert states == {
+        "demo-000": NodeState.ONLINE,
+        "demo-001": NodeState.OFFLINE,
+        "demo-002": NodeState.ONLINE,
+    }

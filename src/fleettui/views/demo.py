@@ -1,8 +1,10 @@
 """`fleet demo`: a throwaway simulated fleet with real agents, real tokens and a real config.
 
-Everything lives in one temporary directory (HOME and the XDG dirs of the agent point into it),
-one `fleet agent serve --simulate --nodes N` subprocess serves every node, and `close()` stops
-it and deletes the directory whatever way the dashboard ended.
+Everything lives in one temporary directory (HOME and the XDG dirs of the agents point into it).
+Up to PER_NODE_MAX nodes each get their own `fleet agent serve --simulate` process, so an
+operator can kill one and watch its row turn OFFLINE while the rest go on; larger demos share
+one `--nodes N` process. `close()` stops them and deletes the directory however the dashboard
+ended.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fleettui.fsutil import atomic_write
 SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
 ROLES = ("inference", "inference", "embeddings", "batch")
 RACKS = ("rack-a", "rack-b", "rack-c")
+PER_NODE_MAX = 16  # one agent process per node up to here (each costs ~40 MB)
 
 
 def _die_with_parent() -> None:
@@ -62,7 +65,7 @@ class DemoFleet:
         self.poll_interval_s = poll_interval_s
         self.startup_timeout_s = startup_timeout_s
         self.tmp: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: dict[str, str] = {}
         self.token_file: Path | None = None
         self.config_path: Path | None = None
@@ -91,10 +94,12 @@ class DemoFleet:
         self.config_path = self._write_config()
 
     def close(self) -> None:
-        """Stop the agent and delete the temporary directory; safe to call twice."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        """Stop the agents and delete the temporary directory; safe to call twice."""
+        procs, self.procs = self.procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -127,7 +132,7 @@ class DemoFleet:
         return [sys.executable, "-m", "fleettui", *args]
 
     def _create_token(self) -> Path:
-        """One action token for every demo node (they share one agent process and store)."""
+        """One action token for every demo node (their agents share one HOME, so one store)."""
         assert self.tmp is not None
         try:
             out = subprocess.run(
@@ -153,29 +158,40 @@ class DemoFleet:
 
     def _start_agent(self) -> None:
         assert self.tmp is not None
-        out_path, err_path = self.tmp / "agent.out", self.tmp / "agent.err"
-        args = ["agent", "serve", "--simulate", "--nodes", str(self.nodes), "--port", "0"]
-        args += ["--name", "demo", "--interval", str(self.interval_s)]
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                self._fleet(*args),
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
+        common = ["agent", "serve", "--simulate", "--port", "0", "--interval", str(self.interval_s)]
+        if self.nodes <= PER_NODE_MAX:
+            runs = [
+                (f"demo-{i:03d}", [*common, "--name", f"demo-{i:03d}"]) for i in range(self.nodes)
+            ]
+        else:
+            runs = [("demo", [*common, "--nodes", str(self.nodes), "--name", "demo"])]
+        logs = []
+        for label, args in runs:
+            out_path, err_path = self.tmp / f"{label}.out", self.tmp / f"{label}.err"
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                self.procs.append(
+                    subprocess.Popen(
+                        self._fleet(*args),
+                        env=self.env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    )
+                )
+            logs.append((out_path, err_path))
         deadline = time.monotonic() + self.startup_timeout_s
-        while len(self.urls) < self.nodes:
-            for m in SERVING_RE.finditer(out_path.read_text(errors="replace")):
-                self.urls[m.group(1)] = m.group(2)
-            if len(self.urls) >= self.nodes:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                why = err_path.read_text(errors="replace").strip()[-800:]
-                state = "exited" if self.proc.poll() is not None else "did not start in time"
-                raise DemoError(f"the simulated agent {state}: {why or 'no output'}")
+        urls: dict[str, str] = {}
+        while len(urls) < self.nodes:
+            for (out_path, err_path), proc in zip(logs, self.procs, strict=True):
+                for m in SERVING_RE.finditer(out_path.read_text(errors="replace")):
+                    urls[m.group(1)] = m.group(2)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    why = err_path.read_text(errors="replace").strip()[-800:]
+                    state = "exited" if proc.poll() is not None else "did not start in time"
+                    raise DemoError(f"a simulated agent {state}: {why or 'no output'}")
             time.sleep(0.05)
+        self.urls = dict(sorted(urls.items()))
 
     def _write_config(self) -> Path:
         assert self.tmp is not None
@@ -196,8 +212,8 @@ class DemoFleet:
         return path
 
     @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
 
 @contextlib.contextmanager

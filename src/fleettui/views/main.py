@@ -128,9 +128,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         with exit_on_signals(), DemoFleet(args.nodes) as demo:
+            pids = " ".join(map(str, demo.pids))
             print(
-                f"fleet demo: {demo.nodes} simulated nodes, agent pid {demo.pid}, "
-                f"temp dir {demo.tmp}",
+                f"fleet demo: {demo.nodes} simulated nodes, agent pids {pids}, temp dir {demo.tmp}",
                 file=sys.stderr,
             )
             cfg = _load(demo.config_path)
