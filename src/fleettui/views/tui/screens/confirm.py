@@ -30,6 +30,8 @@ VERBS = {
 NEEDS_ENGINE = {"restart", "unload", "stop", "start"}
 ALL_MODELS = "\x00all"  # option id of "every resident model"
 MAX_LISTED = 12
+MAX_LISTED_COMPACT = 4
+COMPACT_BELOW_ROWS = 32  # shorter terminals get the compact modal
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,20 @@ def models_on(views: list[NodeView], engine: str) -> Counter[str]:
     return c
 
 
-def targets_table(views: list[NodeView]) -> Table:
+def targets_table(views: list[NodeView], limit: int = MAX_LISTED) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(no_wrap=True)
     t.add_column(no_wrap=True)
     t.add_column(no_wrap=True)
-    for v in views[:MAX_LISTED]:
+    for v in views[:limit]:
         token = (
             Text("token ✓", style="green")
             if v.has_token
             else Text("no token: not sent", style="red")
         )
         t.add_row(Text(v.name, style="bold"), Text(v.state.value, style="dim"), token)
-    if len(views) > MAX_LISTED:
-        t.add_row(Text(f"… and {len(views) - MAX_LISTED} more", style="dim"), "", "")
+    if len(views) > limit:
+        t.add_row(Text(f"… and {len(views) - limit} more", style="dim"), "", "")
     return t
 
 
@@ -91,6 +93,10 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         self.views = views
         self.engines = engines_on(views)
 
+    @property
+    def compact(self) -> bool:
+        return self.app.size.height < COMPACT_BELOW_ROWS
+
     def compose(self) -> ComposeResult:
         n = len(self.views)
         with Vertical(id="confirm-box"):
@@ -98,7 +104,8 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
                 f"[b]{VERBS[self.action]}[/b] on {n} node{'s' if n != 1 else ''}",
                 id="confirm-title",
             )
-            yield Static(targets_table(self.views), id="confirm-targets")
+            limit = MAX_LISTED_COMPACT if self.compact else MAX_LISTED
+            yield Static(targets_table(self.views, limit), id="confirm-targets")
             if self.action in NEEDS_ENGINE:
                 yield Label("Engine", classes="confirm-label")
                 yield OptionList(
@@ -131,7 +138,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
 
     def on_mount(self) -> None:
         # Short terminals (80x24): drop the buttons and spacing; y / esc still work.
-        self.query_one("#confirm-box").set_class(self.app.size.height < 32, "compact")
+        self.query_one("#confirm-box").set_class(self.compact, "compact")
         if self.action in NEEDS_ENGINE:
             engines = self.query_one("#confirm-engine", OptionList)
             if engines.option_count:
