@@ -20,7 +20,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from fleettui.aggregator.chain import AUDIT_PATH, ChainUnreadable, parse_page
-from fleettui.aggregator.http import FetchError, get_capped, make_client
+from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.config import FleetConfig
@@ -140,7 +140,8 @@ class FleetAggregator:
             stack.push_async_callback(self._close)
             tg = await stack.enter_async_context(anyio.create_task_group())
             for w in self._workers:
-                tg.start_soon(w.run)
+                for loop, what in w.loops():
+                    tg.start_soon(w.guard, loop, what, name=f"{w.cfg.name} {what}")
             tg.start_soon(self._watch_streams)
             if self.freeze_gc:
                 tg.start_soon(self._settle_gc)
@@ -301,14 +302,14 @@ class FleetAggregator:
         if w is None:
             raise FetchError(f"no node named {name!r}", reachable=False)
         if w.cfg.kind != "fleettui":
-            raise FetchError(f"a {w.cfg.kind} node keeps no fleettui audit log", reachable=True)
+            raise FetchError(f"{w.cfg.kind} nodes keep no fleettui audit log", reachable=True)
         limit = max(1, min(limit, 500))
         timeout = w.defaults.http_timeout_s
         async with contextlib.AsyncExitStack() as stack:
             client = w.client
             if client is None:
                 token = await anyio.to_thread.run_sync(w.cfg.resolve_token)
-                client = make_client(w.cfg.url, token, timeout)
+                client = NodeClient(w.cfg.url, token, timeout)
                 stack.push_async_callback(client.aclose)
             try:
                 head = w.audit_seq

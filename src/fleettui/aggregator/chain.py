@@ -14,10 +14,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
-from fleettui.aggregator.http import FetchError, get_capped
+from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.state import ChainStatus
 from fleettui.wire import GENESIS_HASH, AuditEntry, AuditHead, AuditPage, audit_hash
 
@@ -106,9 +105,7 @@ class ChainVerifier:
             return False
         return True
 
-    async def sync(
-        self, client: httpx.AsyncClient, *, timeout_s: float, rescan: bool = False
-    ) -> None:
+    async def sync(self, client: NodeClient, *, timeout_s: float, rescan: bool = False) -> None:
         """Fetch and verify everything after the pin (or from genesis when `rescan`).
 
         Sets status OK when the node's head is reached; BROKEN with the seq and why on a bad
@@ -128,7 +125,7 @@ class ChainVerifier:
                 raise
             self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
 
-    async def _walk(self, client: httpx.AsyncClient, *, timeout_s: float, rescan: bool) -> None:
+    async def _walk(self, client: NodeClient, *, timeout_s: float, rescan: bool) -> None:
         seq, hsh = (0, GENESIS_HASH) if rescan else (self.pin_seq, self.pin_hash)
         expect = (self.pin_seq, self.pin_hash) if rescan and self.verified else None
         recheck = not rescan and seq > 0  # first re-read the pinned entry itself

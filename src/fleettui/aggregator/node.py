@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
@@ -25,11 +24,11 @@ from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
+    Connection,
     Endpoint,
     FetchError,
+    NodeClient,
     StreamBroken,
-    StreamResponse,
-    make_client,
     status_reason,
 )
 from fleettui.aggregator.kinds import kind_for
@@ -111,7 +110,7 @@ class NodeWorker:
             has_token=cfg.has_token,
             kind=cfg.kind,
         )
-        self.client: httpx.AsyncClient | None = None
+        self.client: NodeClient | None = None
         self.token: str | None = None
         self.endpoint = Endpoint.parse(cfg.url)
         # The last good snapshot is kept as JSON text plus the few facts the state rules need,
@@ -150,7 +149,7 @@ class NodeWorker:
     def open(self) -> None:
         """Create the client; `self.token` must have been resolved (off the event loop)."""
         if self.client is None:
-            self.client = make_client(self.cfg.url, self.token, self.defaults.http_timeout_s)
+            self.client = NodeClient(self.cfg.url, self.token, self.defaults.http_timeout_s)
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -158,17 +157,24 @@ class NodeWorker:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
+    def loops(self) -> list[tuple[Callable[[], Any], str]]:
+        """The node's loops and their names; the aggregator runs them in its own task group
+        (a task group per node would be 1000 more tasks and cancel scopes)."""
+        self.live = True
+        out: list[tuple[Callable[[], Any], str]] = [(self.poll_loop, "poller")]
+        if self.streams:
+            out.append((self.stream_loop, "event stream"))
+        if self.chain is not None:
+            out.append((self.chain_loop, "chain check"))
+        return out
+
     async def run(self) -> None:
         """The node's tasks, until cancelled."""
-        self.live = True
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._guard, self.poll_loop, "poller")
-            if self.streams:
-                tg.start_soon(self._guard, self.stream_loop, "event stream")
-            if self.chain is not None:
-                tg.start_soon(self._guard, self.chain_loop, "chain check")
+            for loop, what in self.loops():
+                tg.start_soon(self.guard, loop, what)
 
-    async def _guard(self, loop: Callable[[], Any], what: str) -> None:
+    async def guard(self, loop: Callable[[], Any], what: str) -> None:
         """Restart a loop that hit a bug instead of letting it take the whole fleet down."""
         while True:
             try:
@@ -243,7 +249,8 @@ class NodeWorker:
         aggregator's watchdog (`check_stream`), one timer for the whole fleet instead of one
         wake-up per node per event.
         """
-        heartbeat = self.last_poll_at + interval * HEARTBEAT_POLLS
+        # spread over half the period, so nodes started together do not poll together
+        heartbeat = self.last_poll_at + interval * HEARTBEAT_POLLS * SHARED_RNG.uniform(0.5, 1)
         self.standing_down = True
         try:
             while self.stream_fresh(time.monotonic()):
@@ -284,7 +291,7 @@ class NodeWorker:
             headers["Last-Event-ID"] = self.last_event_id
         timeout = self.defaults.http_timeout_s
         t0 = time.perf_counter()
-        resp = await StreamResponse.open(
+        resp = await Connection.open(
             self.endpoint, EVENTS_PATH, headers, token=self.token, timeout_s=timeout
         )
         if self.view.latency_ms is None:  # until the first poll answers, the stream's will do
@@ -298,6 +305,8 @@ class NodeWorker:
             ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
             if ctype != "text/event-stream":
                 raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
+            if problem := resp.encoding_problem():
+                raise StreamError(problem)
             parser = SSEParser()
             with anyio.CancelScope() as idle:
                 idle.deadline = anyio.current_time() + STREAM_IDLE_S
@@ -388,7 +397,9 @@ class NodeWorker:
         retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
         min_gap = min(d.poll_interval_s, 1.0)  # coalesce a burst of audit events
         await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
-        last_full = time.monotonic()
+        # rechecks and rescans fall anywhere in the second half of their period, so a fleet
+        # started at once does not walk a thousand audit logs in the same second every hour
+        last_full = time.monotonic() - d.chain_rescan_s * SHARED_RNG.uniform(0, 0.5)
         while True:
             rescan = self.chain.verified and time.monotonic() - last_full >= d.chain_rescan_s
             ok = await self.sync_chain(d.http_timeout_s, rescan=rescan)
@@ -397,7 +408,8 @@ class NodeWorker:
             if ok:
                 retry.reset()
                 await anyio.sleep(min_gap)
-                await self.chain_waker.sleep(max(0.0, d.chain_recheck_s - min_gap))
+                recheck = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
+                await self.chain_waker.sleep(max(0.0, recheck - min_gap))
             else:
                 await anyio.sleep(retry.next_delay())
                 self.chain_waker.clear()
