@@ -115,3 +115,16 @@ def agent_factory(tmp_path: Path, xdg_home: Path) -> Iterator:
 def sim_agent(agent_factory) -> AgentProc:
     """One simulated node with a fast tick."""
     return agent_factory("--simulate", "--name", "alpha", "--interval", "0.3")
+
+
+@pytest.fixture
+def fleet(agent_factory, tmp_path: Path):
+    """Three simulated agents in one process whose ollama restart runs a recording script,
+    a token for them, and a dead port (see tests/actionfleet.py)."""
+    from actionfleet import ActionFleet, dead_port_url, write_action_agent_config
+
+    cfg, calls, secret = write_action_agent_config(tmp_path)
+    agent = agent_factory(
+        "--simulate", "--nodes", "3", "--name", "act", "--config", str(cfg), nodes=3
+    )
+    return ActionFleet(cfg, calls, secret, agent.urls, dead_port_url())

@@ -11,19 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actionfleet import ActionFleet, dead_port_url, write_action_agent_config
+from actionfleet import ActionFleet
 from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.aggregator.state import ChainStatus
 from fleettui.config import load_fleet_config
-
-
-@pytest.fixture
-def fleet(agent_factory, tmp_path) -> ActionFleet:
-    cfg, calls, secret = write_action_agent_config(tmp_path)
-    agent = agent_factory(
-        "--simulate", "--nodes", "3", "--name", "act", "--config", str(cfg), nodes=3
-    )
-    return ActionFleet(cfg, calls, secret, agent.urls, dead_port_url())
 
 
 @pytest.fixture

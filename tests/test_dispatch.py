@@ -5,20 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from actionfleet import ActionFleet, dead_port_url, write_action_agent_config
+from actionfleet import ActionFleet
 from fleettui.aggregator.dispatch import Dispatcher, Progress
 from fleettui.config import NodeConfig
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def fleet(agent_factory, tmp_path) -> ActionFleet:
-    cfg, calls, secret = write_action_agent_config(tmp_path)
-    agent = agent_factory(
-        "--simulate", "--nodes", "3", "--name", "act", "--config", str(cfg), nodes=3
-    )
-    return ActionFleet(cfg, calls, secret, agent.urls, dead_port_url())
 
 
 async def test_restart_on_three_agents_and_a_dead_port(fleet: ActionFleet) -> None:

@@ -6,36 +6,19 @@ port; `a` selects all four, `R` asks, `y` confirms.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from actionfleet import ActionFleet, dead_port_url, write_action_agent_config
+from actionfleet import ActionFleet
 from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.aggregator.state import ChainStatus
 from fleettui.config import load_fleet_config
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+from pilot_util import cell, until
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(pilot, cond, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in time: {what}")
-        await pilot.pause(0.05)
-
-
-@pytest.fixture
-def fleet(agent_factory, tmp_path) -> ActionFleet:
-    cfg, calls, secret = write_action_agent_config(tmp_path)
-    agent = agent_factory(
-        "--simulate", "--nodes", "3", "--name", "act", "--config", str(cfg), nodes=3
-    )
-    return ActionFleet(cfg, calls, secret, agent.urls, dead_port_url())
 
 
 def projects_toml(fleet: ActionFleet, tmp_path: Path) -> Path:
@@ -48,10 +31,6 @@ def projects_toml(fleet: ActionFleet, tmp_path: Path) -> Path:
     path = tmp_path / "projects.toml"
     path.write_text(body)
     return path
-
-
-def cell(app: FleetApp, name: str, column: str = "state") -> str:
-    return app.main.table.get_cell(name, column).plain
 
 
 async def test_bulk_restart_from_the_keyboard(fleet: ActionFleet, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,9 @@ from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.config import load_fleet_config
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.screens.detail import DetailScreen
+from pilot_util import cell, until
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(pilot, cond, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in time: {what}")
-        await pilot.pause(0.05)
-
-
-def cell(app: FleetApp, name: str, column: str) -> str:
-    return app.main.table.get_cell(name, column).plain
 
 
 async def test_killed_node_turns_offline_while_the_others_keep_updating(

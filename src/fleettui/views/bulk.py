@@ -13,14 +13,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from fleettui.views.commands import (
-    _console,
-    _err,
-    _load,
-    _print_json,
-    _print_warnings,
-    first_run_hint,
-)
+from fleettui.views.commands import _console, _err, _print_json, load_fleet
 
 if TYPE_CHECKING:
     from fleettui.aggregator.dispatch import Envelope
@@ -178,14 +171,7 @@ def _prepare(args: argparse.Namespace) -> FleetConfig | None:
     if problem := check_arguments(args.action, args.engine, args.model):
         _err(problem)
         return None
-    cfg = _load(args)
-    if cfg is None:
-        return None
-    _print_warnings(cfg)
-    if not cfg.exists:
-        _err(first_run_hint(cfg.path))
-        return None
-    return cfg
+    return load_fleet(args)
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -54,6 +54,22 @@ def _load(args: argparse.Namespace) -> FleetConfig | None:
         return None
 
 
+def load_fleet(args: argparse.Namespace) -> FleetConfig | None:
+    """The config of a command that talks to nodes: warnings shown, and None (after saying
+    why) when it is unreadable, missing (first run) or holds no valid node."""
+    cfg = _load(args)
+    if cfg is None:
+        return None
+    _print_warnings(cfg)
+    if not cfg.exists:
+        _err(first_run_hint(cfg.path))
+        return None
+    if not cfg.nodes:
+        _err(f"no valid node in {cfg.path}; see the warnings above, or `fleet ls`")
+        return None
+    return cfg
+
+
 def _print_warnings(cfg: FleetConfig) -> None:
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -265,15 +281,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Poll every node once, in parallel, within --timeout; exit 0 only if all are ONLINE."""
     if not _check_timeout(args):
         return 2
-    cfg = _load(args)
+    cfg = load_fleet(args)
     if cfg is None:
-        return 2
-    _print_warnings(cfg)
-    if not cfg.exists:
-        _err(first_run_hint(cfg.path))
-        return 2
-    if not cfg.nodes:
-        _err(f"no valid node in {cfg.path}; see the warnings above, or `fleet ls`")
         return 2
 
     import anyio

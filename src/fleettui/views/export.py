@@ -222,22 +222,15 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fleettui.views.commands import _err, _load, _print_warnings, first_run_hint
+    from fleettui.views.commands import _err, load_fleet
 
     try:
         host, port = parse_listen(args.listen)
     except ExportError as exc:
         _err(str(exc))
         return 2
-    cfg = _load(args)
+    cfg = load_fleet(args)
     if cfg is None:
-        return 2
-    _print_warnings(cfg)
-    if not cfg.exists:
-        _err(first_run_hint(cfg.path))
-        return 2
-    if not cfg.nodes:
-        _err(f"no valid node in {cfg.path}; see the warnings above, or `fleet ls`")
         return 2
     if not is_loopback(host):
         _err(
