@@ -178,6 +178,7 @@ async def get_capped(
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,8}")
+_TRAILERS_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
@@ -222,7 +223,7 @@ class Connection:
         self.headers: dict[str, str] = {}
         self.received = False  # any byte of the current answer arrived
         self._chunked = False
-        self._left = -1  # chunked: bytes left in this chunk, -1 before a size line, -2 CRLF
+        self._left = -1  # chunked: bytes left in this chunk; -1 size line, -2 CRLF, -3 trailers
         self._length: int | None = None  # sized body: bytes still to come (None: until close)
         self._keep = False  # the node lets the connection be reused after this answer
         self.done = False  # the body is complete (or the node closed the connection)
@@ -362,16 +363,16 @@ class Connection:
     async def receive(self) -> bytes:
         """The next piece of the body; b"" once it is complete or the node closed it."""
         while not self.done:
-            if not self._buf:
-                raw = await self._recv()
-                if not raw:
-                    self.done = True
-                    self._keep = False
-                    return b""
-                self._buf += raw
-            out = self._decode()
-            if out:
-                return out
+            if self._buf:
+                out = self._decode()
+                if out or self.done:
+                    return out
+            raw = await self._recv()  # nothing decodable yet: the rest is on its way
+            if not raw:
+                self.done = True
+                self._keep = False
+                return b""
+            self._buf += raw
         return b""
 
     def _decode(self) -> bytes:
@@ -395,6 +396,18 @@ class Connection:
                 self._left -= len(take)
                 if self._left == 0:
                     self._left = -2
+            elif self._left == -3:  # after the last chunk: trailer lines, then an empty line
+                if buf[:2] == b"\r\n" or buf[:1] == b"\n":
+                    del buf[: 2 if buf[:1] == b"\r" else 1]
+                    self.done = True
+                    break
+                m = _TRAILERS_END.search(buf)
+                if m is None:
+                    if len(buf) > HEAD_CAP:
+                        raise StreamBroken("bad chunked encoding: trailers over 64 KiB")
+                    break
+                del buf[: m.end()]
+                self.done = True
             elif self._left == -2:  # the CRLF after a chunk's data
                 if buf[:2] == b"\r\n":
                     del buf[:2]
@@ -415,21 +428,8 @@ class Connection:
                 del buf[: nl + 1]
                 if not _CHUNK_SIZE.fullmatch(size):
                     raise StreamBroken(f"bad chunked encoding: chunk size {size[:20]!r}")
-                self._left = int(size, 16)
-                if self._left == 0:
-                    self._skip_trailers()
+                self._left = int(size, 16) or -3
         return bytes(out)
-
-    def _skip_trailers(self) -> None:
-        """After the last chunk: trailer lines up to an empty line. Until they are all here
-        the connection is not reused (it is closed instead, which is always safe)."""
-        m = _HEAD_END.search(b"\r\n" + self._buf)
-        if m is not None and m.end() - 2 <= len(self._buf):
-            del self._buf[: m.end() - 2]
-        else:
-            self._keep = False
-            self._buf.clear()
-        self.done = True
 
     async def read_capped(self, cap: int) -> bytes:
         """The rest of the body, at most `cap` bytes (for the reason of an error answer)."""
