@@ -13,6 +13,7 @@ from rich.text import Text
 
 from fleettui.aggregator.dispatch import Dispatcher, Envelope, Progress
 from fleettui.aggregator.state import FleetEvent
+from fleettui.views.bulk import describe
 from fleettui.views.tui.screens.confirm import ActionChoice
 
 if TYPE_CHECKING:
@@ -27,10 +28,6 @@ NOTE_STYLE = {
 }
 OK_NOTE_S = 5.0  # how long a success stays in the row before the live state returns
 FAILED_NOTE_S = 20.0
-
-
-def describe(choice: ActionChoice) -> str:
-    return " ".join(x for x in (choice.action, choice.engine, choice.model) if x)
 
 
 class BulkRunner:
@@ -60,7 +57,7 @@ class BulkRunner:
     async def run(self, choice: ActionChoice) -> Envelope:
         app = self.app
         assert app.config is not None
-        what = describe(choice)
+        what = describe(choice.action, choice.engine, choice.model)
         nodes = [n for name in choice.targets if (n := app.config.node(name)) is not None]
 
         def progress(name: str, state: Progress, reason: str | None) -> None:

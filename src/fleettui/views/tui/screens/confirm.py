@@ -19,6 +19,7 @@ from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fleettui.aggregator.state import NodeView
+from fleettui.views.bulk import NEEDS_ENGINE
 
 VERBS = {
     "restart": "Restart",
@@ -27,7 +28,6 @@ VERBS = {
     "stop": "Stop",
     "start": "Start",
 }
-NEEDS_ENGINE = {"restart", "unload", "stop", "start"}
 ALL_MODELS = "\x00all"  # option id of "every resident model"
 MAX_LISTED = 12
 MAX_LISTED_COMPACT = 4
