@@ -3,12 +3,15 @@
     .venv/bin/python bench/aggregator.py [--sizes 10,100,1000] [--window 30]
 
 For each N: one process serves N simulated agents (`fleet agent serve --simulate --nodes N`,
-one snapshot event per node every 2 s) pinned to core 1; the client under test runs in its own
-process pinned to core 0 and reports time until every node is ONLINE, CPU share and CPU µs per
-node per second over the window, RSS, pool timeouts, event-loop lag and event latency (agent's
-collection time `ts` → the moment the new snapshot is visible in `snapshots()`). The baseline is
-the least a client can do: per node one raw keep-alive GET of the snapshot every 2 s and one SSE
-stream, `json.loads` on both. Every run prints the ratio aggregator ÷ baseline.
+one snapshot event per node every 2 s, the nodes' ticks spread over the 2 s as independent
+machines' would be) pinned to core 1; the client under test runs in its own process pinned to
+core 0 and reports time until every node is ONLINE, CPU share and CPU µs per node per second
+over the window, RSS (peak, and per node above the process's RSS before the first node was
+added), pool timeouts, event-loop lag, event latency (agent's collection time `ts` → the moment
+the new snapshot is visible in `snapshots()`), snapshot polls per second, and the simulator's
+own CPU share over the same window (it must not be the bottleneck). The baseline is the least a
+client can do: per node one raw keep-alive GET of the snapshot every 2 s and one SSE stream,
+`json.loads` on both. Every run prints the ratio aggregator ÷ baseline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,16 +51,49 @@ class LagMeter:
 
 
 def rss_mb() -> float:
+    """Peak RSS of this process."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SimCpu:
+    """CPU share of the simulator process over the measurement window."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid) if pid else None
+        self.c0 = self.t0 = 0.0
+
+    def _cpu(self) -> float:
+        t = self.proc.cpu_times() if self.proc else None
+        return t.user + t.system if t else 0.0
+
+    def start(self) -> None:
+        self.c0, self.t0 = self._cpu(), time.monotonic()
+
+    def share(self) -> float | None:
+        if self.proc is None:
+            return None
+        return round((self._cpu() - self.c0) / (time.monotonic() - self.t0) * 100, 1)
 
 
 # --- the aggregator under test ------------------------------------------------------------------
 
 
-async def run_aggregator(urls: dict[str, str], window: float, warmup: float) -> dict:
+async def run_aggregator(
+    urls: dict[str, str], window: float, warmup: float, sim: SimCpu, base_rss: float
+) -> dict:
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.node import NodeWorker
     from fleettui.aggregator.state import NodeState
     from fleettui.config import Defaults, FleetConfig, NodeConfig
+
+    polls = [0]
+    poll = NodeWorker.poll
+
+    async def counted_poll(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        polls[0] += 1
+        return await poll(self, *args, **kwargs)
+
+    NodeWorker.poll = counted_poll  # type: ignore[method-assign]
 
     cfg = FleetConfig(
         path=None,
@@ -93,10 +131,13 @@ async def run_aggregator(urls: dict[str, str], window: float, warmup: float) -> 
         await asyncio.sleep(warmup)
         lag.samples.clear()
         measuring = True
-        c0, t0 = time.process_time(), time.monotonic()
+        c0, t0, p0 = time.process_time(), time.monotonic(), polls[0]
+        sim.start()
         await asyncio.sleep(window)
         cpu = time.process_time() - c0
         wall = time.monotonic() - t0
+        sim_share = sim.share()
+        polls_s = (polls[0] - p0) / wall
         measuring = False
         views = agg.snapshots()
         lag_task.cancel()
@@ -105,7 +146,18 @@ async def run_aggregator(urls: dict[str, str], window: float, warmup: float) -> 
         states[v.state.value] = states.get(v.state.value, 0) + 1
     pool_timeouts = sum(1 for v in views if v.last_error and "pool" in v.last_error.lower())
     return _figures(
-        "aggregator", len(urls), online_s, cpu, wall, lag, latencies, pool_timeouts, states
+        "aggregator",
+        len(urls),
+        online_s,
+        cpu,
+        wall,
+        lag,
+        latencies,
+        pool_timeouts,
+        states,
+        base_rss=base_rss,
+        polls_s=polls_s,
+        sim_cpu=sim_share,
     )
 
 
@@ -158,7 +210,9 @@ async def baseline_node(
     await asyncio.gather(poller(), stream())
 
 
-async def run_baseline(urls: dict[str, str], window: float, warmup: float) -> dict:
+async def run_baseline(
+    urls: dict[str, str], window: float, warmup: float, sim: SimCpu, base_rss: float
+) -> dict:
     seen: dict[str, float] = {}
     latencies: list[float] = []
     flags = {"measuring": False}
@@ -176,17 +230,44 @@ async def run_baseline(urls: dict[str, str], window: float, warmup: float) -> di
     lag.samples.clear()
     flags["measuring"] = True
     c0, t0 = time.process_time(), time.monotonic()
+    sim.start()
     await asyncio.sleep(window)
     cpu = time.process_time() - c0
     wall = time.monotonic() - t0
+    sim_share = sim.share()
     for t in [*tasks, lag_task]:
         t.cancel()
     return _figures(
-        "baseline", len(urls), online_s, cpu, wall, lag, latencies, 0, {"ONLINE": len(seen)}
+        "baseline",
+        len(urls),
+        online_s,
+        cpu,
+        wall,
+        lag,
+        latencies,
+        0,
+        {"ONLINE": len(seen)},
+        base_rss=base_rss,
+        polls_s=len(urls) / INTERVAL,
+        sim_cpu=sim_share,
     )
 
 
-def _figures(client, n, online_s, cpu, wall, lag, latencies, pool_timeouts, states) -> dict:
+def _figures(
+    client,
+    n,
+    online_s,
+    cpu,
+    wall,
+    lag,
+    latencies,
+    pool_timeouts,
+    states,
+    *,
+    base_rss,
+    polls_s,
+    sim_cpu,
+) -> dict:  # type: ignore[no-untyped-def]
     return {
         "client": client,
         "nodes": n,
@@ -194,11 +275,13 @@ def _figures(client, n, online_s, cpu, wall, lag, latencies, pool_timeouts, stat
         "cpu_pct": round(cpu / wall * 100, 1),
         "cpu_us_per_node_s": round(cpu / wall / n * 1e6, 1),
         "rss_mb": round(rss_mb(), 1),
-        "rss_kb_per_node": round(rss_mb() * 1024 / n, 1),
+        "rss_kb_per_node": round((rss_mb() - base_rss) * 1024 / n, 1),
         "pool_timeouts": pool_timeouts,
         "lag_p99_ms": round(pct(lag.samples, 99), 1),
         "lat_p50_ms": round(pct(latencies, 50), 1),
         "lat_p99_ms": round(pct(latencies, 99), 1),
+        "polls_per_s": round(polls_s, 1),
+        "sim_cpu_pct": sim_cpu,
         "states": states,
     }
 
@@ -206,23 +289,39 @@ def _figures(client, n, online_s, cpu, wall, lag, latencies, pool_timeouts, stat
 # --- driver -------------------------------------------------------------------------------------
 
 
-def worker_main(kind: str, urls_file: str, window: float, warmup: float) -> None:
+def worker_main(kind: str, urls_file: str, window: float, warmup: float, sim_pid: int) -> None:
     from fleettui.aggregator.aggregator import FleetAggregator
 
     FleetAggregator._workers_views = _workers_views  # type: ignore[attr-defined]
+    base_rss = rss_mb()  # everything imported, no node yet
     urls = json.loads(Path(urls_file).read_text())
     fn = run_aggregator if kind == "aggregator" else run_baseline
-    print(json.dumps(asyncio.run(fn(urls, window, warmup))))
+    print(json.dumps(asyncio.run(fn(urls, window, warmup, SimCpu(sim_pid), base_rss))))
 
 
 def measure(
-    kind: str, urls: dict[str, str], window: float, warmup: float, core: int | None
+    kind: str,
+    urls: dict[str, str],
+    window: float,
+    warmup: float,
+    core: int | None,
+    sim_pid: int = 0,
 ) -> dict:
     path = HERE / f".urls-{os.getpid()}.json"
     path.write_text(json.dumps(urls))
     try:
         argv = pinned(
-            [sys.executable, __file__, "--worker", kind, str(path), str(window), str(warmup)], core
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                str(path),
+                str(window),
+                str(warmup),
+                str(sim_pid),
+            ],
+            core,
         )
         out = subprocess.run(argv, capture_output=True, text=True, timeout=window + warmup + 180)
     finally:
@@ -234,10 +333,12 @@ def measure(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker_main(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
+        worker_main(
+            sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        )
         return
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--sizes", default="10,100,500,1000")
     ap.add_argument("--window", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=5)
     a = ap.parse_args()
@@ -247,8 +348,8 @@ def main() -> None:
             ["--simulate", "--nodes", str(n), "--name", "b", "--interval", str(INTERVAL)], n, core=1
         )
         try:
-            agg = measure("aggregator", urls, a.window, a.warmup, core=0)
-            base = measure("baseline", urls, a.window, a.warmup, core=0)
+            agg = measure("aggregator", urls, a.window, a.warmup, core=0, sim_pid=proc.pid)
+            base = measure("baseline", urls, a.window, a.warmup, core=0, sim_pid=proc.pid)
         finally:
             stop(proc)
         ratio = round(agg["cpu_pct"] / base["cpu_pct"], 2) if base["cpu_pct"] else None

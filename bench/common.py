@@ -28,6 +28,8 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
+        # other work on the machine skews every figure: say how busy it was
+        "load_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -102,7 +104,7 @@ def report(name: str, rows: list[dict], targets: dict[str, str] | None = None) -
         print(json.dumps({"bench": name, **row, "machine": machine()}))
     if not rows:
         return
-    keys = [k for k in rows[0] if k != "machine"]
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "machine"))
     widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
     print()
     print("  ".join(k.ljust(widths[k]) for k in keys))
@@ -114,4 +116,8 @@ def report(name: str, rows: list[dict], targets: dict[str, str] | None = None) -
 
 
 def _fmt(v: object) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)

@@ -333,3 +333,27 @@ async def test_run_until_cancelled_closes_every_connection() -> None:
         with anyio.fail_after(1):  # subscribers end instead of waiting forever
             assert [e async for e in events]
         tg.cancel_scope.cancel()
+
+
+async def test_changed_copies_only_what_moved_and_events_can_be_filtered(sims: AgentProc) -> None:
+    nodes = healthy_nodes(sims)
+    agg = FleetAggregator(fleet(*nodes))
+    with pytest.raises(ValueError, match="unknown event kinds"):
+        agg.events(kinds=["snapshot", "bogus"])
+    transitions = agg.events(kinds=["state"])
+    async with agg:
+        await wait_for(lambda: all(v.state is NodeState.ONLINE for v in agg.snapshots()), 5)
+        held = {v.name: v for v in agg.snapshots()}
+        assert [v.name for v in agg.changed({})] == [n for n, _ in nodes]  # config order
+        first = nodes[0][0]
+        known = {n: v.version for n, v in held.items()}
+        await wait_for(lambda: agg.node(first).version > known[first], 5, what="a new snapshot")
+        moved = agg.changed(known)
+        assert first in [v.name for v in moved]
+        assert all(v.version != known[v.name] for v in moved)
+        mine = moved[0]
+        mine.snapshot.engines.clear()  # still deep copies: the aggregator is not affected
+        assert agg.node(mine.name).snapshot.engines
+    with anyio.fail_after(2):
+        got = [e async for e in transitions]
+    assert got and {e.kind for e in got} == {"state"}  # no snapshot events queued for it

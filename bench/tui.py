@@ -1,0 +1,210 @@
+"""TUI benchmark: the Textual dashboard fed 1000 nodes headless, 10 % of rows changing per tick.
+
+    .venv/bin/python bench/tui.py [--nodes 1000] [--ticks 60] [--change 0.1] [--profile]
+
+The source is a real FleetAggregator that is never started (no network): its workers are primed
+with `generated_views` and each tick feeds new snapshots to 10 % of them through the workers'
+own `apply_snapshot`, so the dashboard sees exactly what it sees in production (generation bump,
+`snapshots()` copies, versions). The app runs its real update path (`follow_source` ->
+`refresh_fleet` -> table reconciliation -> Textual layout and compositor). Per tick it reports:
+
+- tick_ms: from the new data being in the aggregator to the frame being rendered (wall);
+- refresh_ms: the app's `refresh_fleet` call (copies + table apply + totals);
+- copy_ms: of which `snapshots()` (1000 deep copies made by the aggregator);
+- paint_ms: Textual's layout and compositor (the DataTable renders its visible lines) and the
+  frame turned into terminal output (headless mode skips writing it; the bench renders it to
+  a string so that cost counts too);
+- cpu_ms: process CPU time over the same span.
+
+Two runs: `app` is the dashboard as it is; `app+changed` hands `table.apply` the rows the app
+already holds for nodes whose version did not move and fresh copies (`FleetAggregator.changed`)
+for the rest: what the dashboard costs once it keeps unchanged rows instead of asking for 1000
+new copies each refresh. `--profile` prints where the time goes (cProfile over all ticks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import io
+import pstats
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import pct, report
+
+
+def primed_aggregator(count: int):  # type: ignore[no-untyped-def]
+    """A FleetAggregator (not started) whose workers hold `generated_views(count)`."""
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.config import Defaults, FleetConfig, NodeConfig
+    from fleettui.views.sample import generated_views
+
+    views = generated_views(count)
+    cfg = FleetConfig(
+        path=None,
+        defaults=Defaults(),
+        nodes=[NodeConfig(name=v.name, url=v.url, role=v.role, tags=v.tags) for v in views],
+    )
+    agg = FleetAggregator(cfg, verify_chain=False, freeze_gc=False)
+    now = time.time()
+    for w, v in zip(agg._workers, views, strict=True):
+        w.view = dataclasses.replace(v, snapshot=None, last_seen=now if v.snapshot else None)
+        if v.snapshot is not None:
+            w.snap_json = v.snapshot.model_dump_json()
+            w.snap_ts = v.snapshot.ts
+        for i, watts in enumerate(v.power_history):
+            w.power.add(now - 2 * (len(v.power_history) - i), watts)
+    return agg
+
+
+def tick(agg, rng: random.Random, share: float) -> int:  # type: ignore[no-untyped-def]
+    """New snapshots for `share` of the nodes that have one, through the real apply path."""
+    live = [w for w in agg._workers if w.snap_json is not None]
+    chosen = rng.sample(live, max(1, round(len(agg._workers) * share)))
+    for w in chosen:
+        snap = w.snapshot()
+        snap.ts += 2.0
+        snap.power.watts = round((snap.power.watts or 100.0) * rng.uniform(0.9, 1.1), 1)
+        snap.cpu.percent = round(rng.uniform(0, 100), 1)
+        for g in snap.gpus:
+            g.util_pct = round(rng.uniform(0, 100), 1)
+        w.apply_snapshot(snap)
+    return len(chosen)
+
+
+async def run(
+    nodes: int, ticks: int, share: float, size: tuple[int, int], profile: bool, reuse: bool
+) -> dict:
+    from fleettui.views.tui.app import FleetApp
+
+    agg = primed_aggregator(nodes)
+    app = FleetApp(agg, min_refresh_s=0.25, tick_s=3600.0)
+    timings: dict[str, list[float]] = {k: [] for k in ("refresh", "copy", "paint")}
+    marks = {"displayed": 0.0}
+
+    refresh_fleet, display = app.refresh_fleet, app._display
+    if reuse:
+        held: dict = {}
+
+        def snapshots():  # type: ignore[no-untyped-def]
+            for v in agg.changed({n: v.version for n, v in held.items()}):
+                held[v.name] = v
+            return [held[n] for n in agg.names]
+    else:
+        snapshots = agg.snapshots
+
+    def timed_refresh(force: bool = False) -> None:
+        t = time.perf_counter()
+        refresh_fleet(force)
+        timings["refresh"].append(time.perf_counter() - t)
+
+    def timed_snapshots():  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        out = snapshots()
+        timings["copy"].append(time.perf_counter() - t)
+        return out
+
+    def timed_display(screen, renderable) -> None:  # type: ignore[no-untyped-def]
+        if renderable is not None and hasattr(renderable, "render_segments"):
+            renderable.render_segments(app.console)  # what a terminal would be sent
+        display(screen, renderable)
+        marks["displayed"] = time.perf_counter()
+
+    def timed(fn):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timings["paint"].append(time.perf_counter() - t)
+
+        return wrapper
+
+    app.refresh_fleet = timed_refresh  # type: ignore[method-assign]
+    agg.snapshots = timed_snapshots  # type: ignore[method-assign]
+    app._display = timed_display  # type: ignore[method-assign]
+    app.main._refresh_layout = timed(app.main._refresh_layout)  # type: ignore[method-assign]
+    app.main._compositor_refresh = timed(app.main._compositor_refresh)  # type: ignore[method-assign]
+    app.console.file = io.StringIO()
+
+    rng = random.Random(1)
+    rows: dict[str, list[float]] = {k: [] for k in ("tick", "refresh", "copy", "paint", "cpu")}
+    prof = cProfile.Profile() if profile else None
+    t_start = time.perf_counter()
+    async with app.run_test(size=size) as pilot:
+        deadline = time.monotonic() + 60
+        while app.main.table.row_count < nodes and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        build_s = time.perf_counter() - t_start
+        await pilot.pause(0.3)
+        for _ in range(ticks):
+            for v in timings.values():
+                v.clear()
+            seen = app.refreshes
+            tick(agg, rng, share)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if prof:
+                prof.enable()
+            while app.refreshes == seen:
+                await asyncio.sleep(0.001)
+            await pilot.pause()  # layout and compositor run; the frame is rendered
+            if prof:
+                prof.disable()
+            c1 = time.process_time()
+            rows["tick"].append(marks["displayed"] - t0)
+            rows["cpu"].append(c1 - c0)
+            for k in ("refresh", "copy", "paint"):
+                rows[k].append(sum(timings[k]))
+            await asyncio.sleep(0.3)  # past the app's min_refresh_s: the next tick is not held
+        updates = app.main.table.cell_updates
+    if prof:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
+        print(out.getvalue(), file=sys.stderr)
+    ms = {k: [x * 1000 for x in v] for k, v in rows.items()}
+    return {
+        "run": "app+changed" if reuse else "app",
+        "nodes": nodes,
+        "changed_per_tick": round(nodes * share),
+        "ticks": ticks,
+        "size": f"{size[0]}x{size[1]}",
+        "first_build_s": round(build_s, 2),
+        "tick_p50_ms": round(pct(ms["tick"], 50), 1),
+        "tick_p99_ms": round(pct(ms["tick"], 99), 1),
+        "refresh_p50_ms": round(pct(ms["refresh"], 50), 1),
+        "copy_p50_ms": round(pct(ms["copy"], 50), 1),
+        "paint_p50_ms": round(pct(ms["paint"], 50), 1),
+        "cpu_p50_ms": round(pct(ms["cpu"], 50), 1),
+        "cpu_p99_ms": round(pct(ms["cpu"], 99), 1),
+        "cells_last_tick": updates,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--ticks", type=int, default=60)
+    ap.add_argument("--change", type=float, default=0.1)
+    ap.add_argument("--size", default="160x50")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--only", choices=["app", "app+changed"])
+    a = ap.parse_args()
+    w, h = (int(x) for x in a.size.split("x"))
+    rows = [
+        asyncio.run(run(a.nodes, a.ticks, a.change, (w, h), a.profile, reuse))
+        for reuse in (False, True)
+        if a.only is None or a.only == ("app+changed" if reuse else "app")
+    ]
+    report("tui", rows, {"tick at 1000 rows": "median < 25 ms, p99 < 50 ms"})
+
+
+if __name__ == "__main__":
+    main()
