@@ -37,6 +37,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     a = ap.parse_args()
+    # An installed package ships bytecode; a source checkout whose .pyc files are stale (or an
+    # environment with PYTHONDONTWRITEBYTECODE) would compile every changed module on every run.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "fleettui")], check=False
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "projects.toml"
         cfg.write_text(
