@@ -15,7 +15,14 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from fleettui.aggregator.http import Connection, Endpoint, FetchError, NodeClient, get_capped
+from fleettui.aggregator.http import (
+    Endpoint,
+    FetchError,
+    NodeClient,
+    PushStream,
+    StreamBroken,
+    get_capped,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -211,7 +218,7 @@ async def test_header_injection_is_refused_before_sending() -> None:
             await fetch_all(server, "/x", token="abc\r\nX-Evil: 1")
         ep = Endpoint.parse(server.url)
         with pytest.raises(FetchError, match="Last-Event-ID header"):
-            await Connection.open(ep, "/e", {"Last-Event-ID": "1\n2"}, token=None, timeout_s=1)
+            await PushStream.open(ep, "/e", {"Last-Event-ID": "1\n2"}, token=None, timeout_s=1)
         tg.cancel_scope.cancel()
     assert server.requests == []
 
@@ -222,3 +229,46 @@ def test_endpoint_parsing() -> None:
     assert e.host_header == "xn--bcher-kva.example:8443"
     v6 = Endpoint.parse("http://[::1]/")
     assert (v6.host, v6.port, v6.host_header, v6.prefix) == ("::1", 80, "[::1]", "")
+
+
+async def push(server: Scripted, idle_s: float = 2.0) -> tuple[PushStream, bytes]:
+    """Open a PushStream, take its whole body through the callback, wait for the end."""
+    got = bytearray()
+    stream = await PushStream.open(Endpoint.parse(server.url), "/e", {}, token=None, timeout_s=2)
+    try:
+        stream.start(got.extend)
+        await stream.wait(idle_s)
+    finally:
+        stream.close()
+    return stream, bytes(got)
+
+
+async def test_push_stream_hands_over_the_body_as_it_arrives(body: bytes) -> None:
+    async with anyio.create_task_group() as tg:
+        one = await Scripted([bytewise(chunked(body, size=5))]).serve(tg)
+        two = await Scripted([[b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the end", CLOSE]]).serve(tg)
+        s1, got1 = await push(one)
+        _, got2 = await push(two)
+        tg.cancel_scope.cancel()
+    assert got1 == body and s1.status == 200
+    assert got2 == b"until the end"
+
+
+async def test_push_stream_failures() -> None:
+    async with anyio.create_task_group() as tg:
+        silent = await Scripted([[b"HTTP/1.1 200 OK\r\n\r\n", HANG]]).serve(tg)
+        with anyio.fail_after(3), pytest.raises(TimeoutError):
+            await push(silent, idle_s=0.2)  # no byte for idle_s
+        broken = await Scripted(
+            [[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]]
+        ).serve(tg)
+        with pytest.raises(StreamBroken, match="chunk size"):
+            await push(broken)
+        closed = await Scripted([[CLOSE]]).serve(tg)
+        with pytest.raises(FetchError, match="connection closed without an answer"):
+            await push(closed)
+        error = await Scripted([[sized(b'{"error": "no"}', b"503 Busy")]]).serve(tg)
+        stream = await PushStream.open(Endpoint.parse(error.url), "/e", {}, token=None, timeout_s=2)
+        assert stream.status == 503 and await stream.read_capped(4096, 2) == b'{"error": "no"}'
+        stream.close()
+        tg.cancel_scope.cancel()

@@ -13,6 +13,7 @@ timeout scope, which is most of what a 1000-node fleet costs (docs/performance.m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import importlib.util
@@ -20,6 +21,8 @@ import json
 import re
 import ssl
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -210,116 +213,50 @@ class Endpoint:
         return cls(u.scheme, host, port, prefix, shown)
 
 
-class Connection:
-    """One HTTP/1.1 connection to a node: requests one after another, each answer's body read
-    as it arrives (chunked, sized or until close). Every answer is bounded: a head over 64 KiB,
+def request_bytes(ep: Endpoint, target: str, headers: dict[str, str], token: str | None) -> bytes:
+    """A GET for `target` (path and query); FetchError for a header value HTTP does not allow
+    (a token or an event id with a line break would otherwise smuggle in headers)."""
+    lines = [f"GET {ep.prefix}{target} HTTP/1.1", f"Host: {ep.host_header}"]
+    sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    for k, v in sent.items():
+        if not _HEADER_VALUE.fullmatch(v):
+            raise FetchError(f"{k} header has characters HTTP does not allow", reachable=True)
+        lines.append(f"{k}: {v}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+class Answer:
+    """One HTTP/1.1 answer, parsed from bytes as they arrive (no I/O here): the head, then the
+    body's framing (chunked, sized or until close). Every answer is bounded: a head over 64 KiB,
     a bad chunk header or a non-HTTP answer ends it with a reason (StreamBroken); the caller
     caps what it keeps of the body."""
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self._stream = stream
-        self._buf = bytearray()  # received, not yet decoded
+    def __init__(self) -> None:
+        self.buf = bytearray()  # received, not yet parsed
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.received = False  # any byte of the current answer arrived
+        self.head_done = False
+        self.done = False  # the body is complete (or the node closed the connection)
+        self.keep = False  # the node lets the connection be reused after this answer
         self._chunked = False
         self._left = -1  # chunked: bytes left in this chunk; -1 size line, -2 CRLF, -3 trailers
         self._length: int | None = None  # sized body: bytes still to come (None: until close)
-        self._keep = False  # the node lets the connection be reused after this answer
-        self.done = False  # the body is complete (or the node closed the connection)
 
-    @classmethod
-    async def connect(cls, ep: Endpoint) -> Connection:
-        """Open a connection (TLS for https, with the shared context); FetchError when not."""
-        try:
-            if ep.scheme == "https":
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                    ep.host,
-                    ep.port,
-                    ssl_context=shared_ssl_context(),
-                    tls_standard_compatible=False,
-                )
-            else:
-                stream = await anyio.connect_tcp(ep.host, ep.port)
-        except OSError as exc:
-            raise FetchError(describe_connect_error(exc), reachable=False) from None
-        return cls(stream)
-
-    @classmethod
-    async def open(
-        cls,
-        ep: Endpoint,
-        target: str,
-        headers: dict[str, str],
-        *,
-        token: str | None,
-        timeout_s: float,
-    ) -> Connection:
-        """A fresh connection with one GET sent and its answer's head read, within `timeout_s`
-        (the event stream: its body is then read for as long as the node sends it).
-
-        Raises FetchError (connect failures, no answer) or StreamBroken (not HTTP).
-        """
-        try:
-            with anyio.fail_after(timeout_s):
-                conn = await cls.connect(ep)
-                try:
-                    await conn.request(ep, target, headers, token)
-                except BaseException:
-                    await conn.aclose()
-                    raise
-        except TimeoutError:
-            raise FetchError(f"no answer within {timeout_s:g} s", reachable=False) from None
-        return conn
-
-    async def request(
-        self, ep: Endpoint, target: str, headers: dict[str, str], token: str | None
-    ) -> None:
-        """Send a GET for `target` (path and query) and read the answer's status and headers."""
-        lines = [f"GET {ep.prefix}{target} HTTP/1.1", f"Host: {ep.host_header}"]
-        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-        for k, v in sent.items():
-            if not _HEADER_VALUE.fullmatch(v):
-                raise FetchError(f"{k} header has characters HTTP does not allow", reachable=True)
-            lines.append(f"{k}: {v}")
-        self.received = self.done = self._chunked = False
-        self._left, self._length = -1, None
-        try:
-            await self._stream.send(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise StreamBroken(f"connection dropped: {exc or type(exc).__name__}") from None
-        await self._read_head()
-
-    async def _recv(self) -> bytes:
-        try:
-            data = await self._stream.receive()
-        except anyio.EndOfStream:
-            return b""
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise StreamBroken(f"connection dropped: {exc or type(exc).__name__}") from None
-        self.received = True
-        return data
-
-    async def _read_head(self) -> None:
+    def parse_head(self) -> bool:
+        """Take the head off `buf` if it is all there (interim 1xx answers are skipped)."""
         while True:
-            m = _HEAD_END.search(self._buf)
-            while m is None:
-                if len(self._buf) > HEAD_CAP:
+            m = _HEAD_END.search(self.buf)
+            if m is None:
+                if len(self.buf) > HEAD_CAP:
                     raise StreamBroken("not an HTTP answer: head over 64 KiB")
-                chunk = await self._recv()
-                if not chunk:
-                    if self._buf:
-                        raise StreamBroken("not an HTTP answer: connection closed mid-head")
-                    raise FetchError("connection closed without an answer", reachable=False)
-                self._buf += chunk
-                m = _HEAD_END.search(self._buf)
-            head = bytes(self._buf[: m.start()]).decode("latin-1")
-            del self._buf[: m.end()]
+                return False
+            head = bytes(self.buf[: m.start()]).decode("latin-1")
+            del self.buf[: m.end()]
             version = self._parse_head(head)
             if not 100 <= self.status < 200:
-                break  # 1xx: an interim answer, the real one follows
+                break
         te = self.headers.get("transfer-encoding", "").lower()
         if te:
             if te.rsplit(",", 1)[-1].strip() != "chunked":
@@ -329,11 +266,13 @@ class Connection:
             self._length = int(cl)
             self.done = self._length == 0
         conn = self.headers.get("connection", "").lower()
-        self._keep = (
+        self.keep = (
             version == "HTTP/1.1"
             and "close" not in conn
             and (self._chunked or self._length is not None)
         )
+        self.head_done = True
+        return True
 
     def _parse_head(self, head: str) -> str:
         status_line, *header_lines = re.split(r"\r?\n", head)
@@ -355,28 +294,14 @@ class Connection:
         enc = self.headers.get("content-encoding", "identity").lower()
         return None if enc in ("", "identity") else f"unsupported content-encoding {enc!r}"
 
-    @property
-    def reusable(self) -> bool:
-        """The answer was read to its end and the node keeps the connection open."""
-        return self.done and self._keep and not self._buf
+    def eof(self) -> None:
+        """The node closed the connection: the body ends here, whatever its framing said."""
+        self.done = True
+        self.keep = False
 
-    async def receive(self) -> bytes:
-        """The next piece of the body; b"" once it is complete or the node closed it."""
-        while not self.done:
-            if self._buf:
-                out = self._decode()
-                if out or self.done:
-                    return out
-            raw = await self._recv()  # nothing decodable yet: the rest is on its way
-            if not raw:
-                self.done = True
-                self._keep = False
-                return b""
-            self._buf += raw
-        return b""
-
-    def _decode(self) -> bytes:
-        buf = self._buf
+    def body(self) -> bytes:
+        """The body bytes decodable from `buf` now (b"" when more must arrive first)."""
+        buf = self.buf
         if not self._chunked:
             if self._length is None:
                 out = bytes(buf)
@@ -431,6 +356,90 @@ class Connection:
                 self._left = int(size, 16) or -3
         return bytes(out)
 
+
+class Connection:
+    """One HTTP/1.1 connection to a node for requests one after another (`NodeClient`)."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self.answer = Answer()
+        self.received = False  # any byte of the current answer arrived
+
+    @classmethod
+    async def connect(cls, ep: Endpoint) -> Connection:
+        """Open a connection (TLS for https, with the shared context); FetchError when not."""
+        try:
+            if ep.scheme == "https":
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                    ep.host,
+                    ep.port,
+                    ssl_context=shared_ssl_context(),
+                    tls_standard_compatible=False,
+                )
+            else:
+                stream = await anyio.connect_tcp(ep.host, ep.port)
+        except OSError as exc:
+            raise FetchError(describe_connect_error(exc), reachable=False) from None
+        return cls(stream)
+
+    @property
+    def status(self) -> int:
+        return self.answer.status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.answer.headers
+
+    @property
+    def reusable(self) -> bool:
+        """The answer was read to its end and the node keeps the connection open."""
+        a = self.answer
+        return a.done and a.keep and not a.buf
+
+    async def request(
+        self, ep: Endpoint, target: str, headers: dict[str, str], token: str | None
+    ) -> None:
+        """Send a GET for `target` (path and query) and read the answer's status and headers."""
+        data = request_bytes(ep, target, headers, token)
+        self.answer = answer = Answer()
+        self.received = False
+        try:
+            await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise StreamBroken(f"connection dropped: {exc or type(exc).__name__}") from None
+        while not answer.parse_head():
+            chunk = await self._recv()
+            if not chunk:
+                if answer.buf:
+                    raise StreamBroken("not an HTTP answer: connection closed mid-head")
+                raise FetchError("connection closed without an answer", reachable=False)
+            answer.buf += chunk
+
+    async def _recv(self) -> bytes:
+        try:
+            data = await self._stream.receive()
+        except anyio.EndOfStream:
+            return b""
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise StreamBroken(f"connection dropped: {exc or type(exc).__name__}") from None
+        self.received = True
+        return data
+
+    async def receive(self) -> bytes:
+        """The next piece of the body; b"" once it is complete or the node closed it."""
+        a = self.answer
+        while not a.done:
+            if a.buf:
+                out = a.body()
+                if out or a.done:
+                    return out
+            raw = await self._recv()  # nothing decodable yet: the rest is on its way
+            if not raw:
+                a.eof()
+                return b""
+            a.buf += raw
+        return b""
+
     async def read_capped(self, cap: int) -> bytes:
         """The rest of the body, at most `cap` bytes (for the reason of an error answer)."""
         body = bytearray()
@@ -441,6 +450,173 @@ class Connection:
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await anyio.aclose_forcefully(self._stream)
+
+
+class PushStream(asyncio.Protocol):
+    """A GET on a connection of its own whose answer is handled in the event loop's read
+    callback as it arrives: the event stream.
+
+    Read through a stream object, every event cost a task wake-up, a future and two epoll
+    changes (pausing and resuming the socket), most of what 1000 nodes cost; here the bytes go
+    from the socket to `on_body` in one callback. The task that opened it only waits for the
+    end (`wait`). Exceptions from `on_body` end the stream with that exception.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self.answer = Answer()
+        self._transport: asyncio.Transport | None = None
+        self._on_body: Callable[[bytes], None] | None = None
+        self._head = anyio.Event()
+        self._end = anyio.Event()
+        self.error: BaseException | None = None
+        self.last_rx = time.monotonic()
+
+    @classmethod
+    async def open(
+        cls,
+        ep: Endpoint,
+        target: str,
+        headers: dict[str, str],
+        *,
+        token: str | None,
+        timeout_s: float,
+    ) -> PushStream:
+        """Connect, send the GET and wait for the answer's head, all within `timeout_s`.
+
+        Raises FetchError (connect failures, no answer) or StreamBroken (not HTTP).
+        """
+        proto = cls(request_bytes(ep, target, headers, token))
+        tls = ep.scheme == "https"
+        try:
+            with anyio.fail_after(timeout_s):
+                try:
+                    await asyncio.get_running_loop().create_connection(
+                        lambda: proto,
+                        ep.host,
+                        ep.port,
+                        ssl=shared_ssl_context() if tls else None,
+                        server_hostname=ep.host if tls else None,
+                    )
+                except OSError as exc:
+                    raise FetchError(describe_connect_error(exc), reachable=False) from None
+                await proto._head.wait()
+        except TimeoutError:
+            proto.close()
+            raise FetchError(f"no answer within {timeout_s:g} s", reachable=False) from None
+        except BaseException:
+            proto.close()
+            raise
+        if proto.error is not None:
+            proto.close()
+            raise proto.error
+        return proto
+
+    @property
+    def status(self) -> int:
+        return self.answer.status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.answer.headers
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        a = self.answer
+        a.buf += data
+        try:
+            if not a.head_done:
+                if not a.parse_head():
+                    return
+                self._head.set()
+            if self._on_body is not None:
+                self._pump()
+        except BaseException as exc:  # the stream ends with it; the waiting task raises it
+            self._finish(exc)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        a = self.answer
+        if not a.head_done:
+            if a.buf:
+                self._finish(StreamBroken("not an HTTP answer: connection closed mid-head"))
+            else:
+                self._finish(FetchError("connection closed without an answer", reachable=False))
+            return
+        a.eof()
+        if exc is not None:
+            self._finish(StreamBroken(f"connection dropped: {exc or type(exc).__name__}"))
+        self._finish(None)
+
+    # --- the owning task -----------------------------------------------------------------
+    def start(self, on_body: Callable[[bytes], None]) -> None:
+        """Hand the body (what has arrived and all that follows) to `on_body`."""
+        self._on_body = on_body
+        try:
+            self._pump()
+        except BaseException as exc:
+            self._finish(exc)
+
+    async def wait(self, idle_s: float) -> None:
+        """Until the answer ends; raises what ended it. TimeoutError after `idle_s` without a
+        byte from the node."""
+        while not self._end.is_set():
+            left = self.last_rx + idle_s - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            with anyio.move_on_after(left):
+                await self._end.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def read_capped(self, cap: int, timeout_s: float) -> bytes:
+        """Up to `cap` bytes of the body (for the reason of an error answer)."""
+        body = bytearray()
+
+        def take(data: bytes) -> None:
+            body.extend(data[: cap - len(body)])
+            if len(body) >= cap:
+                self._finish(None)
+
+        self.start(take)
+        with anyio.move_on_after(timeout_s):
+            await self._end.wait()
+        return bytes(body)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._finish(None)
+
+    # --- internals -----------------------------------------------------------------------
+    def _pump(self) -> None:
+        a, on_body = self.answer, self._on_body
+        assert on_body is not None
+        while a.buf and not a.done:
+            out = a.body()
+            if out:
+                on_body(out)
+            elif not a.done:
+                return  # the rest of a chunk header is on its way
+        if a.done:
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._end.is_set():
+            return
+        self.error = error
+        self._head.set()
+        self._end.set()
+        if self._transport is not None and (error is not None or self.answer.done):
+            self._transport.close()
 
 
 class NodeClient:
@@ -509,7 +685,7 @@ class NodeClient:
             body = await conn.read_capped(ERROR_BODY)
             reason = status_reason(conn.status, conn.headers.get("location"), body)
             raise FetchError(reason, reachable=True, status=conn.status)
-        if problem := conn.encoding_problem():
+        if problem := conn.answer.encoding_problem():
             raise FetchError(problem, reachable=True)
         announced = conn.headers.get("content-length", "")
         if announced.isdigit() and int(announced) > cap:

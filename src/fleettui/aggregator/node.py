@@ -24,10 +24,10 @@ from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
-    Connection,
     Endpoint,
     FetchError,
     NodeClient,
+    PushStream,
     StreamBroken,
     status_reason,
 )
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/api/v1/events"
 STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
-IDLE_SLACK_S = 5.0  # move the idle deadline only when it is this stale (it costs a timer)
 ERROR_BODY = 4096
 # Adaptive polling: a snapshot event is a refresh, so while the stream delivers them the poller
 # stands down. It polls when no snapshot arrived for STREAM_GRACE poll intervals (a late or
@@ -282,49 +281,48 @@ class NodeWorker:
     async def stream_once(self) -> None:
         """One connection to the event stream, read until it ends or fails.
 
-        Events are handled as they are parsed, in this task: no per-event task, queue or
-        timeout scope. Silence is caught by one deadline that is pushed forward as bytes
-        arrive (agents send a ping every 15 s).
+        Events are parsed and handled as their bytes arrive, in the event loop's read callback
+        (`PushStream`): no per-event task, future or timeout scope. This task only waits for
+        the end, or for 45 s of silence (agents send a ping every 15 s).
         """
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         timeout = self.defaults.http_timeout_s
         t0 = time.perf_counter()
-        resp = await Connection.open(
+        resp = await PushStream.open(
             self.endpoint, EVENTS_PATH, headers, token=self.token, timeout_s=timeout
         )
         if self.view.latency_ms is None:  # until the first poll answers, the stream's will do
             self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
         try:
             if resp.status != 200:
-                with anyio.move_on_after(timeout):
-                    body = await resp.read_capped(ERROR_BODY)
+                body = await resp.read_capped(ERROR_BODY, timeout)
                 reason = status_reason(resp.status, resp.headers.get("location"), body)
                 raise FetchError(reason, reachable=True)
             ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
             if ctype != "text/event-stream":
                 raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
-            if problem := resp.encoding_problem():
+            if problem := resp.answer.encoding_problem():
                 raise StreamError(problem)
             parser = SSEParser()
-            with anyio.CancelScope() as idle:
-                idle.deadline = anyio.current_time() + STREAM_IDLE_S
-                while chunk := await resp.receive():
-                    now = anyio.current_time()
-                    if idle.deadline - now < STREAM_IDLE_S - IDLE_SLACK_S:
-                        idle.deadline = now + STREAM_IDLE_S
-                    for sse in parser.feed(chunk):
-                        self.last_event_id = parser.last_id
-                        self.handle_event(sse)
-                for sse in parser.finish():
+
+            def on_body(chunk: bytes) -> None:
+                for sse in parser.feed(chunk):
+                    self.last_event_id = parser.last_id
                     self.handle_event(sse)
-            if idle.cancelled_caught:
-                raise StreamError(f"no event or ping for {STREAM_IDLE_S:g} s")
+
+            resp.start(on_body)
+            try:
+                await resp.wait(STREAM_IDLE_S)
+            except TimeoutError:
+                raise StreamError(f"no event or ping for {STREAM_IDLE_S:g} s") from None
+            for sse in parser.finish():
+                self.handle_event(sse)
             if parser.mid_event:
                 raise StreamError("stream dropped mid-event")
         finally:
-            await resp.aclose()
+            resp.close()
 
     def handle_event(self, sse: ServerSentEvent) -> None:
         now = time.time()
