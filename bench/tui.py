@@ -121,13 +121,18 @@ async def run(
         display(screen, renderable)
         marks["displayed"] = time.perf_counter()
 
+    depth = [0]
+
     def timed(fn):  # type: ignore[no-untyped-def]
         def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            depth[0] += 1
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                timings["paint"].append(time.perf_counter() - t)
+                depth[0] -= 1
+                if not depth[0]:  # a layout refresh runs a compositor refresh: count it once
+                    timings["paint"].append(time.perf_counter() - t)
 
         return wrapper
 
