@@ -17,6 +17,7 @@ from collections.abc import Callable
 from textual.app import App
 from textual.binding import Binding
 
+from fleettui.aggregator.state import NodeView
 from fleettui.config import FleetConfig
 from fleettui.select import parse
 from fleettui.views.source import FleetSource
@@ -86,12 +87,24 @@ class FleetApp(App[None]):
         gen = self.source.generation
         if force or gen != self.generation:
             self.generation = gen
-            self.main.show(self.source.snapshots())
+            self.main.show(self._fresh_views(force))
             self.refreshes += 1
             if isinstance(self.screen, DetailScreen):
                 self.screen.show(self.main.views.get(self.screen.node_name))
         else:
             self.main.show(None)
+
+    def _fresh_views(self, full: bool) -> list[NodeView]:
+        """Every node, copying only those whose version moved when the source can say which
+        (FleetAggregator.changed): at 1000 nodes a full copy costs ~200 ms a refresh."""
+        held = self.main.views
+        changed = getattr(self.source, "changed", None)
+        if full or changed is None or not held:
+            return self.source.snapshots()
+        fresh = {v.name: v for v in changed({n: v.version for n, v in held.items()})}
+        return [fresh.get(name) or view for name, view in held.items()] + [
+            v for n, v in fresh.items() if n not in held
+        ]
 
     async def follow_source(self) -> None:
         """One refresh per generation change, at most one per `min_refresh_s`.
