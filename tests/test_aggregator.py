@@ -357,3 +357,32 @@ async def test_changed_copies_only_what_moved_and_events_can_be_filtered(sims: A
     with anyio.fail_after(2):
         got = [e async for e in transitions]
     assert got and {e.kind for e in got} == {"state"}  # no snapshot events queued for it
+
+
+async def test_poller_stands_down_while_the_stream_delivers() -> None:
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("busy", event_every=0.05).start(tg)
+        async with FleetAggregator(fleet(("busy", fake.url), poll_interval_s=0.2)) as agg:
+            await wait_for(lambda: agg.node("busy").stream_ok, 3)
+            await anyio.sleep(0.3)
+            start = len(fake.requests_to("/api/v1/snapshot"))
+            await anyio.sleep(1.0)  # five poll intervals; the first heartbeat is 7.5 or more
+            assert len(fake.requests_to("/api/v1/snapshot")) - start <= 1
+            v = agg.node("busy")
+            assert v.state is NodeState.ONLINE and time.time() - v.last_seen <= 2 * 0.2
+        tg.cancel_scope.cancel()
+
+
+async def test_poller_resumes_at_once_when_the_stream_goes_quiet() -> None:
+    """One event on connect, then silence on a connection that stays open: the fleet's
+    watchdog wakes the poller long before its heartbeat (7.5-15 poll intervals) would."""
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("quiet", event_every=30.0).start(tg)
+        async with FleetAggregator(fleet(("quiet", fake.url), poll_interval_s=0.1)) as agg:
+            await wait_for(lambda: agg.node("quiet").stream_ok, 3)
+            start = len(fake.requests_to("/api/v1/snapshot"))
+            await anyio.sleep(0.6)
+            assert len(fake.requests_to("/api/v1/snapshot")) - start >= 3
+            v = agg.node("quiet")
+            assert v.state is NodeState.ONLINE and v.stream_ok
+        tg.cancel_scope.cancel()

@@ -24,6 +24,7 @@ from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
+    ERROR_BODY,
     Endpoint,
     FetchError,
     NodeClient,
@@ -42,11 +43,10 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/api/v1/events"
 STREAM_IDLE_S = 45.0  # agents send a ping comment every 15 s; three missed means it is dead
-ERROR_BODY = 4096
 # Adaptive polling: a snapshot event is a refresh, so while the stream delivers them the poller
 # stands down. It polls when no snapshot arrived for STREAM_GRACE poll intervals (a late or
 # silent stream, or an agent ticking slower than we poll), and every HEARTBEAT_POLLS intervals
-# anyway, to measure latency and check that the snapshot endpoint itself still answers.
+# (less a random half) anyway, to measure latency and check the snapshot endpoint still answers.
 STREAM_GRACE = 1.25
 HEARTBEAT_POLLS = 15
 BIG_SNAPSHOT = 32 * 1024  # keep such a snapshot re-serialised, not as the node sent it
