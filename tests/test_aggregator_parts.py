@@ -32,6 +32,25 @@ def test_sse_parser_follows_the_spec_across_chunk_boundaries() -> None:
         assert p.last_id == "8" and not p.mid_event
 
 
+def test_sse_parser_lf_only_streams_split_anywhere() -> None:
+    """LF-only input takes a faster path; any split (inside a line, inside a multi-byte
+    character, between events) must give the same events as one feed."""
+    raw = (
+        ': ping\n\nid: 1\nevent: snapshot\ndata: {"w": "\u00e9t\u00e9 \u2603"}\n\n'
+        "data: a\ndata: b\n\nid: 2\nevent: audit\ndata: x\n\n"
+    ).encode()
+    whole = feed_all(SSEParser(), raw)
+    assert whole[0] == ("snapshot", '{"w": "\u00e9t\u00e9 \u2603"}', "1")
+    assert whole[1:] == [("message", "a\nb", "1"), ("audit", "x", "2")]
+    rng = random.Random(3)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(raw)), rng.randint(1, 12)))
+        parts = [raw[i:j] for i, j in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+        p = SSEParser()
+        assert feed_all(p, *parts) == whole
+        assert p.last_id == "2" and not p.mid_event
+
+
 def test_sse_partial_event_does_not_commit_its_id() -> None:
     p = SSEParser()
     p.feed(b'id: 1\ndata: a\n\nid: 2\nevent: snapshot\ndata: {"half')

@@ -461,9 +461,6 @@ class NodeWorker:
         self.power.add(snap.ts, snap.power.watts)
         if self.chain is not None and self.chain.check_head(snap.audit):
             self.chain_waker.wake()
-        cost = daily_costs(snap)
-        if cost != self.view.cost_daily:
-            self.view.cost_daily = cost
         if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
             self.view.chain = self.chain.status
             self.view.chain_detail = self.chain.detail
@@ -478,6 +475,7 @@ class NodeWorker:
     def view_copy(self) -> NodeView:
         """What the views get: a copy that shares nothing mutable with the worker."""
         v = self.view
+        snap = self.snapshot()
         return NodeView(
             name=v.name,
             url=v.url,
@@ -486,12 +484,12 @@ class NodeWorker:
             has_token=v.has_token,
             state=v.state,
             reasons=list(v.reasons),
-            snapshot=self.snapshot(),
+            snapshot=snap,
             latency_ms=v.latency_ms,
             last_seen=v.last_seen,
             last_error=v.last_error,
             power_history=self.power.values(),
-            cost_daily=list(v.cost_daily),
+            cost_daily=daily_costs(snap) if snap is not None else [],
             chain=v.chain,
             chain_detail=v.chain_detail,
             stream_ok=v.stream_ok,

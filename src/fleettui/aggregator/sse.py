@@ -46,6 +46,8 @@ class SSEParser:
         return bool(self._buf or self._data or self._event or self._id_buf is not None)
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        if not self._buf and not self._first and b"\r" not in chunk:
+            return self._feed_lf(chunk)
         self._buf += chunk
         if self._first:
             if len(self._buf) < 3 and b"\xef\xbb\xbf".startswith(self._buf):
@@ -66,6 +68,23 @@ class SSEParser:
             if ev is not None:
                 out.append(ev)
         del self._buf[:pos]
+        if len(self._buf) + self._size > self.cap:
+            raise StreamError(f"event over {mib(self.cap)}")
+        return out
+
+    def _feed_lf(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The usual case, whole LF-terminated lines and nothing buffered: decode the lines in
+        one go (UTF-8 never has a 0x0A inside a character, so this equals line by line)."""
+        end = chunk.rfind(b"\n")
+        out: list[ServerSentEvent] = []
+        if end >= 0:
+            for line in chunk[:end].decode("utf-8", errors="replace").split("\n"):
+                ev = self._line(line)
+                if ev is not None:
+                    out.append(ev)
+        rest = chunk[end + 1 :]
+        if rest:
+            self._buf += rest
         if len(self._buf) + self._size > self.cap:
             raise StreamError(f"event over {mib(self.cap)}")
         return out
