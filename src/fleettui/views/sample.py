@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 
 import anyio
@@ -490,11 +490,13 @@ class SampleSource:
         v = self._views.get(name)
         return copy.deepcopy(v) if v is not None else None
 
-    async def events(self) -> AsyncIterator[FleetEvent]:
+    async def events(self, kinds: Iterable[str] | None = None) -> AsyncIterator[FleetEvent]:
+        wanted = None if kinds is None else set(kinds)
         i = 0
         while True:
             while i < len(self._events):
-                yield self._events[i]
+                if wanted is None or self._events[i].kind in wanted:
+                    yield self._events[i]
                 i += 1
             waiter = anyio.Event()
             self._event_waiters.append(waiter)

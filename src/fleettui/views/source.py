@@ -6,7 +6,7 @@ screenshots can hand them a fixed-data fake while `fleet` hands them the real ag
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol, runtime_checkable
 
 from fleettui.aggregator.state import FleetEvent, NodeView
@@ -26,8 +26,9 @@ class FleetSource(Protocol):
 
     def node(self, name: str) -> NodeView | None: ...
 
-    def events(self) -> AsyncIterator[FleetEvent]:
-        """The merged event stream of every node (never ends while the source runs)."""
+    def events(self, kinds: Iterable[str] | None = None) -> AsyncIterator[FleetEvent]:
+        """The merged event stream of every node (never ends while the source runs);
+        `kinds` keeps only those event kinds."""
         ...
 
     async def wait_changed(self, after: int, timeout: float) -> int:
