@@ -24,26 +24,15 @@ import os
 import time
 from urllib.parse import urlsplit
 
-from common import cpu_seconds, pct, report, start_agents, stop
+from common import cpu_seconds, pct, raw_get, report, start_agents, stop
 
 
 async def client(host: str, port: int, path: str, until: float, lat: list[float]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
-    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     try:
         while time.perf_counter() < until:
             t0 = time.perf_counter()
-            writer.write(req)
-            await writer.drain()
-            headers = await reader.readuntil(b"\r\n\r\n")
-            n = int(
-                next(
-                    h.split(b":")[1]
-                    for h in headers.split(b"\r\n")
-                    if h.lower().startswith(b"content-length")
-                )
-            )
-            await reader.readexactly(n)
+            await raw_get(reader, writer, host, path)
             lat.append((time.perf_counter() - t0) * 1000)
     finally:
         writer.close()
@@ -54,22 +43,11 @@ async def paced(
 ) -> None:
     """Open loop: one request every `period` from `t0`, latency counted from when it was due."""
     reader, writer = await asyncio.open_connection(host, port)
-    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     due = t0
     try:
         while due < until:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            writer.write(req)
-            await writer.drain()
-            headers = await reader.readuntil(b"\r\n\r\n")
-            n = int(
-                next(
-                    h.split(b":")[1]
-                    for h in headers.split(b"\r\n")
-                    if h.lower().startswith(b"content-length")
-                )
-            )
-            await reader.readexactly(n)
+            await raw_get(reader, writer, host, path)
             lat.append((time.perf_counter() - due) * 1000)
             due += period
     finally:

@@ -32,7 +32,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import pct, pinned, report, start_agents, stop  # noqa: E402
+from common import pct, pinned, raw_get, report, start_agents, stop  # noqa: E402
 
 INTERVAL = 2.0
 
@@ -168,18 +168,6 @@ def _workers_views(self):  # type: ignore[no-untyped-def]
 # --- the raw baseline ---------------------------------------------------------------------------
 
 
-async def _request(reader, writer, host: str, path: str) -> bytes:
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    n = next(
-        int(h.split(b":")[1])
-        for h in head.split(b"\r\n")
-        if h.lower().startswith(b"content-length")
-    )
-    return await reader.readexactly(n)
-
-
 async def baseline_node(
     url: str, seen: dict[str, float], latencies: list[float], flags: dict
 ) -> None:
@@ -188,7 +176,7 @@ async def baseline_node(
     async def poller() -> None:
         reader, writer = await asyncio.open_connection(u.hostname, u.port)
         while True:
-            body = json.loads(await _request(reader, writer, u.hostname, "/api/v1/snapshot"))
+            body = json.loads(await raw_get(reader, writer, u.hostname, "/api/v1/snapshot"))
             seen[url] = body["ts"]
             await asyncio.sleep(INTERVAL)
 

@@ -121,3 +121,16 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
+
+
+async def raw_get(reader, writer, host: str, path: str) -> bytes:  # type: ignore[no-untyped-def]
+    """One keep-alive GET over a raw asyncio connection: the cheapest client there is."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    n = next(
+        int(h.split(b":")[1])
+        for h in head.split(b"\r\n")
+        if h.lower().startswith(b"content-length")
+    )
+    return await reader.readexactly(n)
