@@ -41,12 +41,6 @@ CURRENCY = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
 DASH = "—"
 
 
-class NodeCell(Text):
-    """The Node cell; remembers its node so the table can sort rows by any NodeView value."""
-
-    node: str
-
-
 # --- formatting --------------------------------------------------------------------------
 
 
@@ -119,10 +113,7 @@ def cell_sel(view: NodeView, width: int, now: float, selected: bool) -> Text:
 
 
 def cell_node(view: NodeView, width: int, now: float, selected: bool) -> Text:
-    cell = NodeCell(view.name, style="bold" if selected else "")
-    cell.truncate(width, overflow="ellipsis")
-    cell.node = view.name
-    return cell
+    return _fit(Text(view.name, style="bold" if selected else ""), width)
 
 
 def cell_role(view: NodeView, width: int, now: float, selected: bool) -> Text:

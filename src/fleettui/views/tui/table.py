@@ -1,9 +1,14 @@
-"""The fleet table: a DataTable kept in step with the aggregator by keyed reconciliation.
+"""The fleet table: a Line-API widget that draws only the rows that changed.
 
-Every refresh diffs the new NodeViews against what is on screen and touches only cells whose
-text changed (rows keyed by node name; unchanged node versions are not even re-rendered), so the
-cursor, the scroll position, the selection and the sort survive every update and 1000 rows cost
-one render per refresh. Only a change of the visible column set (a resize) rebuilds the table.
+Textual's DataTable clears every render cache on any `update_cell`, so at 1000 rows each
+refresh re-rendered every visible line (60-90 ms a frame). This widget keeps one rendered line
+(`Strip`) per row, keyed by what the row shows: the node's version, its selection, its action
+note, the Seen text and whether the cursor is on it. A refresh compares keys, repaints only the
+screen lines whose key moved, and renders cells only for rows that are on screen, so its cost
+follows what changed on screen, not the size of the fleet.
+
+Rows are keyed by node name, so the cursor, the scroll position, the selection and the sort
+survive every update.
 """
 
 from __future__ import annotations
@@ -11,35 +16,71 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
-from textual.events import Resize
-from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from fleettui.aggregator.state import NodeView
 from fleettui.select import Selector
 from fleettui.views.columns import BY_KEY, COLUMNS, SEP, SORTABLE, fit_columns, sorted_views
 
-AGE_COLUMNS = ("seen",)  # cells that change with the clock, not with the node
+AGE_COLUMNS = frozenset({"seen"})  # cells that change with the clock, not with the node
+HEADER = 1  # lines above the first row
+_META = {c.key: Style.from_meta({"column": c.key}) for c in COLUMNS}
 
 
-def _same(a: Text, b: Text) -> bool:
-    return a.plain == b.plain and a.style == b.style and a.spans == b.spans
-
-
-class FleetTable(DataTable):
+class FleetTable(ScrollView, can_focus=True):
     """The node table. The app feeds it with `apply(views)`; it owns cursor, sort and selection."""
 
+    COMPONENT_CLASSES = {"fleet-table--header", "fleet-table--cursor"}
+    DEFAULT_CSS = """
+    FleetTable {
+        background: $surface;
+        color: $foreground;
+        &:focus { background-tint: $foreground 5%; }
+        & > .fleet-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .fleet-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .fleet-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
     BINDINGS = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("g", "scroll_top", "Top", show=False),
-        Binding("G", "scroll_bottom", "Bottom", show=False),
+        Binding("enter", "choose", "Details", show=False),
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home,g", "cursor_top", "Top", show=False),
+        Binding("end,G", "cursor_bottom", "Bottom", show=False),
     ]
 
+    class NodeChosen(Message):
+        """Enter on a row, or a click on the cursor row: the user wants that node's details."""
+
+        def __init__(self, table: FleetTable, node: str) -> None:
+            super().__init__()
+            self.table = table
+            self.node = node
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
     def __init__(self, *, clock: Callable[[], float] = time.time, **kwargs) -> None:
-        super().__init__(cursor_type="row", cell_padding=0, **kwargs)
+        super().__init__(**kwargs)
         self.clock = clock
         self.views: dict[str, NodeView] = {}  # every node, config order
         self.selected: set[str] = set()
@@ -47,11 +88,17 @@ class FleetTable(DataTable):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self.widths: dict[str, int] = {}
-        self._cells: dict[str, dict[str, Text]] = {}
-        self._rendered: dict[str, tuple] = {}  # name -> (version, selected, note) drawn
         self.notes: dict[str, Text] = {}  # per-node overlay of the State cell (action progress)
-        self._order: list[str] = []  # row keys top to bottom, as the DataTable has them
-        self.cell_updates = 0  # how many cells the last apply() touched (tests, benchmarks)
+        self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
+        self._order: list[str] = []  # row names top to bottom
+        self._index: dict[str, int] = {}
+        self._cursor = 0
+        self._now = clock()
+        self._known: dict[str, tuple] = {}  # name -> stamp at the last apply()
+        self._cells: dict[str, tuple[tuple, dict[str, Text]]] = {}  # name -> (stamp, cells)
+        self._aged: dict[str, float] = {}  # name -> the clock its age cells were drawn for
+        self._lines: dict[str, tuple[tuple, Strip]] = {}  # name -> (row key, rendered line)
+        self._header: tuple[tuple, Strip] | None = None
 
     # --- what the app and the screens ask --------------------------------------------
     @property
@@ -59,11 +106,16 @@ class FleetTable(DataTable):
         return list(self._order)
 
     @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    @property
+    def cursor_row(self) -> int:
+        return self._cursor
+
+    @property
     def cursor_name(self) -> str | None:
-        if not self._order:
-            return None
-        row = min(max(self.cursor_row, 0), len(self._order) - 1)
-        return self._order[row]
+        return self._order[self._cursor] if self._order else None
 
     def targets(self) -> list[str]:
         """What an action key acts on: the selected visible rows, else the cursor row."""
@@ -72,39 +124,48 @@ class FleetTable(DataTable):
             return chosen
         return [self.cursor_name] if self.cursor_name else []
 
+    def header_label(self, key: str) -> str:
+        return self._label(key).plain
+
+    def get_cell(self, name: str, key: str) -> Text:
+        """The cell as drawn now (KeyError for an unknown node or a hidden column)."""
+        return self._row_cells(name)[key]
+
     # --- feeding ---------------------------------------------------------------------
     def apply(self, views: Iterable[NodeView] | None = None) -> None:
-        """Bring the table in line with `views` (or re-check the clock-driven cells)."""
+        """Bring the table in line with `views` (or, with None, only with the clock)."""
         if views is not None:
             self.views = {v.name: v for v in views}
+        self._now = self.clock()
         if self.size.width <= 0:
             return  # not laid out yet: on_resize calls us again
         want = self._wanted()
         widths = self._fit(len(want))
-        if widths != self.widths:
+        layout_changed = widths != self.widths
+        if layout_changed:
             self.widths = widths
-            self._build(want)
-            return
-        cursor = self.cursor_name
-        self.cell_updates = 0
-        with self.app.batch_update():
-            keep = set(want)
-            for name in [n for n in self._order if n not in keep]:
-                self._remove(name)
-            now = self.clock()
-            have = set(self._order)
-            for name in want:
-                view = self.views[name]
-                if name in have:
-                    self._update(view, now)
-                else:
-                    self.add_row(*self._render(view, now).values(), key=name)
-                    self._order.append(name)
-            self._reorder(want)
-            self._restore_cursor(cursor)
+            self._cells.clear()
+            self._lines.clear()
+        stamps = {name: self._stamp(self.views[name]) for name in want}
+        known = self._known
+        self.row_updates = sum(1 for n, s in stamps.items() if known.get(n) != s)
+        self._known = stamps
+        for gone in [n for n in self._cells if n not in stamps]:
+            self._forget(gone)
+        if layout_changed or want != self._order:
+            self._set_order(want)
+            self.refresh()
+        else:
+            self._refresh_changed_lines()
 
-    def on_resize(self, event: Resize) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         self.apply()
+
+    def notify_style_update(self) -> None:
+        """Focus, theme or CSS changed: every cached line holds old colours."""
+        super().notify_style_update()
+        self._lines.clear()
+        self._header = None
 
     # --- selection, filter, sort -----------------------------------------------------
     def toggle_selected(self, name: str | None = None) -> None:
@@ -130,41 +191,16 @@ class FleetTable(DataTable):
         """Next sortable visible column; after the last one, back to config order."""
         keys = [k for k in SORTABLE if k in self.widths]
         i = keys.index(self.sort_key) + 1 if self.sort_key in keys else 0
-        self.sort_key = keys[i] if i < len(keys) else None
-        self.sort_reverse = BY_KEY[self.sort_key].descending if self.sort_key else False
-        self._labels()
+        self.sort_by(keys[i] if i < len(keys) else None)
+
+    def sort_by(self, key: str | None) -> None:
+        self.sort_key = key
+        self.sort_reverse = BY_KEY[key].descending if key else False
         self.apply()
-        self._reorder(self._wanted(), force=True)
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
-        self._labels()
         self.apply()
-        self._reorder(self._wanted(), force=True)
-
-    # --- internals -------------------------------------------------------------------
-    def _wanted(self) -> list[str]:
-        views = list(self.views.values())
-        if self.selector is not None:
-            views = [v for v in views if self.selector.matches(v)]
-        return [v.name for v in sorted_views(views, self.sort_key, self.sort_reverse)]
-
-    def _fit(self, rows: int) -> dict[str, int]:
-        width = self.size.width
-        if rows + 1 > self.size.height:  # the header takes a line; leave room for the scrollbar
-            width -= self.styles.scrollbar_size_vertical
-        return fit_columns(width, max((len(n) for n in self.views), default=0))
-
-    def _label(self, key: str) -> Text:
-        col = BY_KEY[key]
-        if key != self.sort_key:
-            return Text(col.label)
-        return Text(col.label + ("▼" if self.sort_reverse else "▲"), style="bold underline")
-
-    def _labels(self) -> None:
-        for ckey, column in self.columns.items():
-            if ckey.value in BY_KEY:
-                column.label = self._label(ckey.value)
 
     def set_note(self, name: str, note: str | Text | None, style: str = "bold cyan") -> None:
         """Show `note` in the node's State cell (e.g. bulk-action progress); None restores it."""
@@ -173,6 +209,137 @@ class FleetTable(DataTable):
         else:
             self.notes[name] = note if isinstance(note, Text) else Text(note, style=style)
         self.apply()
+
+    # --- cursor ----------------------------------------------------------------------
+    def move_cursor(self, *, row: int, animate: bool = False) -> None:
+        """Put the cursor on `row` (clamped) and scroll it into view."""
+        row = min(max(row, 0), max(len(self._order) - 1, 0))
+        old, self._cursor = self._cursor, row
+        if old != row:
+            self._refresh_rows((old, row))
+        self._scroll_to_cursor(animate)
+
+    @property
+    def _page(self) -> int:
+        return max(1, self.size.height - HEADER)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self._cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self._cursor + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(row=self._cursor - self._page)
+
+    def action_page_down(self) -> None:
+        self.move_cursor(row=self._cursor + self._page)
+
+    def action_cursor_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_cursor_bottom(self) -> None:
+        self.move_cursor(row=len(self._order) - 1)
+
+    def action_choose(self) -> None:
+        if self.cursor_name is not None:
+            self.post_message(self.NodeChosen(self, self.cursor_name))
+
+    def on_click(self, event: events.Click) -> None:
+        """A row moves the cursor there (a second click opens it); a header sorts by it."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        event.stop()
+        if offset.y < HEADER:
+            key = self._column_at(offset.x)
+            if key in SORTABLE:
+                if key == self.sort_key:
+                    self.reverse_sort()
+                else:
+                    self.sort_by(key)
+            return
+        row = self._top + offset.y - HEADER
+        if row >= len(self._order):
+            return
+        if row == self._cursor:
+            self.action_choose()
+        else:
+            self.move_cursor(row=row)
+
+    # --- rendering -------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        if y < HEADER:
+            return self._header_line()
+        row = self._top + y - HEADER
+        if row >= len(self._order):
+            return Strip.blank(self.size.width, self.rich_style)
+        return self._row_line(self._order[row], row == self._cursor)
+
+    @property
+    def _top(self) -> int:
+        return round(self.scroll_offset.y)
+
+    def _header_line(self) -> Strip:
+        key = (self.size.width, self.sort_key, self.sort_reverse, tuple(self.widths.items()))
+        if self._header is None or self._header[0] != key:
+            labels = {k: self._label(k) for k in self.widths}
+            style = self.rich_style + self.get_component_rich_style("fleet-table--header")
+            self._header = (key, self._strip(labels, style, Style()))
+        return self._header[1]
+
+    def _row_line(self, name: str, cursor: bool) -> Strip:
+        cells = self._row_cells(name)
+        key = (self._cells[name][0], tuple(cells[k].plain for k in AGE_COLUMNS if k in cells))
+        key += (cursor,)
+        cached = self._lines.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        base = self.rich_style
+        post = Style()
+        if cursor:
+            cursor_style = self.get_component_rich_style("fleet-table--cursor")
+            base += cursor_style
+            post = Style.from_color(cursor_style.color)  # the cursor's colour wins, as in DataTable
+        strip = self._strip(cells, base, post)
+        self._lines[name] = (key, strip)
+        return strip
+
+    def _strip(self, cells: dict[str, Text], style: Style, post: Style) -> Strip:
+        """One line: each cell padded to its column, `style` under it and `post` over it.
+
+        Each cell's segments carry the column in their meta (as DataTable's do), so they stay
+        separate runs: a screenshot places every cell at its own column.
+        """
+        console = self.app.console
+        segments: list[Segment] = []
+        for key, width in self.widths.items():
+            cell = cells[key]
+            cell_style = _META[key] + console.get_style(cell.style) if cell.style else _META[key]
+            segments.extend(Segment.apply_style(cell.render(console), cell_style))
+            if (pad := width + SEP - cell.cell_len) > 0:
+                segments.append(Segment(" " * pad, _META[key]))
+        segments = list(Segment.apply_style(segments, style, post or None))
+        return Strip(segments).adjust_cell_length(self.size.width, style)
+
+    def _row_cells(self, name: str) -> dict[str, Text]:
+        """The row's cells, re-rendered when its stamp moved; age cells when the clock did."""
+        view = self.views[name]
+        stamp = self._stamp(view)
+        cached = self._cells.get(name)
+        now = self._now
+        if cached is None or cached[0] != stamp:
+            selected = name in self.selected
+            cells = {key: self._cell(key, view, now, selected) for key in self.widths}
+            self._cells[name] = (stamp, cells)
+            self._aged[name] = now
+            return cells
+        cells = cached[1]
+        if self._aged.get(name) != now:
+            for key in AGE_COLUMNS & cells.keys():
+                cells[key] = self._cell(key, view, now, name in self.selected)
+            self._aged[name] = now
+        return cells
 
     def _cell(self, key: str, view: NodeView, now: float, selected: bool) -> Text:
         note = self.notes.get(view.name) if key == "state" else None
@@ -186,71 +353,79 @@ class FleetTable(DataTable):
         note = self.notes.get(view.name)
         return (view.version, view.name in self.selected, note.markup if note else None)
 
-    def _render(self, view: NodeView, now: float) -> dict[str, Text]:
-        selected = view.name in self.selected
-        cells = {key: self._cell(key, view, now, selected) for key in self.widths}
-        self._cells[view.name] = cells
-        self._rendered[view.name] = self._stamp(view)
-        return cells
+    def _label(self, key: str) -> Text:
+        col = BY_KEY[key]
+        if key != self.sort_key:
+            return Text(col.label)
+        return Text(col.label + ("▼" if self.sort_reverse else "▲"), style="bold underline")
 
-    def _update(self, view: NodeView, now: float) -> None:
-        """Re-render a row only when its node, selection or note changed; push changed cells."""
-        name = view.name
-        old = self._cells[name]
-        selected = name in self.selected
-        stamp = self._stamp(view)
-        if self._rendered.get(name) == stamp:
-            keys = [k for k in AGE_COLUMNS if k in self.widths]
-        else:
-            keys = list(self.widths)
-            self._rendered[name] = stamp
-        for key in keys:
-            cell = self._cell(key, view, now, selected)
-            if _same(old[key], cell):
-                continue
-            try:
-                self.update_cell(name, key, cell)
-            except CellDoesNotExist:
-                continue
-            old[key] = cell
-            self.cell_updates += 1
+    def _column_at(self, x: int) -> str | None:
+        for key, width in self.widths.items():
+            if x < width + SEP:
+                return key
+            x -= width + SEP
+        return None
 
-    def _remove(self, name: str) -> None:
-        try:
-            self.remove_row(name)
-        except RowDoesNotExist:
-            pass
-        self._order.remove(name)
+    # --- internals -------------------------------------------------------------------
+    def _wanted(self) -> list[str]:
+        views = list(self.views.values())
+        if self.selector is not None:
+            views = [v for v in views if self.selector.matches(v)]
+        return [v.name for v in sorted_views(views, self.sort_key, self.sort_reverse)]
+
+    def _fit(self, rows: int) -> dict[str, int]:
+        width = self.size.width
+        if rows + HEADER > self.size.height:  # leave room for the scrollbar
+            width -= self.styles.scrollbar_size_vertical
+        widths = fit_columns(width, max((len(n) for n in self.views), default=0))
+        return {c.key: widths[c.key] for c in COLUMNS if c.key in widths}
+
+    def _set_order(self, want: list[str]) -> None:
+        """New row order: the cursor follows its node (or keeps its row if the node left)."""
+        cursor = self.cursor_name
+        self._order = want
+        self._index = {name: i for i, name in enumerate(want)}
+        width = sum(w + SEP for w in self.widths.values())
+        self.virtual_size = Size(width, len(want) + HEADER)
+        row = self._index.get(cursor, self._cursor) if cursor is not None else 0
+        self._cursor = min(max(row, 0), max(len(want) - 1, 0))
+        self._scroll_to_cursor(False)
+
+    def _refresh_changed_lines(self) -> None:
+        """Repaint the on-screen rows whose line would differ from the one drawn."""
+        top = self._top
+        rows = range(top, min(top + self._page, len(self._order)))
+        stale = []
+        for row in rows:
+            name = self._order[row]
+            cached = self._lines.get(name)
+            if cached is None:
+                stale.append(row)
+                continue
+            cells = self._row_cells(name)
+            key = (self._cells[name][0], tuple(cells[k].plain for k in AGE_COLUMNS if k in cells))
+            if cached[0][:-1] != key:
+                stale.append(row)
+        self._refresh_rows(stale)
+
+    def _refresh_rows(self, rows: Iterable[int]) -> None:
+        top, width = self._top, self.size.width
+        regions = [
+            Region(0, row - top + HEADER, width, 1)
+            for row in rows
+            if top <= row < top + self._page
+        ]
+        if regions:
+            self.refresh(*regions)
+
+    def _scroll_to_cursor(self, animate: bool) -> None:
+        top, page = self._top, self._page
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=animate)
+        elif self._cursor >= top + page:
+            self.scroll_to(y=self._cursor - page + 1, animate=animate)
+
+    def _forget(self, name: str) -> None:
         self._cells.pop(name, None)
-        self._rendered.pop(name, None)
-
-    def _reorder(self, want: list[str], force: bool = False) -> None:
-        if not force and self._order == want:
-            return
-        pos = {name: i for i, name in enumerate(want)}
-        cursor = self.cursor_name
-        self.sort("node", key=lambda cell: pos.get(getattr(cell, "node", ""), len(pos)))
-        self._order = list(want)
-        self._restore_cursor(cursor)
-
-    def _restore_cursor(self, name: str | None) -> None:
-        if name is None or name not in self._order:
-            return
-        row = self._order.index(name)
-        if row != self.cursor_row:
-            self.move_cursor(row=row, animate=False)
-
-    def _build(self, want: list[str]) -> None:
-        """(Re)create columns and rows; only on first layout or when the column set changes."""
-        cursor = self.cursor_name
-        self.clear(columns=True)
-        self._cells.clear()
-        self._rendered.clear()
-        for col in COLUMNS:
-            if col.key in self.widths:
-                self.add_column(self._label(col.key), width=self.widths[col.key] + SEP, key=col.key)
-        now = self.clock()
-        for name in want:
-            self.add_row(*self._render(self.views[name], now).values(), key=name)
-        self._order = list(want)
-        self._restore_cursor(cursor)
+        self._aged.pop(name, None)
+        self._lines.pop(name, None)

@@ -47,7 +47,7 @@ class TotalsBar(Static):
         if read_only:
             line.append(" │ ")
             line.append("read-only", style="bold red")
-        self.update(line)
+        self.update(line, layout=False)  # one line, fixed height: no layout pass needed
 
 
 def event_line(ev: FleetEvent, fmt_time: Callable[[float], str]) -> Text:

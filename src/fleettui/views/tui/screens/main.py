@@ -12,7 +12,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import Footer
 
 from fleettui.aggregator.state import NodeView
 from fleettui.select import SelectError, parse
@@ -144,10 +144,9 @@ class MainScreen(Screen[None]):
         if self.table.selector is not None:
             self.set_filter("")
 
-    @on(DataTable.RowSelected, "#fleet")
-    def open_detail(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value:
-            self.app.open_detail(event.row_key.value)  # type: ignore[attr-defined]
+    @on(FleetTable.NodeChosen, "#fleet")
+    def open_detail(self, event: FleetTable.NodeChosen) -> None:
+        self.app.open_detail(event.node)  # type: ignore[attr-defined]
 
     def action_node_action(self, action: str) -> None:
         """R/U/P/X/T: hand the targets to the bulk-action layer, unless read-only."""
