@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from pydantic import ValidationError
 
 from fleettui.aggregator.backoff import Backoff
 from fleettui.aggregator.history import PowerHistory
 from fleettui.aggregator.sse import SSEParser, StreamError
+from fleettui.aggregator.state import NodeView, SnapshotFacts
+from fleettui.views.sample import sample_views
 
 
 def feed_all(parser: SSEParser, *chunks: bytes) -> list[tuple[str, str, str]]:
@@ -107,3 +110,24 @@ def test_power_history_is_a_bounded_time_window() -> None:
     assert h.add(1900.0, 1.0)  # after a long gap the old window is forgotten
     assert h.values() == [1.0]
     assert h.add(100.0, 2.0) and h.values() == [2.0]  # the clock stepped back an hour
+
+
+def test_node_view_parses_its_snapshot_only_when_read() -> None:
+    snap = sample_views()[0].snapshot
+    facts = SnapshotFacts.of(snap)
+    assert (facts.watts, facts.cost_7d, facts.currency) == (1843.0, 270.4, "EUR")
+    lazy = NodeView(name="n", url="u", snapshot_json="{broken", facts=facts)
+    assert lazy.facts == facts  # totals and sorting never need the text parsed
+    with pytest.raises(ValidationError):
+        _ = lazy.snapshot  # parsed on first read, not before
+    text = snap.model_dump_json()
+    a = NodeView(name="a", url="u", snapshot_json=text, facts=facts)
+    b = NodeView(name="b", url="u", snapshot_json=text, facts=facts)
+    assert a.snapshot == snap and a.snapshot is a.snapshot  # parsed once, then kept
+    a.snapshot.engines.clear()
+    assert b.snapshot.engines  # each view parses its own model: nothing is shared
+    other = sample_views()[1].snapshot
+    a.snapshot = other  # setting a model keeps the facts in step
+    assert a.facts == SnapshotFacts.of(other)
+    assert NodeView(name="c", url="u", snapshot=snap, facts=None).facts == facts
+    assert NodeView(name="d", url="u").snapshot is None

@@ -339,6 +339,80 @@ async def test_thousand_rows_keep_cursor_and_stay_consistent() -> None:
         assert t.visible_names == expected
 
 
+async def test_only_changed_rows_on_screen_are_drawn_again() -> None:
+    """The table's cost follows what changed on screen, not the size of the fleet."""
+    views = generated_views(1000)
+    source = SampleSource(views=views, events=[])
+    now = [SAMPLE_NOW]
+    app = sample_app(source, clock=lambda: now[0], min_refresh_s=0.01, tick_s=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        await pilot.pause()
+        drawn = t.lines_rendered
+        assert drawn == t.size.height - 1  # the rows that fit under the header, once
+        now[0] += 120  # only the clock moves: the Seen cells change, nothing else is drawn
+        await until(pilot, lambda: "2m ago" in t.render_line(1).text)
+        assert t.lines_rendered == drawn
+        for v in views[100:200]:  # 100 nodes change, none of them on screen
+            source.update(v.name, latency_ms=999.0)
+        await until(pilot, lambda: plain(app, "n0199", "latency") == "999ms")
+        await pilot.pause()
+        assert t.row_updates == 100 and t.lines_rendered == drawn
+        source.update("n0003", latency_ms=998.0)  # one on screen
+        await until(pilot, lambda: t.row_updates == 1)
+        await pilot.pause()
+        assert t.lines_rendered == drawn + 1
+        await pilot.press("down")  # the cursor leaves one row and lands on another
+        await pilot.pause()
+        assert t.lines_rendered == drawn + 3
+
+
+async def test_paging_keeps_the_cursor_row_on_screen() -> None:
+    views = generated_views(1000)
+    app = sample_app(SampleSource(views=views, events=[]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        rows_on_screen = t.size.height - 1  # under the header
+        await pilot.press("end")
+        assert t.cursor_name == "n0999"
+        assert t.scroll_offset.y == 1000 - rows_on_screen
+        assert "n0999" in t.render_line(rows_on_screen).text  # the last line shows it
+        await pilot.press("pageup")
+        assert t.cursor_row == 999 - rows_on_screen
+        assert "n0999" not in t.render_line(rows_on_screen).text
+        await pilot.press("home")
+        assert t.cursor_row == 0 and t.scroll_offset.y == 0
+        await pilot.press("pagedown", "pagedown")
+        assert t.cursor_row == 2 * rows_on_screen
+        assert t.cursor_name in t.render_line(rows_on_screen).text
+
+
+async def test_header_click_sorts_and_a_second_click_reverses() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        x = sum(w + 1 for k, w in t.widths.items() if list(t.widths).index(k) < 7)
+        assert list(t.widths)[7] == "power"
+        await pilot.click("#fleet", offset=(x + 1, 0))
+        assert t.sort_key == "power" and t.sort_reverse  # highest first
+        assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
+        assert t.header_label("power") == "Power▼"
+        await pilot.click("#fleet", offset=(x + 1, 0))
+        assert t.sort_key == "power" and not t.sort_reverse
+        await pilot.click("#fleet", offset=(0, 0))  # the selection mark: not sortable
+        assert t.sort_key == "power"
+
+
+async def test_clicking_the_cursor_row_opens_its_detail() -> None:
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.click("#fleet", offset=(5, 2))
+        assert app.main.table.cursor_name == "gpu-a2" and app.screen is app.main
+        await pilot.click("#fleet", offset=(5, 2))
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert app.screen.node_name == "gpu-a2"
+
+
 async def test_mouse_click_moves_the_cursor() -> None:
     app = sample_app()
     async with app.run_test(size=(120, 40)) as pilot:

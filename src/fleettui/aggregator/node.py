@@ -35,7 +35,13 @@ from fleettui.aggregator.http import (
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import describe_validation
 from fleettui.aggregator.sse import SSEParser, StreamError
-from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
+from fleettui.aggregator.state import (
+    ChainStatus,
+    FleetEvent,
+    NodeState,
+    NodeView,
+    SnapshotFacts,
+)
 from fleettui.config import Defaults, NodeConfig
 from fleettui.wire import ActionEvent, NodeSnapshot
 
@@ -115,8 +121,10 @@ class NodeWorker:
         # The last good snapshot is kept as JSON text plus the few facts the state rules need,
         # not as a model: a model is ~150 objects that the garbage collector would walk over
         # and over (500 replaced a second at 1000 nodes). Copies for the views are built from
-        # the text on demand (`snapshot()`).
+        # the text on demand (`snapshot()`), or by the views themselves (`NodeView.snapshot`).
         self.snap_json: str | bytes | None = None
+        self.snap_facts: SnapshotFacts | None = None
+        self.cost_daily: list[float] = []
         self.snap_ts: float | None = None
         self.snap_reasons: list[str] = []  # the agent's problems and engines that are down
         self.audit_seq: int | None = None
@@ -448,6 +456,8 @@ class NodeWorker:
         if raw is None or len(raw) > BIG_SNAPSHOT:
             raw = snap.model_dump_json()  # unknown extra fields are not kept (nor re-parsed)
         self.snap_json = raw
+        self.snap_facts = SnapshotFacts.of(snap)
+        self.cost_daily = daily_costs(snap)
         self.snap_ts = snap.ts
         self.audit_seq = snap.audit.seq
         reasons = list(snap.problems)
@@ -473,9 +483,9 @@ class NodeWorker:
         return NodeSnapshot.model_validate_json(self.snap_json)
 
     def view_copy(self) -> NodeView:
-        """What the views get: a copy that shares nothing mutable with the worker."""
+        """What the views get: a copy that shares nothing mutable with the worker. The snapshot
+        goes as its (immutable) JSON text; the view parses its own model if it is read."""
         v = self.view
-        snap = self.snapshot()
         return NodeView(
             name=v.name,
             url=v.url,
@@ -484,12 +494,13 @@ class NodeWorker:
             has_token=v.has_token,
             state=v.state,
             reasons=list(v.reasons),
-            snapshot=snap,
+            snapshot_json=self.snap_json,
+            facts=self.snap_facts,
             latency_ms=v.latency_ms,
             last_seen=v.last_seen,
             last_error=v.last_error,
             power_history=self.power.values(),
-            cost_daily=daily_costs(snap) if snap is not None else [],
+            cost_daily=list(self.cost_daily),
             chain=v.chain,
             chain_detail=v.chain_detail,
             stream_ok=v.stream_ok,

@@ -226,11 +226,11 @@ def cell_seen(view: NodeView, width: int, now: float, selected: bool) -> Text:
 
 
 def _watts(v: NodeView) -> float | None:
-    return v.snapshot.power.watts if v.snapshot else None
+    return v.facts.watts if v.facts else None
 
 
 def _cost(v: NodeView) -> float | None:
-    return v.snapshot.cost.total_7d if v.snapshot else None
+    return v.facts.cost_7d if v.facts else None
 
 
 def _gpu_pct(v: NodeView) -> float | None:
@@ -358,12 +358,13 @@ def fleet_totals(views: Iterable[NodeView]) -> Totals:
     currencies: set[str] = set()
     for v in views:
         counts[v.state] += 1
-        if v.snapshot is None:
+        facts = v.facts  # not v.snapshot: that would parse every node's snapshot
+        if facts is None:
             continue
-        if v.state is not NodeState.OFFLINE and v.snapshot.power.watts is not None:
-            watts += v.snapshot.power.watts
-        cost += v.snapshot.cost.total_7d
-        currencies.add(v.snapshot.cost.currency)
+        if v.state is not NodeState.OFFLINE and facts.watts is not None:
+            watts += facts.watts
+        cost += facts.cost_7d
+        currencies.add(facts.currency)
     return Totals(
         total=len(views),
         online=counts[NodeState.ONLINE],

@@ -90,6 +90,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.widths: dict[str, int] = {}
         self.notes: dict[str, Text] = {}  # per-node overlay of the State cell (action progress)
         self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
+        self.lines_rendered = 0  # row lines drawn anew, not served from the cache (tests)
         self._order: list[str] = []  # row names top to bottom
         self._index: dict[str, int] = {}
         self._cursor = 0
@@ -97,7 +98,10 @@ class FleetTable(ScrollView, can_focus=True):
         self._known: dict[str, tuple] = {}  # name -> stamp at the last apply()
         self._cells: dict[str, tuple[tuple, dict[str, Text]]] = {}  # name -> (stamp, cells)
         self._aged: dict[str, float] = {}  # name -> the clock its age cells were drawn for
-        self._lines: dict[str, tuple[tuple, Strip]] = {}  # name -> (row key, rendered line)
+        # name -> ((stamp, ages, cursor), line, the line's segments left of the age cells)
+        self._lines: dict[str, tuple[tuple, Strip, list[Segment]]] = {}
+        self._body: list[str] = []  # visible columns left of the first age column
+        self._tail: list[str] = []  # that column and those after it
         self._header: tuple[tuple, Strip] | None = None
 
     # --- what the app and the screens ask --------------------------------------------
@@ -144,6 +148,9 @@ class FleetTable(ScrollView, can_focus=True):
         layout_changed = widths != self.widths
         if layout_changed:
             self.widths = widths
+            keys = list(widths)
+            split = next((i for i, k in enumerate(keys) if k in AGE_COLUMNS), len(keys))
+            self._body, self._tail = keys[:split], keys[split:]
             self._cells.clear()
             self._lines.clear()
         stamps = {name: self._stamp(self.views[name]) for name in want}
@@ -285,15 +292,21 @@ class FleetTable(ScrollView, can_focus=True):
         if self._header is None or self._header[0] != key:
             labels = {k: self._label(k) for k in self.widths}
             style = self.rich_style + self.get_component_rich_style("fleet-table--header")
-            self._header = (key, self._strip(labels, style, Style()))
+            segments = self._segments(labels, list(self.widths), style, Style())
+            self._header = (key, Strip(segments).adjust_cell_length(self.size.width, style))
         return self._header[1]
 
-    def _row_line(self, name: str, cursor: bool) -> Strip:
+    def _line_key(self, name: str) -> tuple[tuple, tuple[str, ...]]:
+        """What a row's line shows apart from the cursor: its stamp and its age texts."""
         cells = self._row_cells(name)
-        key = (self._cells[name][0], tuple(cells[k].plain for k in AGE_COLUMNS if k in cells))
-        key += (cursor,)
+        return self._cells[name][0], tuple(cells[k].plain for k in self._tail if k in AGE_COLUMNS)
+
+    def _row_line(self, name: str, cursor: bool) -> Strip:
+        """The row's line. The part left of the age cells is kept per (stamp, cursor), so when
+        only the clock moved (every row, once a second) just the age cells are rendered."""
+        stamp, ages = self._line_key(name)
         cached = self._lines.get(name)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == (stamp, ages, cursor):
             return cached[1]
         base = self.rich_style
         post = Style()
@@ -301,26 +314,34 @@ class FleetTable(ScrollView, can_focus=True):
             cursor_style = self.get_component_rich_style("fleet-table--cursor")
             base += cursor_style
             post = Style.from_color(cursor_style.color)  # the cursor's colour wins, as in DataTable
-        strip = self._strip(cells, base, post)
-        self._lines[name] = (key, strip)
+        cells = self._cells[name][1]
+        if cached is not None and cached[0][0] == stamp and cached[0][2] == cursor:
+            body = cached[2]
+        else:
+            body = self._segments(cells, self._body, base, post)
+            self.lines_rendered += 1
+        tail = self._segments(cells, self._tail, base, post)
+        strip = Strip([*body, *tail]).adjust_cell_length(self.size.width, base)
+        self._lines[name] = ((stamp, ages, cursor), strip, body)
         return strip
 
-    def _strip(self, cells: dict[str, Text], style: Style, post: Style) -> Strip:
-        """One line: each cell padded to its column, `style` under it and `post` over it.
+    def _segments(
+        self, cells: dict[str, Text], keys: list[str], style: Style, post: Style
+    ) -> list[Segment]:
+        """Cells `keys`, each padded to its column, `style` under them and `post` over them.
 
         Each cell's segments carry the column in their meta (as DataTable's do), so they stay
         separate runs: a screenshot places every cell at its own column.
         """
         console = self.app.console
         segments: list[Segment] = []
-        for key, width in self.widths.items():
+        for key in keys:
             cell = cells[key]
             cell_style = _META[key] + console.get_style(cell.style) if cell.style else _META[key]
             segments.extend(Segment.apply_style(cell.render(console), cell_style))
-            if (pad := width + SEP - cell.cell_len) > 0:
+            if (pad := self.widths[key] + SEP - cell.cell_len) > 0:
                 segments.append(Segment(" " * pad, _META[key]))
-        segments = list(Segment.apply_style(segments, style, post or None))
-        return Strip(segments).adjust_cell_length(self.size.width, style)
+        return list(Segment.apply_style(segments, style, post or None))
 
     def _row_cells(self, name: str) -> dict[str, Text]:
         """The row's cells, re-rendered when its stamp moved; age cells when the clock did."""
@@ -399,31 +420,26 @@ class FleetTable(ScrollView, can_focus=True):
         for row in rows:
             name = self._order[row]
             cached = self._lines.get(name)
-            if cached is None:
-                stale.append(row)
-                continue
-            cells = self._row_cells(name)
-            key = (self._cells[name][0], tuple(cells[k].plain for k in AGE_COLUMNS if k in cells))
-            if cached[0][:-1] != key:
+            if cached is None or cached[0][:2] != self._line_key(name):
                 stale.append(row)
         self._refresh_rows(stale)
 
     def _refresh_rows(self, rows: Iterable[int]) -> None:
         top, width = self._top, self.size.width
         regions = [
-            Region(0, row - top + HEADER, width, 1)
-            for row in rows
-            if top <= row < top + self._page
+            Region(0, row - top + HEADER, width, 1) for row in rows if top <= row < top + self._page
         ]
         if regions:
             self.refresh(*regions)
 
     def _scroll_to_cursor(self, animate: bool) -> None:
+        # force: right after the rows change, the scrollbar (which normally allows scrolling)
+        # only appears at the next layout; the target is clamped to the new rows anyway.
         top, page = self._top, self._page
         if self._cursor < top:
-            self.scroll_to(y=self._cursor, animate=animate)
+            self.scroll_to(y=self._cursor, animate=animate, force=True)
         elif self._cursor >= top + page:
-            self.scroll_to(y=self._cursor - page + 1, animate=animate)
+            self.scroll_to(y=self._cursor - page + 1, animate=animate, force=True)
 
     def _forget(self, name: str) -> None:
         self._cells.pop(name, None)
