@@ -14,7 +14,7 @@ order and once sorted by power (every tick then moves rows too). Per tick it rep
 - refresh_ms: the app's `refresh_fleet` call (copies + table apply + totals);
 - copy_ms: of which the aggregator's copies (`changed()` for the nodes whose version moved,
   `snapshots()` when the app asks for every node);
-- paint_ms: Textual's layout and compositor (the DataTable renders its visible lines) and the
+- paint_ms: Textual's layout and compositor (the table renders the lines that changed) and the
   frame turned into terminal output (headless mode skips writing it; the bench renders it to
   a string so that cost counts too);
 - cpu_ms: process CPU time over the same span.

@@ -167,6 +167,7 @@ class FleetTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self.apply()
+        self._scroll_to_cursor(False)  # a shorter table must still show the cursor row
 
     def notify_style_update(self) -> None:
         """Focus, theme or CSS changed: every cached line holds old colours."""
