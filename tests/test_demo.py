@@ -176,16 +176,23 @@ def test_demo_dashboard_in_a_terminal_reacts_to_keys_and_quits_cleanly(terminal)
 
 
 @pytest.mark.parametrize(
-    ("args", "sig"),
-    [(("--nodes", "2"), signal.SIGTERM), (("--nodes", "2", "--rich"), signal.SIGINT)],
-    ids=["tui-sigterm", "rich-ctrl-c"],
+    ("args", "sig", "status"),
+    [
+        (("--nodes", "2"), signal.SIGTERM, 128 + signal.SIGTERM),
+        (("--nodes", "2"), signal.SIGHUP, 128 + signal.SIGHUP),
+        (("--nodes", "2", "--rich"), signal.SIGTERM, 128 + signal.SIGTERM),
+        (("--nodes", "2", "--rich"), signal.SIGINT, 0),
+    ],
+    ids=["tui-sigterm", "tui-sighup", "rich-sigterm", "rich-ctrl-c"],
 )
-def test_demo_cleans_up_when_interrupted(terminal, args, sig) -> None:
+def test_demo_cleans_up_when_interrupted(terminal, args, sig, status) -> None:
     term = terminal(*args)
     term.wait_for(b"demo-001", b"ONLINE")
     pid, tmp = term.started()
     term.proc.send_signal(sig)
-    term.wait_exit()
+    assert term.wait_exit() == status
+    if "--rich" not in args:  # the dashboard left the alternate screen: the terminal is usable
+        assert b"\x1b[?1049l" in term.out
     deadline = time.monotonic() + 10
     while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -19,6 +19,7 @@ from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.widgets import EventLog, TotalsBar
+from pilot_util import screen_lines
 
 pytestmark = pytest.mark.anyio
 NAMES = [v.name for v in sample_views()]
@@ -385,6 +386,28 @@ async def test_paging_keeps_the_cursor_row_on_screen() -> None:
         await pilot.press("pagedown", "pagedown")
         assert t.cursor_row == 2 * rows_on_screen
         assert t.cursor_name in t.render_line(rows_on_screen).text
+
+
+async def test_rows_that_move_are_repainted_where_they_land() -> None:
+    """Sorted by power, a node whose power jumps moves to the top, on screen too."""
+    source = SampleSource()
+    app = sample_app(source, min_refresh_s=0.01)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        t.sort_by("power")
+        await pilot.pause()
+        first = t.visible_names
+        assert first[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
+        rows = [line.split()[0] for line in screen_lines(app)[1:4]]
+        assert rows == first[:3]
+        snap = next(v for v in source.snapshots() if v.name == "embed-1").snapshot
+        snap.power.watts = 9000.0
+        source.update("embed-1", snapshot=snap)
+        await until(pilot, lambda: t.visible_names[0] == "embed-1")
+        await pilot.pause()
+        shown = [line.split()[0].lstrip("✓") for line in screen_lines(app)[1:11]]
+        assert shown == t.visible_names[:10]
+        assert t.visible_names[1:4] == first[:3]
 
 
 async def test_header_click_sorts_and_a_second_click_reverses() -> None:

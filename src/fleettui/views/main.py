@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -49,12 +51,30 @@ def run_dashboard(
         return anyio.run(_rich_once, cfg)
     try:
         if rich or not can_run_tui():
-            anyio.run(_rich_live, cfg)
-        else:
-            anyio.run(_tui, cfg, read_only)
+            return anyio.run(_rich_live, cfg)
+        return anyio.run(_tui, cfg, read_only)
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+
+
+async def _until_signal(main: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> int:
+    """Run `main`; SIGTERM or SIGHUP (`kill`, a closed SSH session) calls `stop`, so the view
+    ends the way `q` ends it and the terminal is given back as it was. Returns 0, or 128 +
+    the signal's number."""
+    got: list[int] = []
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                got.append(signum)
+                stop()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await main()
+        tg.cancel_scope.cancel()
+    return 128 + got[0] if got else 0
 
 
 async def _rich_once(cfg: FleetConfig) -> int:
@@ -78,21 +98,27 @@ async def _json_once(cfg: FleetConfig) -> int:
     return 0
 
 
-async def _rich_live(cfg: FleetConfig) -> None:
+async def _rich_live(cfg: FleetConfig) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.views.rich import run_live
 
     async with FleetAggregator(cfg) as agg:
-        await run_live(agg, _console())
+        scope = anyio.CancelScope()
+
+        async def live() -> None:
+            with scope:
+                await run_live(agg, _console())
+
+        return await _until_signal(live, scope.cancel)
 
 
-async def _tui(cfg: FleetConfig, read_only: bool) -> None:
+async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.views.tui.app import FleetApp
 
     async with FleetAggregator(cfg) as agg:
         app = FleetApp(agg, read_only=read_only, config=cfg)
-        await app.run_async()
+        return await _until_signal(app.run_async, app.exit)
 
 
 def _load(path: Path | None) -> FleetConfig | None:

@@ -159,11 +159,20 @@ class FleetTable(ScrollView, can_focus=True):
         self._known = stamps
         for gone in [n for n in self._cells if n not in stamps]:
             self._forget(gone)
-        if layout_changed or want != self._order:
+        if layout_changed or len(want) != len(self._order):
             self._set_order(want)
             self.refresh()
-        else:
-            self._refresh_changed_lines()
+            return
+        if want != self._order:  # rows moved (a sort by a value that changed, a new filter)
+            top, before = self._top, self._order[self._top : self._top + self._page]
+            self._set_order(want)
+            if self._top != top:
+                self.refresh()
+                return
+            after = want[top : top + self._page]  # as long as `before`: same row count and top
+            moved = (i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b)
+            self._refresh_rows(top + i for i in moved)
+        self._refresh_changed_lines()
 
     def on_resize(self, event: events.Resize) -> None:
         self.apply()
