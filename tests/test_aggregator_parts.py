@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
@@ -11,6 +12,8 @@ from fleettui.aggregator.backoff import Backoff
 from fleettui.aggregator.history import PowerHistory
 from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import NodeView, SnapshotFacts
+from fleettui.select import gpu_memory, parse
+from fleettui.views.columns import BY_KEY, SORTABLE, resident_models
 from fleettui.views.sample import sample_views
 
 
@@ -131,3 +134,18 @@ def test_node_view_parses_its_snapshot_only_when_read() -> None:
     assert a.facts == SnapshotFacts.of(other)
     assert NodeView(name="c", url="u", snapshot=snap, facts=None).facts == facts
     assert NodeView(name="d", url="u").snapshot is None
+
+
+def test_sorting_and_numeric_filters_read_facts_not_the_snapshot() -> None:
+    """At 1000 nodes a sort or filter that parsed every snapshot would cost a frame's budget."""
+    view = sample_views()[0]  # gpu-a1: two GPUs, vllm and ollama up, three models
+    facts = view.facts
+    assert facts is not None and facts.gpu_mem_mb == gpu_memory(view)
+    assert facts.gpu_mem_mb is not None and facts.gpu_mem_mb[1] > facts.gpu_mem_mb[0] > 0
+    assert (facts.engines_down, facts.models) == (0, len(resident_models(view)))
+    lazy = replace(view, snapshot=None, snapshot_json="{broken", facts=facts)
+    for key in SORTABLE:
+        BY_KEY[key].sort(lazy)  # none of them parses: the JSON is broken
+    assert parse("state=ONLINE and power>1000 and gpu_mem>50 and name~gpu").matches(lazy)
+    with pytest.raises(ValidationError):
+        parse("engine=vllm").matches(lazy)  # engine names are in the snapshot only

@@ -144,7 +144,6 @@ def _number(field: str, tok: _Tok, expr: str) -> tuple[str, float]:
 
 
 def _texts(view: NodeView, field: str) -> list[str]:
-    snap = view.snapshot
     if field == "name":
         return [view.name]
     if field == "role":
@@ -153,6 +152,7 @@ def _texts(view: NodeView, field: str) -> list[str]:
         return list(view.tags)
     if field == "state":
         return [view.state.value]
+    snap = view.snapshot  # parsed on first read: only the fields that need it ask for it
     if field == "engine":
         return [e.name for e in snap.engines] if snap else []
     if field == "model":
@@ -164,22 +164,15 @@ def _texts(view: NodeView, field: str) -> list[str]:
 
 def gpu_memory(view: NodeView) -> tuple[float, float] | None:
     """(used MB, total MB) over every GPU of the node, or None when unknown."""
-    snap = view.snapshot
-    if not snap or not snap.gpus:
-        return None
-    used = [g.memory_used_mb for g in snap.gpus]
-    total = [g.memory_total_mb for g in snap.gpus]
-    if any(v is None for v in used) or any(v is None for v in total):
-        return None
-    return sum(u for u in used if u is not None), sum(t for t in total if t is not None)
+    return view.facts.gpu_mem_mb if view.facts else None
 
 
 def _numeric(view: NodeView, field: str, qty: str) -> float | None:
-    snap = view.snapshot
+    facts = view.facts  # not view.snapshot: a filter must not parse every node's snapshot
     if field == "power":
-        return snap.power.watts if snap else None
+        return facts.watts if facts else None
     if field == "cost":
-        return snap.cost.total_7d if snap else None
+        return facts.cost_7d if facts else None
     if field == "latency":
         return view.latency_ms
     if field == "gpu_mem":

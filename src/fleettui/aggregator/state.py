@@ -24,16 +24,31 @@ class ChainStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SnapshotFacts:
-    """The snapshot figures a view needs for every node (fleet totals, sorting by power or
-    cost), kept beside the snapshot so that reading them never parses it."""
+    """The snapshot figures a view needs for every node (fleet totals, every sort key, numeric
+    filters), kept beside the snapshot so that reading them never parses it."""
 
     watts: float | None
     cost_7d: float
     currency: str
+    gpu_mem_mb: tuple[float, float] | None = None  # (used, total) over every GPU, if all known
+    engines_down: int = 0
+    models: int = 0  # resident in engines that are up
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
-        return cls(snap.power.watts, snap.cost.total_7d, snap.cost.currency)
+        used = [g.memory_used_mb for g in snap.gpus]
+        total = [g.memory_total_mb for g in snap.gpus]
+        mem = None
+        if snap.gpus and None not in used and None not in total:
+            mem = (sum(u for u in used if u is not None), sum(t for t in total if t is not None))
+        return cls(
+            watts=snap.power.watts,
+            cost_7d=snap.cost.total_7d,
+            currency=snap.cost.currency,
+            gpu_mem_mb=mem,
+            engines_down=sum(e.status != "up" for e in snap.engines),
+            models=sum(len(e.models) for e in snap.engines if e.status == "up"),
+        )
 
 
 @dataclass

@@ -239,9 +239,11 @@ def _gpu_pct(v: NodeView) -> float | None:
 
 
 def _engines_down(v: NodeView) -> float | None:
-    if not v.snapshot:
-        return None
-    return sum(e.status != "up" for e in v.snapshot.engines)
+    return v.facts.engines_down if v.facts else None
+
+
+def _models(v: NodeView) -> int:
+    return v.facts.models if v.facts else 0
 
 
 CellFn = Callable[[NodeView, int, float, bool], Text]
@@ -266,7 +268,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("role", "Role", 7, 9, cell_role, lambda v: v.role.casefold(), flex=9),
     Column("state", "State", 8, 0, cell_state, lambda v: STATE_ORDER[v.state]),
     Column("engines", "Engines", 13, 2, cell_engines, _engines_down, True, flex=11),
-    Column("models", "Models", 11, 6, cell_models, lambda v: len(resident_models(v)), True, 29),
+    Column("models", "Models", 11, 6, cell_models, _models, True, 29),
     Column("gpu", "GPU", 12, 3, cell_gpu, _gpu_pct, True),
     Column("power", "Power", 13, 1, cell_power, _watts, True, flex=8),
     Column("cost", "Cost 7d", 13, 5, cell_cost, _cost, True),
