@@ -420,6 +420,8 @@ async def test_header_click_sorts_and_a_second_click_reverses() -> None:
         assert t.sort_key == "power" and t.sort_reverse  # highest first
         assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
         assert t.header_label("power") == "Power▼"
+        await pilot.pause()
+        assert "sort power ▼" in totals(app)
         await pilot.click("#fleet", offset=(x + 1, 0))
         assert t.sort_key == "power" and not t.sort_reverse
         await pilot.click("#fleet", offset=(0, 0))  # the selection mark: not sortable

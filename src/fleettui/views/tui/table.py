@@ -79,6 +79,17 @@ class FleetTable(ScrollView, can_focus=True):
         def control(self) -> FleetTable:
             return self.table
 
+    class SortChanged(Message):
+        """A click on a column header changed the sort (the keys' callers know already)."""
+
+        def __init__(self, table: FleetTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
     def __init__(self, *, clock: Callable[[], float] = time.time, **kwargs) -> None:
         super().__init__(**kwargs)
         self.clock = clock
@@ -275,6 +286,7 @@ class FleetTable(ScrollView, can_focus=True):
                     self.reverse_sort()
                 else:
                     self.sort_by(key)
+                self.post_message(self.SortChanged(self))
             return
         row = self._top + offset.y - HEADER
         if row >= len(self._order):

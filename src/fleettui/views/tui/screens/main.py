@@ -144,6 +144,10 @@ class MainScreen(Screen[None]):
         if self.table.selector is not None:
             self.set_filter("")
 
+    @on(FleetTable.SortChanged, "#fleet")
+    def sorted_by_click(self) -> None:
+        self.update_totals()
+
     @on(FleetTable.NodeChosen, "#fleet")
     def open_detail(self, event: FleetTable.NodeChosen) -> None:
         self.app.open_detail(event.node)  # type: ignore[attr-defined]
