@@ -14,8 +14,9 @@ import anyio
 import pytest
 from rich.console import Console
 
-from fleettui.views.rich import fleet_table, print_once, run_live
-from fleettui.views.sample import SAMPLE_NOW, SampleSource, sample_views
+from fleettui.aggregator.state import NodeState
+from fleettui.views.rich import fleet_table, fleet_view, print_once, run_live
+from fleettui.views.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
 
 
 def render(obj, width: int) -> str:
@@ -177,3 +178,21 @@ def test_formatting_helpers() -> None:
         assert {"sel", "node", "state"} <= set(widths)
         assert sum(w + 1 for w in widths.values()) <= max(width, 30)
     assert len(fit_columns(119)) == 12
+
+
+def test_live_view_draws_what_fits_problem_nodes_first() -> None:
+    views = generated_views(80)
+    bad = [v.name for v in views if v.state is not NodeState.ONLINE]
+    assert 0 < len(bad) < 20
+    console = Console(file=io.StringIO(), width=160, height=30, color_system=None)
+    console.print(fleet_view(views, SAMPLE_NOW, console.width, "fleet", console.height))
+    lines = console.file.getvalue().splitlines()
+    assert len(lines) <= 30
+    rows = [line.split()[0] for line in lines[3:-2]]  # title, header, rule ... more, totals
+    assert rows[: len(bad)] == bad  # the nodes that need attention come first
+    assert len(rows) == 30 - 5
+    assert lines[-2].startswith(f"… {80 - len(rows)} more nodes, all ONLINE")
+    assert "online" in lines[-1] and f"/{len(views)}" in lines[-1]  # totals count every node
+    few = Console(file=io.StringIO(), width=160, height=30, color_system=None)
+    few.print(fleet_view(views[:10], SAMPLE_NOW, few.width, "fleet", few.height))
+    assert "more nodes" not in few.file.getvalue()

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from fleettui.aggregator.state import NodeView
+from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.views.columns import (
     BY_KEY,
     COLUMNS,
@@ -52,13 +52,38 @@ def fleet_table(views: list[NodeView], now: float, width: int | None = None) -> 
     return table
 
 
+def fit_rows(views: list[NodeView], rows: int) -> list[NodeView]:
+    """At most `rows` of `views`: all of them when they fit, else the nodes that need attention
+    (not ONLINE) first, then the others, each in config order."""
+    if len(views) <= rows:
+        return views
+    urgent = [v for v in views if v.state is not NodeState.ONLINE]
+    calm = [v for v in views if v.state is NodeState.ONLINE]
+    return (urgent + calm)[: max(rows, 0)]
+
+
 def fleet_view(
-    views: list[NodeView], now: float, width: int | None = None, title: str | None = None
+    views: list[NodeView],
+    now: float,
+    width: int | None = None,
+    title: str | None = None,
+    height: int | None = None,
 ) -> RenderableType:
+    """Title, table and totals; with `height`, only the rows that fit in it are drawn (the live
+    view at 1000 nodes would otherwise render 1000 rows a frame for the terminal to crop)."""
     parts: list[RenderableType] = []
     if title:
         parts.append(Text(title, style="dim"))
-    parts.append(fleet_table(views, now, width))
+    shown = views
+    if height is not None:  # title, header, its rule, totals, and the "more" line
+        shown = fit_rows(views, height - len(parts) - 4)
+    parts.append(fleet_table(shown, now, width))
+    if len(shown) < len(views):
+        more = len(views) - len(shown)
+        urgent = sum(v.state is not NodeState.ONLINE for v in views)
+        urgent -= sum(v.state is not NodeState.ONLINE for v in shown)
+        which = f"{urgent} of them not ONLINE" if urgent else "all ONLINE"
+        parts.append(Text(f"… {more} more nodes, {which} (`fleet` scrolls)", style="dim"))
     parts.append(totals_text(fleet_totals(views)))
     return Group(*parts)
 
@@ -86,7 +111,7 @@ async def run_live(
     def frame() -> RenderableType:
         stamp = time.strftime("%H:%M:%S", time.localtime(clock()))
         title = f"fleet · {stamp} · Ctrl-C quits"
-        return fleet_view(source.snapshots(), clock(), console.width, title)
+        return fleet_view(source.snapshots(), clock(), console.width, title, console.height)
 
     gen = source.generation
     with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
