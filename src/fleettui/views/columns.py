@@ -238,7 +238,7 @@ def _gpu_pct(v: NodeView) -> float | None:
     return 100 * mem[0] / mem[1] if mem and mem[1] else None
 
 
-def _engines_down(v: NodeView) -> float | None:
+def _engines_down(v: NodeView) -> int | None:
     return v.facts.engines_down if v.facts else None
 
 
