@@ -17,6 +17,7 @@ KEYS = [
     ("space", "select / unselect the node"),
     ("a  A", "select all shown, clear selection"),
     ("enter", "node detail (GPUs, engines, models, audit)"),
+    ("click", "a row twice: detail; a header: sort"),
     ("/", "filter, e.g. state=OFFLINE"),
     ("esc", "clear the filter; close a screen"),
     ("s  S", "next sort column, reverse the sort"),
