@@ -60,11 +60,9 @@ def primed_aggregator(count: int):  # type: ignore[no-untyped-def]
     agg = FleetAggregator(cfg, verify_chain=False, freeze_gc=False)
     now = time.time()
     for w, v in zip(agg._workers, views, strict=True):
-        w.view = dataclasses.replace(v, snapshot=None, last_seen=now if v.snapshot else None)
         if v.snapshot is not None:
-            w.snap_json = v.snapshot.model_dump_json()
-            w.snap_ts = v.snapshot.ts
-            w.snap_facts, w.cost_daily = v.facts, list(v.cost_daily)
+            w.apply_snapshot(v.snapshot)  # the worker's own path: JSON text, facts, costs
+        w.view = dataclasses.replace(v, snapshot=None, last_seen=now if v.snapshot else None)
         for i, watts in enumerate(v.power_history):
             w.power.add(now - 2 * (len(v.power_history) - i), watts)
     return agg
@@ -72,10 +70,12 @@ def primed_aggregator(count: int):  # type: ignore[no-untyped-def]
 
 def tick(agg, rng: random.Random, share: float) -> int:  # type: ignore[no-untyped-def]
     """New snapshots for `share` of the nodes that have one, through the real apply path."""
+    from fleettui.wire import NodeSnapshot
+
     live = [w for w in agg._workers if w.snap_json is not None]
     chosen = rng.sample(live, max(1, round(len(agg._workers) * share)))
     for w in chosen:
-        snap = w.snapshot()
+        snap = NodeSnapshot.model_validate_json(w.snap_json)
         snap.ts += 2.0
         snap.power.watts = round((snap.power.watts or 100.0) * rng.uniform(0.9, 1.1), 1)
         snap.cpu.percent = round(rng.uniform(0, 100), 1)

@@ -120,8 +120,8 @@ class NodeWorker:
         self.endpoint = Endpoint.parse(cfg.url)
         # The last good snapshot is kept as JSON text plus the few facts the state rules need,
         # not as a model: a model is ~150 objects that the garbage collector would walk over
-        # and over (500 replaced a second at 1000 nodes). Copies for the views are built from
-        # the text on demand (`snapshot()`), or by the views themselves (`NodeView.snapshot`).
+        # and over (500 replaced a second at 1000 nodes). The views' copies carry the text and
+        # parse it when they read it (`NodeView.snapshot`).
         self.snap_json: str | bytes | None = None
         self.snap_facts: SnapshotFacts | None = None
         self.cost_daily: list[float] = []
@@ -475,12 +475,6 @@ class NodeWorker:
             self.view.chain = self.chain.status
             self.view.chain_detail = self.chain.detail
         self.refresh(force=True)
-
-    def snapshot(self) -> NodeSnapshot | None:
-        """A new model of the last good snapshot (nothing shared with the worker)."""
-        if self.snap_json is None:
-            return None
-        return NodeSnapshot.model_validate_json(self.snap_json)
 
     def view_copy(self) -> NodeView:
         """What the views get: a copy that shares nothing mutable with the worker. The snapshot

@@ -80,8 +80,8 @@ def fleet_view(
     parts.append(fleet_table(shown, now, width))
     if len(shown) < len(views):
         more = len(views) - len(shown)
-        urgent = sum(v.state is not NodeState.ONLINE for v in views)
-        urgent -= sum(v.state is not NodeState.ONLINE for v in shown)
+        # fit_rows shows those first: the hidden ones not ONLINE are what did not fit of them
+        urgent = max(0, sum(v.state is not NodeState.ONLINE for v in views) - len(shown))
         which = f"{urgent} of them not ONLINE" if urgent else "all ONLINE"
         parts.append(Text(f"… {more} more nodes, {which} (`fleet` scrolls)", style="dim"))
     parts.append(totals_text(fleet_totals(views)))

@@ -107,8 +107,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._cursor = 0
         self._now = clock()
         self._known: dict[str, tuple] = {}  # name -> stamp at the last apply()
-        self._cells: dict[str, tuple[tuple, dict[str, Text]]] = {}  # name -> (stamp, cells)
-        self._aged: dict[str, float] = {}  # name -> the clock its age cells were drawn for
+        # name -> (stamp, the clock its age cells were drawn for, cells)
+        self._cells: dict[str, tuple[tuple, float, dict[str, Text]]] = {}
         # name -> ((stamp, ages, cursor), line, the line's segments left of the age cells)
         self._lines: dict[str, tuple[tuple, Strip, list[Segment]]] = {}
         self._body: list[str] = []  # visible columns left of the first age column
@@ -321,7 +321,8 @@ class FleetTable(ScrollView, can_focus=True):
     def _line_key(self, name: str) -> tuple[tuple, tuple[str, ...]]:
         """What a row's line shows apart from the cursor: its stamp and its age texts."""
         cells = self._row_cells(name)
-        return self._cells[name][0], tuple(cells[k].plain for k in self._tail if k in AGE_COLUMNS)
+        stamp = self._cells[name][0]
+        return stamp, tuple(cells[k].plain for k in self._tail if k in AGE_COLUMNS)
 
     def _row_line(self, name: str, cursor: bool) -> Strip:
         """The row's line. The part left of the age cells is kept per (stamp, cursor), so when
@@ -336,7 +337,7 @@ class FleetTable(ScrollView, can_focus=True):
             cursor_style = self.get_component_rich_style("fleet-table--cursor")
             base += cursor_style
             post = Style.from_color(cursor_style.color)  # the cursor's colour wins, as in DataTable
-        cells = self._cells[name][1]
+        cells = self._cells[name][2]
         if cached is not None and cached[0][0] == stamp and cached[0][2] == cursor:
             body = cached[2]
         else:
@@ -368,20 +369,19 @@ class FleetTable(ScrollView, can_focus=True):
     def _row_cells(self, name: str) -> dict[str, Text]:
         """The row's cells, re-rendered when its stamp moved; age cells when the clock did."""
         view = self.views[name]
-        stamp = self._stamp(view)
+        stamp = self._known.get(name) or self._stamp(view)  # apply() stamped every shown row
         cached = self._cells.get(name)
         now = self._now
         if cached is None or cached[0] != stamp:
             selected = name in self.selected
             cells = {key: self._cell(key, view, now, selected) for key in self.widths}
-            self._cells[name] = (stamp, cells)
-            self._aged[name] = now
-            return cells
-        cells = cached[1]
-        if self._aged.get(name) != now:
+        else:
+            _, aged, cells = cached
+            if aged == now:
+                return cells
             for key in AGE_COLUMNS & cells.keys():
                 cells[key] = self._cell(key, view, now, name in self.selected)
-            self._aged[name] = now
+        self._cells[name] = (stamp, now, cells)
         return cells
 
     def _cell(self, key: str, view: NodeView, now: float, selected: bool) -> Text:
@@ -465,5 +465,4 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _forget(self, name: str) -> None:
         self._cells.pop(name, None)
-        self._aged.pop(name, None)
         self._lines.pop(name, None)
