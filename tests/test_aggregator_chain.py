@@ -36,16 +36,16 @@ async def served():
 
 async def test_good_chain_verifies_across_pages_then_incrementally(served: FakeAgent) -> None:
     v = await verified(served)
-    assert v.status is ChainStatus.OK and v.pin_seq == 450, v.detail
+    assert v.status is ChainStatus.OK and v.pin.seq == 450, v.detail
     assert v.detail == "verified through seq 450"
     assert [r.query["after"] for r in served.requests_to("/api/v1/audit")] == ["0", "200", "400"]
-    assert [e.seq for e in v.recent][-1] == 450 and len(v.recent) == 50
+    assert v.pin.checkpoints == {200: served.chain[199]["hash"], 400: served.chain[399]["hash"]}
 
     served.chain.append(make_entry(451, served.chain[-1]["hash"]))
     served.requests.clear()
     assert v.check_head(AuditHead.model_validate(served.head()))
-    await verified(served, v)
-    assert v.status is ChainStatus.OK and v.pin_seq == 451
+    await verified(served, v, sweep=0)
+    assert v.status is ChainStatus.OK and v.pin.seq == 451
     # only the pinned entry and what is new were fetched
     assert [r.query["after"] for r in served.requests_to("/api/v1/audit")] == ["449"]
 
@@ -95,18 +95,18 @@ async def test_rewrite_behind_an_unchanged_head_is_caught_by_the_pin_recheck(
     v = await verified(served)
     served.chain[449]["error"] = "quietly edited"
     served.chain[449]["hash"] = make_entry(**{**served.chain[449]})["hash"]
-    served.advertised_head = {"seq": 450, "head_hash": v.pin_hash}  # the agent's cached head
-    await verified(served, v)
+    served.advertised_head = {"seq": 450, "head_hash": v.pin.hash}  # the agent's cached head
+    await verified(served, v, sweep=0)
     assert v.status is ChainStatus.BROKEN
     assert v.detail == "seq 450: differs from the verified entry (rewritten)"
 
 
-async def test_old_entry_edit_is_caught_by_a_rescan(served: FakeAgent) -> None:
+async def test_old_entry_edit_is_caught_by_the_sweep(served: FakeAgent) -> None:
     v = await verified(served)
     served.chain[9]["args"] = {"engine": "vllm"}
-    await verified(served, v)  # incremental: only the pin is rechecked, still fine
+    await verified(served, v, sweep=0)  # only the pin and the tail: still fine
     assert v.status is ChainStatus.OK
-    await verified(served, v, rescan=True)
+    await verified(served, v)  # a full sweep (what `fleet status` does)
     assert v.status is ChainStatus.BROKEN and v.detail == "seq 10: hash mismatch (entry altered)"
 
 

@@ -22,6 +22,7 @@ DASHBOARD = "fleettui.views.main"
 BULK = "fleettui.views.bulk"
 EXPORT = "fleettui.views.export"
 COMPLETION = "fleettui.completion"
+AUDIT = "fleettui.views.audit"
 
 
 def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -166,6 +167,15 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         help="address to serve /metrics on (default 127.0.0.1:9464; port 0 picks a free one)",
     )
     export.set_defaults(func=_to(EXPORT, "cmd_export"))
+
+    audit = sub.add_parser("audit", help="the audit pins this operator keeps per node")
+    ausub = audit.add_subparsers(dest="audit_cmd", required=True, metavar="COMMAND")
+    forget = ausub.add_parser(
+        "forget", help="drop a node's pin on purpose (after a reinstall); the next check re-pins"
+    )
+    _fleet_config(forget)
+    forget.add_argument("name")
+    forget.set_defaults(func=_to(AUDIT, "cmd_forget"))
 
     completion = sub.add_parser(
         "completion", help="print a shell completion script: source <(fleet completion bash)"

@@ -207,10 +207,18 @@ class Defaults(BaseModel):
         30.0, gt=0, le=86400, description="A snapshot whose ts has not advanced this long is stale."
     )
     chain_recheck_s: float = Field(
-        60.0, gt=0, le=86400, description="Re-fetch the pinned audit entry at least this often."
+        10.0,
+        gt=0,
+        le=86400,
+        description="Check each audit chain at least this often: the pinned entry, what is "
+        "new, and a share of the older log.",
     )
     chain_rescan_s: float = Field(
-        3600.0, gt=0, le=10**7, description="Re-verify the whole audit chain this often."
+        120.0,
+        gt=0,
+        le=10**7,
+        description="Every audit entry is read again within this (a sweep, a few pages per "
+        "check): the detection bound for an edit anywhere in the log (docs/aggregator.md).",
     )
 
     @model_validator(mode="after")

@@ -96,6 +96,11 @@ class Engine(WireModel):
     error: str | None = Field(None, description="Why the engine is down or its answer unusable.")
 
 
+# How a snapshot's `problems[]` line about the agent's own audit log begins (agent/actions.py
+# writes it): the aggregator never calls a chain `ok` that its own agent reports damaged.
+AUDIT_PROBLEM_PREFIX = "audit log: "
+
+
 class AuditHead(WireModel):
     seq: int = Field(0, description="Sequence number of the newest audit entry (0 when empty).")
     head_hash: str = GENESIS_HASH

@@ -22,6 +22,7 @@ import anyio.to_thread
 from fleettui.aggregator.chain import AUDIT_PATH, ChainUnreadable, parse_page
 from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
+from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.config import FleetConfig
 from fleettui.wire import AuditEntry
@@ -82,11 +83,13 @@ class FleetAggregator:
         config: FleetConfig,
         *,
         verify_chain: bool = True,
+        pins: PinStore | None = None,
         event_buffer: int = EVENT_BUFFER,
         freeze_gc: bool = True,
     ) -> None:
         self.config = config
         self.verify_chain = verify_chain
+        self.pins = pins  # where audit pins persist; None: this process's memory only
         self.event_buffer = event_buffer
         self.freeze_gc = freeze_gc
         self._workers = [
@@ -112,13 +115,22 @@ class FleetAggregator:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def _open(self) -> None:
-        """Resolve tokens off the event loop (they may live in files), then build the clients."""
-        tokens = await anyio.to_thread.run_sync(
-            lambda: [w.cfg.resolve_token() for w in self._workers]
-        )
+        """Resolve tokens and load audit pins off the event loop (files), then build the
+        clients."""
+        pins = self.pins
+
+        def prepare() -> list[str | None]:
+            if pins is not None:
+                for w in self._workers:
+                    if w.chain is not None:
+                        w.load_pin(pins)
+            return [w.cfg.resolve_token() for w in self._workers]
+
+        tokens = await anyio.to_thread.run_sync(prepare)
         for w, token in zip(self._workers, tokens, strict=True):
             w.token = token
             w.open()
+            w.publish_chain()  # a pin that is BROKEN shows so before the node answers
         self._opened = True
 
     async def _close(self) -> None:
@@ -337,7 +349,7 @@ class FleetAggregator:
                 page = parse_page(body)
             except ChainUnreadable as exc:
                 raise FetchError(str(exc), reachable=True) from None
-        return [e for _, e in page.entries][-limit:]
+        return [e for _, e in page.entries if isinstance(e, AuditEntry)][-limit:]
 
     def summary(self) -> dict[str, int]:
         """Counts per state, for footers and `fleet status`."""

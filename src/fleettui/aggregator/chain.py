@@ -1,28 +1,37 @@
-"""Remote verification of a node's hash-chained audit log.
+"""Remote verification of a node's hash-chained audit log against a pin that lasts.
 
-The aggregator walks the chain from genesis once, then only fetches what is new, each time
-re-reading the newest entry it verified (the pin) to check it is still there unchanged. Links
-are verified on the raw JSON the agent sent, never on a re-serialised model, so a field this
-version does not know cannot make a good chain look broken. Any break is sticky: a chain that
-was tampered with does not heal because the next entries happen to link.
+The first check walks the chain from genesis; after that the aggregator only extends it: it
+re-reads the newest entry it verified (the pin) and verifies what is new. Since a node can edit
+any line without touching the others, the older part is re-read too, a few pages per check: a
+sweep rotates through the log one checkpoint gap (one page) at a time, each page verified link
+by link from one pinned checkpoint hash to the next, so every entry is read again within a
+bounded time (docs/aggregator.md has the formula). The pin, the checkpoints and any break live
+in a `Pin` that `pins.PinStore` persists, so a later `fleet status` or dashboard starts from them.
+
+Links are verified on the raw JSON the agent sent, never on a re-serialised model, so a field this
+version does not know cannot make a good chain look broken. A break is sticky: a chain that was
+tampered with does not heal because the next entries happen to link.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
+import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from fleettui.aggregator.http import FetchError, NodeClient, get_capped
+from fleettui.aggregator.pins import CHECKPOINT_EVERY, Pin
 from fleettui.aggregator.state import ChainStatus
-from fleettui.wire import GENESIS_HASH, AuditEntry, AuditHead, AuditPage, audit_hash
+from fleettui.wire import GENESIS_HASH, AuditEntry, AuditHead, audit_hash
 
 AUDIT_PATH = "/api/v1/audit"
-PAGE = 200
-RECENT = 50
+PAGE = CHECKPOINT_EVERY
+SWEEP_MAX_PAGES = 10  # per check: at most 2000 entries re-read per node per chain_recheck_s
+MAX_INT_DIGITS = 30  # a seq, ts or status code never needs more; longer is tampering
 
 
 class ChainBroken(Exception):
@@ -34,25 +43,55 @@ class ChainUnreadable(Exception):
 
 
 @dataclass(frozen=True)
+class HugeInt:
+    """Stands in for an integer too long to convert (Python refuses 4300+ digits)."""
+
+    digits: int
+
+
+def _parse_int(text: str) -> int | HugeInt:
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else HugeInt(len(text))
+
+
+@dataclass(frozen=True)
 class Page:
-    entries: list[tuple[dict[str, Any], AuditEntry]]
+    # each entry's raw dict (hashed as sent) and its model, or why it is not an audit entry
+    entries: list[tuple[Any, AuditEntry | str]]
     head: AuditHead
 
 
-def parse_page(body: bytes) -> Page:
-    """Validate the page's shape and keep each entry's raw dict for hashing."""
+def _entry(raw: Any) -> AuditEntry | str:
+    if not isinstance(raw, dict):
+        return "not a JSON object"
+    for key, value in raw.items():
+        if isinstance(value, HugeInt):
+            return f"{key}: an integer of {value.digits} digits"
     try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ChainUnreadable(f"invalid JSON: {exc}") from None
-    try:
-        page = AuditPage.model_validate(obj)
+        return AuditEntry.model_validate(raw)
     except ValidationError as exc:
         e = exc.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"]) or "(page)"
+        return f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
+
+
+def parse_page(body: bytes) -> Page:
+    """Validate the page's shape; each entry is checked where the walk reaches it, so a bad
+    entry is evidence at its seq, not an unreadable page."""
+    try:
+        obj = json.loads(body, parse_int=_parse_int)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ChainUnreadable(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("entries"), list):
+        raise ChainUnreadable("not an audit page: entries: missing or not a list")
+    head = obj.get("head")
+    if isinstance(head, dict) and any(isinstance(v, HugeInt) for v in head.values()):
+        raise ChainUnreadable("not an audit page: head: an integer too long to be a seq")
+    try:
+        parsed_head = AuditHead.model_validate(head)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in ("head", *e["loc"]))
         raise ChainUnreadable(f"not an audit page: {loc}: {e['msg']}") from None
-    raw = obj["entries"]
-    return Page(list(zip(raw, page.entries, strict=True)), page.head)
+    return Page([(raw, _entry(raw)) for raw in obj["entries"]], parsed_head)
 
 
 def check_link(raw: dict[str, Any], entry: AuditEntry, prev_seq: int, prev_hash: str) -> None:
@@ -71,103 +110,190 @@ def check_link(raw: dict[str, Any], entry: AuditEntry, prev_seq: int, prev_hash:
         raise ChainBroken(f"seq {entry.seq}: hash mismatch (entry altered)")
 
 
-class ChainVerifier:
-    """Pinned state of one node's chain: the newest (seq, hash) verified so far."""
+def _valid(raw: Any, entry: AuditEntry | str, seq: int) -> AuditEntry:
+    if isinstance(entry, str):
+        raise ChainBroken(f"seq {seq}: the entry served there is not an audit entry ({entry})")
+    return entry
 
-    def __init__(self) -> None:
-        self.pin_seq = 0
-        self.pin_hash = GENESIS_HASH
-        self.status = ChainStatus.UNKNOWN
-        self.detail: str | None = None
-        self.recent: deque[AuditEntry] = deque(maxlen=RECENT)
-        self.verified = False  # walked from genesis at least once
+
+def sweep_pages(segments: int, recheck_s: float, rescan_s: float) -> int:
+    """Pages per check so that a sweep of `segments` pages takes at most `rescan_s`."""
+    if segments <= 0:
+        return 0
+    return min(SWEEP_MAX_PAGES, segments, math.ceil(segments * recheck_s / rescan_s))
+
+
+class ChainVerifier:
+    """One node's chain as this process checks it, over a `Pin` that may come from disk.
+
+    Status: BROKEN when the pin records a break (ours or another process's, sticky) or while
+    the agent itself reports its log damaged; otherwise the outcome of the last check (OK, or
+    UNKNOWN when the node answered with no audit page).
+    """
+
+    def __init__(self, pin: Pin | None = None, *, key: str = "") -> None:
+        self.pin = pin or Pin(key=key)
+        self.checked = ChainStatus.UNKNOWN
+        self.check_detail: str | None = None
+        self.agent_problem: str | None = None  # what the agent's snapshot says of its log
+        self.store_problem: str | None = None  # the pin file cannot be used (not saved to)
+        self.dirty = False  # the pin moved since it was last saved
+        self.cursor = random.randrange(1 << 30)  # where the sweep resumes (per process)
+        self.swept = 0  # pages re-read by the sweep in this process
+
+    # -- status
+    @property
+    def status(self) -> ChainStatus:
+        if self.pin.broken or self.agent_problem:
+            return ChainStatus.BROKEN
+        if self.store_problem:
+            return ChainStatus.UNKNOWN
+        return self.checked
+
+    @property
+    def detail(self) -> str | None:
+        if self.pin.broken:
+            return self.pin.broken
+        if self.agent_problem:
+            return f"the agent reports its audit log damaged: {self.agent_problem}"
+        return self.store_problem or self.check_detail
 
     def broken(self, why: str) -> None:
-        self.status = ChainStatus.BROKEN
-        self.detail = why
+        if not self.pin.broken:
+            self.pin.broken = why
+            self.dirty = True
+
+    def adopt(self, pin: Pin, *, reset: bool) -> None:
+        """Take the merged (or, after a forget, the new) pin from the store."""
+        self.pin = pin
+        if reset:
+            self.checked, self.check_detail = ChainStatus.UNKNOWN, None
 
     def check_head(self, head: AuditHead) -> bool:
         """Compare an advertised head with the pin; returns whether a fetch is needed."""
-        if self.status is ChainStatus.BROKEN:
+        if self.pin.broken:
             return False
-        if not self.verified:
-            return True
-        if head.seq < self.pin_seq:
-            self.broken(
-                f"head seq {head.seq} is behind verified seq {self.pin_seq} (log truncated)"
-            )
-            return False
-        if head.seq == self.pin_seq:
-            if head.head_hash != self.pin_hash:
+        if self.pin.epoch is not None or self.pin.seq > 0:  # something is pinned
+            if head.seq < self.pin.seq:
+                self.broken(
+                    f"head seq {head.seq} is behind verified seq {self.pin.seq} (log truncated)"
+                )
+                return False
+            if head.seq == self.pin.seq and head.head_hash != self.pin.hash:
                 self.broken(
                     f"seq {head.seq}: head hash differs from the verified entry (rewritten)"
                 )
-            return False
-        return True
+                return False
+        return self.checked is not ChainStatus.OK or head.seq != self.pin.seq
 
-    async def sync(self, client: NodeClient, *, timeout_s: float, rescan: bool = False) -> None:
-        """Fetch and verify everything after the pin (or from genesis when `rescan`).
+    # -- checking
+    async def sync(self, client: NodeClient, *, timeout_s: float, sweep: int | None = None) -> None:
+        """Extend the pin to the node's head, then re-read `sweep` pages of the older log
+        (None: all of it, as a one-shot `fleet status` does).
 
-        Sets status OK when the node's head is reached; BROKEN with the seq and why on a bad
-        link; UNKNOWN when the node answers with no audit page. An unreachable node raises
-        FetchError and leaves the status as it was.
+        BROKEN with the seq and why on any bad link or a mismatch with the pin; UNKNOWN when
+        the node answers with no audit page. An unreachable node raises FetchError and leaves
+        the status as it was.
         """
-        if self.status is ChainStatus.BROKEN:
+        if self.pin.broken:
             return
         try:
-            await self._walk(client, timeout_s=timeout_s, rescan=rescan or not self.verified)
+            fresh = self.pin.seq == 0  # the tail walks the whole log: nothing to sweep
+            await self._tail(client, timeout_s)
+            if fresh:
+                return
+            segments = math.ceil(self.pin.seq / PAGE)
+            for _ in range(segments if sweep is None else min(sweep, segments)):
+                await self._segment(client, timeout_s, self.cursor % segments)
+                self.cursor = (self.cursor % segments) + 1
+                self.swept += 1
         except ChainBroken as exc:
             self.broken(str(exc))
         except ChainUnreadable as exc:
-            self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc}"
+            self.checked, self.check_detail = ChainStatus.UNKNOWN, f"audit: {exc}"
         except FetchError as exc:
             if not exc.reachable:
                 raise
-            self.status, self.detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
+            self.checked, self.check_detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
 
-    async def _walk(self, client: NodeClient, *, timeout_s: float, rescan: bool) -> None:
-        seq, hsh = (0, GENESIS_HASH) if rescan else (self.pin_seq, self.pin_hash)
-        expect = (self.pin_seq, self.pin_hash) if rescan and self.verified else None
-        recheck = not rescan and seq > 0  # first re-read the pinned entry itself
-        after = seq - 1 if recheck else seq
+    async def _page(self, client: NodeClient, after: int, timeout_s: float) -> Page:
+        body = await get_capped(
+            client, AUDIT_PATH, params={"after": after, "limit": PAGE}, timeout_s=timeout_s
+        )
+        return parse_page(body)
+
+    def _passed(self, seq: int, hsh: str) -> None:
+        """A verified entry: it must match what the pin holds for its seq; new checkpoints and
+        the pin itself move forward."""
+        known = self.pin.known(seq)
+        if known is not None and known != hsh:
+            raise ChainBroken(f"seq {seq}: differs from the entry verified earlier (rewritten)")
+        if seq % CHECKPOINT_EVERY == 0 and known is None:
+            self.pin.checkpoints[seq] = hsh
+            self.dirty = True
+
+    async def _tail(self, client: NodeClient, timeout_s: float) -> None:
+        """Re-read the pinned entry, then verify every entry after it up to the head."""
+        seq, hsh = self.pin.seq, self.pin.hash
+        after = seq - 1 if seq > 0 else 0
+        page = await self._page(client, after, timeout_s)
+        entries = page.entries
+        if seq > 0:
+            if not entries:
+                raise ChainBroken(f"seq {seq}: verified entry is gone (history rewritten)")
+            raw, first = entries[0]
+            first = _valid(raw, first, seq)
+            if first.seq != seq:
+                raise ChainBroken(f"seq {seq}: verified entry is gone (history rewritten)")
+            try:
+                same = first.hash == hsh and audit_hash(raw) == hsh
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                raise ChainBroken(f"seq {seq}: differs from the verified entry (rewritten)")
+            entries = entries[1:]
         while True:
-            body = await get_capped(
-                client, AUDIT_PATH, params={"after": after, "limit": PAGE}, timeout_s=timeout_s
-            )
-            page = parse_page(body)
-            entries = page.entries
-            if recheck:
-                if not entries or entries[0][1].seq != seq:
-                    raise ChainBroken(f"seq {seq}: verified entry is gone (history rewritten)")
-                raw, first = entries[0]
-                if first.hash != hsh or audit_hash(raw) != hsh:
-                    raise ChainBroken(f"seq {seq}: differs from the verified entry (rewritten)")
-                entries = entries[1:]
-                recheck = False
             for raw, entry in entries:
+                entry = _valid(raw, entry, seq + 1)
                 check_link(raw, entry, seq, hsh)
-                if expect is not None and entry.seq == expect[0] and entry.hash != expect[1]:
-                    raise ChainBroken(
-                        f"seq {entry.seq}: differs from the entry verified earlier (rewritten)"
-                    )
                 seq, hsh = entry.seq, entry.hash
-                self.recent.append(entry)
+                self._passed(seq, hsh)
+            if seq != self.pin.seq:
+                self.pin.seq, self.pin.hash = seq, hsh
+                self.dirty = True
             head = page.head
-            if expect is None or seq >= expect[0]:  # a rescan moves the pin only once past it
-                self.pin_seq, self.pin_hash = seq, hsh
             if head.seq < seq:
                 raise ChainBroken(f"head seq {head.seq} is behind verified seq {seq}")
             if head.seq == seq:
                 if head.head_hash != hsh:
                     raise ChainBroken(f"seq {seq}: head hash does not match the entry served")
-                if expect is not None and seq < expect[0]:
-                    raise ChainBroken(
-                        f"log ends at seq {seq}, before verified seq {expect[0]} (truncated)"
-                    )
-                self.verified = True
-                self.status = ChainStatus.OK
-                self.detail = f"verified through seq {seq}" if seq else "empty log"
+                self.checked = ChainStatus.OK
+                self.check_detail = f"verified through seq {seq}" if seq else "empty log"
                 return
             if not entries:
                 raise ChainBroken(f"head is seq {head.seq} but no entries are served after {seq}")
-            after = seq
+            page = await self._page(client, seq, timeout_s)
+            entries = page.entries
+
+    async def _segment(self, client: NodeClient, timeout_s: float, i: int) -> None:
+        """Re-verify seqs (i*PAGE, (i+1)*PAGE] (the last gap ends at the pin): one page, every
+        link, from one pinned hash to the next. Any edit, deletion, insertion or reorder in
+        the gap breaks a link or lands a different hash on the far checkpoint."""
+        start = i * PAGE
+        end = min(start + PAGE, self.pin.seq)
+        start_hash = GENESIS_HASH if start == 0 else self.pin.checkpoints.get(start)
+        if start_hash is None:  # a pin from before that checkpoint existed: walked next time
+            return
+        page = await self._page(client, start, timeout_s)
+        seq, hsh = start, start_hash
+        for raw, entry in page.entries:
+            entry = _valid(raw, entry, seq + 1)
+            check_link(raw, entry, seq, hsh)
+            seq, hsh = entry.seq, entry.hash
+            self._passed(seq, hsh)
+            if seq == end:
+                return
+        raise ChainBroken(
+            f"seq {seq + 1}: missing (the log served ends at seq {seq}, "
+            f"before verified seq {self.pin.seq}: truncated or entries deleted)"
+        )

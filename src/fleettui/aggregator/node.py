@@ -21,7 +21,7 @@ from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from fleettui.aggregator.backoff import SHARED_RNG, Backoff
-from fleettui.aggregator.chain import ChainVerifier
+from fleettui.aggregator.chain import PAGE, ChainVerifier, sweep_pages
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
     ERROR_BODY,
@@ -34,6 +34,7 @@ from fleettui.aggregator.http import (
 )
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import describe_validation
+from fleettui.aggregator.pins import Pin, PinFileError, PinStore, node_key
 from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import (
     ChainStatus,
@@ -43,7 +44,7 @@ from fleettui.aggregator.state import (
     SnapshotFacts,
 )
 from fleettui.config import Defaults, NodeConfig
-from fleettui.wire import ActionEvent, NodeSnapshot
+from fleettui.wire import AUDIT_PROBLEM_PREFIX, ActionEvent, NodeSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,10 @@ class NodeWorker:
         self.kind = kind_for(cfg.kind)  # how this node is read: kinds/
         self.streams = self.kind.streams
         self.chain: ChainVerifier | None = (
-            ChainVerifier() if verify_chain and self.kind.audited else None
+            ChainVerifier(key=node_key(cfg.url)) if verify_chain and self.kind.audited else None
         )
+        self.pins: PinStore | None = None  # set by load_pin: where the chain's pin persists
+        self.hostname: str | None = None  # as the node last reported it
         if self.chain is None:
             self.view.chain = ChainStatus.NOT_APPLICABLE
         self.live = False  # run(): the stream and staleness count; poll_once(): they do not
@@ -395,57 +398,121 @@ class NodeWorker:
 
     # --- audit chain ---------------------------------------------------------------------
     async def chain_loop(self) -> None:
-        """Check when a new head shows up (woken), at least every chain_recheck_s, and rescan
-        the whole chain every chain_rescan_s. A node whose audit cannot be read is retried with
-        backoff, not on every snapshot."""
+        """Check when a new head shows up (woken) and at least every chain_recheck_s; each
+        check also re-reads a share of the older log, so the whole of it is read again
+        within chain_rescan_s (docs/aggregator.md). A node whose audit cannot be read is
+        retried with backoff, not on every snapshot."""
         assert self.chain is not None
         d = self.defaults
         retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
         min_gap = min(d.poll_interval_s, 1.0)  # coalesce a burst of audit events
         await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
-        # rechecks and rescans fall anywhere in the second half of their period, so a fleet
-        # started at once does not walk a thousand audit logs in the same second every hour
-        last_full = time.monotonic() - d.chain_rescan_s * SHARED_RNG.uniform(0, 0.5)
         while True:
-            rescan = self.chain.verified and time.monotonic() - last_full >= d.chain_rescan_s
-            ok = await self.sync_chain(d.http_timeout_s, rescan=rescan)
-            if rescan and ok:
-                last_full = time.monotonic()
+            segments = math.ceil(self.chain.pin.seq / PAGE)
+            share = sweep_pages(segments, d.chain_recheck_s, d.chain_rescan_s)
+            ok = await self.sync_chain(d.http_timeout_s, sweep=share)
             if ok:
                 retry.reset()
                 await anyio.sleep(min_gap)
+                # anywhere in the second half of the period, so a fleet started at once does
+                # not check in step; never longer than chain_recheck_s (the bound relies on it)
                 recheck = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
                 await self.chain_waker.sleep(max(0.0, recheck - min_gap))
             else:
                 await anyio.sleep(retry.next_delay())
                 self.chain_waker.clear()
 
-    async def sync_chain(self, timeout_s: float, *, rescan: bool = False) -> bool:
-        """One verification pass; False when the chain could not be read (retry later)."""
+    async def sync_chain(self, timeout_s: float, *, sweep: int | None = None) -> bool:
+        """One verification pass (`sweep`: pages of the older log to re-read, None for all of
+        it); False when the chain could not be read (retry later). What was verified is saved
+        even when the pass is cut short."""
         assert self.chain is not None and self.client is not None
-        before = (self.chain.status, self.chain.detail)
         ok = True
         try:
-            await self.chain.sync(self.client, timeout_s=timeout_s, rescan=rescan)
+            await self.chain.sync(self.client, timeout_s=timeout_s, sweep=sweep)
         except FetchError as exc:
             self.set_last_error(f"audit: {exc.reason}")
             ok = False
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.save_pin()
         if self.chain.status is ChainStatus.UNKNOWN:
             ok = False
-        if (self.chain.status, self.chain.detail) != before:
-            if self.chain.status is ChainStatus.BROKEN:
-                self.emit(
-                    FleetEvent(
-                        time.time(),
-                        self.cfg.name,
-                        "error",
-                        f"audit chain BROKEN: {self.chain.detail}",
-                    )
-                )
-            self.view.chain = self.chain.status
-            self.view.chain_detail = self.chain.detail
-            self.refresh(force=True)
+        self.publish_chain()
         return ok
+
+    def load_pin(self, store: PinStore) -> None:
+        """Start from the pin on disk (blocking: called in a worker thread)."""
+        assert self.chain is not None
+        self.pins = store
+        try:
+            pin = store.load(self.chain.pin.key)
+        except (PinFileError, OSError) as exc:
+            self.chain.store_problem = self._store_problem(exc)
+            return
+        if pin is not None:
+            self.chain.adopt(pin, reset=False)
+
+    def _store_problem(self, exc: Exception) -> str:
+        return f"audit pin unusable ({exc}); `fleet audit forget {self.cfg.name}` replaces it"
+
+    async def save_pin(self) -> None:
+        """Merge this process's pin with the one on disk (other views, `fleet audit forget`)."""
+        chain, store = self.chain, self.pins
+        if chain is None or store is None or chain.store_problem:
+            return
+        pin = chain.pin
+        if pin.hostname is None and self.hostname is not None:
+            pin.hostname = self.hostname
+        pin.name = self.cfg.name
+        mine = Pin(**{**vars(pin), "checkpoints": dict(pin.checkpoints)})
+        dirty = chain.dirty
+
+        def sync() -> tuple[Pin, bool] | None:
+            if not dirty and not store.changed(pin.key):
+                return None
+            return store.sync(mine)
+
+        try:
+            out = await anyio.to_thread.run_sync(sync)
+        except (PinFileError, OSError) as exc:
+            chain.store_problem = self._store_problem(exc)
+            return
+        if out is None:
+            return
+        merged, reset = out
+        late = chain.pin.broken if not reset and not merged.broken else None
+        chain.adopt(merged, reset=reset)
+        chain.dirty = late is not None  # broken while the save ran: saved next time
+        if late is not None:
+            merged.broken = late
+
+    def chain_detail(self) -> str | None:
+        """The chain's detail, with a hint when the node now calls itself something else."""
+        assert self.chain is not None
+        detail = self.chain.detail
+        pinned = self.chain.pin.hostname
+        if self.chain.pin.broken and pinned and self.hostname and self.hostname != pinned:
+            detail = (
+                f"{detail}; the node now reports hostname {self.hostname!r} (pinned as "
+                f"{pinned!r}): if it was reinstalled, `fleet audit forget {self.cfg.name}`"
+            )
+        return detail
+
+    def publish_chain(self, *, refresh: bool = True) -> None:
+        """Copy the chain's status to the view; a new BROKEN is an `error` event."""
+        if self.chain is None:
+            return
+        status, detail = self.chain.status, self.chain_detail()
+        if (status, detail) == (self.view.chain, self.view.chain_detail):
+            return
+        if status is ChainStatus.BROKEN and self.view.chain is not ChainStatus.BROKEN:
+            self.emit(
+                FleetEvent(time.time(), self.cfg.name, "error", f"audit chain BROKEN: {detail}")
+            )
+        self.view.chain, self.view.chain_detail = status, detail
+        if refresh:
+            self.refresh(force=True)
 
     # --- state ---------------------------------------------------------------------------
     def apply_snapshot(self, snap: NodeSnapshot, raw: str | bytes | None = None) -> None:
@@ -469,11 +536,19 @@ class NodeWorker:
             self.snap_reasons = reasons
         self.view.last_seen = time.time()
         self.power.add(snap.ts, snap.power.watts)
-        if self.chain is not None and self.chain.check_head(snap.audit):
-            self.chain_waker.wake()
-        if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
-            self.view.chain = self.chain.status
-            self.view.chain_detail = self.chain.detail
+        self.hostname = snap.node.hostname
+        if self.chain is not None:
+            self.chain.agent_problem = next(
+                (
+                    p[len(AUDIT_PROBLEM_PREFIX) :]
+                    for p in snap.problems
+                    if p.startswith(AUDIT_PROBLEM_PREFIX)
+                ),
+                None,
+            )
+            if self.chain.check_head(snap.audit):
+                self.chain_waker.wake()
+            self.publish_chain(refresh=False)
         self.refresh(force=True)
 
     def view_copy(self) -> NodeView:
@@ -528,8 +603,8 @@ class NodeWorker:
                 and time.monotonic() - self.stream_down_since >= grace
             ):
                 reasons.append(f"event stream: {self.stream_error or 'down'}")
-        if self.chain is not None and self.chain.status is ChainStatus.BROKEN:
-            reasons.append(f"audit chain BROKEN: {self.chain.detail}")
+        if self.chain is not None and self.chain.pin.broken:  # (the agent's own report is
+            reasons.append(f"audit chain BROKEN: {self.view.chain_detail}")  # in its problems)
         if reasons:
             return NodeState.DEGRADED, reasons
         return (NodeState.ONLINE if has_snap else NodeState.INITIALIZING), []

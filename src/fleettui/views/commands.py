@@ -288,9 +288,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     import anyio
 
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
 
     t0 = time.monotonic()
-    views = anyio.run(FleetAggregator(cfg).poll_once, args.timeout)
+    views = anyio.run(FleetAggregator(cfg, pins=PinStore.default()).poll_once, args.timeout)
     took = time.monotonic() - t0
     summary = _summary(views)
     code = 0 if summary["online"] == summary["total"] else 1

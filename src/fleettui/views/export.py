@@ -199,12 +199,17 @@ async def serve_export(
 ) -> None:
     """Bind, start watching the fleet, serve until SIGINT/SIGTERM (or cancellation)."""
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
 
     try:
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     except OSError as exc:
         raise ExportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    async with listener, FleetAggregator(cfg) as agg, anyio.create_task_group() as tg:
+    async with (
+        listener,
+        FleetAggregator(cfg, pins=PinStore.default()) as agg,
+        anyio.create_task_group() as tg,
+    ):
         exporter = Exporter(agg)
         tg.start_soon(_stop_on_signals, tg.cancel_scope)
         tg.start_soon(listener.serve, exporter.handle)

@@ -79,9 +79,10 @@ async def _until_signal(main: Callable[[], Awaitable[None]], stop: Callable[[], 
 
 async def _rich_once(cfg: FleetConfig) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
     from fleettui.views.rich import print_once
 
-    agg = FleetAggregator(cfg)
+    agg = FleetAggregator(cfg, pins=PinStore.default())
     views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
     print_once(_console(), views)
     return 0
@@ -90,9 +91,10 @@ async def _rich_once(cfg: FleetConfig) -> int:
 async def _json_once(cfg: FleetConfig) -> int:
     """`fleet --json`: what `--once` shows, as `fleet status --json`'s document."""
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
     from fleettui.views.commands import _print_json, status_document
 
-    agg = FleetAggregator(cfg)
+    agg = FleetAggregator(cfg, pins=PinStore.default())
     views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
     _print_json(status_document(cfg, views))
     return 0
@@ -100,9 +102,10 @@ async def _json_once(cfg: FleetConfig) -> int:
 
 async def _rich_live(cfg: FleetConfig) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
     from fleettui.views.rich import run_live
 
-    async with FleetAggregator(cfg) as agg:
+    async with FleetAggregator(cfg, pins=PinStore.default()) as agg:
         scope = anyio.CancelScope()
 
         async def live() -> None:
@@ -114,9 +117,10 @@ async def _rich_live(cfg: FleetConfig) -> int:
 
 async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
     from fleettui.views.tui.app import FleetApp
 
-    async with FleetAggregator(cfg) as agg:
+    async with FleetAggregator(cfg, pins=PinStore.default()) as agg:
         app = FleetApp(agg, read_only=read_only, config=cfg)
         return await _until_signal(app.run_async, app.exit)
 
@@ -162,6 +166,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cfg = _load(demo.config_path)
             if cfg is None:
                 return 1
+            # the demo's audit pins live and die with it (its agents reuse loopback ports)
+            os.environ["XDG_STATE_HOME"] = str(demo.tmp / "operator-state")
             return run_dashboard(cfg, rich=getattr(args, "rich", False))
     except DemoError as exc:
         print(f"fleet demo: {exc}", file=sys.stderr)
