@@ -23,6 +23,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and the `fleet` it runs) keeps audit pins of its own: tests reuse loopback
+    ports, and a pin left by one would make the next test's fresh agent look rewritten."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def xdg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Relocate HOME and every XDG dir into tmp_path, for this process and its children."""

@@ -518,6 +518,7 @@ class NodeWorker:
     def apply_snapshot(self, snap: NodeSnapshot, raw: str | bytes | None = None) -> None:
         """Keep a validated snapshot: as text (`raw`, the JSON it was validated from, when
         given) plus the facts the state rules read. See `snap_json`."""
+        first = self.snap_json is None
         if self.snap_ts != snap.ts:
             self.ts_changed_at = time.monotonic()
         if raw is None or len(raw) > BIG_SNAPSHOT:
@@ -546,7 +547,7 @@ class NodeWorker:
                 ),
                 None,
             )
-            if self.chain.check_head(snap.audit):
+            if self.chain.check_head(snap.audit) or first:  # (first: start the chain loop)
                 self.chain_waker.wake()
             self.publish_chain(refresh=False)
         self.refresh(force=True)

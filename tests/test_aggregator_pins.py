@@ -1,0 +1,210 @@
+"""The pin store and the sweep against a fake audit server: persistence, merging, forgetting,
+the detection bound, and hostile pages (a 5000-digit seq)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from fakes import FakeAgent, make_chain, make_entry, rehash_from, wait_for
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.chain import ChainVerifier, sweep_pages
+from fleettui.aggregator.pins import Pin, PinFileError, PinStore, merge, node_key
+from fleettui.aggregator.state import ChainStatus
+from fleettui.config import Defaults, FleetConfig, NodeConfig
+from fleettui.fsutil import UnsafePathError
+
+pytestmark = pytest.mark.anyio
+
+
+async def checked(fake: FakeAgent, v: ChainVerifier, **kw) -> ChainVerifier:
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        await v.sync(client, timeout_s=2, **kw)
+    return v
+
+
+@pytest.fixture
+async def served():
+    async with anyio.create_task_group() as tg:
+        fake = await FakeAgent("audited", chain=make_chain(1000)).start(tg)
+        yield fake
+        tg.cancel_scope.cancel()
+
+
+def test_node_key_is_the_configured_address_normalised() -> None:
+    assert node_key("http://GPU1.lan:8899/") == node_key("http://gpu1.lan:8899")
+    assert node_key("http://gpu1.lan") == "http://gpu1.lan:80"
+    assert node_key("https://gpu1.lan/") == "https://gpu1.lan:443"
+    assert node_key("http://[::1]:8899") == "http://[::1]:8899"
+    assert node_key("http://gpu1.lan:8899") != node_key("http://gpu2.lan:8899")
+
+
+def test_sweep_share_reads_the_whole_log_within_rescan_s() -> None:
+    assert sweep_pages(0, 10, 120) == 0
+    assert sweep_pages(3, 10, 120) == 1  # 3 pages, one per check: all read within 30 s
+    assert sweep_pages(60, 10, 120) == 5  # 12 checks x 5 pages = 60
+    assert sweep_pages(500, 10, 120) == 10  # capped: then the sweep takes 50 checks
+
+
+async def test_pin_persists_and_a_fresh_verifier_catches_a_rewrite_below_the_head(
+    served: FakeAgent, tmp_path: Path
+) -> None:
+    store = PinStore(tmp_path / "pins")
+    key = node_key(served.url)
+    v = await checked(served, ChainVerifier(key=key))
+    assert v.status is ChainStatus.OK and v.pin.seq == 1000
+    pin, reset = store.sync(v.pin)
+    assert not reset and pin.epoch and sorted(pin.checkpoints) == [200, 400, 600, 800, 1000]
+    path = store.path_for(key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text())["key"] == key
+
+    # rewrite from seq 350 on, keeping even the head entry's hash as pinned
+    original = [dict(e) for e in served.chain]
+    served.chain[349]["action"] = "stop"
+    rehash_from(served.chain, 349)
+    served.chain[-1]["hash"] = original[-1]["hash"]
+    fresh = await checked(served, ChainVerifier(store.load(key)), sweep=0)  # pin + tail only
+    assert fresh.status is ChainStatus.BROKEN
+    assert fresh.detail == "seq 1000: differs from the verified entry (rewritten)"
+
+    # rewrite 350..400 only (401 still links to the old 400): the pin and the tail are as
+    # pinned; the sweep's page (200, 400] links, and lands on a hash unlike checkpoint 400
+    served.chain[:] = original
+    served.chain[349]["action"] = "stop"
+    for e, prev in zip(served.chain[349:400], served.chain[348:399], strict=True):
+        e["prev_hash"] = prev["hash"]
+        e["hash"] = make_entry(**{k: v for k, v in e.items() if k != "hash"})["hash"]
+    fresh = await checked(served, ChainVerifier(store.load(key)), sweep=0)
+    assert fresh.status is ChainStatus.OK
+    await checked(served, fresh)  # a full sweep, as `fleet status` does
+    assert fresh.status is ChainStatus.BROKEN
+    assert fresh.detail == "seq 400: differs from the entry verified earlier (rewritten)"
+
+
+async def test_the_sweep_rotates_and_finds_an_old_edit_within_the_bound(
+    served: FakeAgent, tmp_path: Path
+) -> None:
+    """1000 entries = 5 pages; recheck 0.1 s, rescan 0.5 s: one page per check, any entry
+    re-read within 0.5 s (+ a request), never the whole log per check."""
+    d = Defaults(
+        poll_interval_s=0.1,
+        http_timeout_s=2,
+        backoff_min_s=0.1,
+        backoff_max_s=0.5,
+        chain_recheck_s=0.1,
+        chain_rescan_s=0.5,
+    )
+    cfg = FleetConfig(nodes=[NodeConfig(name="n", url=served.url)], defaults=d)
+    async with FleetAggregator(cfg, pins=PinStore(tmp_path / "pins")) as agg:
+        await wait_for(lambda: agg.node("n").chain is ChainStatus.OK, 5)
+        served.requests.clear()
+        await anyio.sleep(1.0)
+        afters = [int(r.query["after"]) for r in served.requests_to("/api/v1/audit")]
+        sweeps = [a for a in afters if a != 999]  # 999: the pin re-read of every check
+        checks = len(afters) - len(sweeps)
+        assert {0, 200, 400, 600, 800} <= set(sweeps), afters
+        assert checks >= 4 and len(sweeps) <= checks + 1, afters  # one page a check
+        for seq in (7, 512):  # any entry, found within rescan_s of the edit
+            t0 = time.monotonic()
+            served.chain[seq - 1]["error"] = "edited"
+            await wait_for(lambda: agg.node("n").chain is ChainStatus.BROKEN, 3)
+            took = time.monotonic() - t0
+            assert agg.node("n").chain_detail == f"seq {seq}: hash mismatch (entry altered)"
+            assert took < 0.5 + 1.0, took  # the bound plus slack for a busy machine
+            served.chain[seq - 1]["error"] = None
+            PinStore(tmp_path / "pins").forget(node_key(served.url), "n")
+            await wait_for(lambda: agg.node("n").chain is ChainStatus.OK, 5, what="re-pinned")
+
+
+async def test_a_5000_digit_seq_is_broken_with_a_reason(served: FakeAgent) -> None:
+    pinned = await checked(served, ChainVerifier())
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # so the fake can serve it at all
+    try:
+        served.chain[299]["seq"] = int("9" * 5000)
+        fresh = await checked(served, ChainVerifier())
+        await checked(served, pinned, sweep=0)  # the fake serves it after the pin, too
+    finally:
+        sys.set_int_max_str_digits(old)
+    why = "the entry served there is not an audit entry (seq: an integer of 5000 digits)"
+    assert fresh.status is ChainStatus.BROKEN and fresh.detail == f"seq 300: {why}"
+    assert pinned.status is ChainStatus.BROKEN and pinned.detail == f"seq 1000: {why}"
+
+
+async def test_unreadable_is_unknown_until_read_and_never_hides_broken(served: FakeAgent) -> None:
+    v = await checked(served, ChainVerifier())
+    served.audit_fault = "garbage"
+    await checked(served, v)
+    assert v.status is ChainStatus.UNKNOWN and "not an audit page" in v.detail
+    served.audit_fault = None
+    served.chain[5]["status"] = "denied"
+    await checked(served, v)
+    assert v.status is ChainStatus.BROKEN
+    served.audit_fault = "garbage"
+    await checked(served, v)
+    assert v.status is ChainStatus.BROKEN and v.detail == "seq 6: hash mismatch (entry altered)"
+
+
+def test_merge_keeps_both_sides_and_a_disagreement_is_broken() -> None:
+    a = Pin(key="k", epoch="e", seq=400, hash="a" * 64, checkpoints={200: "1" * 64, 400: "a" * 64})
+    b = Pin(key="k", epoch="e", seq=600, hash="b" * 64, checkpoints={200: "1" * 64, 400: "a" * 64})
+    b.checkpoints[600] = "b" * 64
+    m = merge(a, b)
+    assert (m.seq, m.hash, m.broken) == (600, "b" * 64, None) and len(m.checkpoints) == 3
+    c = Pin(key="k", epoch="e", seq=400, hash="c" * 64, checkpoints={200: "2" * 64, 400: "c" * 64})
+    m = merge(a, c)
+    assert m.broken == "seq 200: another fleet process verified a different entry there"
+
+
+def test_two_processes_share_one_pin_and_forget_starts_a_new_epoch(tmp_path: Path) -> None:
+    one, two = PinStore(tmp_path), PinStore(tmp_path)
+    p1, _ = one.sync(Pin(key="k", seq=3, hash="3" * 64))
+    p2, reset = two.sync(Pin(key="k", seq=5, hash="5" * 64))  # no epoch yet: joins p1's
+    assert not reset and p2.epoch == p1.epoch and p2.seq == 5
+    assert one.changed("k") and not two.changed("k")
+    old = two.forget("k", "gpu1")
+    assert old is not None and old.seq == 5
+    again, reset = one.sync(p1)  # a process still holding the old epoch drops what it had
+    assert reset and again.seq == 0 and again.epoch != p1.epoch and again.name == "gpu1"
+
+
+def test_pin_files_are_never_written_through_a_symlink_nor_replaced_when_bad(
+    tmp_path: Path,
+) -> None:
+    store = PinStore(tmp_path)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    tmp_path.joinpath(store.path_for("k").name).symlink_to(target)
+    with pytest.raises((PinFileError, UnsafePathError)):
+        store.sync(Pin(key="k", seq=1, hash="1" * 64))
+    assert target.read_text() == "keep"
+    store.path_for("j").write_text("{not json")
+    with pytest.raises(PinFileError, match="not JSON"):
+        store.load("j")
+    with pytest.raises(PinFileError):
+        store.sync(Pin(key="j", seq=1, hash="1" * 64))
+    assert store.path_for("j").read_text() == "{not json"  # left for the operator
+    assert store.forget("j", "n") is None and store.load("j").seq == 0  # forget replaces it
+    os.unlink(store.path_for("k"))
+
+
+async def test_an_unusable_pin_file_is_unknown_with_the_fix(
+    served: FakeAgent, tmp_path: Path
+) -> None:
+    store = PinStore(tmp_path)
+    store.root.mkdir(exist_ok=True)
+    store.path_for(node_key(served.url)).write_text("[]")
+    cfg = FleetConfig(nodes=[NodeConfig(name="n", url=served.url)])
+    [v] = await FleetAggregator(cfg, pins=store).poll_once(5)
+    assert v.chain is ChainStatus.UNKNOWN
+    assert v.chain_detail.startswith("audit pin unusable (") and v.chain_detail.endswith(
+        "`fleet audit forget n` replaces it"
+    )
