@@ -57,6 +57,7 @@ def test_status_json_two_online_one_offline_exits_1(two_sims, tmp_path: Path) ->
         "degraded": 0,
         "offline": 1,
         "initializing": 0,
+        "skipped": 0,
     }
     by = {n["name"]: n for n in out["nodes"]}
     assert by["dead"]["reasons"] == ["connection refused"]
@@ -121,7 +122,10 @@ def test_ls_first_run_and_no_token_leak(tmp_path: Path, monkeypatch: pytest.Monk
     out = json.loads(r.stdout)
     tok = {n["name"]: (n["token_configured"], n["token_source"]) for n in out["nodes"]}
     assert tok == {"a": (False, None), "b": (True, "inline"), "c": (True, "env C_TOKEN")}
-    assert out["warnings"] == [f"{cfg}: node[3] 'd': url: must start with http:// or https://"]
+    assert out["warnings"] == [
+        f"{cfg}: node[3] 'd': url: must start with http:// or https:// "
+        "(did you mean 'http://nope'?); skipped"
+    ]
     r = fleet("ls", config=cfg)
     assert r.returncode == 0 and "sup3r" not in r.stdout + r.stderr
     assert "inline" in r.stdout and "c: token: environment variable C_TOKEN is not set" in r.stdout

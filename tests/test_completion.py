@@ -137,7 +137,7 @@ def test_dashboard_json_is_status_json(config: Path) -> None:
     r = fleet("--json", "--config", str(config))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert set(doc) == {"config", "summary", "nodes", "warnings"}
+    assert set(doc) == {"config", "summary", "nodes", "warnings", "skipped"}
     assert [n["name"] for n in doc["nodes"]] == ["gpu1", "gpu2", "mac"]
     assert {n["state"] for n in doc["nodes"]} == {"OFFLINE"}
     assert doc["summary"]["offline"] == 3

@@ -66,9 +66,12 @@ def test_good_file_loads(tmp_path: Path, xdg_home: Path, monkeypatch: pytest.Mon
     (xdg_home / "tokens").mkdir()
     (xdg_home / "tokens/mac1").write_text("s3cret-file\n")
     (xdg_home / "tokens/mac1").chmod(0o644)
-    assert mac1.resolve_token() == "s3cret-file"
-    assert "readable by others" in mac1.token_problem()
+    assert mac1.resolve_token() is None  # a secret others can read is not sent
+    assert f"readable by others, so it is not used (fix: chmod 600 {mac1.token_file})" in (
+        mac1.token_problem() or ""
+    )
     (xdg_home / "tokens/mac1").chmod(0o600)
+    assert mac1.resolve_token() == "s3cret-file"
     assert mac1.token_problem() is None
 
 
@@ -123,15 +126,23 @@ url = "http://[::1]:8899"
     w = cfg.warnings
     assert f"{p}: unknown top-level key 'surprise' (expected [defaults], [[node]])" in w
     assert any(x.startswith(f"{p}: defaults.poll_interval_s: Input should be greater") for x in w)
-    assert f"{p}: node[1] 'nourl': url: Field required" in w
-    assert f"{p}: node[2] 'gpu3': url: must start with http:// or https://" in w
-    assert f"{p}: node[3] 'typo': tokn_env: unknown key" in w
+    assert f"{p}: node[1] 'nourl': url: Field required; skipped" in w
+    assert f"{p}: node[2] 'gpu3': url: must start with http:// or https://; skipped" in w
+    assert f"{p}: node[3] 'typo': tokn_env: unknown key (did you mean token_env?); skipped" in w
     assert f"{p}: node[4] 'ok1': name: duplicate of node[0]; skipped" in w
     assert any(x.startswith(f"{p}: node[5] 'two-tokens': (entry): give at most one") for x in w)
     assert f"{p}: node[6] 'bad tag': name: must be 1-63 letters" in " ".join(w)
     assert any("node[6] 'bad tag': url: must not contain credentials" in x for x in w)
     assert any("node[6] 'bad tag': tags: tag 'has space'" in x for x in w)
     assert len(w) == 10
+    assert cfg.skipped == [
+        "node[1] 'nourl'",
+        "node[2] 'gpu3'",
+        "node[3] 'typo'",
+        "node[4] 'ok1'",
+        "node[5] 'two-tokens'",
+        "node[6] 'bad tag'",
+    ]
 
 
 def test_unusable_files_raise_naming_the_file(tmp_path: Path) -> None:

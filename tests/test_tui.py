@@ -456,3 +456,21 @@ async def test_notes_overlay_the_state_cell_for_action_progress() -> None:
         t.set_note("gpu-a1", None)
         await pilot.pause()
         assert plain(app, "gpu-a1", "state") == "ONLINE"
+
+
+async def test_the_header_shows_the_sort_arrow_as_it_moves() -> None:
+    """What the terminal shows, not what render_line would draw: the header must be repainted."""
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert "▲" not in screen_lines(app)[0]
+        await pilot.press("s")
+        await pilot.pause()
+        assert "Node▲" in screen_lines(app)[0]
+        await pilot.press("S")
+        await pilot.pause()
+        assert "Node▼" in screen_lines(app)[0]
+        await pilot.press("s")  # next column: the arrow leaves Node
+        await pilot.pause()
+        header = screen_lines(app)[0]
+        assert "Node " in header and "Role▲" in header

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from fleettui import __version__
 
@@ -25,6 +26,13 @@ COMPLETION = "fleettui.completion"
 AUDIT = "fleettui.views.audit"
 
 
+class FleetParser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong and where help is, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         if module != AGENT:
@@ -35,6 +43,36 @@ def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
 
     return run
+
+
+def _rule(name: str) -> Callable[[str], Any]:
+    """An argparse type checked by the agent.toml rule `name` (fleettui.agent.config), so a flag
+    and the file accept the same values. Imported when used: `fleet --help` stays fast."""
+
+    def check(text: str) -> Any:
+        from pydantic import TypeAdapter, ValidationError
+
+        from fleettui.agent import config
+
+        try:
+            return TypeAdapter(getattr(config, name)).validate_python(text.strip())
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{text!r}: {msg[:1].lower()}{msg[1:]}") from None
+
+    check.__name__ = name
+    return check
+
+
+def _text(flag: str) -> Callable[[str], str]:
+    """A free-text flag: one line, so it can never forge a line of a table or a log."""
+
+    def check(text: str) -> str:
+        if any(c in text for c in "\r\n\x00"):
+            raise argparse.ArgumentTypeError(f"{flag} must be one line (no newline)")
+        return text
+
+    return check
 
 
 def _fleet_config(p: argparse.ArgumentParser) -> None:
@@ -56,12 +94,16 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
 
     serve = asub.add_parser("serve", help="serve this node's facts over HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8899, help="port; 0 picks a free one")
+    serve.add_argument("--port", type=_rule("Port"), default=8899, help="port; 0 picks a free one")
     serve.add_argument("--config", type=Path, help="agent.toml (default: XDG config dir)")
     serve.add_argument("--simulate", action="store_true", help="serve a synthetic node instead")
-    serve.add_argument("--nodes", type=int, default=1, help="with --simulate: nodes on N ports")
+    serve.add_argument(
+        "--nodes", type=_rule("SimNodes"), default=1, help="with --simulate: nodes on N ports"
+    )
     serve.add_argument("--name", help="with --simulate: node name (prefix with --nodes)")
-    serve.add_argument("--interval", type=float, help="collection interval, seconds (default 2)")
+    serve.add_argument(
+        "--interval", type=_rule("IntervalS"), help="collection interval, seconds (default 2)"
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="log requests")
     serve.set_defaults(func=_to(AGENT, "cmd_serve"))
 
@@ -188,13 +230,22 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     completion.set_defaults(func=_to(COMPLETION, "cmd_completion"))
 
     demo = sub.add_parser("demo", help="start simulated agents and open the dashboard on them")
-    demo.add_argument("--nodes", type=int, default=8)
-    demo.add_argument("--rich", action="store_true", help="use the Rich fallback view")
+    demo.add_argument("--nodes", type=_rule("SimNodes"), default=8, help="how many (default 8)")
+    # SUPPRESS: `fleet --rich demo` and `fleet --read-only demo` keep the top-level flag.
+    demo.add_argument(
+        "--rich", action="store_true", default=argparse.SUPPRESS, help="use the Rich view"
+    )
+    demo.add_argument(
+        "--read-only",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="disable every action key",
+    )
     demo.set_defaults(func=_to(DASHBOARD, "cmd_demo"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = FleetParser(
         prog="fleet",
         description="A keyboard-driven dashboard and node agent for LLM-inference fleets. "
         "Without a command, opens the dashboard.",

@@ -9,12 +9,13 @@ and always write atomically with mode 0600 because the file may hold tokens.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +83,13 @@ class NodeConfig(BaseModel):
     def _url(cls, v: str) -> str:
         return normalize_url(v)
 
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if not v.isprintable():
+            raise ValueError("must be one line of printable text (no newline or control character)")
+        return v
+
     @field_validator("nickname")
     @classmethod
     def _nickname(cls, v: str | None, info: ValidationInfo) -> str | None:
@@ -142,7 +150,9 @@ class NodeConfig(BaseModel):
         return ""
 
     def resolve_token(self) -> str | None:
-        """The token from env, file or inline; None when none is configured or it is unreadable.
+        """The token from env, file or inline; None when none is configured, it is unreadable,
+        or its file is readable by others (a leaked secret is not used: `token_problem()` says
+        which chmod fixes it).
 
         Blocking (reads a file): call it from a worker thread inside async code.
         """
@@ -150,6 +160,8 @@ class NodeConfig(BaseModel):
             return (os.environ.get(self.token_env) or "").strip() or None
         if self.token_file:
             try:
+                if self.token_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    return None
                 return self.token_file.read_text(encoding="utf-8").strip() or None
             except (OSError, UnicodeDecodeError):
                 return None
@@ -171,7 +183,10 @@ class NodeConfig(BaseModel):
             except (OSError, UnicodeDecodeError) as exc:
                 return f"token file {self.token_file} unreadable: {exc}"
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                return f"token file {self.token_file} is readable by others (chmod 600 it)"
+                return (
+                    f"token file {self.token_file} is readable by others, so it is not used "
+                    f"(fix: chmod 600 {self.token_file})"
+                )
         return None
 
     def to_toml_dict(self) -> dict[str, Any]:
@@ -197,7 +212,7 @@ class NodeConfig(BaseModel):
 class Defaults(BaseModel):
     """`[defaults]`: timing knobs shared by every node."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a number
 
     poll_interval_s: float = Field(2.0, ge=0.05, le=3600)
     http_timeout_s: float = Field(5.0, gt=0, le=300)
@@ -234,6 +249,7 @@ class FleetConfig:
     defaults: Defaults = field(default_factory=Defaults)
     nodes: list[NodeConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "node[3] 'gpu3'": entries not loaded
     exists: bool = True  # False: no file yet (first run)
 
     def node(self, name: str) -> NodeConfig | None:
@@ -251,10 +267,18 @@ def _tilde(path: Path) -> str:
 def normalize_url(v: str) -> str:
     """An agent base URL: http(s), a host, no credentials, query or fragment; no trailing '/'."""
     v = v.strip()
+    if "://" not in v and v:
+        raise ValueError(f"must start with http:// or https:// (did you mean 'http://{v}'?)")
     try:
         parts = urlsplit(v)
         port = parts.port
     except ValueError as exc:
+        host = v.partition("://")[2].partition("/")[0]
+        if host.count(":") > 1 and "[" not in host:
+            ip, _, last = host.rpartition(":")
+            raise ValueError(
+                f"an IPv6 address goes in brackets: {v.partition('://')[0]}://[{ip}]:{last}"
+            ) from None
         raise ValueError(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError("must start with http:// or https://")
@@ -286,12 +310,18 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(entry)"
 
 
-def _error_lines(err: ValidationError) -> list[tuple[str, str]]:
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """ "unknown key", with the near miss a typo most likely meant."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
+
+
+def _error_lines(err: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = unknown_key(str(e["loc"][-1]), model.model_fields)
         out.append((_fmt_loc(e["loc"]), msg))
     return out
 
@@ -309,7 +339,7 @@ def _load_defaults(path: Path, raw: Any, warnings: list[str]) -> Defaults:
             return Defaults.model_validate(data)
         except ValidationError as exc:
             bad = {e["loc"][0] for e in exc.errors() if e["loc"] and e["loc"][0] in data}
-            for loc, msg in _error_lines(exc):
+            for loc, msg in _error_lines(exc, Defaults):
                 where = f"defaults.{loc}" if loc != "(entry)" else "defaults"
                 warnings.append(f"{path}: {where}: {msg}; using the built-in value")
             if not bad:
@@ -332,8 +362,9 @@ def parse_fleet_config(text: str, path: Path) -> FleetConfig:
     warnings: list[str] = []
     for key in data:
         if key not in ("defaults", "node"):
+            hint = unknown_key(key, ("defaults", "node")).removeprefix("unknown key")
             warnings.append(
-                f"{path}: unknown top-level key {key!r} (expected [defaults], [[node]])"
+                f"{path}: unknown top-level key {key!r}{hint} (expected [defaults], [[node]])"
             )
     defaults = _load_defaults(path, data.get("defaults"), warnings)
     raw_nodes = data.get("node", [])
@@ -341,20 +372,24 @@ def parse_fleet_config(text: str, path: Path) -> FleetConfig:
         warnings.append(f"{path}: node: must be an array of tables ([[node]] blocks)")
         raw_nodes = []
     nodes: list[NodeConfig] = []
+    skipped: list[str] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(raw_nodes):
         where = f"{path}: {_describe_entry(i, entry)}"
         if not isinstance(entry, dict):
             warnings.append(f"{where}: must be a table; skipped")
+            skipped.append(_describe_entry(i, entry))
             continue
         try:
             node = NodeConfig.model_validate(entry)
         except ValidationError as exc:
-            for loc, msg in _error_lines(exc):
-                warnings.append(f"{where}: {loc}: {msg}")
+            for loc, msg in _error_lines(exc, NodeConfig):
+                warnings.append(f"{where}: {loc}: {msg}; skipped")
+            skipped.append(_describe_entry(i, entry))
             continue
         if node.name in seen:
             warnings.append(f"{where}: name: duplicate of node[{seen[node.name]}]; skipped")
+            skipped.append(_describe_entry(i, entry))
             continue
         seen[node.name] = i
         nodes.append(node)
@@ -365,7 +400,9 @@ def parse_fleet_config(text: str, path: Path) -> FleetConfig:
                     f"{path}: holds inline tokens but is readable by others (chmod 600 it, "
                     "or use token_env / token_file)"
                 )
-    return FleetConfig(path=path, defaults=defaults, nodes=nodes, warnings=warnings)
+    return FleetConfig(
+        path=path, defaults=defaults, nodes=nodes, warnings=warnings, skipped=skipped
+    )
 
 
 def load_fleet_config(path: Path | None = None) -> FleetConfig:
@@ -396,10 +433,18 @@ def load_fleet_config(path: Path | None = None) -> FleetConfig:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Serialise read-modify-write of the config between concurrent `fleet add` calls."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = path.parent / f".{path.name}.lock"
-    refuse_symlink(lock)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        refuse_symlink(lock)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except UnsafePathError as exc:
+        raise FleetConfigError(str(exc)) from None
+    except FileExistsError:  # mkdir met a file where a directory must be
+        raise FleetConfigError(f"{path}: a parent of it is a file, not a directory") from None
+    except OSError as exc:
+        where = exc.filename or path.parent
+        raise FleetConfigError(f"{path}: cannot create {where}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -416,8 +461,12 @@ def _read_for_edit(path: Path) -> tuple[str, dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return "", {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FleetConfigError(f"{path}: cannot read: {exc}") from None
+    except IsADirectoryError:
+        raise FleetConfigError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise FleetConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FleetConfigError(f"{path}: not UTF-8 text: {exc}") from None
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

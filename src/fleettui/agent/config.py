@@ -6,14 +6,24 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleettui.wire import ACTION_TIMEOUTS_S
 
-__all__ = ["ACTION_TIMEOUTS_S", "AgentConfig", "ConfigError", "load_agent_config"]
+__all__ = [
+    "ACTION_TIMEOUTS_S",
+    "PORT_MAX",
+    "SIM_NODES_MAX",
+    "AgentConfig",
+    "ConfigError",
+    "IntervalS",
+    "Port",
+    "SimNodes",
+    "load_agent_config",
+]
 
 APP_NAME = "fleettui"
 ENGINE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -27,6 +37,14 @@ DEFAULT_ENGINE_URLS: dict[str, str] = {
     "vllm": "http://127.0.0.1:8000",
     "mlx": "http://127.0.0.1:8080",
 }
+
+
+# Rules shared with the flags of `fleet agent serve` (cli.py checks the flags with these).
+PORT_MAX = 65535
+SIM_NODES_MAX = 2000
+Port = Annotated[int, Field(ge=0, le=PORT_MAX)]  # 0: the OS picks a free one
+IntervalS = Annotated[float, Field(ge=0.1, le=3600)]
+SimNodes = Annotated[int, Field(ge=1, le=SIM_NODES_MAX)]
 
 
 class ConfigError(Exception):
@@ -62,7 +80,7 @@ class EngineConfig(_Strict):
 
 
 class AgentConfig(_Strict):
-    interval_s: float = Field(2.0, ge=0.1, le=3600)
+    interval_s: IntervalS = 2.0
     price_per_kwh: float = Field(0.0, ge=0)
     currency: str = Field("EUR", min_length=1, max_length=8)
     auto_detect: bool | None = Field(

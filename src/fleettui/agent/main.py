@@ -9,7 +9,7 @@ import sys
 
 import anyio
 
-from fleettui.agent.config import ConfigError, load_agent_config
+from fleettui.agent.config import PORT_MAX, ConfigError, load_agent_config
 
 
 def exposure_warning(host: str) -> str | None:
@@ -24,7 +24,7 @@ def exposure_warning(host: str) -> str | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fleettui.agent.node import NodeAgent
-    from fleettui.agent.server import bind_sockets, serve
+    from fleettui.agent.server import BindError, bind_sockets, serve
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -43,16 +43,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr
         )
         return 2
+    if args.port and args.port + nodes - 1 > PORT_MAX:
+        print(
+            f"fleet agent: --port {args.port} --nodes {nodes} needs ports up to "
+            f"{args.port + nodes - 1}, past {PORT_MAX}; pick a lower --port (or 0)",
+            file=sys.stderr,
+        )
+        return 2
     if warning := exposure_warning(args.host):
         print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
     ports = [args.port + i if args.port else 0 for i in range(nodes)]
     try:
         sockets = bind_sockets(args.host, ports)
-    except OSError as exc:
-        print(
-            f"fleet agent: cannot listen on {args.host}:{args.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
+    except BindError as exc:
+        print(f"fleet agent: cannot listen on {exc.address}: {exc.strerror}", file=sys.stderr)
         return 2
     if args.simulate:
         prefix = args.name or "sim"
@@ -75,7 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for agent, sock in zip(agents, sockets, strict=True):
             host, port = sock.getsockname()[:2]
             label = agent.simulated.name if agent.simulated else socket.gethostname()
-            print(f"fleet agent: serving {label} on http://{host}:{port}", flush=True)
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 literal in a URL
+            print(f"fleet agent: serving {label} on http://{shown}:{port}", flush=True)
 
     level = "info" if args.verbose else "warning"
     try:

@@ -150,6 +150,14 @@ class PortDispatcher:
         await app(scope, receive, send)
 
 
+class BindError(OSError):
+    """A port could not be bound; `address` names which (with --nodes, not always the first)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
     """Bind before serving so port 0 works and the caller learns the real ports."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -159,16 +167,16 @@ def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
             # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the
             # listener says TCP; without it Nagle + delayed ACK add 40 ms to every answer.
             s = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            socks.append(s)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
             s.listen(2048)
             s.setblocking(False)
-            socks.append(s)
-    except OSError:
+    except OSError as exc:
         for s in socks:
             s.close()
-        raise
+        raise BindError(host, port, exc) from exc
     return socks
 
 

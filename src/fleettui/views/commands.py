@@ -43,15 +43,25 @@ def first_run_hint(path: Path | None) -> str:
     )
 
 
+def plural(n: int, word: str) -> str:
+    """`1 node`, `2 nodes`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _load(args: argparse.Namespace) -> FleetConfig | None:
-    """The fleet config, or None after printing why it cannot be used."""
+    """The fleet config, or None after printing why it cannot be used. A --config that names
+    no file is a mistake (a typo), not a first run."""
     from fleettui.config import FleetConfigError, load_fleet_config
 
     try:
-        return load_fleet_config(_config_arg(args))
+        cfg = load_fleet_config(_config_arg(args))
     except FleetConfigError as exc:
         _err(str(exc))
         return None
+    if not cfg.exists and _config_arg(args) is not None:
+        _err(f"--config {cfg.path}: no such file (`fleet add ... --config` creates one)")
+        return None
+    return cfg
 
 
 def load_fleet(args: argparse.Namespace) -> FleetConfig | None:
@@ -80,9 +90,13 @@ def _print_json(obj: Any) -> None:
 
 
 def _console():  # type: ignore[no-untyped-def]
+    """Rich's console; into a pipe or a file it does not wrap at 80 columns (a line per row,
+    for grep and awk), it still does on a terminal."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=100_000, soft_wrap=True)
 
 
 # --- fleet ls ------------------------------------------------------------------------------
@@ -135,7 +149,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{len(cfg.nodes)} nodes in {cfg.path}", title_justify="left")
+    table = Table(title=f"{plural(len(cfg.nodes), 'node')} in {cfg.path}", title_justify="left")
     table.add_column("Name", no_wrap=True)
     table.add_column("URL", overflow="fold")
     table.add_column("Kind", no_wrap=True)
@@ -262,11 +276,15 @@ def _summary(views: list[NodeView]) -> dict[str, int]:
 
 def status_document(cfg: FleetConfig, views: list[NodeView]) -> dict[str, Any]:
     """`fleet status --json` (and `fleet --json`): the config, a summary, every node."""
+    summary = _summary(views)
+    summary["skipped"] = len(cfg.skipped)  # configured but not loaded: counted in the total
+    summary["total"] += len(cfg.skipped)
     return {
         "config": str(cfg.path),
-        "summary": _summary(views),
+        "summary": summary,
         "nodes": [node_json(v) for v in views],
         "warnings": cfg.warnings,
+        "skipped": cfg.skipped,
     }
 
 
@@ -294,14 +312,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     views = anyio.run(FleetAggregator(cfg, pins=PinStore.default()).poll_once, args.timeout)
     took = time.monotonic() - t0
     summary = _summary(views)
-    code = 0 if summary["online"] == summary["total"] else 1
+    # A node skipped for a config error is a node not watched: as bad as one not answering.
+    code = 0 if summary["online"] == summary["total"] and not cfg.skipped else 1
     if args.json:
         _print_json(status_document(cfg, views))
         return code
+    skipped = len(cfg.skipped)
     title = (
-        f"{summary['online']}/{summary['total']} ONLINE"
+        f"{summary['online']}/{summary['total'] + skipped} ONLINE"
         + (f", {summary['degraded']} DEGRADED" if summary["degraded"] else "")
         + (f", {summary['offline']} OFFLINE" if summary["offline"] else "")
+        + (f", {skipped} SKIPPED (config errors above)" if skipped else "")
         + f"  ({took:.1f} s)"
     )
     _console().print(_status_table(views, title))
@@ -327,7 +348,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     from fleettui.config import FleetConfig
 
     one = FleetConfig(path=cfg.path, defaults=cfg.defaults, nodes=[node])
-    [v] = anyio.run(FleetAggregator(one, verify_chain=False).poll_once, args.timeout)
+    [v] = anyio.run(FleetAggregator(one).poll_once, args.timeout)
     answered = v.state.value in ("ONLINE", "DEGRADED")
     if args.json:
         _print_json(node_json(v))
@@ -373,8 +394,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         for e in exc.errors():
             field = ".".join(str(p) for p in e["loc"]) or "node"
-            flag = {"name": "NAME", "token_env": "--token-env", "token_file": "--token-file"}.get(
-                field, f"--{field.split('.')[0].replace('_', '-')}"
+            flag = {"name": "NAME", "tags": "--tag"}.get(
+                field.split(".")[0], f"--{field.split('.')[0].replace('_', '-')}"
             )
             _err(f"{flag}: {e['msg'].removeprefix('Value error, ')}")
         return 2

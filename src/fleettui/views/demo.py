@@ -23,6 +23,7 @@ from types import TracebackType
 
 import tomli_w
 
+from fleettui.agent.config import SIM_NODES_MAX
 from fleettui.fsutil import atomic_write
 
 SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
@@ -58,8 +59,8 @@ class DemoFleet:
         poll_interval_s: float = 1.0,
         startup_timeout_s: float = 30.0,
     ) -> None:
-        if not 1 <= nodes <= 2000:
-            raise DemoError(f"--nodes must be between 1 and 2000, not {nodes}")
+        if not 1 <= nodes <= SIM_NODES_MAX:  # the simulated agent's own limit
+            raise DemoError(f"--nodes must be between 1 and {SIM_NODES_MAX}, not {nodes}")
         self.nodes = nodes
         self.interval_s = interval_s
         self.poll_interval_s = poll_interval_s

@@ -131,6 +131,9 @@ def _load(path: Path | None) -> FleetConfig | None:
     except FleetConfigError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return None
+    if not cfg.exists and path is not None:
+        print(f"fleet: --config {cfg.path}: no such file", file=sys.stderr)
+        return None
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return cfg
@@ -168,7 +171,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 return 1
             # the demo's audit pins live and die with it (its agents reuse loopback ports)
             os.environ["XDG_STATE_HOME"] = str(demo.tmp / "operator-state")
-            return run_dashboard(cfg, rich=getattr(args, "rich", False))
+            return run_dashboard(
+                cfg,
+                rich=getattr(args, "rich", False),
+                read_only=getattr(args, "read_only", False),
+            )
     except DemoError as exc:
         print(f"fleet demo: {exc}", file=sys.stderr)
         return 1

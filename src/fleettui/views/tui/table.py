@@ -183,6 +183,8 @@ class FleetTable(ScrollView, can_focus=True):
             after = want[top : top + self._page]  # as long as `before`: same row count and top
             moved = (i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b)
             self._refresh_rows(top + i for i in moved)
+        if self._header is not None and self._header[0] != self._header_key():
+            self.refresh(Region(0, 0, self.size.width, HEADER))  # the sort arrow moved
         self._refresh_changed_lines()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -309,8 +311,11 @@ class FleetTable(ScrollView, can_focus=True):
     def _top(self) -> int:
         return round(self.scroll_offset.y)
 
+    def _header_key(self) -> tuple:
+        return (self.size.width, self.sort_key, self.sort_reverse, tuple(self.widths.items()))
+
     def _header_line(self) -> Strip:
-        key = (self.size.width, self.sort_key, self.sort_reverse, tuple(self.widths.items()))
+        key = self._header_key()
         if self._header is None or self._header[0] != key:
             labels = {k: self._label(k) for k in self.widths}
             style = self.rich_style + self.get_component_rich_style("fleet-table--header")

@@ -38,6 +38,11 @@ class MainScreen(Screen[None]):
             Binding(key, f"node_action('{action}')", action.title())
             for key, action in ACTION_KEYS.items()
         ),
+        # Read-only: the footer offers no action key, and pressing one says why (check_action).
+        *(
+            Binding(key, f"refuse_action('{action}')", show=False)
+            for key, action in ACTION_KEYS.items()
+        ),
     ]
 
     def __init__(
@@ -152,14 +157,21 @@ class MainScreen(Screen[None]):
     def open_detail(self, event: FleetTable.NodeChosen) -> None:
         self.app.open_detail(event.node)  # type: ignore[attr-defined]
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "node_action":
+            return not self.read_only
+        if action == "refuse_action":
+            return self.read_only
+        return True
+
+    def action_refuse_action(self, action: str) -> None:
+        self.notify(
+            f"read-only: '{action}' is disabled (fleet was started with --read-only)",
+            severity="warning",
+        )
+
     def action_node_action(self, action: str) -> None:
-        """R/U/P/X/T: hand the targets to the bulk-action layer, unless read-only."""
-        if self.read_only:
-            self.notify(
-                f"read-only: '{action}' is disabled (fleet was started with --read-only)",
-                severity="warning",
-            )
-            return
+        """R/U/P/X/T: hand the targets to the bulk-action layer (never bound when read-only)."""
         targets = self.table.targets()
         if not targets:
             self.notify("no node to act on", severity="warning")
