@@ -47,7 +47,7 @@ def fleet_cli(
 
 
 def test_bulk_restart_yes_json_three_ok_one_failed(fleet, projects) -> None:
-    r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--yes", "--json")
+    r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--all", "--yes", "--json")
     assert r.returncode == 1, r.stderr
     env = json.loads(r.stdout)
     assert env["action"] == "restart" and env["engine"] == "ollama"
@@ -72,7 +72,7 @@ def test_bulk_restart_yes_json_three_ok_one_failed(fleet, projects) -> None:
 
 
 def test_bulk_without_yes_refuses_when_not_interactive(fleet, projects) -> None:
-    r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama")
+    r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--all")
     assert r.returncode == 2
     assert "without confirmation" in r.stderr and "act-000" in r.stderr
     assert fleet.calls() == []
@@ -103,6 +103,25 @@ def test_bad_filter_points_at_the_problem_and_sends_nothing(fleet, projects) -> 
     assert fleet.calls() == []
     r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--yes", "--names", "nope")
     assert r.returncode == 2 and "no node named nope" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        (["--filter", ""], "--filter is empty"),
+        (["--filter", " \t"], "--filter is empty"),
+        (["--names", ""], "empty name"),
+        (["--names", "act-000", "--names", " "], "empty name"),
+        (["--names", "act-000,,act-001"], "empty name"),
+        ([], "pass --all for every node"),
+        (["--all", "--names", "act-000"], "--all cannot be combined"),
+        (["--all", "--filter", "state=ONLINE"], "--all cannot be combined"),
+    ],
+)
+def test_an_empty_selection_is_refused_not_the_whole_fleet(fleet, projects, flags, why) -> None:
+    r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--yes", *flags)
+    assert r.returncode == 2 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert fleet.calls() == []
 
 
 def test_filter_and_names_pick_targets_dry_run_sends_nothing(fleet, projects) -> None:

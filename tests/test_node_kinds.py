@@ -329,7 +329,7 @@ def test_mixed_fleet_in_status_json_and_bulk(sim_agent, asiai, ollama, tmp_path:
     assert by["oll"]["engines"][0]["models"] == ["qwen3:8b", "llama3:70b"]
     assert SECRET not in r.stdout
 
-    r = fleet_cli(cfg, "bulk", "unload", "--engine", "ollama", "--yes", "--json")
+    r = fleet_cli(cfg, "bulk", "unload", "--engine", "ollama", "--all", "--yes", "--json")
     assert r.returncode == 1, r.stdout + r.stderr
     env = json.loads(r.stdout)
     assert env["succeeded"] == ["mac", "oll"]

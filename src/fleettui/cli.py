@@ -191,6 +191,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     bulk.add_argument("action", choices=ACTIONS)
     bulk.add_argument("--names", action="append", default=[], help="node name (repeatable)")
     bulk.add_argument("--filter", help="selection expression, e.g. 'state=ONLINE and engine=vllm'")
+    bulk.add_argument("--all", action="store_true", help="every node (instead of --names/--filter)")
     bulk.add_argument("--engine")
     bulk.add_argument("--model")
     bulk.add_argument("--yes", action="store_true", help="do not ask for confirmation")

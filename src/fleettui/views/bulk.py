@@ -44,6 +44,20 @@ def check_arguments(action: str, engine: str | None, model: str | None) -> str |
     return None
 
 
+def check_selection(names: list[str], expr: str | None, every: bool) -> str | None:
+    """Why a selection is refused, or None. An empty selection never means "everything" (an
+    unset shell variable must not restart the fleet): every node takes an explicit --all."""
+    if expr is not None and not expr.strip():
+        return "--filter is empty (an unset shell variable?); pass --all to mean every node"
+    if any(not n.strip() for part in names for n in part.split(",")):
+        return f"--names {','.join(names)!r} holds an empty name; pass --all to mean every node"
+    if every and (names or expr is not None):
+        return "--all cannot be combined with --names or --filter"
+    if not (every or names or expr is not None):
+        return "name the targets with --names or --filter, or pass --all for every node"
+    return None
+
+
 def pick_targets(cfg: FleetConfig, names: list[str], expr: str | None) -> list[NodeConfig]:
     """Resolve --names and --filter against the config; raises ValueError with the reason.
 
@@ -51,7 +65,7 @@ def pick_targets(cfg: FleetConfig, names: list[str], expr: str | None) -> list[N
     """
     from fleettui.select import parse
 
-    wanted = [n for part in names for n in part.split(",") if n]
+    wanted = [n.strip() for part in names for n in part.split(",") if n.strip()]
     known = {n.name for n in cfg.nodes}
     if unknown := [n for n in wanted if n not in known]:
         raise ValueError(f"no node named {', '.join(unknown)} in {cfg.path}; see `fleet ls`")
@@ -187,9 +201,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    """One action on every node picked by --names/--filter (all nodes when neither is given)."""
+    """One action on every node picked by --names/--filter, or by --all."""
     from fleettui.select import SelectError
 
+    if problem := check_selection(args.names, args.filter, args.all):
+        _err(problem)
+        return 2
     cfg = _prepare(args)
     if cfg is None:
         return 2
