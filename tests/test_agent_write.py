@@ -271,6 +271,8 @@ def test_valid_restart_runs_the_configured_argv_and_is_audited(sim) -> None:
     assert entry.action == "restart" and entry.args["engine"] == "ollama"
     assert entry.args["via"] == "argv" and entry.token_id and entry.token_id in secret
     assert entry.hash == audit_hash(entry.model_dump())
+    intent = next(x for x in audit_entries(agent.url) if x.seq == entry.ref)
+    assert intent.status == "started" and intent.args == entry.args and intent.ts == entry.ts
     # The snapshot carries the new head at once.
     snap = NodeSnapshot.model_validate(httpx.get(f"{agent.url}/api/v1/snapshot").json())
     assert snap.audit.seq >= res.audit_seq
@@ -329,12 +331,17 @@ def test_sse_action_and_audit_events(sim) -> None:
         for ev in events:
             if ev.event in seen:
                 seen[ev.event].append(json.loads(ev.data))
-            if any(a.get("phase") == "finished" for a in seen["action"]) and seen["audit"]:
+            done = any(a.get("phase") == "finished" for a in seen["action"])
+            if done and len(seen["audit"]) >= 2:
                 break
     phases = [(a["phase"], a["action"], a["engine"]) for a in seen["action"]]
     assert phases == [("started", "stop", "ollama"), ("finished", "stop", "ollama")]
     assert seen["action"][1]["ok"] is True and seen["action"][1]["audit_seq"] == seq
-    assert seen["audit"][0]["seq"] == seq and seen["audit"][0]["status"] == "ok"
+    # Write-ahead: the intent is on record (and announced) before the outcome.
+    intent, outcome = seen["audit"][:2]
+    assert seen["action"][0]["audit_seq"] == intent["seq"] == seq - 1
+    assert intent["status"] == "started" and intent["ref"] is None
+    assert outcome["seq"] == seq and outcome["status"] == "ok" and outcome["ref"] == seq - 1
 
 
 def test_simulated_actions_change_the_node(sim) -> None:
@@ -675,7 +682,7 @@ def test_many_nodes_share_tokens_but_not_audit_logs(tmp_path: Path) -> None:
             assert post(url, {"action": "purge"}, secret).status_code == 200
         for name in agent.urls:
             path = e.data / "nodes" / name / "audit.jsonl"
-            assert len(path.read_text().splitlines()) == 1
+            assert len(path.read_text().splitlines()) == 2  # started, ok
             assert e.fleet("agent", "audit", "verify", "--path", str(path)).returncode == 0
     finally:
         agent.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleettui.agent.audit import HEAD_FILE, AuditError, AuditLog, chain_files, verify_chain
-from fleettui.wire import GENESIS_HASH, AuditEntry, audit_hash, canonical_json
+from fleettui.wire import GENESIS_HASH, AuditEntry, AuditPage, audit_hash, canonical_json
 
 N = 6
 
@@ -37,6 +37,10 @@ def make_log(tmp_path: Path, n: int = N, **kw: int) -> AuditLog:
     for i in range(n):
         log.append(fields(i))
     return log
+
+
+def page_of(log: AuditLog, after: int, limit: int) -> AuditPage:
+    return AuditPage.model_validate_json(log.page_json(after, limit))
 
 
 def lines_of(path: Path) -> list[str]:
@@ -156,11 +160,11 @@ def test_rotation_keeps_one_chain(tmp_path: Path) -> None:
     assert verify_chain(log.path).ok
 
     # Pages cross file boundaries and respect after/limit.
-    page = again.page(after=5, limit=10)
+    page = page_of(again, 5, 10)
     assert [e.seq for e in page.entries] == list(range(6, 16))
     assert page.head.seq == 41
-    assert [e.seq for e in again.page(after=38, limit=100).entries] == [39, 40, 41]
-    assert again.page(after=41, limit=5).entries == []
+    assert [e.seq for e in page_of(again, 38, 100).entries] == [39, 40, 41]
+    assert page_of(again, 41, 5).entries == []
 
     # Losing a whole rotated file is caught where it starts.
     second_first = json.loads(lines_of(files[1])[0])["seq"]
@@ -196,7 +200,7 @@ def test_truncated_tail_stops_writes_at_startup(tmp_path: Path) -> None:
     assert not res.ok and res.bad_seq == N - 1 and HEAD_FILE in (res.reason or "")
     again = AuditLog(log.path)
     again.open()
-    assert again.problem and "removed or rewritten" in again.problem
+    assert again.problem and "entries 5..6 were deleted" in again.problem
     with pytest.raises(AuditError):
         again.append(fields(0))
     assert len(lines_of(log.path)) == N - 2  # nothing appended over the evidence
@@ -208,7 +212,7 @@ def test_torn_last_line_stops_writes(tmp_path: Path) -> None:
         fh.write('{"seq":4,"ts":')
     again = AuditLog(log.path)
     again.open()
-    assert again.problem and "damaged" in again.problem
+    assert again.problem and "incomplete" in again.problem
     res = verify_chain(log.path)
     assert not res.ok and res.bad_seq == 4 and "incomplete" in (res.reason or "")
 

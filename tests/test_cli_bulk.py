@@ -68,7 +68,7 @@ def test_bulk_restart_yes_json_three_ok_one_failed(fleet, projects) -> None:
                     await anyio.sleep(0.1)
 
     verified = anyio.run(chains)
-    assert verified == {n: (ChainStatus.OK, 1) for n in fleet.urls}
+    assert verified == {n: (ChainStatus.OK, 2) for n in fleet.urls}  # started, ok
 
 
 def test_bulk_without_yes_refuses_when_not_interactive(fleet, projects) -> None:
@@ -162,7 +162,7 @@ def test_push_one_node(fleet, projects) -> None:
     r = fleet_cli(projects, "push", "act-002", "restart", "--engine", "ollama", "--json")
     assert r.returncode == 0, r.stderr
     env = json.loads(r.stdout)
-    assert env["succeeded"] == ["act-002"] and env["results"]["act-002"]["audit_seq"] == 1
+    assert env["succeeded"] == ["act-002"] and env["results"]["act-002"]["audit_seq"] == 2
     r = fleet_cli(projects, "push", "dead", "restart", "--engine", "ollama")
     assert r.returncode == 1 and "connection refused" in r.stdout
     r = fleet_cli(projects, "push", "act-002", "restart")

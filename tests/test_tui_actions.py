@@ -69,10 +69,10 @@ async def test_bulk_restart_from_the_keyboard(fleet: ActionFleet, tmp_path: Path
                 lambda: all(
                     (v := agg.node(n)).chain is ChainStatus.OK
                     and v.snapshot
-                    and v.snapshot.audit.seq == 1
+                    and v.snapshot.audit.seq == 2
                     for n in fleet.urls
                 ),
-                what="chains verified at seq 1",
+                what="chains verified at seq 2 (started, ok)",
             )
             await pilot.press("e")  # the event log pane
             log = app.main.event_log

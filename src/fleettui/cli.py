@@ -131,6 +131,13 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--path", type=Path, help="audit.jsonl to check (default: XDG data dir)")
     _json(verify)
     verify.set_defaults(func=_to(AGENT, "cmd_audit_verify"))
+    seal = ausub.add_parser(
+        "seal", help="archive a chain that does not verify and start a new one recording why"
+    )
+    seal.add_argument("--reason", required=True, help="why (recorded in the new chain)")
+    seal.add_argument("--config", type=Path, help="agent.toml")
+    seal.add_argument("--path", type=Path, help="audit.jsonl to seal (default: XDG data dir)")
+    seal.set_defaults(func=_to(AGENT, "cmd_audit_seal"))
 
 
 def _add_fleet(sub: argparse._SubParsersAction) -> None:

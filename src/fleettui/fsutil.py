@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -55,3 +58,23 @@ def fsync_dir(directory: Path) -> None:
 def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
     """os.open that refuses a symlink at the final component."""
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def remove_stale_temps(directory: Path, name: str, *, older_than_s: float) -> list[Path]:
+    """Delete temp files a killed writer of `name` left in `directory` (mkstemp's
+    `.NAME.XXXXXXXX` with or without `.tmp`), at least `older_than_s` old so a write in flight
+    in another process is left alone. They can hold secrets (a token file being rewritten)."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}(\.tmp)?")
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in Path(directory).iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return removed
+    now = time.time()
+    for p in candidates:
+        with contextlib.suppress(OSError):
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
+                os.unlink(p)
+                removed.append(p)
+    return removed

@@ -181,11 +181,19 @@ class AuditEntry(WireModel):
     token_id: str | None = None
     action: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
-    status: str
-    http_status: int
+    status: str = Field(
+        description="denied (refused before running), started (written before the action "
+        "runs), ok / failed / interrupted (its outcome; interrupted: the agent stopped "
+        "mid-action and found the intent at its next start), sealed (first entry of a chain "
+        "an operator started after archiving a damaged log)."
+    )
+    http_status: int = Field(description="The status answered; 0 when no request was answered.")
     duration_ms: float | None = None
     exit_code: int | None = None
     error: str | None = None
+    ref: int | None = Field(
+        None, description="On an outcome entry: the seq of the `started` entry it closes."
+    )
     prev_hash: str
     hash: str
 

@@ -8,13 +8,16 @@ Order of checks, each before any process starts (every attempt, refused or not, 
   5. nothing configured for the action -> 400 naming the agent.toml key to set
   6. another action already running on the same engine -> 409
 
-Then the action runs: an argv the administrator configured (list argv, never a shell, its own
-timeout, the process group killed on timeout), the engine's own unload API, or, on a simulated
-node without a configured argv, the simulation. An argv element that is exactly `{engine}` or
-`{model}` is replaced by the validated value; nothing else is ever substituted.
+Then the intent is recorded (`started`, chained and fsync'd) -- when that fails the answer is
+503 and nothing runs -- and the action runs: an argv the administrator configured (list argv,
+never a shell, its own timeout, the process group killed on timeout), the engine's own unload
+API, or, on a simulated node without a configured argv, the simulation. An argv element that is
+exactly `{engine}` or `{model}` is replaced by the validated value;
+nothing else is ever substituted.
 
 Executed actions answer 200 with `ok` false when the command failed: the request itself was
-valid and handled, and the exit code and output tail say what went wrong.
+valid and handled, and the exit code and output tail say what went wrong. The outcome (`ok` /
+`failed`) is a second audit entry whose `ref` is the seq of the `started` one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from fleettui.agent.audit import AUDIT_FILE, AuditError, AuditLog
 from fleettui.agent.config import DEFAULT_ENGINE_URLS, ENGINE_NAME_RE
 from fleettui.agent.ratelimit import RateLimiter, retry_after_header
 from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
+from fleettui.fsutil import remove_stale_temps
 from fleettui.wire import ACTION_TIMEOUTS_S, ACTIONS, ActionEvent, ActionResult, AuditEntry
 
 if TYPE_CHECKING:
@@ -52,6 +56,7 @@ KEEP_BYTES = 16 * 1024
 DRAIN_AFTER_EXIT_S = 0.5
 AUDIT_PAGE_DEFAULT = 100
 AUDIT_PAGE_MAX = 1000
+STALE_TEMP_S = 60.0  # older than any write in flight in another process
 # Names as Ollama and Hugging Face write them: "llama3.1:8b", "hf.co/org/repo:Q4_K_M",
 # "Qwen/Qwen2.5-7B-Instruct", "model.gguf", "name@sha256:...". No whitespace, no leading "-".
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
@@ -384,11 +389,22 @@ class ActionService:
         data = agent.config.data_path()
         if agent.simulated is not None:
             data = data / "nodes" / agent.simulated.name
-        return cls(agent, tokens or TokenStore(tokens_path()), AuditLog(data / AUDIT_FILE))
+        audit = AuditLog(data / AUDIT_FILE, rotate_bytes=agent.config.audit_rotate_bytes)
+        return cls(agent, tokens or TokenStore(tokens_path()), audit)
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self.audit.open)
+        await anyio.to_thread.run_sync(self._remove_stale_temps)
         await anyio.to_thread.run_sync(self.tokens.refresh)
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files of atomic writes a kill -9 interrupted (a token file's may hold hashes)."""
+        targets = [self.tokens.path]
+        if self.agent.ledger.state_file is not None:
+            targets.append(self.agent.ledger.state_file)
+        for target in targets:
+            for p in remove_stale_temps(target.parent, target.name, older_than_s=STALE_TEMP_S):
+                log.info("removed stale temp file %s", p)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -419,8 +435,8 @@ class ActionService:
             limit = _int_param(q.get("limit"), "limit", AUDIT_PAGE_DEFAULT, 1, AUDIT_PAGE_MAX)
         except Rejection as exc:
             return _error(exc.status, exc.message, exc.detail)
-        page = await anyio.to_thread.run_sync(self.audit.page, after, limit)
-        return Response(page.model_dump_json().encode(), media_type="application/json")
+        body = await anyio.to_thread.run_sync(self.audit.page_json, after, limit)
+        return Response(body, media_type="application/json")
 
     # -- writes
     async def handle(self, request: Request) -> Response:
@@ -457,8 +473,6 @@ class ActionService:
                 return resp
             req = parse_request(body, secret)
             plan = self.plan(req)
-            if self.audit.problem:
-                raise Rejection(503, "audit log unusable; actions refused", self.audit.problem)
             if plan.busy_key in self.busy:
                 raise Rejection(409, f"an action is already running on {plan.busy_key}")
         except Rejection as rej:
@@ -550,8 +564,24 @@ class ActionService:
         req = plan.req
         at.action, at.args = req.action, {"engine": req.engine, "model": req.model, "via": plan.via}
         self.busy.add(plan.busy_key)
+        try:  # write-ahead: no record of the intent, no action
+            started = await anyio.to_thread.run_sync(
+                self.audit.append, self._fields(at, "started", 200)
+            )
+        except AuditError as exc:
+            self.busy.discard(plan.busy_key)
+            return await self._refuse(
+                at, Rejection(503, "audit log unusable; actions refused", str(exc))
+            )
+        self._published(started)
         self._publish_action(
-            ActionEvent(phase="started", action=req.action, engine=req.engine, model=req.model)
+            ActionEvent(
+                phase="started",
+                action=req.action,
+                engine=req.engine,
+                model=req.model,
+                audit_seq=started.seq,
+            )
         )
         outcome = Outcome(False, None, "", "cancelled: the agent is shutting down")
         try:
@@ -568,6 +598,7 @@ class ActionService:
                     200,
                     error=outcome.error,
                     exit_code=outcome.exit_code,
+                    ref=started.seq,
                 )
                 seq = entry.seq if entry else None
                 self._publish_action(
@@ -621,16 +652,17 @@ class ActionService:
             return unauthorized()
         return _error(rej.status, rej.message, rej.detail)
 
-    async def _audit(
-        self,
+    @staticmethod
+    def _fields(
         at: Attempt,
         status: str,
         http_status: int,
         *,
         error: str | None = None,
         exit_code: int | None = None,
-    ) -> AuditEntry | None:
-        fields = {
+        ref: int | None = None,
+    ) -> dict[str, Any]:
+        return {
             "ts": round(at.started, 6),
             "source_ip": at.source_ip,
             "token_id": at.token_id,
@@ -641,18 +673,37 @@ class ActionService:
             "duration_ms": round((time.perf_counter() - at.t0) * 1000, 3),
             "exit_code": exit_code,
             "error": error[:500] if error else None,
+            "ref": ref,
         }
+
+    async def _audit(
+        self,
+        at: Attempt,
+        status: str,
+        http_status: int,
+        *,
+        error: str | None = None,
+        exit_code: int | None = None,
+        ref: int | None = None,
+    ) -> AuditEntry | None:
+        """Record one entry; a log that cannot be written is logged, not raised (the answer
+        still goes out: a refusal, or the outcome of an action whose intent is on record)."""
+        fields = self._fields(at, status, http_status, error=error, exit_code=exit_code, ref=ref)
         try:
             entry = await anyio.to_thread.run_sync(self.audit.append, fields)
         except (AuditError, OSError) as exc:
             log.error("audit: could not record %s attempt: %s", at.action, exc)
             return None
+        self._published(entry)
+        return entry
+
+    def _published(self, entry: AuditEntry) -> None:
+        """Tell SSE subscribers, and serve the new head in the snapshot now, not next tick."""
         self.agent.broker.publish("audit", entry.model_dump_json().encode())
         snap = self.agent.latest
-        if snap is not None:  # the served snapshot carries the new head now, not next tick
+        if snap is not None:
             snap = snap.model_copy(update={"audit": self.audit.head()})
             self.agent.latest, self.agent.latest_json = snap, snap.model_dump_json().encode()
-        return entry
 
     def _publish_action(self, ev: ActionEvent) -> None:
         self.agent.broker.publish("action", ev.model_dump_json().encode())

@@ -93,6 +93,12 @@ class AgentConfig(_Strict):
     read_token_required: bool = False
     state_dir: str | None = None
     data_dir: str | None = None
+    audit_rotate_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=4096,
+        le=1 << 40,
+        description="Size at which audit.jsonl is renamed to audit.jsonl.N (the chain continues).",
+    )
 
     @field_validator("engines")
     @classmethod

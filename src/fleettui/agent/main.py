@@ -118,3 +118,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from fleettui.agent.audit import cmd_verify
 
     return cmd_verify(args)
+
+
+def cmd_audit_seal(args: argparse.Namespace) -> int:
+    from fleettui.agent.audit import cmd_seal
+
+    return cmd_seal(args)
