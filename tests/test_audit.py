@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,193 @@ def test_files_are_private(tmp_path: Path) -> None:
     log = make_log(tmp_path / "d", 1)
     assert log.path.stat().st_mode & 0o077 == 0
     assert log.path.parent.stat().st_mode & 0o077 == 0
+
+
+# --- write-ahead, re-checks before writing, huge numbers, the index, sealing ----------------
+
+
+def test_started_without_outcome_is_recorded_as_interrupted(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 2)
+    intent = log.append(fields(2, status="started"))
+    log.append(fields(3, status="denied", http_status=401))
+    assert verify_chain(log.path).open_intents == [intent.seq]
+    again = AuditLog(log.path)
+    again.open()  # what a restarted agent does
+    assert again.problem is None
+    last = AuditEntry.model_validate_json(lines_of(log.path)[-1])
+    assert last.status == "interrupted" and last.ref == intent.seq and last.http_status == 0
+    assert last.action == intent.action and last.args == intent.args
+    res = verify_chain(log.path)
+    assert res.ok and res.open_intents == [] and res.entries == 5
+    third = AuditLog(log.path)
+    third.open()  # closed once, not again
+    assert third.seq == 5
+
+
+def test_an_outcome_must_close_an_open_intent(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    intent = log.append(fields(1, status="started"))
+    log.append(fields(2, status="ok", ref=intent.seq))
+    log.append(fields(3, status="failed", ref=intent.seq))  # a second outcome for the same intent
+    res = verify_chain(log.path)
+    assert not res.ok and res.bad_seq == 4 and "no open started entry" in (res.reason or "")
+
+
+def test_last_line_deleted_while_running_stops_the_next_write(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 4)
+    lines = lines_of(log.path)
+    log.path.write_text("".join(lines[:-1]))  # same inode, shorter
+    with pytest.raises(AuditError, match="shorter"):
+        log.append(fields(9))
+    with pytest.raises(AuditError, match="shorter"):  # sticky: nothing changed since
+        log.append(fields(9))
+    assert lines_of(log.path) == lines[:-1]
+
+
+@pytest.mark.parametrize("how", ["replace", "edit-last", "junk", "forged-append"])
+def test_the_tail_is_rechecked_before_every_write(tmp_path: Path, how: str) -> None:
+    log = make_log(tmp_path, 3)
+    lines = lines_of(log.path)
+    if how == "replace":  # a new file under the name, its last entry re-hashed
+        d = json.loads(lines[-1])
+        d["token_id"] = "tok_ffffffff"
+        d["hash"] = audit_hash(d)
+        log.path.unlink()
+        log.path.write_text("".join(lines[:-1]) + canonical_json(d).decode() + "\n")
+    elif how == "edit-last":  # same size, in place
+        log.path.write_text("".join(lines[:-1]) + lines[-1].replace('"ok"', '"no"'))
+    elif how == "junk":
+        with log.path.open("a") as fh:
+            fh.write("not an entry\n")
+    else:  # appended with a wrong prev_hash by someone who did not hold the lock
+        d = json.loads(lines[-1])
+        d.update(seq=4, prev_hash=GENESIS_HASH)
+        d["hash"] = audit_hash(d)
+        with log.path.open("a") as fh:
+            fh.write(canonical_json(d).decode() + "\n")
+    with pytest.raises(AuditError):
+        log.append(fields(9))
+    assert log.problem
+
+
+def test_a_second_writers_entries_are_verified_then_extended(tmp_path: Path) -> None:
+    a = make_log(tmp_path, 2, rotate_bytes=4096)
+    b = AuditLog(a.path, rotate_bytes=4096)
+    b.open()
+    for i in range(12):  # b rotates under a
+        b.append(fields(i))
+    assert len(chain_files(a.path)) > 1
+    assert a.append(fields(99)).seq == 15 and verify_chain(a.path).ok
+
+
+def test_huge_seq_in_the_log_is_reported_not_raised(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 3)
+    with log.path.open("a") as fh:
+        fh.write('{"seq":' + "9" * 5000 + ',"status":"ok"}\n')
+    res = verify_chain(log.path)
+    assert not res.ok and res.bad_seq == 4 and "number too long" in (res.reason or "")
+    page = page_of(log, 0, 100)
+    assert [e.seq for e in page.entries] == [1, 2, 3]
+    r = verify_cli("--path", str(log.path))
+    assert r.returncode == 1 and "BROKEN at seq 4" in r.stdout and "Traceback" not in r.stderr
+    # A number that parses but is far beyond the chain: named, not printed in full.
+    lines = lines_of(log.path)[:-1]
+    log.path.write_text("".join(lines) + '{"seq":1' + "0" * 4000 + "}\n")
+    res = verify_chain(log.path)
+    assert not res.ok and res.bad_seq == 4 and len(res.reason or "") < 200
+
+
+def test_pages_from_the_index_equal_a_full_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleettui.agent.audit as audit
+
+    monkeypatch.setattr(audit, "STRIDE", 4)
+    make_log(tmp_path, 60, rotate_bytes=4096)
+    log = AuditLog(tmp_path / "audit.jsonl", rotate_bytes=4096)
+    log.open()  # the index is built by the start-up verification...
+    assert sum(len(fi.offsets) for fi in log._index) >= 15
+    for i in range(10):  # ...and extended by appends, across rotations
+        log.append(fields(i))
+    assert len(chain_files(log.path)) >= 4
+    scan = AuditLog(log.path)  # never opened: no index, every page is a scan
+    for after in (0, 1, 3, 4, 5, 17, 33, 59, 63, 69, 70, 500):
+        for limit in (1, 3, 7, 100):
+            got = log.page_json(after, limit)
+            assert (
+                json.loads(got)["entries"] == json.loads(scan.page_json(after, limit))["entries"]
+            ), (after, limit)
+            want = list(range(after + 1, min(70, after + limit) + 1))
+            assert [e.seq for e in AuditPage.model_validate_json(got).entries] == want
+    # Served bytes are the bytes on disk (verifiers hash exactly what was written).
+    first = b"".join(p.read_bytes() for p in chain_files(log.path)).split(b"\n")[0]
+    assert log.page_json(0, 1).startswith(b'{"entries":[' + first + b"]")
+
+
+def test_pages_of_a_damaged_log_still_serve_what_is_there(tmp_path: Path) -> None:
+    log = make_log(tmp_path, N)
+    _tamper(log.path, "delete", 3)
+    again = AuditLog(log.path)
+    again.open()
+    assert again.problem
+    assert [e.seq for e in page_of(again, 0, 100).entries] == [1, 2, 4, 5, 6]
+
+
+def test_lone_surrogates_are_recorded_as_replacement_characters(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    entry = log.append(fields(1, args={"engine": "\ud800x"}, error="bad \udfff"))
+    assert entry.args["engine"] == "\ufffdx" and entry.error == "bad \ufffd"
+    assert verify_chain(log.path).ok
+
+
+def test_stale_temp_files_are_removed_at_open(tmp_path: Path) -> None:
+    from fleettui.fsutil import remove_stale_temps
+
+    make_log(tmp_path, 1)
+    stale = [tmp_path / ".audit.head.json.ab_cd123", tmp_path / ".audit.head.json.zzzzzzzz.tmp"]
+    keep = [tmp_path / ".audit.head.json.bak", tmp_path / "audit.head.json.abcdefgh"]
+    for p in stale + keep:
+        p.write_text("x")
+    AuditLog(tmp_path / "audit.jsonl").open()
+    assert [p.exists() for p in stale + keep] == [False, False, True, True]
+    young = tmp_path / ".tokens.json.abcdefgh.tmp"
+    young.write_text("hash")
+    assert remove_stale_temps(tmp_path, "tokens.json", older_than_s=60) == []
+    os.utime(young, (0, 0))
+    assert remove_stale_temps(tmp_path, "tokens.json", older_than_s=60) == [young]
+
+
+def test_seal_archives_a_broken_chain_and_starts_a_new_one(tmp_path: Path) -> None:
+    log = make_log(tmp_path, N, rotate_bytes=4096)
+    old_head = log.head()
+    r = seal_cli("--path", str(log.path), "--reason", "test")
+    assert r.returncode == 2 and "nothing to seal" in r.stderr
+    _tamper(log.path, "edit", N - 1)
+    with pytest.raises(AuditError):
+        log.append(fields(0))
+    r = seal_cli("--path", str(log.path), "--reason", "  disk  restored from backup ")
+    assert r.returncode == 0 and "archive/sealed-" in r.stdout, r.stderr
+    archived = list((tmp_path / "archive").iterdir())
+    assert len(archived) == 1 and (archived[0] / "audit.jsonl").exists()
+    assert (archived[0] / HEAD_FILE).exists()
+    assert not verify_chain(archived[0] / "audit.jsonl").ok  # the evidence, unchanged
+    res = verify_chain(log.path)
+    assert res.ok and res.entries == 1
+    first = AuditEntry.model_validate_json(lines_of(log.path)[0])
+    assert first.seq == 1 and first.prev_hash == GENESIS_HASH and first.status == "sealed"
+    assert first.args["reason"] == "disk restored from backup"
+    assert first.args["old_head_seq"] == old_head.seq
+    assert first.args["old_head_hash"] == old_head.head_hash
+    assert first.args["verified_through_seq"] == N - 2 and first.args["by"]
+    assert "seq 5" in first.args["problem"]
+    # The writer that refused notices the operator's act at its next write.
+    assert log.append(fields(1)).seq == 2 and verify_chain(log.path).ok
+
+
+def seal_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleettui", "agent", "audit", "seal", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

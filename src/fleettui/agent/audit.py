@@ -72,6 +72,7 @@ MAX_OPEN_INTENTS = 10_000
 OUTCOMES = ("ok", "failed", "interrupted")
 # A seq is at most 18 digits; a longer run of digits is no seq (int() of 5,000 digits raises).
 _SEQ_RE = re.compile(rb'"seq":(\d{1,18})(?![\d.eE])')
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _FIELDS = set(AuditEntry.model_fields)
 _REQUIRED = {n for n, f in AuditEntry.model_fields.items() if f.is_required()}
 SEAL_HINT = "fleet agent audit verify; then fleet agent audit seal --reason TEXT"
@@ -310,7 +311,7 @@ def verify_chain(path: Path) -> VerifyResult:
 def _clean_text(obj: Any) -> Any:
     """Lone surrogates -> U+FFFD, so any value can be encoded as UTF-8 (and hashed)."""
     if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE_RE.sub("\ufffd", obj)
     if isinstance(obj, dict):
         return {_clean_text(k): _clean_text(v) for k, v in obj.items()}
     if isinstance(obj, list):
