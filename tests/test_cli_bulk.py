@@ -168,3 +168,18 @@ def test_push_one_node(fleet, projects) -> None:
     r = fleet_cli(projects, "push", "act-002", "restart")
     assert r.returncode == 2 and "needs --engine" in r.stderr
     assert len(fleet.calls()) == 1
+
+
+def test_a_token_file_others_can_read_is_never_sent(fleet, projects, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.chmod(0o644)
+    r = fleet_cli(projects, "push", "act-000", "restart", "--engine", "ollama", "--json")
+    assert r.returncode == 1
+    reason = json.loads(r.stdout)["failed"]["act-000"]
+    assert f"readable by others, so it is not used (fix: chmod 600 {token})" in reason
+    r = fleet_cli(projects, "bulk", "purge", "--all", "--yes")
+    assert r.returncode == 1 and f"chmod 600 {token}" in r.stdout + r.stderr
+    assert fleet.calls() == []  # nothing reached an agent
+    token.chmod(0o600)
+    r = fleet_cli(projects, "push", "act-000", "restart", "--engine", "ollama")
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -100,7 +100,7 @@ def test_status_exit_2_only_when_config_unusable(tmp_path: Path) -> None:
     assert "node[0] 'x': url: must start with http://" in r.stderr and "no valid node" in r.stderr
     r = fleet("status", config=tmp_path / "missing.toml")
     assert r.returncode == 2 and "fleet add NAME --url URL" in r.stderr
-    r = fleet("status", "--timeout", "0", config=bad)
+    r = fleet("status", "--timeout", "0", config=bad)  # argparse: before the config
     assert r.returncode == 2 and "--timeout" in r.stderr
 
 
@@ -155,3 +155,83 @@ def test_add_and_remove(tmp_path: Path) -> None:
     link.symlink_to(cfg)
     r = fleet("add", "x", "--url", "http://x:1", config=link)
     assert r.returncode == 2 and "symlink" in r.stderr
+
+
+def test_skipped_entries_fail_status_and_are_counted(sim_agent, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.toml", sim_agent.urls)
+    with cfg.open("a") as fh:
+        fh.write('\n[[node]]\nname = "typo"\nurl = "http://127.0.0.1:1"\ntokn_env = "T"\n')
+        fh.write('\n[[node]]\nname = "noscheme"\nurl = "gpu1.lan:8899"\n')
+    r = fleet("status", "--timeout", "5", config=cfg)
+    assert r.returncode == 1  # the one configured agent answers, but two nodes are not watched
+    assert "1/3 ONLINE, 2 SKIPPED" in r.stdout
+    assert "tokn_env: unknown key (did you mean token_env?); skipped" in r.stderr
+    assert "did you mean 'http://gpu1.lan:8899'?" in r.stderr
+    doc = json.loads(fleet("status", "--json", "--timeout", "5", config=cfg).stdout)
+    assert doc["summary"]["total"] == 3 and doc["summary"]["skipped"] == 2
+    assert doc["skipped"] == ["node[1] 'typo'", "node[2] 'noscheme'"]
+    assert len(doc["warnings"]) == 2
+
+
+def test_a_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    for args in (["--config", str(missing), "ls"], ["ls", "--config", str(missing)]):
+        r = subprocess.run(
+            [sys.executable, "-m", "fleettui", *args], capture_output=True, text=True, timeout=30
+        )
+        assert (
+            r.returncode == 2
+            and r.stderr
+            == f"fleet: --config {missing}: no such file (`fleet add ... --config` creates one)\n"
+        )
+    r = subprocess.run(
+        [sys.executable, "-m", "fleettui", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_config_paths_that_cannot_be_written_are_named(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for path, why in (
+        (tmp_path / "file" / "p.toml", "a parent of it is a file, not a directory"),
+        (Path("/proc/nonexistent/p.toml"), "cannot create /proc/nonexistent"),
+        (Path("/sys/p.toml"), "cannot create /sys/.p.toml.lock"),  # read-only even for root
+        (tmp_path, "is a directory, not a file"),
+    ):
+        r = fleet("add", "x", "--url", "http://x:1", config=path)
+        assert r.returncode == 2 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_add_names_the_flag_and_rejects_a_multiline_role(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    r = fleet("add", "x", "--url", "http://x:1", "--tag", "", config=cfg)
+    assert r.returncode == 2 and r.stderr.startswith("fleet: --tag: tag ''"), r.stderr
+    r = fleet("add", "x", "--url", "http://x:1", "--role", "a\nwarning: forged", config=cfg)
+    assert r.returncode == 2 and r.stderr.startswith("fleet: --role: must be one line"), r.stderr
+    r = fleet("add", "x", "--url", "http://::1:8899", config=cfg)
+    assert r.returncode == 2 and "brackets: http://[::1]:8899" in r.stderr
+    r = fleet("add", "x", "--url", "http://[::1]:8899", config=cfg)
+    assert r.returncode == 0 and 'url = "http://[::1]:8899"' in cfg.read_text()
+
+
+def test_piped_tables_do_not_wrap_and_one_node_is_singular(tmp_path: Path) -> None:
+    long_role = "embeddings-and-reranking-for-the-search-cluster-in-rack-b"
+    cfg = write_config(tmp_path / "p.toml", {"only": f"http://{'h' * 60}.lan:8899"})
+    cfg.write_text(cfg.read_text() + f'role = "{long_role}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a pipe, not a terminal
+    r = subprocess.run(
+        [sys.executable, "-m", "fleettui", "ls", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("1 node in ")
+    row = next(line for line in lines if "only" in line)
+    assert long_role in row and len(row) > 80

@@ -23,6 +23,7 @@ DASHBOARD = "fleettui.views.main"
 BULK = "fleettui.views.bulk"
 EXPORT = "fleettui.views.export"
 COMPLETION = "fleettui.completion"
+CONFIG = "fleettui.config"
 AUDIT = "fleettui.views.audit"
 
 
@@ -45,33 +46,22 @@ def _to(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _rule(name: str) -> Callable[[str], Any]:
-    """An argparse type checked by the agent.toml rule `name` (fleettui.agent.config), so a flag
-    and the file accept the same values. Imported when used: `fleet --help` stays fast."""
+def _rule(name: str, module: str = "fleettui.agent.config") -> Callable[[str], Any]:
+    """An argparse type checked by the config rule `name` (agent.toml's, or projects.toml's in
+    fleettui.config), so a flag and the file accept the same values. Imported when used:
+    `fleet --help` stays fast."""
 
     def check(text: str) -> Any:
         from pydantic import TypeAdapter, ValidationError
 
-        from fleettui.agent import config
-
         try:
-            return TypeAdapter(getattr(config, name)).validate_python(text.strip())
+            rule = getattr(importlib.import_module(module), name)
+            return TypeAdapter(rule).validate_python(text.strip())
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"]
             raise argparse.ArgumentTypeError(f"{text!r}: {msg[:1].lower()}{msg[1:]}") from None
 
     check.__name__ = name
-    return check
-
-
-def _text(flag: str) -> Callable[[str], str]:
-    """A free-text flag: one line, so it can never forge a line of a table or a log."""
-
-    def check(text: str) -> str:
-        if any(c in text for c in "\r\n\x00"):
-            raise argparse.ArgumentTypeError(f"{flag} must be one line (no newline)")
-        return text
-
     return check
 
 
@@ -93,14 +83,18 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     asub = agent.add_subparsers(dest="agent_cmd", required=True, metavar="COMMAND")
 
     serve = asub.add_parser("serve", help="serve this node's facts over HTTP")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument(
+        "--host", type=_rule("Host"), default="127.0.0.1", help="bind address (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=_rule("Port"), default=8899, help="port; 0 picks a free one")
     serve.add_argument("--config", type=Path, help="agent.toml (default: XDG config dir)")
     serve.add_argument("--simulate", action="store_true", help="serve a synthetic node instead")
     serve.add_argument(
         "--nodes", type=_rule("SimNodes"), default=1, help="with --simulate: nodes on N ports"
     )
-    serve.add_argument("--name", help="with --simulate: node name (prefix with --nodes)")
+    serve.add_argument(
+        "--name", type=_rule("SimName"), help="with --simulate: node name (prefix with --nodes)"
+    )
     serve.add_argument(
         "--interval", type=_rule("IntervalS"), help="collection interval, seconds (default 2)"
     )
@@ -149,14 +143,16 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="poll every node once; exit 0 when all are ONLINE")
     _fleet_config(status)
     _json(status)
-    status.add_argument("--timeout", type=float, default=10.0, help="overall cap, seconds")
+    status.add_argument(
+        "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
+    )
     status.set_defaults(func=_to(COMMANDS, "cmd_status"))
 
     ping = sub.add_parser("ping", help="poll one node and show its round trip")
     _fleet_config(ping)
     _json(ping)
     ping.add_argument("name")
-    ping.add_argument("--timeout", type=float, default=5.0)
+    ping.add_argument("--timeout", type=_rule("TimeoutS", CONFIG), default=5.0, help="seconds")
     ping.set_defaults(func=_to(COMMANDS, "cmd_ping"))
 
     add = sub.add_parser("add", help="add a node to the fleet config")

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -44,6 +44,7 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 NODE_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*node[ \t]*\]\][ \t]*(#.*)?$")
 TABLE_HEADER_RE = re.compile(r"^[ \t]*\[")
 NodeKind = Literal["fleettui", "asiai", "ollama"]
+TimeoutS = Annotated[float, Field(gt=0, le=3600)]  # `fleet status/ping --timeout`: finite
 
 
 class FleetConfigError(Exception):
@@ -268,7 +269,7 @@ def normalize_url(v: str) -> str:
     """An agent base URL: http(s), a host, no credentials, query or fragment; no trailing '/'."""
     v = v.strip()
     if "://" not in v and v:
-        raise ValueError(f"must start with http:// or https:// (did you mean 'http://{v}'?)")
+        raise ValueError(f"must start with http:// or https:// (did you mean {'http://' + v!r}?)")
     try:
         parts = urlsplit(v)
         port = parts.port

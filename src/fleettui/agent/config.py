@@ -19,8 +19,10 @@ __all__ = [
     "SIM_NODES_MAX",
     "AgentConfig",
     "ConfigError",
+    "Host",
     "IntervalS",
     "Port",
+    "SimName",
     "SimNodes",
     "load_agent_config",
 ]
@@ -45,6 +47,8 @@ SIM_NODES_MAX = 2000
 Port = Annotated[int, Field(ge=0, le=PORT_MAX)]  # 0: the OS picks a free one
 IntervalS = Annotated[float, Field(ge=0.1, le=3600)]
 SimNodes = Annotated[int, Field(ge=1, le=SIM_NODES_MAX)]
+SimName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,55}$")]
+Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:%_-]+$")]
 
 
 class ConfigError(Exception):

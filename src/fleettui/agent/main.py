@@ -43,6 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fleet agent: --nodes needs --simulate (one real machine is one node)", file=sys.stderr
         )
         return 2
+    if args.name is not None and not args.simulate:
+        print("fleet agent: --name needs --simulate (a real node is its hostname)", file=sys.stderr)
+        return 2
     if args.port and args.port + nodes - 1 > PORT_MAX:
         print(
             f"fleet agent: --port {args.port} --nodes {nodes} needs ports up to "

@@ -141,8 +141,13 @@ def locked(path: Path) -> Iterator[list[TokenRecord]]:
     The exclusive flock is on a sidecar file (`.tokens.json.lock`), because the data file itself
     is replaced by rename on every write and a lock on a replaced inode protects nothing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise TokenError(f"{path.parent}: a file is in the way of this directory") from None
+    except OSError as exc:
+        raise TokenError(f"{path.parent}: cannot create: {exc.strerror}") from None
     try:
         fd = open_nofollow(lock, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
@@ -342,31 +347,44 @@ def _print_secret(args: argparse.Namespace, tid: str, secret: str, extra: dict[s
     )
 
 
+def _cli_path(args: argparse.Namespace) -> Path:
+    """tokens.json for a command; an explicit --config must be a usable agent.toml, so a typo
+    cannot put tokens in a directory the agent never reads. Raises ConfigError."""
+    from fleettui.agent.config import load_agent_config
+
+    if args.config is not None:
+        load_agent_config(args.config)
+    return tokens_path(args.config)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
-    path = tokens_path(args.config)
+    from fleettui.agent.config import ConfigError
+
     try:
-        tid, secret = create_token(path, args.label)
-    except TokenError as exc:
+        tid, secret = create_token(_cli_path(args), args.label)
+    except (TokenError, ConfigError) as exc:
         return _fail(str(exc))
     _print_secret(args, tid, secret, {})
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    path = tokens_path(args.config)
+    from fleettui.agent.config import ConfigError
+
     try:
-        tid, secret = rotate_token(path, args.id)
-    except TokenError as exc:
+        tid, secret = rotate_token(_cli_path(args), args.id)
+    except (TokenError, ConfigError) as exc:
         return _fail(str(exc))
     _print_secret(args, tid, secret, {"revoked": args.id})
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    path = tokens_path(args.config)
+    from fleettui.agent.config import ConfigError
+
     try:
-        changed = revoke_token(path, args.id)
-    except TokenError as exc:
+        changed = revoke_token(_cli_path(args), args.id)
+    except (TokenError, ConfigError) as exc:
         return _fail(str(exc))
     if args.json:
         print(json.dumps({"id": args.id, "revoked": True, "already_revoked": not changed}))
@@ -376,10 +394,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    path = tokens_path(args.config)
+    from fleettui.agent.config import ConfigError
+
     try:
+        path = _cli_path(args)
         records = list_tokens(path)
-    except TokenError as exc:
+    except (TokenError, ConfigError) as exc:
         return _fail(str(exc))
     if args.json:
         print(json.dumps([r.public() for r in records], indent=2))

@@ -49,6 +49,8 @@ def check_selection(names: list[str], expr: str | None, every: bool) -> str | No
     unset shell variable must not restart the fleet): every node takes an explicit --all."""
     if expr is not None and not expr.strip():
         return "--filter is empty (an unset shell variable?); pass --all to mean every node"
+    if expr is not None and not expr.isprintable():
+        return f"--filter {expr!r} must be one line of printable text"
     if any(not n.strip() for part in names for n in part.split(",")):
         return f"--names {','.join(names)!r} holds an empty name; pass --all to mean every node"
     if every and (names or expr is not None):
@@ -68,7 +70,8 @@ def pick_targets(cfg: FleetConfig, names: list[str], expr: str | None) -> list[N
     wanted = [n.strip() for part in names for n in part.split(",") if n.strip()]
     known = {n.name for n in cfg.nodes}
     if unknown := [n for n in wanted if n not in known]:
-        raise ValueError(f"no node named {', '.join(unknown)} in {cfg.path}; see `fleet ls`")
+        shown = ", ".join(n if n.isprintable() else repr(n) for n in unknown)
+        raise ValueError(f"no node named {shown} in {cfg.path}; see `fleet ls`")
     selector = parse(expr) if expr else None  # SelectError (a ValueError) before any network
     candidates = [n for n in cfg.nodes if not wanted or n.name in wanted]
     if selector is None:
