@@ -144,8 +144,9 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     out = fleet("--config", str(bad))
     assert out.returncode == 2
     assert str(bad) in out.stderr and "not valid TOML" in out.stderr
-    missing = fleet("--config", str(tmp_path / "nope.toml"))  # a first run, named
-    assert missing.returncode == 0 and str(tmp_path / "nope.toml") in missing.stdout
+    missing = fleet("--config", str(tmp_path / "nope.toml"))  # a typo, not a first run
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"fleet: --config {tmp_path / 'nope.toml'}: no such file")
 
 
 # --- the shared cells and sparklines -------------------------------------------------------

@@ -80,3 +80,40 @@ async def test_killed_node_turns_offline_while_the_others_keep_updating(
                 lambda: any("OFFLINE" in line.text for line in log.lines),
                 what="event log shows the state change",
             )
+
+
+async def test_start_up_transitions_and_config_warnings_reach_the_screen(
+    sim_agent, tmp_path: Path
+) -> None:
+    """A node that is down from the start, and an entry skipped for a typo, are both on screen:
+    the transition in the event log (it happened before the log existed), the typo in a banner,
+    the event log and the totals."""
+    from fleettui.views.tui.widgets import EventLog, TotalsBar
+
+    cfg_path = tmp_path / "projects.toml"
+    cfg_path.write_text(
+        "[defaults]\npoll_interval_s = 0.2\nhttp_timeout_s = 1\n\n"
+        f'[[node]]\nname = "alpha"\nurl = "{sim_agent.urls["alpha"]}"\n\n'
+        '[[node]]\nname = "dead"\nurl = "http://127.0.0.1:1"\n\n'
+        '[[node]]\nname = "typo"\nurl = "http://127.0.0.1:2"\ntokn_env = "T"\n'
+    )
+    cfg = load_fleet_config(cfg_path)
+    async with FleetAggregator(cfg) as agg:
+        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            log = app.main.query_one(EventLog)
+            await pilot.press("e")  # the log draws lines only while it is shown
+            await until(pilot, lambda: cell(app, "dead", "state") == "OFFLINE", what="OFFLINE")
+            await until(
+                pilot,
+                lambda: any("dead" in line.text and "OFFLINE" in line.text for line in log.lines),
+                what="the start-up transition in the event log",
+            )
+            assert any(
+                "tokn_env: unknown key (did you mean token_env?)" in x.text for x in log.lines
+            )
+            banner = app.main.query_one("#config-warnings")
+            assert banner.display
+            assert "1 node skipped" in str(banner.render()) and "typo" in str(banner.render())
+            totals = str(app.main.query_one(TotalsBar).render())
+            assert "online 1/3" in totals and "1 skipped" in totals

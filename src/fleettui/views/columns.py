@@ -350,9 +350,10 @@ class Totals:
     watts: float
     cost_7d: float
     currency: str
+    skipped: int = 0  # configured, not loaded (a config error): counted in the total
 
 
-def fleet_totals(views: Iterable[NodeView]) -> Totals:
+def fleet_totals(views: Iterable[NodeView], skipped: int = 0) -> Totals:
     """Fleet-wide figures for the footer; stale power of OFFLINE nodes is not counted."""
     views = list(views)
     counts = {s: 0 for s in NodeState}
@@ -368,7 +369,8 @@ def fleet_totals(views: Iterable[NodeView]) -> Totals:
         cost += facts.cost_7d
         currencies.add(facts.currency)
     return Totals(
-        total=len(views),
+        total=len(views) + skipped,
+        skipped=skipped,
         online=counts[NodeState.ONLINE],
         degraded=counts[NodeState.DEGRADED],
         offline=counts[NodeState.OFFLINE],
@@ -398,6 +400,7 @@ def totals_text(t: Totals, selected: int | None = None) -> Text:
         (t.degraded, "degraded", "yellow"),
         (t.offline, "offline", "red"),
         (t.starting, "starting", "dim"),
+        (t.skipped, "skipped", "bold red"),
     ]
     shown = [(n, label, style) for n, label, style in parts if n]
     for i, (n, label, style) in enumerate(shown):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from textual.app import App
 from textual.binding import Binding
 
-from fleettui.aggregator.state import NodeView
+from fleettui.aggregator.state import FleetEvent, NodeView
 from fleettui.config import FleetConfig
 from fleettui.select import parse
 from fleettui.views.source import FleetSource
@@ -69,8 +69,11 @@ class FleetApp(App[None]):
         self.generation = -1
         self.refreshes = 0  # snapshot refreshes applied (tests check coalescing with it)
         self.theme = "textual-dark"
-        self.main = MainScreen(clock, fmt_time, read_only, on_ready=self._start)
+        self.main = MainScreen(clock, fmt_time, read_only, on_ready=self._start, config=config)
         self.bulk = BulkRunner(self)
+        # Subscribed now, not once the screen is up: the first polls (a node down from the
+        # start) happen while the app is still starting, and their transitions belong in the log.
+        self._events = source.events(kinds=("action", "audit", "state", "error"))
 
     def get_default_screen(self) -> MainScreen:
         return self.main
@@ -126,8 +129,11 @@ class FleetApp(App[None]):
 
     async def follow_events(self) -> None:
         log = self.main.event_log
+        if self.config is not None:
+            for warning in self.config.warnings:
+                log.add(FleetEvent(self.clock(), "(config)", "error", warning))
         # Not `snapshot`: at 1000 nodes that is 500 events a second the log would only skip.
-        stream = self.source.events(kinds=("action", "audit", "state", "error"))
+        stream = self._events
         try:
             async for event in stream:
                 log.add(event)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from textual.pilot import Pilot
 
+from fleettui.config import FleetConfig
 from fleettui.views.sample import SAMPLE_NOW, SampleSource
 from fleettui.views.tui.app import FleetApp
 
@@ -54,6 +55,16 @@ class Scene:
             return app.export_screenshot(title=f"fleet · {self.name}")
 
 
+_TYPO = FleetConfig(
+    warnings=[
+        "~/.config/fleettui/projects.toml: node[10] 'gpu-d1': tokn_env: unknown key "
+        "(did you mean token_env?); skipped",
+        "~/.config/fleettui/projects.toml: node[11] 'gpu-d2': url: must start with http:// or "
+        "https:// (did you mean 'http://gpu-d2.lan:8899'?); skipped",
+    ],
+    skipped=["node[10] 'gpu-d1'", "node[11] 'gpu-d2'"],
+)
+
 # Keys: "down" moves the cursor, "space" selects, "enter" opens the detail screen.
 SCENES: tuple[Scene, ...] = (
     Scene("main", ("down", "space", "down", "down", "space"), screenshot=True),
@@ -72,6 +83,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("help_80x24", ("question_mark",), size=(80, 24)),
     Scene("sorted_events", ("s", "s", "s", "s", "e")),
     Scene("read_only", ("R",), app_kwargs={"read_only": True}),
+    Scene("config_warnings", ("e",), app_kwargs={"config": _TYPO}),
     Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
     Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
 )

@@ -33,8 +33,9 @@ class TotalsBar(Static):
         reverse: bool,
         read_only: bool = False,
         hidden_selected: int = 0,
+        skipped: int = 0,
     ) -> None:
-        line = totals_text(fleet_totals(views), selected)
+        line = totals_text(fleet_totals(views, skipped), selected)
         if hidden_selected:
             line.append(f" ({hidden_selected} hidden by the filter)", style="yellow")
         if filter_text:
@@ -48,6 +49,24 @@ class TotalsBar(Static):
             line.append(" │ ")
             line.append("read-only", style="bold red")
         self.update(line, layout=False)  # one line, fixed height: no layout pass needed
+
+
+class ConfigBanner(Static):
+    """The config's warnings, inside the screen: printed to stderr they would vanish behind
+    the full-screen view, and a typo would silently drop a node from monitoring."""
+
+    def __init__(self, warnings: list[str], skipped: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.display = bool(warnings)
+        line = Text("⚠ config: ", style="bold")
+        if skipped:
+            line.append(f"{skipped} node{'s' if skipped != 1 else ''} skipped", style="bold")
+            line.append("; ")
+        first = warnings[0] if warnings else ""
+        line.append(first)
+        if len(warnings) > 1:
+            line.append(f" (+{len(warnings) - 1} more in the event log: e)", style="italic")
+        self.update(line)
 
 
 def event_line(ev: FleetEvent, fmt_time: Callable[[float], str]) -> Text:

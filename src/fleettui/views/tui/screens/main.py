@@ -15,11 +15,12 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from fleettui.aggregator.state import NodeView
+from fleettui.config import FleetConfig
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.table import FleetTable
-from fleettui.views.tui.widgets import EventLog, TotalsBar
+from fleettui.views.tui.widgets import ConfigBanner, EventLog, TotalsBar
 
 ACTION_KEYS = {"R": "restart", "U": "unload", "P": "purge", "X": "stop", "T": "start"}
 
@@ -51,18 +52,22 @@ class MainScreen(Screen[None]):
         fmt_time: Callable[[float], str],
         read_only: bool = False,
         on_ready: Callable[[], None] | None = None,
+        config: FleetConfig | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock
         self.fmt_time = fmt_time
         self.read_only = read_only
         self.on_ready = on_ready
+        self.skipped = len(config.skipped) if config else 0
+        self.config_warnings = list(config.warnings) if config else []
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
         log = EventLog(self.fmt_time, id="events")
         log.border_title = "events"
         yield log
+        yield ConfigBanner(self.config_warnings, self.skipped, id="config-warnings")
         yield TotalsBar(id="totals")
         yield Footer(compact=True)
 
@@ -100,6 +105,7 @@ class MainScreen(Screen[None]):
             t.sort_reverse,
             self.read_only,
             hidden_selected=len(selected - set(t.visible_names)),
+            skipped=self.skipped,
         )
 
     # --- keys ------------------------------------------------------------------------
