@@ -11,18 +11,23 @@ import anyio
 import pytest
 
 from fleettui.agent.actions import (
-    ActionCall,
-    Rejection,
     audit_view,
     bearer,
     fill_argv,
-    parse_request,
+    request_from,
     run_argv,
     scrub,
 )
+from fleettui.agent.body import parse_body
 from fleettui.agent.ratelimit import RateLimiter, retry_after_header
+from fleettui.agent.refusals import Rejection
+from fleettui.wire import ActionRequest
 
 SECRET = "tok_0123abcd." + "Z" * 43
+
+
+def parse_request(body: bytes, secret: str | None = None) -> ActionRequest:
+    return request_from(parse_body(body), secret)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,7 @@ SECRET = "tok_0123abcd." + "Z" * 43
 )
 def test_valid_requests(body: dict) -> None:
     call = parse_request(json.dumps(body).encode())
-    assert call == ActionCall(body["action"], body.get("engine"), body.get("model"))
+    assert call == ActionRequest(**body)
 
 
 @pytest.mark.parametrize(
@@ -48,7 +53,20 @@ def test_valid_requests(body: dict) -> None:
     [
         (b"", "empty body"),
         (b"{", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"action": "purge", "engine": "\xed\xa0\x80"}', "not UTF-8"),  # encoded surrogate
+        (b'{"action": "purge", "engine": "\\ud800"}', "lone surrogate"),
+        (b'{"action": "purge", "\\udfff": 1}', "lone surrogate"),
+        (b'{"action": "purge", "n": ' + b"9" * 5000 + b"}", "more than 20 digits"),
+        (b'{"action": "purge", "n": -' + b"9" * 21 + b"}", "more than 20 digits"),
+        (b'{"action": "purge", "n": 1.' + b"5" * 50 + b"}", "more than 40 characters"),
+        (b'{"action": "purge", "n": 1e999}', "out of range"),
+        (b'{"action": "purge", "n": NaN}', "NaN is not JSON"),
+        (b'{"action": "purge", "n": -Infinity}', "Infinity is not JSON"),
+        (b'{"action": "purge", "action": "restart"}', "duplicate key"),
+        (b'{"action": "purge", "x": "' + b"s" * 1025 + b'"}', "more than 1024 characters"),
+        (b'{"x": ' + b"[" * 8 + b"]" * 8 + b"}", "nested deeper than 8"),
+        (b"\xef\xbb\xbf{}", "not JSON"),  # a BOM
         (b"[1]", "JSON object"),
         (b'"restart"', "JSON object"),
         (b'{"action": "restart", "engine": "ollama", "shell": true}', "unknown field"),
@@ -72,7 +90,7 @@ def test_valid_requests(body: dict) -> None:
         (b'{"action": "unload"}', "unload needs an engine"),
         (b'{"action": "purge", "model": "x"}', "model only applies to unload"),
         (b'{"action": "unload", "engine": "ollama", "model": 1}', "model must be a string"),
-        (b"[" * 100_000, "not JSON"),
+        (b"[" * 100_000, "nested deeper"),
     ],
 )
 def test_invalid_requests(body: bytes, needle: str) -> None:
@@ -92,7 +110,7 @@ def test_token_shaped_values_are_refused_and_never_echoed() -> None:
             parse_request(json.dumps(body).encode(), SECRET)
         shown = json.dumps([info.value.message, info.value.detail])
         assert "Z" * 43 not in shown
-    action, args = audit_view(json.dumps({"action": SECRET, "model": SECRET}).encode(), None)
+    action, args = audit_view({"action": SECRET, "model": SECRET}, None)
     assert action == "[redacted]" and args == {"model": "[redacted]"}
     assert scrub(f"a {SECRET} b", None) == "a [redacted] b"
     assert scrub("custom-secret-value", "custom-secret-value") == "[redacted]"
@@ -106,11 +124,11 @@ def test_bearer_parsing() -> None:
 
 
 def test_argv_placeholders_are_whole_elements_only() -> None:
-    call = ActionCall("unload", "ollama", "llama3.1:8b")
+    call = ActionRequest(action="unload", engine="ollama", model="llama3.1:8b")
     assert fill_argv(["ollama", "stop", "{model}"], call, "k") == ["ollama", "stop", "llama3.1:8b"]
     assert fill_argv(["x", "--m={model}"], call, "k") == ["x", "--m={model}"]
     with pytest.raises(Rejection, match="send a model"):
-        fill_argv(["x", "{model}"], ActionCall("unload", "ollama", None), "k")
+        fill_argv(["x", "{model}"], ActionRequest(action="unload", engine="ollama"), "k")
 
 
 def test_rate_limiter_sliding_window() -> None:

@@ -1,12 +1,18 @@
 """The agent's write side: POST /api/v1/actions from raw bytes to an audited result.
 
 Order of checks, each before any process starts (every attempt, refused or not, is audited):
-  1. body over 64 KiB -> 413 (Content-Length first, then a running cap while streaming)
-  2. missing / unknown / revoked token -> 401, all alike, constant-time comparison
+  0. foreign Host 421, foreign Origin 403, not application/json 415 (guard.py, before routing)
+  1. body over 64 KiB -> 413 (Content-Length first, then a running cap while streaming), or
+     not received within BODY_TIMEOUT_S -> 408; then it is parsed once, strictly (body.py)
+  2. missing / unknown / revoked token -> 401, all alike, constant-time comparison; past
+     `auth_failures_per_min` failures from one address -> 429 with Retry-After
   3. over the per-token rate limit -> 429 with Retry-After
-  4. not a whitelisted action, or an argument failing its pattern -> 400 naming the field
+  4. a body that is not a request, not a whitelisted action, or an argument failing its
+     pattern -> 400 naming the field
   5. nothing configured for the action -> 400 naming the agent.toml key to set
   6. another action already running on the same engine -> 409
+Refusals up to 3 are recorded through refusals.RefusalLog (aggregated per address and window),
+the later ones one entry each (they need a valid token, so the token's rate limit bounds them).
 
 Then the intent is recorded (`started`, chained and fsync'd) -- when that fails the answer is
 503 and nothing runs -- and the action runs: an argv the administrator configured (list argv,
@@ -22,7 +28,6 @@ valid and handled, and the exit code and output tail say what went wrong. The ou
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,15 +40,26 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 import httpx
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from fleettui.agent.audit import AUDIT_FILE, AuditError, AuditLog
+from fleettui.agent.body import Body, parse_body
 from fleettui.agent.config import DEFAULT_ENGINE_URLS, ENGINE_NAME_RE
-from fleettui.agent.ratelimit import RateLimiter, retry_after_header
+from fleettui.agent.ratelimit import RateLimiter, address_key, retry_after_header
+from fleettui.agent.refusals import RefusalLog, Rejection
 from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
 from fleettui.fsutil import remove_stale_temps
-from fleettui.wire import ACTION_TIMEOUTS_S, ACTIONS, ActionEvent, ActionResult, AuditEntry
+from fleettui.wire import (
+    ACTION_TIMEOUTS_S,
+    ACTIONS,
+    ActionEvent,
+    ActionRequest,
+    ActionResult,
+    AuditEntry,
+)
 
 if TYPE_CHECKING:
     from fleettui.agent.node import NodeAgent
@@ -51,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT_S = 10.0
 TAIL_CHARS = 2000
 KEEP_BYTES = 16 * 1024
 DRAIN_AFTER_EXIT_S = 0.5
@@ -61,16 +78,9 @@ STALE_TEMP_S = 60.0  # older than any write in flight in another process
 # "Qwen/Qwen2.5-7B-Instruct", "model.gguf", "name@sha256:...". No whitespace, no leading "-".
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 REQUEST_FIELDS = ("action", "engine", "model")
+ACTIONS_PATH = "/api/v1/actions"
 UNAUTHORIZED_DETAIL = "send Authorization: Bearer <secret> (fleet agent token create)"
 REDACTED = "[redacted]"
-
-
-class Rejection(Exception):
-    """A refusal before anything runs: HTTP status, reason and optional detail."""
-
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.detail = status, message, detail
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -88,20 +98,11 @@ def _show(value: str, secret: str | None) -> str:
     return repr(scrub(value, secret, 80))
 
 
-@dataclass(frozen=True)
-class ActionCall:
-    action: str
-    engine: str | None
-    model: str | None
-
-
-def audit_view(body: bytes, secret: str | None) -> tuple[str | None, dict[str, Any]]:
-    """Best effort (action, args) of any body, for the audit line of a refused attempt."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None, {}
-    if not isinstance(data, dict):
+def audit_view(
+    data: dict[str, Any] | None, secret: str | None
+) -> tuple[str | None, dict[str, Any]]:
+    """Best effort (action, args) of a parsed body, for the audit line of a refused attempt."""
+    if data is None:
         return None, {}
     action = data.get("action")
     args: dict[str, Any] = {}
@@ -118,36 +119,32 @@ def audit_view(body: bytes, secret: str | None) -> tuple[str | None, dict[str, A
     return shown, args
 
 
-def parse_request(body: bytes, secret: str | None = None) -> ActionCall:
-    """Body -> validated request, or Rejection(400) naming the field. Never echoes a secret."""
-    if not body.strip():
-        raise Rejection(
-            400, "empty body", 'send JSON like {"action": "restart", "engine": "ollama"}'
-        )
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise Rejection(400, "body is not JSON") from None
-    if not isinstance(data, dict):
-        raise Rejection(400, "body must be a JSON object", {"got": type(data).__name__})
+def request_from(body: Body, secret: str | None = None) -> ActionRequest:
+    """Parsed body -> validated request, or Rejection(400) naming the field. Never echoes a
+    secret. The wire's ActionRequest checks the shape; the agent's patterns check the values."""
+    if body.problem is not None or body.data is None:
+        raise body.problem or Rejection(400, "body is not JSON")
+    data = body.data
     unknown = [k for k in data if k not in REQUEST_FIELDS]
     if unknown:
         names = [scrub(str(k), secret, 40) for k in unknown[:5]]
         raise Rejection(400, "unknown field", {"fields": names, "allowed": list(REQUEST_FIELDS)})
-    for key in REQUEST_FIELDS:
+    try:
+        req = ActionRequest.model_validate(data, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "action"
         v = data.get(key)
-        if v is None and key != "action":
-            continue
-        if not isinstance(v, str):
-            what = "missing" if v is None else f"a {type(v).__name__}"
-            raise Rejection(400, f"{key} must be a string", {"field": key, "got": what})
-        if (secret and secret in v) or SECRET_SHAPE_RE.search(v):
+        what = "missing" if v is None else f"a {type(v).__name__}"
+        raise Rejection(400, f"{key} must be a string", {"field": key, "got": what}) from None
+    action, engine, model = req.action, req.engine, req.model
+    for key, v in (("action", action), ("engine", engine), ("model", model)):
+        if v is not None and ((secret and secret in v) or SECRET_SHAPE_RE.search(v)):
             raise Rejection(
                 400,
                 f"{key} looks like an access token; refusing to use or record it",
                 {"field": key},
             )
-    action, engine, model = data["action"], data.get("engine"), data.get("model")
     if action not in ACTIONS:
         raise Rejection(
             400,
@@ -170,7 +167,7 @@ def parse_request(body: bytes, secret: str | None = None) -> ActionCall:
         raise Rejection(400, f"{action} needs an engine", {"field": "engine"})
     if action != "unload" and model is not None:
         raise Rejection(400, f"model only applies to unload, not {action}", {"field": "model"})
-    return ActionCall(action, engine, model)
+    return req
 
 
 def bearer(header: str | None) -> str | None:
@@ -179,6 +176,20 @@ def bearer(header: str | None) -> str | None:
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     return value if scheme.lower() == "bearer" and value else None
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body within MAX_BODY and BODY_TIMEOUT_S, or the Rejection that says why not."""
+    try:
+        with anyio.fail_after(BODY_TIMEOUT_S):
+            body = await read_capped(request)
+    except ClientDisconnect:
+        raise Rejection(400, "client disconnected before sending the body") from None
+    except TimeoutError:
+        raise Rejection(408, f"body not received within {BODY_TIMEOUT_S:g} s") from None
+    if body is None:
+        raise Rejection(413, f"request body over {MAX_BODY} bytes")
+    return body
 
 
 async def read_capped(request: Request, limit: int = MAX_BODY) -> bytes | None:
@@ -213,7 +224,7 @@ class Outcome:
 class Plan:
     """What will run for a validated request; built before anything starts."""
 
-    req: ActionCall
+    req: ActionRequest
     via: str  # "argv" | "api" | "simulated"
     timeout_s: float
     argv: list[str] = field(default_factory=list)
@@ -225,7 +236,7 @@ class Plan:
         return self.req.engine or "(node)"
 
 
-def fill_argv(template: list[str], req: ActionCall, key: str) -> list[str]:
+def fill_argv(template: list[str], req: ActionRequest, key: str) -> list[str]:
     out = []
     for arg in template:
         if arg == "{engine}":
@@ -379,6 +390,8 @@ class ActionService:
         self.tokens = tokens
         self.audit = audit
         self.limiter = RateLimiter(self.config.rate_limit_per_min)
+        self.auth_failures = RateLimiter(self.config.auth_failures_per_min)
+        self.refusals = RefusalLog(self._append, window_s=self.config.refusal_window_s)
         self.busy: set[str] = set()
         self._client: httpx.AsyncClient | None = None
         agent.audit_head = audit.head
@@ -407,6 +420,7 @@ class ActionService:
                 log.info("removed stale temp file %s", p)
 
     async def aclose(self) -> None:
+        await self.refusals.flush(force=True)
         if self._client is not None:
             await self._client.aclose()
 
@@ -426,7 +440,25 @@ class ActionService:
         await anyio.to_thread.run_sync(self.tokens.refresh)
         if self.tokens.check(bearer(request.headers.get("authorization"))).ok:
             return None
-        return unauthorized()
+        client = request.client.host if request.client else None
+        return self._auth_throttled(client) or unauthorized()
+
+    def _auth_throttled(self, source_ip: str | None) -> JSONResponse | None:
+        """Count one failed authentication; the 429 once the address is over its limit.
+
+        A valid token is never throttled, even from an address others flood (NAT, loopback):
+        guessing a 256-bit secret is hopeless at any rate, so the limit is about the cost of
+        failures, and a lockout would let any local user deny the dashboard."""
+        wait = self.auth_failures.hit(address_key(source_ip))
+        if not wait:
+            return None
+        resp = _error(
+            429,
+            "too many failed authentications from this address",
+            {"limit_per_min": self.auth_failures.limit, "retry_after_s": round(wait, 1)},
+        )
+        resp.headers["Retry-After"] = retry_after_header(wait)
+        return resp
 
     async def audit_page(self, request: Request) -> Response:
         q = request.query_params
@@ -444,19 +476,20 @@ class ActionService:
             time.time(), time.perf_counter(), request.client.host if request.client else None
         )
         secret = bearer(request.headers.get("authorization"))
+        authenticated = False
         try:
-            try:
-                body = await read_capped(request)
-            except ClientDisconnect:
-                raise Rejection(400, "client disconnected before sending the body") from None
-            if body is None:
-                raise Rejection(413, f"request body over {MAX_BODY} bytes")
-            at.action, at.args = audit_view(body, secret)
+            body = parse_body(await read_body(request))
+            at.action, at.args = audit_view(body.data, secret)
             await anyio.to_thread.run_sync(self.tokens.refresh)
             auth = self.tokens.check(secret)
             at.token_id = auth.token_id
             if not auth.ok:
-                return await self._refuse(at, Rejection(401, "unauthorized"), auth.reason)
+                if (throttled := self._auth_throttled(at.source_ip)) is not None:
+                    why = f"too many failed authentications: {auth.reason}"
+                    await self._record_refusal(at, 429, why, True)
+                    return throttled
+                rej = Rejection(401, "unauthorized")
+                return await self._refuse(at, rej, auth.reason, aggregate=True)
             if self.tokens.note_use(auth.token_id or "", time.time()):
                 await anyio.to_thread.run_sync(self.tokens.persist_last_used)
             wait = self.limiter.hit(auth.token_id or "")
@@ -468,18 +501,28 @@ class ActionService:
                         "rate limited",
                         {"limit_per_min": self.limiter.limit, "retry_after_s": round(wait, 1)},
                     ),
+                    aggregate=True,
                 )
                 resp.headers["Retry-After"] = retry_after_header(wait)
                 return resp
-            req = parse_request(body, secret)
+            authenticated = True
+            req = request_from(body, secret)
             plan = self.plan(req)
             if plan.busy_key in self.busy:
                 raise Rejection(409, f"an action is already running on {plan.busy_key}")
         except Rejection as rej:
-            return await self._refuse(at, rej)
+            return await self._refuse(at, rej, aggregate=not authenticated)
         return await self._execute(at, plan)
 
-    def plan(self, req: ActionCall) -> Plan:
+    async def guard_refused(self, scope: Scope, rej: Rejection) -> None:
+        """Record a write refused by the Host/Origin/Content-Type guard (reads are not)."""
+        if scope.get("path") != ACTIONS_PATH or scope.get("method") != "POST":
+            return
+        client = scope.get("client")
+        at = Attempt(time.time(), time.perf_counter(), client[0] if client else None)
+        await self._record_refusal(at, rej.status, rej.message, True)
+
+    def plan(self, req: ActionRequest) -> Plan:
         """Decide what will run, or refuse with the agent.toml key to configure."""
         cfg, sim = self.config, self.agent.simulated
         eng_cfg = cfg.engines.get(req.engine) if req.engine else None
@@ -636,21 +679,31 @@ class ActionService:
         )
         return Response(result.model_dump_json().encode(), media_type="application/json")
 
-    async def _refuse(self, at: Attempt, rej: Rejection, why: str | None = None) -> JSONResponse:
-        """Audit a refusal and answer it. `why` (401 only) goes to the audit, never the client."""
+    async def _refuse(
+        self, at: Attempt, rej: Rejection, why: str | None = None, *, aggregate: bool = False
+    ) -> JSONResponse:
+        """Audit a refusal and answer it. `why` (401 only) goes to the audit, never the client.
+        Refusals before a valid token, and rate-limit ones, are aggregated (refusals.py)."""
         error = rej.message if why is None else f"{rej.message}: {why}"
-        await self._audit(at, "denied", rej.status, error=error)
+        await self._record_refusal(at, rej.status, error, aggregate)
+        if rej.status == 401:
+            return unauthorized()
+        return _error(rej.status, rej.message, rej.detail)
+
+    async def _record_refusal(self, at: Attempt, status: int, error: str, aggregate: bool) -> None:
         log.info(
             "refused %r from %s (token %s): %d %r",
             at.action or "request",
             at.source_ip,
             at.token_id,
-            rej.status,
+            status,
             error,
         )
-        if rej.status == 401:
-            return unauthorized()
-        return _error(rej.status, rej.message, rej.detail)
+        fields = self._fields(at, "denied", status, error=error)
+        if aggregate:
+            await self.refusals.record(fields)
+        else:
+            await self._append(fields)
 
     @staticmethod
     def _fields(
@@ -689,10 +742,13 @@ class ActionService:
         """Record one entry; a log that cannot be written is logged, not raised (the answer
         still goes out: a refusal, or the outcome of an action whose intent is on record)."""
         fields = self._fields(at, status, http_status, error=error, exit_code=exit_code, ref=ref)
+        return await self._append(fields)
+
+    async def _append(self, fields: dict[str, Any]) -> AuditEntry | None:
         try:
             entry = await anyio.to_thread.run_sync(self.audit.append, fields)
         except (AuditError, OSError) as exc:
-            log.error("audit: could not record %s attempt: %s", at.action, exc)
+            log.error("audit: could not record %s attempt: %s", fields.get("action"), exc)
             return None
         self._published(entry)
         return entry
@@ -712,6 +768,8 @@ class ActionService:
 def _int_param(raw: str | None, name: str, default: int, lo: int, hi: int | None) -> int:
     if raw is None or raw == "":
         return default
+    if len(raw) > 20:  # int() of thousands of digits costs, and no seq is that long
+        raise Rejection(400, f"{name} must be an integer of at most 20 digits", {"param": name})
     try:
         v = int(raw)
     except ValueError:

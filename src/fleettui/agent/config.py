@@ -29,6 +29,7 @@ __all__ = [
 
 APP_NAME = "fleettui"
 ENGINE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+HOST_NAME_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 EngineKind = Literal["ollama", "llamacpp", "vllm", "lmstudio", "mlx"]
 
 # Usual ports. llama.cpp and mlx_lm share 8080: the probes tell them apart by their endpoints.
@@ -94,6 +95,16 @@ class AgentConfig(_Strict):
     purge: list[str] | None = Field(None, description="argv for the node-wide purge action.")
     rapl_root: str = "/sys/class/powercap"
     rate_limit_per_min: int = Field(30, ge=1, le=100_000)
+    auth_failures_per_min: int = Field(
+        10, ge=1, le=100_000, description="Failed authentications per source address, then 429."
+    )
+    refusal_window_s: float = Field(
+        60.0, ge=0.1, le=3600, description="Refusals per address per window share one record."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host names the agent answers to (exact, or *.suffix).",
+    )
     read_token_required: bool = False
     state_dir: str | None = None
     data_dir: str | None = None
@@ -103,6 +114,14 @@ class AgentConfig(_Strict):
         le=1 << 40,
         description="Size at which audit.jsonl is renamed to audit.jsonl.N (the chain continues).",
     )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not HOST_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name (letters, digits, '-', '.', '*.')")
+        return v
 
     @field_validator("engines")
     @classmethod

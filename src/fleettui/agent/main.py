@@ -55,6 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if warning := exposure_warning(args.host):
         print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
+    from fleettui.agent.conns import nofile_limit, nofile_warning
+
+    if warning := nofile_warning(nofile_limit()):
+        print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
     ports = [args.port + i if args.port else 0 for i in range(nodes)]
     try:
         sockets = bind_sockets(args.host, ports)
@@ -88,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = "info" if args.verbose else "warning"
     try:
         anyio.run(lambda: serve(agents, sockets, log_level=level, on_ready=announce))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C during start-up, before serve() handles signals
         pass
     return 0
 

@@ -1,12 +1,14 @@
 """Sliding-window rate limits: at most N calls per key in any 60-second window.
 
 A sliding log (one timestamp per allowed call) is exact, unlike a fixed window that lets 2N
-calls through around a minute boundary; memory is bounded by N per key, and keys are bounded by
-the caller (token ids after authentication, source addresses for failed authentication).
+calls through around a minute boundary; memory is bounded by N per key and keys by MAX_KEYS.
+The agent keeps two: actions per token id (`rate_limit_per_min`), and failed authentications
+per source address (`auth_failures_per_min`, keyed by `address_key`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import deque
@@ -52,6 +54,22 @@ class RateLimiter:
             del self._calls[key]
         while len(self._calls) >= MAX_KEYS:
             del self._calls[min(self._calls, key=lambda k: self._calls[k][-1])]
+
+
+def address_key(ip: str | None) -> str:
+    """The throttling key of a client address: IPv6 by /64, since one host usually holds a
+    whole /64 and could otherwise rotate through addresses to dodge a per-address limit."""
+    if not ip:
+        return "unknown"
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -6,9 +6,13 @@ tiny ASGI dispatcher picks the node's app by the local port the request arrived 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -18,8 +22,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fleettui.agent.actions import ACTIONS_PATH, ActionService
+from fleettui.agent.conns import (
+    KEEP_ALIVE_S,
+    connection_cap,
+    nofile_limit,
+    protocol_class,
+    quiet_repeated_errors,
+)
+from fleettui.agent.guard import HostGuard, HostPolicy
 from fleettui.agent.metrics import exposition, registry_for
 from fleettui.agent.node import NodeAgent
 
@@ -65,7 +78,9 @@ async def read_gate(agent: NodeAgent, request: Request) -> Response | None:
     return await agent.actions.authorize_read(request)
 
 
-def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlette:
+def build_app(
+    agent: NodeAgent, *, ping_every: float = PING_EVERY_S, bind_host: str = "127.0.0.1"
+) -> ASGIApp:
     async def snapshot(request: Request) -> Response:
         if (denied := await read_gate(agent, request)) is not None:
             return denied
@@ -116,20 +131,23 @@ def build_app(agent: NodeAgent, *, ping_every: float = PING_EVERY_S) -> Starlett
     routes = [
         Route("/api/v1/snapshot", snapshot, methods=["GET"]),
         Route("/api/v1/events", events, methods=["GET"]),
-        Route("/api/v1/actions", actions, methods=["POST"]),
+        Route(ACTIONS_PATH, actions, methods=["POST"]),
         Route("/api/v1/audit", audit, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}
     )
+    policy = HostPolicy.for_node(bind_host, agent.config.allowed_hosts)
+    on_refused = agent.actions.guard_refused if agent.actions is not None else None
+    return HostGuard(app, policy, writes={ACTIONS_PATH}, on_refused=on_refused)
 
 
 class PortDispatcher:
     """ASGI app that routes each connection to the app of the port it arrived on."""
 
-    def __init__(self, apps: dict[int, Starlette]) -> None:
+    def __init__(self, apps: dict[int, ASGIApp]) -> None:
         self.apps = apps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,8 +208,6 @@ async def serve(
     handle_signals: bool = True,
 ) -> None:
     """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
-    from fleettui.agent.actions import ActionService
-
     for agent in agents:  # the write side: tokens, audit log (opened before the first request)
         if agent.actions is None:
             agent.actions = ActionService.for_agent(agent)
@@ -199,19 +215,21 @@ async def serve(
     for agent in agents:  # serve a real snapshot from the first request on
         await agent.tick()
     apps = {
-        s.getsockname()[1]: build_app(a, ping_every=ping_every)
+        s.getsockname()[1]: build_app(a, ping_every=ping_every, bind_host=s.getsockname()[0])
         for a, s in zip(agents, sockets, strict=True)
     }
     config = uvicorn.Config(
         PortDispatcher(apps),
+        http=protocol_class(connection_cap(nofile_limit())),
         log_level=log_level,
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=1,
-        timeout_keep_alive=75,
+        timeout_keep_alive=int(KEEP_ALIVE_S),
         backlog=2048,
     )
-    server = uvicorn.Server(config)
+    server = AgentServer(config)
+    quiet_repeated_errors(asyncio.get_running_loop())
 
     async def watch_exit() -> None:
         while not server.should_exit:
@@ -222,6 +240,8 @@ async def serve(
     async with anyio.create_task_group() as tg:
         for agent in agents:
             tg.start_soon(agent.run)
+            if agent.actions is not None:
+                tg.start_soon(agent.actions.refusals.run)
         tg.start_soon(watch_exit)
         if on_ready is not None:
             tg.start_soon(_call_when_started, server, on_ready)
@@ -235,6 +255,33 @@ async def serve(
             for srv in getattr(server, "servers", []):  # cancelled mid-serve: still free the ports
                 srv.close()
             tg.cancel_scope.cancel()
+
+
+class AgentServer(uvicorn.Server):
+    """uvicorn's server, but a signal only asks it to stop.
+
+    uvicorn re-raises the SIGTERM or SIGINT it caught once serve() returns, so SIGTERM killed the
+    process (exit 143) before the shutdown after serve() ran: the energy ledger was never saved.
+    Here both signals take the same path: stop serving, then the caller's shutdown, then exit 0.
+    A second signal forces the exit (open streams are not waited for).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: object) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
 
 
 async def _call_when_started(server: uvicorn.Server, on_ready: Callable[[], None]) -> None:

@@ -1,0 +1,175 @@
+"""Connection limits: header-read timeout, connection cap, descriptor budget, quiet error logs.
+
+uvicorn bounds the idle time between requests (`timeout_keep_alive`) but not the time a client
+takes to send a request's headers: a connection that sends half a request line and then nothing
+is held forever, so 500 of them hold 500 descriptors. `limit_concurrency` does not help: it
+answers 503 to complete requests and never closes a partial one. So the agent runs uvicorn's own
+httptools protocol with two additions, and nothing else of HTTP is handled here:
+
+- a header timer, armed when a connection opens and when bytes of a new request arrive
+  (uvicorn's keep-alive timer stops at the first byte, so trickled blank lines kept it
+  forever), disarmed when the headers are complete: a client that has not sent them within
+  HEADER_TIMEOUT_S gets 408 and is closed (an action's body has its own deadline, actions.py);
+- a connection cap below the descriptor limit: a connection over it is closed at once, so the
+  process never reaches EMFILE, where asyncio's accept loop logs one traceback per pending
+  connection per retry (a flood logged 106,000 in 10 s).
+
+Errors that a flood repeats (uvicorn's "Invalid HTTP request received.", accept failures) are
+logged at most once per second each, with a count of the ones left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+HEADER_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 15.0  # idle time between requests on one connection
+MAX_CONNECTIONS = 1024
+RESERVED_FDS = 128  # audit and token files, engine probes, action pipes, listeners
+WANT_NOFILE = 8192  # what the contrib units set; the soft limit is raised towards it
+LOW_NOFILE = 1024 + RESERVED_FDS
+TIMEOUT_BODY = b'{"error":"request headers not received in time"}'
+
+
+class OncePerSecond(logging.Filter):
+    """Lets each distinct message through at most once per second; says how many it dropped."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        now = self.clock()
+        last, dropped = self._last.get(key, (-1e9, 0))
+        if now - last < 1.0:
+            self._last[key] = (last, dropped + 1)
+            return False
+        if len(self._last) > 256:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more like this in the last second)"
+        return True
+
+
+def nofile_limit() -> int:
+    """The soft RLIMIT_NOFILE, first raised towards WANT_NOFILE where the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = WANT_NOFILE if hard == resource.RLIM_INFINITY else min(WANT_NOFILE, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return WANT_NOFILE if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_cap(nofile: int) -> int:
+    return max(16, min(MAX_CONNECTIONS, nofile - RESERVED_FDS))
+
+
+def nofile_warning(nofile: int) -> str | None:
+    if nofile >= LOW_NOFILE:
+        return None
+    return (
+        f"the open-file limit is {nofile}, so the agent accepts at most "
+        f"{connection_cap(nofile)} connections; raise it (LimitNOFILE={WANT_NOFILE} in the "
+        "systemd unit, NumberOfFiles in the launchd plist, or ulimit -n)"
+    )
+
+
+_limited = OncePerSecond()
+
+
+def quiet_repeated_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Throttle uvicorn's per-request warnings and asyncio's accept errors (no traceback)."""
+    logging.getLogger("uvicorn.error").addFilter(_limited)
+    default = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            if _limited.filter(logging.makeLogRecord({"msg": context["message"]})):
+                log.error("accept failed: %s", context.get("exception"))
+            return
+        if default is not None:
+            default(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+class AgentHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus a header-read timeout and a connection cap."""
+
+    max_connections = MAX_CONNECTIONS
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            if _limited.filter(logging.makeLogRecord({"msg": "connection cap"})):
+                log.warning(
+                    "connection cap (%d) reached: closing new connections", self.max_connections
+                )
+            transport.abort()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:  # bytes of a next request
+            self._arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # not mid-response: say why
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(TIMEOUT_BODY), TIMEOUT_BODY)
+            )
+        self.transport.close()
+
+
+def protocol_class(max_connections: int) -> type[AgentHttpProtocol]:
+    """A protocol class with this process's cap (uvicorn takes a class, not an instance)."""
+    return type("AgentHttpProtocol", (AgentHttpProtocol,), {"max_connections": max_connections})
