@@ -201,12 +201,16 @@ def _rewrite(path, edit) -> None:  # type: ignore[no-untyped-def]
 
 async def test_real_agent_audit_log_rewritten_on_disk_turns_broken(agent_factory, xdg_home) -> None:
     """The agent's own audit.jsonl, edited under it, is BROKEN as seen by the aggregator."""
+    agent_toml = xdg_home / ".config/fleettui/agent/agent.toml"
+    agent_toml.parent.mkdir(parents=True)
+    agent_toml.write_text("refusal_window_s = 0.1\n")  # each refusal below: a window, one entry
     agent = agent_factory("--simulate", "--nodes", "2", "--interval", "0.3", nodes=2)
     async with httpx.AsyncClient() as c:
-        for url in agent.urls.values():
-            for _ in range(3):  # denied attempts are audited too
+        for _ in range(3):  # denied attempts are audited too
+            for url in agent.urls.values():
                 r = await c.post(f"{url}/api/v1/actions", json={"action": "restart"})
                 assert r.status_code == 401
+            await anyio.sleep(0.25)
     cfg = FleetConfig(
         defaults=Defaults(
             poll_interval_s=0.2,

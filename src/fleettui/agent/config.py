@@ -98,6 +98,9 @@ class AgentConfig(_Strict):
     auth_failures_per_min: int = Field(
         10, ge=1, le=100_000, description="Failed authentications per source address, then 429."
     )
+    header_timeout_s: float = Field(
+        10.0, ge=0.5, le=300, description="Time a client has to send a request's headers."
+    )
     refusal_window_s: float = Field(
         60.0, ge=0.1, le=3600, description="Refusals per address per window share one record."
     )

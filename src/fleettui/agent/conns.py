@@ -9,10 +9,13 @@ httptools protocol with two additions, and nothing else of HTTP is handled here:
 - a header timer, armed when a connection opens and when bytes of a new request arrive
   (uvicorn's keep-alive timer stops at the first byte, so trickled blank lines kept it
   forever), disarmed when the headers are complete: a client that has not sent them within
-  HEADER_TIMEOUT_S gets 408 and is closed (an action's body has its own deadline, actions.py);
+  `header_timeout_s` (agent.toml) gets 408 and is closed (an action's body has its own
+  deadline, in actions.py);
 - a connection cap below the descriptor limit: a connection over it is closed at once, so the
-  process never reaches EMFILE, where asyncio's accept loop logs one traceback per pending
-  connection per retry (a flood logged 106,000 in 10 s).
+  process does not reach EMFILE, where asyncio's accept loop logs one traceback per pending
+  connection per retry (a flood logged 106,000 in 10 s). asyncio accepts up to `backlog`
+  connections per wake-up before any of them is seen here, so ACCEPT_BURST (uvicorn's
+  `backlog`: both the listen queue and that burst) stays below RESERVED_FDS.
 
 Errors that a flood repeats (uvicorn's "Invalid HTTP request received.", accept failures) are
 logged at most once per second each, with a count of the ones left out.
@@ -30,12 +33,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
-HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 15.0  # idle time between requests on one connection
 MAX_CONNECTIONS = 1024
 RESERVED_FDS = 128  # audit and token files, engine probes, action pipes, listeners
+ACCEPT_BURST = 64
 WANT_NOFILE = 8192  # what the contrib units set; the soft limit is raised towards it
-LOW_NOFILE = 1024 + RESERVED_FDS
+LOW_NOFILE = MAX_CONNECTIONS + RESERVED_FDS + 2 * ACCEPT_BURST
 TIMEOUT_BODY = b'{"error":"request headers not received in time"}'
 
 
@@ -76,7 +79,9 @@ def nofile_limit() -> int:
 
 
 def connection_cap(nofile: int) -> int:
-    return max(16, min(MAX_CONNECTIONS, nofile - RESERVED_FDS))
+    """Room for the reserve and two accept bursts (closes of over-cap connections run one loop
+    iteration after their accept, so up to two bursts can be open beyond the cap)."""
+    return max(16, min(MAX_CONNECTIONS, nofile - RESERVED_FDS - 2 * ACCEPT_BURST))
 
 
 def nofile_warning(nofile: int) -> str | None:
@@ -100,7 +105,8 @@ def quiet_repeated_errors(loop: asyncio.AbstractEventLoop) -> None:
     def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") == "socket.accept() out of system resource":
             if _limited.filter(logging.makeLogRecord({"msg": context["message"]})):
-                log.error("accept failed: %s", context.get("exception"))
+                exc = context.get("exception")
+                log.error("accept failed (retrying in a second): %s", exc)
             return
         if default is not None:
             default(lp, context)
@@ -113,8 +119,8 @@ def quiet_repeated_errors(loop: asyncio.AbstractEventLoop) -> None:
 class AgentHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus a header-read timeout and a connection cap."""
 
-    max_connections = MAX_CONNECTIONS
-    header_timeout_s = HEADER_TIMEOUT_S
+    max_connections: int  # both set by protocol_class()
+    header_timeout_s: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -170,6 +176,7 @@ class AgentHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(max_connections: int) -> type[AgentHttpProtocol]:
-    """A protocol class with this process's cap (uvicorn takes a class, not an instance)."""
-    return type("AgentHttpProtocol", (AgentHttpProtocol,), {"max_connections": max_connections})
+def protocol_class(max_connections: int, header_timeout_s: float) -> type[AgentHttpProtocol]:
+    """A protocol class with this process's limits (uvicorn takes a class, not an instance)."""
+    limits = {"max_connections": max_connections, "header_timeout_s": header_timeout_s}
+    return type("AgentHttpProtocol", (AgentHttpProtocol,), limits)

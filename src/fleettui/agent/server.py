@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleettui.agent.actions import ACTIONS_PATH, ActionService
 from fleettui.agent.conns import (
+    ACCEPT_BURST,
     KEEP_ALIVE_S,
     connection_cap,
     nofile_limit,
@@ -39,6 +40,7 @@ from fleettui.agent.node import NodeAgent
 log = logging.getLogger(__name__)
 PING_EVERY_S = 15.0
 JSON_TYPE = "application/json"
+LISTEN_BACKLOG = 2048
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -189,7 +191,7 @@ def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
-            s.listen(2048)
+            s.listen(LISTEN_BACKLOG)
             s.setblocking(False)
     except OSError as exc:
         for s in socks:
@@ -220,13 +222,13 @@ async def serve(
     }
     config = uvicorn.Config(
         PortDispatcher(apps),
-        http=protocol_class(connection_cap(nofile_limit())),
+        http=protocol_class(connection_cap(nofile_limit()), agents[0].config.header_timeout_s),
         log_level=log_level,
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=1,
         timeout_keep_alive=int(KEEP_ALIVE_S),
-        backlog=2048,
+        backlog=ACCEPT_BURST,
     )
     server = AgentServer(config)
     quiet_repeated_errors(asyncio.get_running_loop())
@@ -243,6 +245,7 @@ async def serve(
             if agent.actions is not None:
                 tg.start_soon(agent.actions.refusals.run)
         tg.start_soon(watch_exit)
+        tg.start_soon(_widen_listen_queues, server, sockets)
         if on_ready is not None:
             tg.start_soon(_call_when_started, server, on_ready)
         try:
@@ -288,3 +291,12 @@ async def _call_when_started(server: uvicorn.Server, on_ready: Callable[[], None
     while not server.started:
         await anyio.sleep(0.01)
     on_ready()
+
+
+async def _widen_listen_queues(server: uvicorn.Server, sockets: Sequence[socket.socket]) -> None:
+    """asyncio uses uvicorn's `backlog` both for listen() and as its accept burst; the burst
+    must stay small (conns.py), the queue need not: once serving, widen it again."""
+    while not server.started:
+        await anyio.sleep(0.01)
+    for s in sockets:
+        s.listen(LISTEN_BACKLOG)
