@@ -503,7 +503,22 @@ def test_fuzzed_bodies_never_5xx_and_never_spawn_for_invalid_input(tmp_path: Pat
         valid = st.fixed_dictionaries(  # so the fuzz also walks the path that runs things
             {"action": st.sampled_from(["restart", "stop", "start"]), "engine": st.just("ollama")}
         ) | st.fixed_dictionaries({"action": st.just("purge")})
+        # What Python's json accepts and the agent must refuse cleanly: escaped lone surrogates
+        # (in keys and values), integers of thousands of digits, NaN, duplicate keys.
+        surrogates = st.sampled_from(["\\ud800", "\\udfff", "a\\ud83d", "\\udc00b"])
+        digits = st.integers(1, 6000).map(lambda n: "9" * n)
+        nasty = st.one_of(
+            surrogates.map(lambda s: f'{{"action": "purge", "engine": "{s}"}}'),
+            surrogates.map(lambda s: f'{{"{s}": 1, "action": "restart"}}'),
+            digits.map(lambda d: f'{{"action": "purge", "n": {d}}}'),
+            digits.map(lambda d: f'{{"action": {d}}}'),
+            st.sampled_from(["NaN", "-Infinity", "1e99999"]).map(
+                lambda c: f'{{"action": "purge", "n": {c}}}'
+            ),
+            st.just('{"action": "purge", "action": "restart"}'),
+        ).map(str.encode)
         bodies = st.one_of(
+            nasty,
             requests.map(lambda d: json.dumps(d).encode()),
             requests.map(lambda d: json.dumps(d, ensure_ascii=False).encode()),
             json_values.map(lambda v: json.dumps(v).encode()),

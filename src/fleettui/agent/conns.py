@@ -1,21 +1,22 @@
-"""Connection limits: header-read timeout, connection cap, descriptor budget, quiet error logs.
+"""Connection limits: header-read timeout and size, connection cap, descriptors, quiet logs.
 
 uvicorn bounds the idle time between requests (`timeout_keep_alive`) but not the time a client
 takes to send a request's headers: a connection that sends half a request line and then nothing
 is held forever, so 500 of them hold 500 descriptors. `limit_concurrency` does not help: it
 answers 503 to complete requests and never closes a partial one. So the agent runs uvicorn's own
-httptools protocol with two additions, and nothing else of HTTP is handled here:
+httptools protocol with these additions, and nothing else of HTTP is handled here:
 
 - a header timer, armed when a connection opens and when bytes of a new request arrive
   (uvicorn's keep-alive timer stops at the first byte, so trickled blank lines kept it
   forever), disarmed when the headers are complete: a client that has not sent them within
   `header_timeout_s` (agent.toml) gets 408 and is closed (an action's body has its own
-  deadline, in actions.py);
+  deadline, in actions.py); more than MAX_HEADER_BYTES before the headers end gets 431
+  (httptools sets no limit, and uvicorn keeps every header in memory);
 - a connection cap below the descriptor limit: a connection over it is closed at once, so the
-  process does not reach EMFILE, where asyncio's accept loop logs one traceback per pending
-  connection per retry (a flood logged 106,000 in 10 s). asyncio accepts up to `backlog`
-  connections per wake-up before any of them is seen here, so ACCEPT_BURST (uvicorn's
-  `backlog`: both the listen queue and that burst) stays below RESERVED_FDS.
+  process does not reach EMFILE at a sane limit (LOW_NOFILE and up), where asyncio's accept
+  loop logs one traceback per pending connection per retry (a flood logged 106,000 in 10 s).
+  asyncio accepts up to `backlog` connections per wake-up before any of them is seen here, so
+  uvicorn gets `backlog=ACCEPT_BURST` and server.py widens the listen queue afterwards.
 
 Errors that a flood repeats (uvicorn's "Invalid HTTP request received.", accept failures) are
 logged at most once per second each, with a count of the ones left out.
@@ -39,7 +40,11 @@ RESERVED_FDS = 128  # audit and token files, engine probes, action pipes, listen
 ACCEPT_BURST = 64
 WANT_NOFILE = 8192  # what the contrib units set; the soft limit is raised towards it
 LOW_NOFILE = MAX_CONNECTIONS + RESERVED_FDS + 2 * ACCEPT_BURST
+# Bytes that may arrive while a request's headers are incomplete (the same reads may carry
+# the start of a body of up to 64 KiB, so this is not a tight header limit, just a bound).
+MAX_HEADER_BYTES = 128 * 1024
 TIMEOUT_BODY = b'{"error":"request headers not received in time"}'
+HEADERS_TOO_BIG = b'{"error":"request headers too large"}'
 
 
 class OncePerSecond(logging.Filter):
@@ -79,8 +84,9 @@ def nofile_limit() -> int:
 
 
 def connection_cap(nofile: int) -> int:
-    """Room for the reserve and two accept bursts (closes of over-cap connections run one loop
-    iteration after their accept, so up to two bursts can be open beyond the cap)."""
+    """Room for the reserve and accept bursts: an over-cap connection is closed a few loop
+    iterations after its accept, so a burst or two can be open beyond the cap at once. (At a
+    limit of a few hundred, a flood can still touch EMFILE; then it is logged once a second.)"""
     return max(16, min(MAX_CONNECTIONS, nofile - RESERVED_FDS - 2 * ACCEPT_BURST))
 
 
@@ -125,6 +131,7 @@ class AgentHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -140,6 +147,11 @@ class AgentHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.cycle is None or self.cycle.response_complete:  # bytes of a next request
             self._arm()
+        if self._header_timer is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large", HEADERS_TOO_BIG)
+                return
         super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,19 +171,24 @@ class AgentHttpProtocol(HttpToolsProtocol):
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._timed_out)
 
     def _disarm(self) -> None:
+        self._header_bytes = 0
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
     def _timed_out(self) -> None:
         self._header_timer = None
+        self._refuse(b"408 Request Timeout", TIMEOUT_BODY)
+
+    def _refuse(self, status: bytes, body: bytes) -> None:
+        """Answer (unless mid-response on this connection) and close."""
+        self._disarm()
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # not mid-response: say why
+        if self.cycle is None or self.cycle.response_complete:
             self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-                % (len(TIMEOUT_BODY), TIMEOUT_BODY)
+                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%s" % (status, len(body), body)
             )
         self.transport.close()
 

@@ -104,19 +104,21 @@ class HostPolicy:
                 )
         if not write or method in SAFE_METHODS:
             return None
-        origin = headers.get("origin")
-        if origin is not None and not _same_origin(origin, host_header):
+        origins = headers.getlist("origin")
+        if len(origins) > 1 or (origins and not _same_origin(origins[0], host_header)):
             return Rejection(
                 403,
                 "cross-origin request refused",
-                {"origin": origin[:100], "expected": f"http://{host_header or '<Host>'}"},
+                {"origin": origins[0][:100], "expected": f"http://{host_header or '<Host>'}"},
             )
-        ctype = headers.get("content-type", "").partition(";")[0].strip().lower()
+        types = headers.getlist("content-type")
+        ctype = types[0].partition(";")[0].strip().lower() if len(types) == 1 else ""
         if ctype != JSON_TYPE:
+            got = ctype or (f"{len(types)} Content-Type headers" if types else None)
             return Rejection(
                 415,
                 f"Content-Type must be {JSON_TYPE}",
-                {"got": ctype[:100] or None, "expected": JSON_TYPE},
+                {"got": got[:100] if got else None, "expected": JSON_TYPE},
             )
         return None
 
