@@ -126,7 +126,7 @@ def test_failed_auth_flood_is_throttled_and_bounded_in_the_log(tmp_path: Path) -
     finally:
         agent.stop()
     entries = [json.loads(x) for x in log.open()]
-    assert len(entries) == 3  # first refusal, the action, and the aggregate written at stop
+    assert len(entries) == 4  # first refusal, the action (started, ok), the aggregate at stop
     agg = entries[-1]
     assert agg["args"]["refusals"] == 299
     assert agg["args"]["http_status"] == {"401": 9, "429": 290}

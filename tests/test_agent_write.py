@@ -172,13 +172,16 @@ def test_no_wrong_or_revoked_token_is_401_and_alike(sim) -> None:
     assert len(set(answers)) == 1 and answers[0][1].startswith("Bearer")
     assert json.loads(answers[0][0])["error"] == "unauthorized"
     assert len(e.calls_made()) == before  # nothing ran
-    time.sleep(0.5)  # the refusal window closes: the four after the first are one entry
-    first, rest = [x for x in audit_entries(agent.url) if x.http_status == 401][-2:]
-    assert first.error == "unauthorized: missing token"
-    assert first.status == "denied" and first.action == "restart" and first.source_ip
-    assert rest.status == "denied" and rest.source_ip == first.source_ip
-    assert rest.args["refusals"] == 4 and rest.args["http_status"] == {"401": 4}
-    assert rest.args["errors"] == {
+    time.sleep(0.5)  # the refusal window closes: the ones after the first are counted in one
+    denied = [x for x in audit_entries(agent.url) if x.http_status == 401]
+    assert denied[0].error == "unauthorized: missing token" and denied[0].action == "restart"
+    reasons: dict[str, int] = {}
+    for x in denied:  # in full, or counted in an aggregate (a slow machine may split windows)
+        assert x.status == "denied" and x.source_ip == denied[0].source_ip
+        for reason, n in (x.args.get("errors") or {x.error: 1}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    assert len(denied) < 5 and reasons == {
+        "unauthorized: missing token": 1,
         "unauthorized: unknown token": 2,
         "unauthorized: wrong secret": 1,
         "unauthorized: revoked token": 1,
