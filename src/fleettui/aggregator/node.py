@@ -417,6 +417,8 @@ class NodeWorker:
                 # anywhere in the second half of the period, so a fleet started at once does
                 # not check in step; never longer than chain_recheck_s (the bound relies on it)
                 recheck = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
+                if self.chain.pin.seq == 0 and not self.chain.pin.broken:
+                    recheck = math.inf  # an empty log: nothing to re-read until a head shows
                 await self.chain_waker.sleep(max(0.0, recheck - min_gap))
             else:
                 await anyio.sleep(retry.next_delay())
