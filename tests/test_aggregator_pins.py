@@ -15,7 +15,7 @@ import pytest
 
 from fakes import FakeAgent, make_chain, make_entry, rehash_from, wait_for
 from fleettui.aggregator.aggregator import FleetAggregator
-from fleettui.aggregator.chain import ChainVerifier, sweep_pages
+from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.pins import Pin, PinFileError, PinStore, merge, node_key
 from fleettui.aggregator.state import ChainStatus
 from fleettui.config import Defaults, FleetConfig, NodeConfig
@@ -46,11 +46,23 @@ def test_node_key_is_the_configured_address_normalised() -> None:
     assert node_key("http://gpu1.lan:8899") != node_key("http://gpu2.lan:8899")
 
 
-def test_sweep_share_reads_the_whole_log_within_rescan_s() -> None:
-    assert sweep_pages(0, 10, 120) == 0
-    assert sweep_pages(3, 10, 120) == 1  # 3 pages, one per check: all read within 30 s
-    assert sweep_pages(60, 10, 120) == 5  # 12 checks x 5 pages = 60
-    assert sweep_pages(500, 10, 120) == 10  # capped: then the sweep takes 50 checks
+def test_sweep_pages_fall_due_at_the_log_size_per_rescan_s() -> None:
+    def due(pin_seq: int, checks: list[float], rescan_s: float = 110) -> list[int]:
+        v = ChainVerifier(Pin(key="k", seq=pin_seq, hash="1" * 64))
+        out = []
+        for t in checks:
+            n = v.sweep_due(t, rescan_s)
+            v.credit -= n  # as if swept
+            out.append(n)
+        return out
+
+    ten_s = [10.0 * i for i in range(25)]
+    assert due(0, ten_s) == [0] * 25  # nothing pinned, nothing to sweep
+    one_page = due(200, ten_s)  # one page: read once per 110 s
+    assert sum(one_page) == 2 and one_page.index(1) == 11
+    assert sum(due(3000, ten_s)) == 32  # 15 pages per 110 s: 32 in 240 s
+    assert due(300_000, ten_s)[1:] == [10] * 24  # capped: 1500 pages take 150 checks
+    assert due(2000, [0, 10_000]) == [0, 10]  # after a long gap: one sweep's worth, capped
 
 
 async def test_pin_persists_and_a_fresh_verifier_catches_a_rewrite_below_the_head(
@@ -92,8 +104,8 @@ async def test_pin_persists_and_a_fresh_verifier_catches_a_rewrite_below_the_hea
 async def test_the_sweep_rotates_and_finds_an_old_edit_within_the_bound(
     served: FakeAgent, tmp_path: Path
 ) -> None:
-    """1000 entries = 5 pages; recheck 0.1 s, rescan 0.5 s: one page per check, any entry
-    re-read within 0.5 s (+ a request), never the whole log per check."""
+    """1000 entries = 5 pages; recheck 0.1 s, rescan 0.5 s: a page per 0.1 s, any entry
+    re-read within 0.6 s (+ a request), never the whole log per check."""
     d = Defaults(
         poll_interval_s=0.1,
         http_timeout_s=2,

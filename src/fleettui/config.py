@@ -230,11 +230,12 @@ class Defaults(BaseModel):
         "new, and a share of the older log.",
     )
     chain_rescan_s: float = Field(
-        120.0,
+        110.0,
         gt=0,
         le=10**7,
-        description="Every audit entry is read again within this (a sweep, a few pages per "
-        "check): the detection bound for an edit anywhere in the log (docs/aggregator.md).",
+        description="Every audit entry is read again this often (a sweep, a page at a time): "
+        "with chain_recheck_s, the bound for seeing an edit anywhere in the log "
+        "(docs/aggregator.md).",
     )
 
     @model_validator(mode="after")

@@ -116,13 +116,6 @@ def _valid(raw: Any, entry: AuditEntry | str, seq: int) -> AuditEntry:
     return entry
 
 
-def sweep_pages(segments: int, recheck_s: float, rescan_s: float) -> int:
-    """Pages per check so that a sweep of `segments` pages takes at most `rescan_s`."""
-    if segments <= 0:
-        return 0
-    return min(SWEEP_MAX_PAGES, segments, math.ceil(segments * recheck_s / rescan_s))
-
-
 class ChainVerifier:
     """One node's chain as this process checks it, over a `Pin` that may come from disk.
 
@@ -140,6 +133,8 @@ class ChainVerifier:
         self.dirty = False  # the pin moved since it was last saved
         self.cursor = random.randrange(1 << 30)  # where the sweep resumes (per process)
         self.swept = 0  # pages re-read by the sweep in this process
+        self.credit = 0.0  # pages of the sweep due (see sweep_due)
+        self.credit_at: float | None = None
 
     # -- status
     @property
@@ -186,10 +181,21 @@ class ChainVerifier:
                 return False
         return self.checked is not ChainStatus.OK or head.seq != self.pin.seq
 
+    def sweep_due(self, now: float, rescan_s: float) -> int:
+        """Pages of the older log to re-read at this check: they fall due at S pages per
+        rescan_s, so the round robin passes over every page once per rescan_s (and a page
+        falls due at most one check interval before it is read); at most SWEEP_MAX_PAGES."""
+        segments = math.ceil(self.pin.seq / PAGE)
+        if self.credit_at is not None:
+            self.credit += segments * (now - self.credit_at) / rescan_s
+        self.credit_at = now
+        self.credit = min(self.credit, float(segments))
+        return min(SWEEP_MAX_PAGES, int(self.credit))
+
     # -- checking
     async def sync(self, client: NodeClient, *, timeout_s: float, sweep: int | None = None) -> None:
         """Extend the pin to the node's head, then re-read `sweep` pages of the older log
-        (None: all of it, as a one-shot `fleet status` does).
+        (None: all of it, as a one-shot `fleet status` does; see `sweep_due`).
 
         BROKEN with the seq and why on any bad link or a mismatch with the pin; UNKNOWN when
         the node answers with no audit page. An unreachable node raises FetchError and leaves
@@ -207,6 +213,7 @@ class ChainVerifier:
                 await self._segment(client, timeout_s, self.cursor % segments)
                 self.cursor = (self.cursor % segments) + 1
                 self.swept += 1
+                self.credit = max(0.0, self.credit - 1)
         except ChainBroken as exc:
             self.broken(str(exc))
         except ChainUnreadable as exc:

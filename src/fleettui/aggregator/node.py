@@ -21,7 +21,7 @@ from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from fleettui.aggregator.backoff import SHARED_RNG, Backoff
-from fleettui.aggregator.chain import PAGE, ChainVerifier, sweep_pages
+from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.http import (
     ERROR_BODY,
@@ -399,17 +399,16 @@ class NodeWorker:
     # --- audit chain ---------------------------------------------------------------------
     async def chain_loop(self) -> None:
         """Check when a new head shows up (woken) and at least every chain_recheck_s; each
-        check also re-reads a share of the older log, so the whole of it is read again
-        within chain_rescan_s (docs/aggregator.md). A node whose audit cannot be read is
-        retried with backoff, not on every snapshot."""
+        check also re-reads the pages of the older log that fell due, so every entry is read
+        again within chain_rescan_s + chain_recheck_s (docs/aggregator.md). A node whose audit
+        cannot be read is retried with backoff, not on every snapshot."""
         assert self.chain is not None
         d = self.defaults
         retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
         min_gap = min(d.poll_interval_s, 1.0)  # coalesce a burst of audit events
         await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
         while True:
-            segments = math.ceil(self.chain.pin.seq / PAGE)
-            share = sweep_pages(segments, d.chain_recheck_s, d.chain_rescan_s)
+            share = self.chain.sweep_due(time.monotonic(), d.chain_rescan_s)
             ok = await self.sync_chain(d.http_timeout_s, sweep=share)
             if ok:
                 retry.reset()
