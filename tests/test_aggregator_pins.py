@@ -4,6 +4,7 @@ the detection bound, and hostile pages (a 5000-digit seq)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -49,6 +50,7 @@ def test_node_key_is_the_configured_address_normalised() -> None:
 def test_sweep_pages_fall_due_at_the_log_size_per_rescan_s() -> None:
     def due(pin_seq: int, checks: list[float], rescan_s: float = 110) -> list[int]:
         v = ChainVerifier(Pin(key="k", seq=pin_seq, hash="1" * 64))
+        v.credit = 0.0  # (a random start otherwise)
         out = []
         for t in checks:
             n = v.sweep_due(t, rescan_s)
@@ -63,6 +65,11 @@ def test_sweep_pages_fall_due_at_the_log_size_per_rescan_s() -> None:
     assert sum(due(3000, ten_s)) == 32  # 15 pages per 110 s: 32 in 240 s
     assert due(300_000, ten_s)[1:] == [10] * 24  # capped: 1500 pages take 150 checks
     assert due(2000, [0, 10_000]) == [0, 10]  # after a long gap: one sweep's worth, capped
+    v = ChainVerifier(Pin(key="k", seq=2000, hash="1" * 64))
+    v.credit = 0.25
+    assert v.next_due(110) == math.inf  # no check yet
+    v.sweep_due(100.0, 110)
+    assert v.next_due(110) == pytest.approx(100 + 0.75 * 11)  # 10 pages: one every 11 s
 
 
 async def test_pin_persists_and_a_fresh_verifier_catches_a_rewrite_below_the_head(
@@ -104,14 +111,14 @@ async def test_pin_persists_and_a_fresh_verifier_catches_a_rewrite_below_the_hea
 async def test_the_sweep_rotates_and_finds_an_old_edit_within_the_bound(
     served: FakeAgent, tmp_path: Path
 ) -> None:
-    """1000 entries = 5 pages; recheck 0.1 s, rescan 0.5 s: a page per 0.1 s, any entry
-    re-read within 0.6 s (+ a request), never the whole log per check."""
+    """1000 entries = 5 pages; rescan 0.5 s: a page per 0.1 s, any entry re-read within
+    0.5 s (+ the 0.1 s check gap and a request), never the whole log per check."""
     d = Defaults(
         poll_interval_s=0.1,
         http_timeout_s=2,
         backoff_min_s=0.1,
         backoff_max_s=0.5,
-        chain_recheck_s=0.1,
+        chain_recheck_s=5,
         chain_rescan_s=0.5,
     )
     cfg = FleetConfig(nodes=[NodeConfig(name="n", url=served.url)], defaults=d)

@@ -223,19 +223,14 @@ class Defaults(BaseModel):
         30.0, gt=0, le=86400, description="A snapshot whose ts has not advanced this long is stale."
     )
     chain_recheck_s: float = Field(
-        10.0,
-        gt=0,
-        le=86400,
-        description="Check each audit chain at least this often: the pinned entry, what is "
-        "new, and a share of the older log.",
+        60.0, gt=0, le=86400, description="Re-fetch the pinned audit entry at least this often."
     )
     chain_rescan_s: float = Field(
         110.0,
         gt=0,
         le=10**7,
         description="Every audit entry is read again this often (a sweep, a page at a time): "
-        "with chain_recheck_s, the bound for seeing an edit anywhere in the log "
-        "(docs/aggregator.md).",
+        "the bound for seeing an edit anywhere in the log (docs/aggregator.md).",
     )
 
     @model_validator(mode="after")

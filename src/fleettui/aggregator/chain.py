@@ -133,7 +133,8 @@ class ChainVerifier:
         self.dirty = False  # the pin moved since it was last saved
         self.cursor = random.randrange(1 << 30)  # where the sweep resumes (per process)
         self.swept = 0  # pages re-read by the sweep in this process
-        self.credit = 0.0  # pages of the sweep due (see sweep_due)
+        # pages of the sweep due (see sweep_due); a random start spreads a fleet's page reads
+        self.credit = random.random()
         self.credit_at: float | None = None
 
     # -- status
@@ -183,14 +184,21 @@ class ChainVerifier:
 
     def sweep_due(self, now: float, rescan_s: float) -> int:
         """Pages of the older log to re-read at this check: they fall due at S pages per
-        rescan_s, so the round robin passes over every page once per rescan_s (and a page
-        falls due at most one check interval before it is read); at most SWEEP_MAX_PAGES."""
+        rescan_s, so the round robin passes over every page once per rescan_s; at most
+        SWEEP_MAX_PAGES a check."""
         segments = math.ceil(self.pin.seq / PAGE)
         if self.credit_at is not None:
             self.credit += segments * (now - self.credit_at) / rescan_s
         self.credit_at = now
         self.credit = min(self.credit, float(segments))
         return min(SWEEP_MAX_PAGES, int(self.credit))
+
+    def next_due(self, rescan_s: float) -> float:
+        """When (monotonic) the next sweep page falls due; inf while nothing is pinned."""
+        segments = math.ceil(self.pin.seq / PAGE)
+        if not segments or self.credit_at is None:
+            return math.inf
+        return self.credit_at + max(0.0, 1.0 - self.credit) * rescan_s / segments
 
     # -- checking
     async def sync(self, client: NodeClient, *, timeout_s: float, sweep: int | None = None) -> None:

@@ -398,10 +398,10 @@ class NodeWorker:
 
     # --- audit chain ---------------------------------------------------------------------
     async def chain_loop(self) -> None:
-        """Check when a new head shows up (woken) and at least every chain_recheck_s; each
-        check also re-reads the pages of the older log that fell due, so every entry is read
-        again within chain_rescan_s + chain_recheck_s (docs/aggregator.md). A node whose audit
-        cannot be read is retried with backoff, not on every snapshot."""
+        """Check when a new head shows up (woken), when a page of the older log falls due
+        (each is read again every chain_rescan_s, see ChainVerifier.sweep_due), and at least
+        every chain_recheck_s. A node whose audit cannot be read is retried with backoff,
+        not on every snapshot."""
         assert self.chain is not None
         d = self.defaults
         retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
@@ -414,11 +414,12 @@ class NodeWorker:
                 retry.reset()
                 await anyio.sleep(min_gap)
                 # anywhere in the second half of the period, so a fleet started at once does
-                # not check in step; never longer than chain_recheck_s (the bound relies on it)
-                recheck = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
+                # not check in step
+                wait = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
                 if self.chain.pin.seq == 0 and not self.chain.pin.broken:
-                    recheck = math.inf  # an empty log: nothing to re-read until a head shows
-                await self.chain_waker.sleep(max(0.0, recheck - min_gap))
+                    wait = math.inf  # an empty log: nothing to re-read until a head shows
+                wait = min(wait, self.chain.next_due(d.chain_rescan_s) - time.monotonic())
+                await self.chain_waker.sleep(max(0.0, wait))
             else:
                 await anyio.sleep(retry.next_delay())
                 self.chain_waker.clear()
