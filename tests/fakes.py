@@ -40,7 +40,14 @@ def snapshot_dict(name: str, *, ts: float | None = None, audit: dict | None = No
         "cpu": {"percent": 12.5, "cores": 16},
         "memory": {"total_mb": 65536, "used_mb": 20000, "pressure_pct": 30.5},
         "gpus": [],
-        "power": {"watts": 250.0, "source": "simulated", "energy_wh_total": 1.0},
+        "power": {
+            "watts": 250.0,
+            "scope": "wall",
+            "source": "simulated",
+            "energy_j": 3600.0,
+            "energy_since": 1_700_000_000.0,
+            "parts": [{"name": "wall", "kind": "wall", "source": "simulated", "watts": 250.0}],
+        },
         "cost": {
             "currency": "EUR",
             "price_per_kwh": 0.3,

@@ -78,7 +78,8 @@ def test_metrics_parse_as_prometheus_text(sim_agent) -> None:
         "fleet_gpu_utilization_ratio",
         "fleet_engine_up",
         "fleet_model_loaded",
-        "fleet_cost_7d",
+        "fleet_energy_cost",
+        "fleet_power_info",
     ):
         assert name in fams, name
     up = {s.labels["engine"]: s.value for s in fams["fleet_engine_up"].samples}
@@ -113,16 +114,17 @@ def test_real_mode_reports_this_machine(agent_factory, tmp_path) -> None:
     assert snap.memory.total_mb and snap.memory.total_mb > 0
     assert 0 <= (snap.memory.pressure_pct or 0) <= 100
     assert snap.gpus == [] and snap.power.source == "none" and snap.power.watts is None
+    assert snap.power.scope == "none" and snap.node.boot_time
     assert any(p.startswith("power: no readable source") for p in snap.problems)
 
 
 def test_simulated_nodes_are_deterministic_by_name() -> None:
-    from fleettui.agent.collect.energy import EnergyLedger
+    from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter
     from fleettui.agent.simulate import SimulatedNode
 
     def facts(name: str) -> tuple:
         node = SimulatedNode(name, clock=lambda: 1_700_000_000.0)
-        s = node.snapshot(EnergyLedger(None, 0.3, "EUR"))
+        s = node.snapshot(EnergyLedger(None, 0.3, "EUR"), EnergyMeter())
         return (
             [g.name for g in s.gpus],
             [(e.name, [m.name for m in e.models]) for e in s.engines],
@@ -136,17 +138,17 @@ def test_simulated_nodes_are_deterministic_by_name() -> None:
 
 
 def test_simulated_actions_change_the_node() -> None:
-    from fleettui.agent.collect.energy import EnergyLedger
+    from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter
     from fleettui.agent.simulate import SimulatedNode
 
     now = [1_700_000_000.0]
     node = SimulatedNode("act", clock=lambda: now[0])
-    ledger = EnergyLedger(None, 0.3, "EUR")
-    model = node.snapshot(ledger).engines[0].models[0].name
+    ledger, meter = EnergyLedger(None, 0.3, "EUR"), EnergyMeter()
+    model = node.snapshot(ledger, meter).engines[0].models[0].name
     assert node.act("unload", "ollama", model)[0]
-    assert model not in [m.name for m in node.snapshot(ledger).engines[0].models]
+    assert model not in [m.name for m in node.snapshot(ledger, meter).engines[0].models]
     assert node.act("restart", "ollama", None)[0]
-    assert node.snapshot(ledger).engines[0].status == "down"
+    assert node.snapshot(ledger, meter).engines[0].status == "down"
     now[0] += 5
-    assert node.snapshot(ledger).engines[0].status == "up"
+    assert node.snapshot(ledger, meter).engines[0].status == "up"
     assert node.act("stop", "nope", None) == (False, "engine 'nope' not present on this node")

@@ -17,5 +17,5 @@ def test_agent_api_doc_matches_wire_models() -> None:
     spec.loader.exec_module(mod)
     committed = (ROOT / "docs" / "agent-api.md").read_text()
     assert committed == mod.render(), "run: python scripts/gen_agent_api.py"
-    for key in ("schema_version", "energy_wh_total", "head_hash", "output_tail", "prev_hash"):
+    for key in ("schema_version", "energy_since", "head_hash", "output_tail", "prev_hash"):
         assert key in committed

@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,9 +40,7 @@ UNITLESS = {
     "fleet_model_loaded",
     "fleet_node_state",
     "fleet_problems",
-    "fleet_cost_today",
-    "fleet_cost_7d",
-    "fleet_price_per_kwh",
+    "fleet_energy_price_per_kwh",
     "fleet_audit_chain_verified",
     "fleet_event_stream_up",
 }
@@ -87,6 +86,8 @@ def check_exposition(text: str) -> None:
     series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
     assert len(series) == len(set(series)), "a series appears twice"
     for name, kind in types:
+        if name.startswith(("process_", "python_")) or name.endswith("_created"):
+            continue  # prometheus_client's own collectors, and counters' start times
         assert name.startswith("fleet_") and ":" not in name, name
         if kind == "counter":
             assert name.endswith("_total"), name
@@ -102,6 +103,11 @@ def test_families_render_to_valid_text_with_escaped_labels() -> None:
     assert fams["fleet_energy_joules"].type == "counter"
     assert [s.name for s in fams["fleet_energy_joules"].samples] == ["fleet_energy_joules_total"]
     assert fams["fleet_energy_joules"].samples[0].value == 3600.0  # 1 Wh
+    info = fams["fleet_power_info"].samples[0].labels
+    assert info == {"node": "gpu1", "scope": "wall", "source": "simulated"}
+    assert fams["fleet_cost_info"].samples[0].labels == {"node": "gpu1", "currency": "EUR"}
+    assert fams["fleet_energy_cost"].type == "counter"
+    assert fams["fleet_boot_time_seconds"].samples[0].value == round(full_snapshot().ts - 1000)
     gpu = fams["fleet_gpu_power_watts"].samples[0]
     assert gpu.labels == {"node": "gpu1", "gpu": "0", "name": "NVIDIA H200", "uuid": "GPU-abc"}
     assert gpu.value == 312.5
@@ -117,7 +123,11 @@ def test_families_render_to_valid_text_with_escaped_labels() -> None:
 def test_foreign_snapshots_leave_out_the_agents_bookkeeping() -> None:
     names = {f.name for f in snapshot_families(full_snapshot(), agent=False)}
     assert "fleet_power_watts" in names and "fleet_engine_up" in names
-    for own in ("fleet_energy_joules_total", "fleet_cost_7d", "fleet_audit_entries_total"):
+    for own in (
+        "fleet_energy_joules_total",
+        "fleet_energy_cost_total",
+        "fleet_audit_entries_total",
+    ):
         assert own not in names
 
 
@@ -128,7 +138,11 @@ def test_agent_metrics_are_conventional_and_come_from_promtext(sim_agent) -> Non
     fams = parse(r.text)
     snap = NodeSnapshot.model_validate(httpx.get(f"{sim_agent.url}/api/v1/snapshot").json())
     expected = {f.name.removesuffix("_total") for f in snapshot_families(snap)}
-    assert set(fams) == expected
+    ours = {n for n in fams if n.startswith("fleet_") and not n.endswith("_created")}
+    assert ours == expected
+    # the process's own metrics, from prometheus_client's collectors
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= set(fams)
+    assert fams["fleet_power_info"].samples[0].labels == {"scope": "wall", "source": "simulated"}
     assert fams["fleet_energy_joules"].type == "counter"
     assert fams["fleet_audit_entries"].type == "counter"
     info = fams["fleet_agent_info"].samples[0].labels
@@ -168,6 +182,71 @@ def test_fleet_families_merge_nodes_and_skip_stale_facts() -> None:
     states = sample_map(fams["fleet_node_state"], "node", "state")
     assert states[("c", "OFFLINE")] == 1 and states[("c", "ONLINE")] == 0
     assert sum(v for (n, _), v in states.items() if n == "c") == 1
+
+
+def test_export_leaves_out_an_offline_nodes_latency_and_names_asiai_power() -> None:
+    from fleettui.aggregator.kinds.asiai import asiai_snapshot
+
+    mac = asiai_snapshot({**ASIAI_SNAPSHOT, "power_total_watts": 41.5}, "http://mac.local:8899")
+    views = [
+        view("a", NodeState.ONLINE, snapshot=full_snapshot(), latency_ms=12.0),
+        view("c", NodeState.OFFLINE, snapshot=full_snapshot(), latency_ms=9000.0),
+        view("m", NodeState.ONLINE, kind="asiai", snapshot=mac, latency_ms=5.0),
+    ]
+    fams = parse(render(fleet_families(views)))
+    assert sample_map(fams["fleet_node_latency_seconds"], "node") == {("a",): 0.012, ("m",): 0.005}
+    info = {s.labels["node"]: s.labels for s in fams["fleet_power_info"].samples}
+    assert (info["m"]["scope"], info["m"]["source"]) == ("SoC", "asiai")
+    assert sample_map(fams["fleet_power_watts"], "node")[("m",)] == 41.5
+
+
+def test_memory_pressure_is_psi_where_the_kernel_has_it() -> None:
+    d = snapshot_dict("gpu1")
+    d["memory"]["stall_s_total"] = 12.5
+    fams = parse(render(snapshot_families(NodeSnapshot.model_validate(d))))
+    assert fams["fleet_memory_pressure_stalled_seconds"].type == "counter"
+    assert fams["fleet_memory_pressure_stalled_seconds"].samples[0].value == 12.5
+    assert fams["fleet_memory_unavailable_ratio"].samples[0].value == 0.305
+    assert "fleet_memory_pressure_ratio" not in fams
+    without = parse(render(snapshot_families(full_snapshot())))
+    assert "fleet_memory_pressure_stalled_seconds" not in without
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: prometheus)")
+def test_promtool_accepts_the_agent_page_and_the_export_page(sim_agent) -> None:
+    views = [view("a", NodeState.ONLINE, snapshot=full_snapshot(), latency_ms=3, last_seen=1.0)]
+    pages = {
+        "agent": httpx.get(f"{sim_agent.url}/metrics").text,
+        "export": render(fleet_families(views)),
+    }
+    for name, text in pages.items():
+        r = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
+        assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (name, r)
+
+
+def test_agent_serves_openmetrics_when_asked(sim_agent) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    r = httpx.get(f"{sim_agent.url}/metrics", headers={"Accept": accept})
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.endswith("# EOF\n")
+    fams = {f.name: f for f in om_parse(r.text)}
+    energy = fams["fleet_energy_joules"]
+    assert energy.type == "counter"
+    snap = httpx.get(f"{sim_agent.url}/api/v1/snapshot").json()
+    [total] = [s for s in energy.samples if s.name == "fleet_energy_joules_total"]
+    assert total.timestamp is None
+    created = [s for s in energy.samples if s.name == "fleet_energy_joules_created"]
+    assert created[0].value == pytest.approx(snap["power"]["energy_since"])
+    assert fams["fleet_power_info"].type in ("gauge", "info")
+    plain = httpx.get(f"{sim_agent.url}/metrics")
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
 
 
 class Export:

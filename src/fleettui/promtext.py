@@ -30,6 +30,7 @@ class Family:
     help: str
     labels: tuple[str, ...] = ()
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    created: float | None = None  # a counter's start (OpenMetrics `_created`), agent page only
 
     def add(self, values: Sequence[str], value: float) -> None:
         if len(values) != len(self.labels):
@@ -78,23 +79,13 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
     out += _one(
         "fleet_snapshot_timestamp_seconds", "When the node collected this snapshot (Unix)", s.ts
     )
+    boot = n.boot_time if n.boot_time is not None else (s.ts - n.uptime_s if n.uptime_s else None)
     out += _one(
-        "fleet_host_uptime_seconds",
-        "Seconds since the host booted",
-        n.uptime_s if n.uptime_s > 0 else None,
+        "fleet_boot_time_seconds",
+        "When the host booted (Unix)",
+        round(boot) if boot is not None else None,
     )
-    if s.power.watts is not None:
-        p = _gauge("fleet_power_watts", "Current power draw of the measured sources", ("source",))
-        p.add((s.power.source,), s.power.watts)
-        out.append(p)
-    if agent:
-        e = Family(
-            "fleet_energy_joules_total",
-            "counter",
-            "Energy integrated by the agent from the measured sources since its state began",
-        )
-        e.add((), s.power.energy_wh_total * 3600.0)
-        out.append(e)
+    out += _power_families(s, agent)
     out += _one(
         "fleet_cpu_utilization_ratio",
         "Whole-machine CPU utilisation, 0-1",
@@ -105,11 +96,19 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
     out += _one("fleet_memory_total_bytes", "Physical memory", s.memory.total_mb, MB)
     out += _one("fleet_memory_used_bytes", "Memory not available", s.memory.used_mb, MB)
     out += _one(
-        "fleet_memory_pressure_ratio",
-        "Share of memory not available, 0-1",
+        "fleet_memory_unavailable_ratio",
+        "Share of memory not available (used / total), 0-1; not PSI",
         s.memory.pressure_pct,
         0.01,
     )
+    if s.memory.stall_s_total is not None:
+        stall = Family(
+            "fleet_memory_pressure_stalled_seconds_total",
+            "counter",
+            "Linux PSI: time some task waited for memory (/proc/pressure/memory some total)",
+        )
+        stall.add((), s.memory.stall_s_total)
+        out.append(stall)
     out += _gpu_families(s)
     out += _engine_families(s)
     if agent:
@@ -125,12 +124,44 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
     return out
 
 
+def _power_families(s: NodeSnapshot, agent: bool) -> list[Family]:
+    """Power and energy of the node's declared scope. Scope and source sit on an info metric,
+    so the value's series stays one series when a source appears or changes."""
+    p = s.power
+    out: list[Family] = []
+    if p.watts is None and not p.parts:
+        return out
+    info = _gauge(
+        "fleet_power_info",
+        "What fleet_power_watts and fleet_energy_joules_total cover and how they are measured "
+        "(always 1)",
+        ("scope", "source"),
+    )
+    info.add((p.scope, p.source), 1)
+    out.append(info)
+    out += _one(
+        "fleet_power_watts",
+        "Current power draw of the node's scope (see fleet_power_info)",
+        p.watts,
+    )
+    if agent:
+        e = Family(
+            "fleet_energy_joules_total",
+            "counter",
+            "Energy of the node's scope since the agent process started (see fleet_power_info)",
+            created=p.energy_since,
+        )
+        e.add((), p.energy_j)
+        out.append(e)
+    return out
+
+
 def _gpu_families(s: NodeSnapshot) -> list[Family]:
     fams = {
         "used": _gauge("fleet_gpu_memory_used_bytes", "GPU memory in use", GPU_LABELS),
         "total": _gauge("fleet_gpu_memory_total_bytes", "GPU memory in total", GPU_LABELS),
         "util": _gauge("fleet_gpu_utilization_ratio", "GPU utilisation, 0-1", GPU_LABELS),
-        "power": _gauge("fleet_gpu_power_watts", "GPU power draw", GPU_LABELS),
+        "power": _gauge("fleet_gpu_power_watts", "GPU board power draw (NVML)", GPU_LABELS),
         "temp": _gauge("fleet_gpu_temperature_celsius", "GPU temperature", GPU_LABELS),
     }
     energy = Family(
@@ -171,17 +202,27 @@ def _engine_families(s: NodeSnapshot) -> list[Family]:
 
 
 def _cost_families(s: NodeSnapshot) -> list[Family]:
-    cur = (s.cost.currency,)
-    out = []
-    for name, help, value in (
-        ("fleet_cost_today", "Energy cost so far today (local day)", s.cost.today),
-        ("fleet_cost_7d", "Energy cost over the last 7 days", s.cost.total_7d),
-        ("fleet_price_per_kwh", "Configured electricity price per kWh", s.cost.price_per_kwh),
-    ):
-        f = _gauge(name, help, ("currency",))
-        f.add(cur, value)
-        out.append(f)
-    return out
+    """Cost as a counter in the currency's major unit (EUR, not cents); the currency is a label
+    of a constant info metric, so one metric name serves a fleet priced in several currencies
+    and windows come from PromQL (`increase`), not from the agent's local midnight."""
+    info = _gauge(
+        "fleet_cost_info",
+        "Currency of fleet_energy_cost_total and the price (always 1)",
+        ("currency",),
+    )
+    info.add((s.cost.currency,), 1)
+    total = Family(
+        "fleet_energy_cost_total",
+        "counter",
+        "Cost of fleet_energy_joules_total at each day's price, in the currency's major unit",
+        created=s.power.energy_since,
+    )
+    total.add((), s.cost.since_start)
+    price = _gauge(
+        "fleet_energy_price_per_kwh", "Today's configured electricity price per kWh (currency)"
+    )
+    price.add((), s.cost.price_per_kwh)
+    return [info, total, price]
 
 
 def labelled(families: Iterable[Family], label: str, value: str) -> list[Family]:

@@ -6,7 +6,8 @@ and to the generated JSON Schema in docs/agent-api.md.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +27,7 @@ class NodeInfo(WireModel):
     arch: str
     agent_version: str
     uptime_s: float = Field(description="Seconds since the host booted.")
+    boot_time: float | None = Field(None, description="When the host booted, Unix seconds.")
     simulated: bool = False
 
 
@@ -38,6 +40,11 @@ class Memory(WireModel):
     total_mb: float | None = None
     used_mb: float | None = None
     pressure_pct: float | None = Field(None, description="Share of memory not available, 0-100.")
+    stall_s_total: float | None = Field(
+        None,
+        description="Linux PSI: seconds some task waited for memory since boot "
+        "(/proc/pressure/memory `some total`); absent without PSI.",
+    )
 
 
 class Gpu(WireModel):
@@ -54,27 +61,94 @@ class Gpu(WireModel):
     temp_c: float | None = None
 
 
-PowerSource = Literal["nvml", "rapl", "nvml+rapl", "simulated", "none"]
+PartKind = Literal["gpu", "cpu-package", "dram", "psys", "soc", "wall"]
+# What each kind of measured part covers, as the views name it: (label, one-letter code).
+# psys (RAPL platform) includes the CPU packages; wall (a BMC) includes everything.
+PART_NAMES: dict[str, tuple[str, str]] = {
+    "gpu": ("GPU", "G"),
+    "cpu-package": ("CPU package", "C"),
+    "dram": ("DRAM", "M"),
+    "psys": ("platform (psys)", "P"),
+    "soc": ("SoC", "S"),
+    "wall": ("wall", "W"),
+}
+# How a figure is measured. *-energy and rapl read a hardware energy counter (exact between two
+# readings); nvml-power, ipmi and redfish integrate sampled power (a declared approximation).
+ENERGY_SOURCES = ("nvml-energy", "nvml-power", "rapl", "ipmi", "redfish", "simulated", "asiai")
+
+
+class _HasKind(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+
+K = TypeVar("K", bound=_HasKind)
+
+
+def in_scope(parts: Sequence[K]) -> list[K]:
+    """The parts a node's power and energy add up: a wall reading alone where there is one (it
+    includes every other part), else all of them."""
+    return [p for p in parts if p.kind == "wall"] or list(parts)
+
+
+def scope_label(kinds: list[str]) -> str:
+    """'GPU + CPU package + DRAM' for the kinds a node measures, 'none' for none."""
+    seen = [k for k in PART_NAMES if k in kinds]
+    return " + ".join(PART_NAMES[k][0] for k in seen) or "none"
+
+
+def scope_code(kinds: list[str]) -> str:
+    """The scope in one to four letters for a table cell: 'GCM', 'W'; '' for none."""
+    return "".join(PART_NAMES[k][1] for k in PART_NAMES if k in kinds)
+
+
+def source_label(sources: list[str]) -> str:
+    """'nvml-energy+rapl': every distinct source in a fixed order, 'none' for none."""
+    known = [s for s in ENERGY_SOURCES if s in sources]
+    return "+".join(known + sorted(set(sources) - set(known))) or "none"
+
+
+class PowerPart(WireModel):
+    """One measured part of the machine: a GPU, a RAPL zone, the BMC's wall reading."""
+
+    name: str = Field(description="gpu0, package-0, dram-0, psys, wall...")
+    kind: PartKind
+    source: str = Field(description="How it is measured: one of ENERGY_SOURCES.")
+    watts: float | None = None
+    energy_j: float = Field(0.0, description="This part's energy since the agent started, J.")
 
 
 class Power(WireModel):
-    watts: float | None = Field(None, description="Current draw of the measured sources.")
-    source: PowerSource = "none"
-    energy_wh_total: float = Field(0.0, description="Energy integrated by this agent, Wh.")
+    watts: float | None = Field(None, description="Current draw of everything in `scope`, W.")
+    scope: str = Field(
+        "none", description="What the figures cover: 'GPU + CPU package + DRAM', 'wall'..."
+    )
+    source: str = Field("none", description="How they are measured, e.g. 'nvml-energy+rapl'.")
+    energy_j: float = Field(
+        0.0,
+        description="Energy in `scope` since this agent process started, J (0 at each start: "
+        "the Prometheus counter). Daily totals that survive restarts are in `cost.daily`.",
+    )
+    energy_since: float | None = Field(None, description="When `energy_j` began, Unix seconds.")
+    parts: list[PowerPart] = Field(default_factory=list)
 
 
 class DailyCost(WireModel):
     date: str = Field(description="Local calendar day, YYYY-MM-DD.")
-    energy_wh: float
+    energy_wh: float = Field(description="Energy in scope that day, from the persisted ledger.")
     cost: float
+    price_per_kwh: float | None = Field(None, description="The price that applied that day.")
 
 
 class Cost(WireModel):
     currency: str = "EUR"
-    price_per_kwh: float = 0.0
+    price_per_kwh: float = Field(0.0, description="Today's price.")
     today: float = 0.0
     daily: list[DailyCost] = Field(default_factory=list, description="Last 7 days, oldest first.")
     total_7d: float = 0.0
+    since_start: float = Field(
+        0.0, description="Cost of `power.energy_j`: since this agent process started."
+    )
 
 
 class Model(WireModel):

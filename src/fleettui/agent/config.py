@@ -7,9 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleettui.wire import ACTION_TIMEOUTS_S
 
@@ -84,6 +85,32 @@ class EngineConfig(_Strict):
     commands: EngineCommands = Field(default_factory=EngineCommands)
 
 
+class WallPowerConfig(_Strict):
+    """A BMC that measures the whole machine: IPMI DCMI (an argv, never a shell) or Redfish."""
+
+    source: Literal["ipmi", "redfish"]
+    argv: list[str] = Field(default_factory=lambda: ["ipmitool", "dcmi", "power", "reading"])
+    url: str | None = Field(None, description="Redfish Power resource, e.g. .../Chassis/1/Power")
+    username: str | None = None
+    password_file: str | None = None
+    verify_tls: bool = True
+    timeout_s: float = Field(5.0, gt=0, le=30)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        if not v or not all(a for a in v):
+            raise ValueError("must be a non-empty list of non-empty strings (an argv, no shell)")
+        return v
+
+
 class AgentConfig(_Strict):
     interval_s: IntervalS = 2.0
     price_per_kwh: float = Field(0.0, ge=0)
@@ -94,6 +121,10 @@ class AgentConfig(_Strict):
     engines: dict[str, EngineConfig] = Field(default_factory=dict)
     purge: list[str] | None = Field(None, description="argv for the node-wide purge action.")
     rapl_root: str = "/sys/class/powercap"
+    wall_power: WallPowerConfig | None = None
+    timezone: str | None = Field(
+        None, description="IANA zone of the daily cost buckets; default: the machine's."
+    )
     rate_limit_per_min: int = Field(30, ge=1, le=100_000)
     auth_failures_per_min: int = Field(
         10, ge=1, le=100_000, description="Failed authentications per source address, then 429."
@@ -141,6 +172,22 @@ class AgentConfig(_Strict):
             if eng.url is None:
                 eng.url = DEFAULT_ENGINE_URLS[eng.kind]
         return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ValueError, ZoneInfoNotFoundError):
+                raise ValueError(f"unknown time zone {v!r} (e.g. Europe/Berlin)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _redfish_url(self) -> AgentConfig:
+        if self.wall_power and self.wall_power.source == "redfish" and not self.wall_power.url:
+            raise ValueError("wall_power: source = 'redfish' needs url")
+        return self
 
     @property
     def detect(self) -> bool:

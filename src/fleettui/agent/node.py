@@ -17,14 +17,27 @@ import httpx
 
 from fleettui import __version__
 from fleettui.agent.broker import EventBroker
-from fleettui.agent.collect.energy import EnergyLedger
+from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, zone
 from fleettui.agent.collect.host import HostCollector
-from fleettui.agent.collect.nvml import NvmlCollector
+from fleettui.agent.collect.nvml import NvmlCollector, gpu_readings
 from fleettui.agent.collect.rapl import RaplCollector
+from fleettui.agent.collect.wall import WallCollector
 from fleettui.agent.config import DEFAULT_ENGINE_URLS, AgentConfig
 from fleettui.agent.engines import probe_engine
 from fleettui.agent.simulate import SimulatedNode
-from fleettui.wire import AuditHead, Cpu, Engine, Gpu, Memory, NodeInfo, NodeSnapshot, Power
+from fleettui.wire import (
+    AuditHead,
+    Cpu,
+    Engine,
+    Gpu,
+    Memory,
+    NodeInfo,
+    NodeSnapshot,
+    Power,
+    in_scope,
+    scope_label,
+    source_label,
+)
 
 if TYPE_CHECKING:
     from fleettui.agent.actions import ActionService
@@ -32,20 +45,77 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+SAMPLE_MAX_S = 5.0  # energy is read at least this often, whatever the snapshot interval
+
+
+def sample_every(interval_s: float) -> float:
+    return min(interval_s, SAMPLE_MAX_S)
+
+
 class Source(Protocol):
+    meter: EnergyMeter
+
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot: ...
+
+    async def sample(self, ledger: EnergyLedger) -> None: ...
 
     async def aclose(self) -> None: ...
 
 
-class RealSource:
-    """Facts about this machine: psutil, NVML, RAPL and the engines over HTTP."""
+def meter_power(meter: EnergyMeter) -> Power:
+    """The node's power from the meter's parts: a wall reading alone when there is one (it
+    includes the rest), else the sum of the parts; watts only when every part has a figure."""
+    parts = meter.parts()
+    scoped = in_scope(parts)
+    watts = [p.watts for p in scoped]
+    return Power(
+        watts=round(sum(w for w in watts if w is not None), 2)
+        if watts and None not in watts
+        else None,
+        scope=scope_label([p.kind for p in scoped]),
+        source=source_label([p.source for p in scoped]),
+        energy_j=round(meter.node_j, 3),
+        energy_since=meter.started,
+        parts=parts,
+    )
 
-    def __init__(self, config: AgentConfig, *, nvml: object | None = None) -> None:
+
+def book(meter: EnergyMeter, ledger: EnergyLedger, t: float, readings: list[Reading]) -> None:
+    """One round of readings into the meter, and the node's share of it into the daily ledger."""
+    t0, t1, joules = meter.update(t, readings)
+    ledger.add(t0, t1, joules)
+
+
+class RealSource:
+    """Facts about this machine: psutil, NVML, RAPL, a BMC and the engines over HTTP."""
+
+    def __init__(
+        self, config: AgentConfig, ledger: EnergyLedger, *, nvml: object | None = None
+    ) -> None:
         self.config = config
         self.host = HostCollector()
         self.nvml = NvmlCollector(nvml)
         self.rapl = RaplCollector(config.rapl_root)
+        w = config.wall_power
+        self.wall = (
+            WallCollector(
+                w.source,
+                argv=w.argv,
+                url=w.url,
+                username=w.username,
+                password_file=w.password_file,
+                verify_tls=w.verify_tls,
+                timeout_s=w.timeout_s,
+            )
+            if w is not None
+            else None
+        )
+        self.meter = EnergyMeter(
+            sample_s=sample_every(config.interval_s), boot_time=self.host.boot_time
+        )
+        self.meter.accept_handover(ledger.handover_for(self.host.boot_time))
+        self._gpus: list[Gpu] = []
+        self._sample_problems: list[str] = []
         # trust_env=False: engines are local; a proxy from the environment must not intercept.
         self.client = httpx.AsyncClient(
             trust_env=False, timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=16)
@@ -54,15 +124,31 @@ class RealSource:
     async def aclose(self) -> None:
         await self.client.aclose()
         await anyio.to_thread.run_sync(self.nvml.close)
+        if self.wall is not None:
+            self.wall.close()
 
-    def _host_facts(self) -> tuple[NodeInfo, Cpu, Memory, list[Gpu], float | None, list[str]]:
+    def _sample(self, ledger: EnergyLedger) -> None:
+        """Read every energy source once and book it (blocking: runs in a worker thread)."""
+        problems: list[str] = []
+        self._gpus = self.nvml.gpus(problems)
+        readings = gpu_readings(self._gpus)
+        if self.rapl.available:
+            readings += self.rapl.readings(problems)
+        if self.wall is not None:
+            readings += self.wall.readings(problems)
+        book(self.meter, ledger, time.time(), readings)
+        self._sample_problems = problems + self.meter.problems
+
+    async def sample(self, ledger: EnergyLedger) -> None:
+        await anyio.to_thread.run_sync(self._sample, ledger)
+
+    def _host_facts(self, ledger: EnergyLedger) -> tuple[NodeInfo, Cpu, Memory, list[str]]:
         problems: list[str] = []
         info = self.host.node_info(__version__)
         cpu = self.host.cpu(problems)
         mem = self.host.memory(problems)
-        gpus = self.nvml.gpus(problems)
-        rapl_w = self.rapl.watts(problems) if self.rapl.available else None
-        return info, cpu, mem, gpus, rapl_w, problems
+        self._sample(ledger)
+        return info, cpu, mem, problems + self._sample_problems
 
     async def _engines(self) -> list[Engine]:
         cfg = self.config
@@ -100,22 +186,13 @@ class RealSource:
         return out
 
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot:
-        (info, cpu, mem, gpus, rapl_w, problems), engines = await _gather(
-            anyio.to_thread.run_sync, self._host_facts, self._engines
+        (info, cpu, mem, problems), engines = await _gather(
+            anyio.to_thread.run_sync, lambda: self._host_facts(ledger), self._engines
         )
-        gpu_w = [g.power_w for g in gpus if g.power_w is not None]
-        watts: float | None = None
-        source = "none"
-        if gpu_w and rapl_w is not None:
-            watts, source = sum(gpu_w) + rapl_w, "nvml+rapl"
-        elif gpu_w:
-            watts, source = sum(gpu_w), "nvml"
-        elif rapl_w is not None:
-            watts, source = rapl_w, "rapl"
-        if source == "none" and not self.rapl.available and not gpus:
+        power = meter_power(self.meter)
+        if not power.parts:
             problems.append("power: no readable source (no NVIDIA GPU, RAPL unreadable)")
         now = time.time()
-        ledger.add_sample(now, watts)
         for eng in engines:
             if eng.status == "down":
                 problems.append(f"engine {eng.name} down: {eng.error}")
@@ -128,12 +205,8 @@ class RealSource:
             ts=now,
             cpu=cpu,
             memory=mem,
-            gpus=gpus,
-            power=Power(
-                watts=round(watts, 2) if watts is not None else None,
-                source=source,  # type: ignore[arg-type]
-                energy_wh_total=round(ledger.total_wh, 3),
-            ),
+            gpus=self._gpus,
+            power=power,
             cost=ledger.cost(now),
             engines=engines,
             problems=problems,
@@ -157,11 +230,15 @@ async def _gather(run_sync, host_fn, engines_fn):  # type: ignore[no-untyped-def
 
 
 class SimulatedSource:
-    def __init__(self, node: SimulatedNode) -> None:
+    def __init__(self, node: SimulatedNode, sample_s: float) -> None:
         self.node = node
+        self.meter = EnergyMeter(sample_s=sample_s, started=node.clock())
 
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot:
-        return self.node.snapshot(ledger)
+        return self.node.snapshot(ledger, self.meter)
+
+    async def sample(self, ledger: EnergyLedger) -> None:
+        book(self.meter, ledger, self.node.clock(), self.node.readings())
 
     async def aclose(self) -> None:
         return None
@@ -194,16 +271,23 @@ class NodeAgent:
     @classmethod
     def real(cls, config: AgentConfig, *, nvml: object | None = None) -> NodeAgent:
         ledger = EnergyLedger(
-            config.state_path() / "energy.json", config.price_per_kwh, config.currency
+            config.state_path() / "energy.json",
+            config.price_per_kwh,
+            config.currency,
+            tz=zone(config.timezone),
         )
-        return cls(config, RealSource(config, nvml=nvml), ledger)
+        return cls(config, RealSource(config, ledger, nvml=nvml), ledger)
 
     @classmethod
     def simulate(cls, config: AgentConfig, name: str) -> NodeAgent:
         node = SimulatedNode(name)
-        ledger = EnergyLedger(None, config.price_per_kwh or 0.30, config.currency)
+        ledger = EnergyLedger(
+            None, config.price_per_kwh or 0.30, config.currency, tz=zone(config.timezone)
+        )
         node.seed_ledger(ledger, time.time())
-        return cls(config, SimulatedSource(node), ledger, simulated=node)
+        return cls(
+            config, SimulatedSource(node, sample_every(config.interval_s)), ledger, simulated=node
+        )
 
     async def tick(self) -> NodeSnapshot:
         t0 = time.perf_counter()
@@ -229,20 +313,29 @@ class NodeAgent:
         return snap
 
     async def run(self) -> None:
-        """Collect every interval, keeping cadence (a slow tick shortens the next sleep)."""
+        """Collect every interval, keeping cadence (a slow tick shortens the next sleep), and
+        read energy in between when the interval is longer than the energy cadence."""
         interval = self.config.interval_s
-        next_at = time.monotonic() + self.phase_s
+        every = sample_every(interval)
+        # the server ticks once before serving: the loop's first tick is one interval later
+        next_at = time.monotonic() + self.phase_s + (interval if self.latest is not None else 0)
+        next_sample = next_at + every
         try:
             while True:
-                if self.latest is None or time.monotonic() >= next_at:
+                now = time.monotonic()
+                if self.latest is None or now >= next_at:
                     await self.tick()
                     next_at += interval
                     if next_at < time.monotonic():  # fell behind: do not burst to catch up
                         next_at = time.monotonic() + interval
-                await anyio.sleep(max(0.0, next_at - time.monotonic()))
+                    next_sample = time.monotonic() + every
+                elif now >= next_sample:
+                    await self.source.sample(self.ledger)
+                    next_sample = time.monotonic() + every
+                await anyio.sleep(max(0.0, min(next_at, next_sample) - time.monotonic()))
         finally:
             with anyio.CancelScope(shield=True):
-                self.ledger.maybe_save(force=True)
+                self.ledger.maybe_save(force=True, handover=self.source.meter.handover())
                 self.broker.close()
                 await self.source.aclose()
                 if self.actions is not None:

@@ -104,7 +104,8 @@ def build_app(
     async def metrics(request: Request) -> Response:
         if (denied := await read_gate(agent, request)) is not None:
             return denied
-        return Response(exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+        body, content_type = exposition(registry, request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def actions(request: Request) -> Response:
         if agent.actions is None:

@@ -16,8 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleettui import __version__
-from fleettui.agent.collect.energy import EnergyLedger, local_day
-from fleettui.wire import Cpu, Engine, Gpu, Memory, Model, NodeInfo, NodeSnapshot, Power
+from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, day_start, local_day
+from fleettui.wire import (
+    Cpu,
+    Engine,
+    Gpu,
+    Memory,
+    Model,
+    NodeInfo,
+    NodeSnapshot,
+    Power,
+    scope_label,
+    source_label,
+)
 
 ENGINE_PORTS = {"ollama": 11434, "llamacpp": 8080, "vllm": 8000, "lmstudio": 1234, "mlx": 8081}
 MODEL_POOL = {
@@ -109,19 +120,27 @@ class SimulatedNode:
     def seed_ledger(self, ledger: EnergyLedger, now: float) -> None:
         """Give a fresh simulated node plausible cost history: six full days and today so far."""
         mean_w = (self.idle_w + self.peak_w) / 2
-        midnight = dt.datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-        hours_today = (now - midnight.timestamp()) / 3600.0
+        today = local_day(now, ledger.tz)
         for i in range(7):
-            day = local_day(now - 86400 * i)
+            day = today - dt.timedelta(days=i)
+            start = day_start(day, ledger.tz)
+            end = min(now, day_start(day + dt.timedelta(days=1), ledger.tz))
             factor = 0.7 + 0.6 * ((seed_of(f"{self.name}:{day}") % 1000) / 1000.0)
-            hours = hours_today if i == 0 else 24.0
-            ledger.daily_wh.setdefault(day, mean_w * hours * factor)
+            wh = mean_w * (end - start) / 3600.0 * factor
+            ledger.days.setdefault(day.isoformat(), (wh, ledger.price_per_kwh))
 
-    def snapshot(self, ledger: EnergyLedger) -> NodeSnapshot:
+    def readings(self) -> list[Reading]:
+        """The synthetic machine measured whole, as a BMC would: one wall part."""
+        w = self.watts(self.clock())
+        return [Reading(name="wall", kind="wall", source="simulated", key="wall", watts=w)]
+
+    def snapshot(self, ledger: EnergyLedger, meter: EnergyMeter) -> NodeSnapshot:
         t = self.clock()
         load = self.load(t)
         watts = self.watts(t)
-        ledger.add_sample(t, watts)
+        t0, t1, joules = meter.update(t, self.readings())
+        ledger.add(t0, t1, joules)
+        parts = meter.parts()
         engines: list[Engine] = []
         problems: list[str] = []
         resident_mb = 0.0
@@ -175,7 +194,14 @@ class SimulatedNode:
                 pressure_pct=round(pressure, 1),
             ),
             gpus=gpus,
-            power=Power(watts=watts, source="simulated", energy_wh_total=round(ledger.total_wh, 3)),
+            power=Power(
+                watts=watts,
+                scope=scope_label([p.kind for p in parts]),
+                source=source_label([p.source for p in parts]),
+                energy_j=round(meter.node_j, 3),
+                energy_since=meter.started,
+                parts=parts,
+            ),
             cost=ledger.cost(t),
             engines=engines,
             problems=problems,

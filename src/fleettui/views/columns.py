@@ -16,6 +16,7 @@ from rich.text import Text
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.select import gpu_memory
 from fleettui.views.sparkline import sparkline
+from fleettui.wire import in_scope, scope_code
 
 SEP = 1  # blank cells between columns
 STATE_STYLE = {
@@ -186,7 +187,10 @@ def cell_power(view: NodeView, width: int, now: float, selected: bool) -> Text:
     if snap is None:
         return Text("")
     text = Text(f"{fmt_watts(watts):>5}")
-    bars = width - 6
+    # what the figure covers, in letters (the help screen has the key): GCM, W, S...
+    code = scope_code([p.kind for p in in_scope(snap.power.parts)])
+    text.append(f" {code or '?':<3}", style="dim")
+    bars = width - 10
     if bars > 0:
         text.append(" ")
         text.append(sparkline(view.power_history, bars), style="cyan")

@@ -206,6 +206,8 @@ def node_json(v: NodeView) -> dict[str, Any]:
         "agent_version": s.node.agent_version if s else None,
         "engines": engines,
         "power_w": s.power.watts if s else None,
+        "power_scope": s.power.scope if s else None,
+        "power_source": s.power.source if s else None,
         "gpus": [
             {
                 "name": g.name,
@@ -249,7 +251,11 @@ def _status_table(views: list[NodeView], title: str):  # type: ignore[no-untyped
     table.add_column("Reason / error", overflow="fold")
     for v in views:
         s = v.snapshot
-        power = f"{s.power.watts:.0f} W" if s and s.power.watts is not None else "-"
+        power = (
+            f"{s.power.watts:.0f} W [dim]{escape(s.power.scope)}[/]"
+            if s and s.power.watts is not None
+            else "-"
+        )
         latency = f"{v.latency_ms:.0f} ms" if v.latency_ms is not None else "-"
         audit = v.chain.value
         if audit == "BROKEN":

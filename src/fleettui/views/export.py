@@ -113,7 +113,7 @@ def fleet_families(views: list[NodeView]) -> list[Family]:
         for s in NodeState:
             state.add((v.name, s.value), 1.0 if v.state is s else 0.0)
         info.add((v.name, v.kind, v.url, v.role), 1.0)
-        if v.latency_ms is not None:
+        if answered and v.latency_ms is not None:  # an OFFLINE node's last RTT is old news
             latency.add((v.name,), v.latency_ms / 1000)
         if v.last_seen is not None:
             seen.add((v.name,), v.last_seen)

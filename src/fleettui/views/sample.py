@@ -31,7 +31,11 @@ from fleettui.wire import (
     NodeInfo,
     NodeSnapshot,
     Power,
+    PowerPart,
     audit_hash,
+    in_scope,
+    scope_label,
+    source_label,
 )
 
 SAMPLE_NOW = 1_760_000_000.0  # a fixed "now" for every sample timestamp and age
@@ -59,6 +63,36 @@ def _cost(daily: list[float], price: float = 0.30) -> Cost:
         today=daily[-1],
         daily=entries,
         total_7d=round(sum(daily), 2),
+    )
+
+
+def _power(watts: float, n_gpus: int, *, mac: bool, wall: bool) -> Power:
+    """A node's power as its parts: SoC on a Mac; GPUs by their NVML counters, CPU package and
+    DRAM by RAPL elsewhere, with a BMC's wall reading on top where `wall`."""
+    if mac:
+        parts = [PowerPart(name="soc", kind="soc", source="simulated", watts=watts)]
+    else:
+        gpu_w = round(watts * 0.8 / max(1, n_gpus), 1)
+        parts = [
+            PowerPart(name=f"gpu{i}", kind="gpu", source="nvml-energy", watts=gpu_w)
+            for i in range(n_gpus)
+        ]
+        rest = watts - gpu_w * n_gpus
+        cpu_w, dram_w = round(rest * 0.8, 1), round(rest * 0.2, 1)
+        parts += [
+            PowerPart(name="package-0", kind="cpu-package", source="rapl", watts=cpu_w),
+            PowerPart(name="dram-0", kind="dram", source="rapl", watts=dram_w),
+        ]
+        if wall:
+            parts.append(PowerPart(name="wall", kind="wall", source="ipmi", watts=watts))
+    scoped = in_scope(parts)
+    return Power(
+        watts=watts,
+        scope=scope_label([p.kind for p in scoped]),
+        source=source_label([p.source for p in scoped]),
+        energy_j=184_444_200.0,
+        energy_since=SAMPLE_NOW - 86400 * 3,
+        parts=parts,
     )
 
 
@@ -90,6 +124,7 @@ def _snapshot(
     mac: bool = False,
     problems: list[str] | None = None,
     seq: int = 3,
+    wall: bool = False,
 ) -> NodeSnapshot:
     return NodeSnapshot(
         node=NodeInfo(
@@ -116,7 +151,7 @@ def _snapshot(
             )
             for i, (gname, total, gmax) in enumerate(gpus)
         ],
-        power=Power(watts=watts, source="simulated", energy_wh_total=51234.5),
+        power=_power(watts, len(gpus), mac=mac, wall=wall),
         cost=_cost(daily),
         engines=engines,
         audit=AuditHead(seq=seq, head_hash="ab" * 32),
@@ -183,6 +218,7 @@ def sample_views(now: float = SAMPLE_NOW) -> list[NodeView]:
             [_engine("vllm", [VLLM_LLAMA, VLLM_QWEN])],
             [30.1, 31.4, 29.9, 33.0, 32.2, 31.8, 14.0],
             ts=now - 2,
+            wall=True,
         ),
         latency_ms=15.0,
         last_seen=now - 2,

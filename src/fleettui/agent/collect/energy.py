@@ -1,4 +1,13 @@
-"""Power → energy → cost: trapezoid integration with daily totals that survive restarts."""
+"""Power → energy → cost.
+
+Two separate things live here. `EnergyMeter` turns readings of the measured parts into energy:
+hardware counters (NVML total energy, RAPL) by their deltas, which are exact however the power
+moves between two readings, and sampled power (NVML power where the board has no counter, a BMC's
+wall reading) by the trapezoid rule, a declared approximation. Its total counts from 0 at each
+process start, the semantics Prometheus expects of a counter. `EnergyLedger` is the persisted
+bookkeeping by calendar day (in a configured zone, DST-safe), each day with the price that
+applied to it, which survives restarts.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +16,192 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from fleettui.fsutil import atomic_write
-from fleettui.wire import Cost, DailyCost
+from fleettui.wire import Cost, DailyCost, PowerPart, in_scope
 
 log = logging.getLogger(__name__)
 DAYS_KEPT = 7
 SAVE_EVERY_S = 60.0
+MIN_AVG_S = 0.5  # a counter average over less than this is noise (the agent's first tick)
+HANDOVER_MAX_S = 600.0  # a clean restart hands its last readings on for this long
+WRAP_SAFE_W = 1000.0  # no RAPL zone draws more on average
 
 
-def local_day(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).date().isoformat()
+def max_gap_s(sample_s: float) -> float:
+    """A longer gap between two readings (agent stopped, machine suspended) is not integrated
+    from sampled power: we do not know what the machine drew meanwhile. It scales with the
+    configured cadence, so a slow agent still integrates."""
+    return 3.0 * sample_s + 5.0
+
+
+@dataclass
+class Reading:
+    """One part at one instant: a counter in joules, a power figure, or both."""
+
+    name: str
+    kind: str
+    source: str
+    key: str  # identity across restarts: GPU uuid, RAPL zone path
+    watts: float | None = None
+    counter_j: float | None = None
+    wrap_j: float | None = None  # the counter wraps here (RAPL); None: it does not wrap
+
+
+@dataclass
+class _Part:
+    reading: Reading
+    t: float
+    energy_j: float = 0.0
+    avg_t: float = 0.0  # start of the counter average shown as watts
+    avg_j: float = 0.0
+    watts: float | None = None
+
+
+@dataclass
+class EnergyMeter:
+    """Energy of every measured part since this process started; the node's is their sum."""
+
+    sample_s: float = 2.0
+    started: float = field(default_factory=time.time)
+    boot_time: float | None = None  # counters are only comparable within one boot
+    node_j: float = 0.0
+    _parts: dict[str, _Part] = field(default_factory=dict)
+    _handover: dict[str, tuple[float, float]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def accept_handover(self, readings: dict[str, tuple[float, float]]) -> None:
+        """Counter readings (key -> (t, joules)) the previous process consumed last: after a
+        clean restart the first delta covers the downtime, so nothing is lost or counted twice."""
+        self._handover = dict(readings)
+
+    def handover(self) -> dict[str, object]:
+        readings = {
+            p.reading.key: [p.t, p.reading.counter_j]
+            for p in self._parts.values()
+            if p.reading.counter_j is not None
+        }
+        return {"boot_time": self.boot_time, "readings": readings}
+
+    def update(self, t: float, readings: list[Reading]) -> tuple[float, float, float]:
+        """Take one round of readings; returns (t0, t1, joules) the node used since the previous
+        round. With a wall reading only it counts: the other parts are inside it."""
+        self.problems = []
+        counted = {id(r) for r in in_scope(readings)}
+        added = 0.0
+        t0 = t
+        for r in readings:
+            prev = self._parts.get(r.name)
+            if prev is None:
+                prev = self._from_handover(r, t)
+                if prev is None:
+                    self._parts[r.name] = _Part(r, t, avg_t=t, watts=r.watts)
+                    continue
+                self._parts[r.name] = prev
+            t0 = min(t0, prev.t)
+            d = self._delta(prev, r, t)
+            prev.energy_j += d
+            if id(r) in counted:
+                added += d
+            if r.counter_j is not None:
+                prev.avg_j += d
+                if t - prev.avg_t >= MIN_AVG_S:
+                    prev.watts = prev.avg_j / (t - prev.avg_t)
+                    prev.avg_t, prev.avg_j = t, 0.0
+                if r.watts is not None:  # the device's own reading is the better "now"
+                    prev.watts = r.watts
+            else:
+                prev.watts = r.watts
+            prev.reading, prev.t = r, t
+        self.node_j += added
+        return t0, t, added
+
+    def _from_handover(self, r: Reading, t: float) -> _Part | None:
+        got = self._handover.pop(r.key, None)
+        if got is None or r.counter_j is None or not 0 < t - got[0] <= HANDOVER_MAX_S:
+            return None
+        old = Reading(r.name, r.kind, r.source, r.key, None, got[1], r.wrap_j)
+        return _Part(old, got[0], avg_t=t)
+
+    def _delta(self, prev: _Part, r: Reading, t: float) -> float:
+        dt_s = t - prev.t
+        if dt_s <= 0:
+            return 0.0
+        gap = max_gap_s(self.sample_s)
+        c0, c1 = prev.reading.counter_j, r.counter_j
+        if c0 is not None and c1 is not None:
+            d = c1 - c0
+            if r.wrap_j is not None:
+                # below WRAP_SAFE_W the counter cannot wrap twice between two readings
+                if dt_s <= max(gap, r.wrap_j / WRAP_SAFE_W):
+                    return d if d >= 0 else d + r.wrap_j
+                return 0.0
+            if d >= 0:
+                return d
+            # a counter that went backwards without wrapping: driver reloaded, GPU reset
+            self.problems.append(f"energy: {r.name} counter reset; interval from power samples")
+        if dt_s > gap:
+            return 0.0
+        w0 = prev.watts if prev.watts is not None else prev.reading.watts
+        if w0 is None or r.watts is None:
+            return 0.0
+        return (w0 + r.watts) / 2.0 * dt_s
+
+    def parts(self) -> list[PowerPart]:
+        return [
+            PowerPart(
+                name=name,
+                kind=p.reading.kind,  # type: ignore[arg-type]
+                source=p.reading.source,
+                watts=None if p.watts is None else round(p.watts, 2),
+                energy_j=round(p.energy_j, 3),
+            )
+            for name, p in self._parts.items()
+        ]
+
+
+def local_day(ts: float, tz: dt.tzinfo | None = None) -> dt.date:
+    """The calendar day of `ts` in zone `tz` (None: the machine's local zone)."""
+    if tz is None:
+        return dt.datetime.fromtimestamp(ts).astimezone().date()
+    return dt.datetime.fromtimestamp(ts, tz).date()
+
+
+def day_start(day: dt.date, tz: dt.tzinfo | None = None) -> float:
+    """Unix time of local midnight starting `day` (23 or 25 hours before the next on DST days)."""
+    if tz is None:
+        return dt.datetime.combine(day, dt.time()).timestamp()
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp()
+
+
+def split_by_day(t0: float, t1: float, tz: dt.tzinfo | None) -> list[tuple[dt.date, float]]:
+    """The share of [t0, t1] that falls on each local calendar day."""
+    if t1 <= t0:
+        return [(local_day(t1, tz), 1.0)]
+    out = []
+    t = t0
+    while t < t1:
+        day = local_day(t, tz)
+        end = min(t1, day_start(day + dt.timedelta(days=1), tz))
+        if end <= t:  # a zone without that midnight: never loop forever
+            end = t1
+        out.append((day, (end - t) / (t1 - t0)))
+        t = end
+    return out
+
+
+def zone(name: str | None) -> dt.tzinfo | None:
+    return ZoneInfo(name) if name else None
 
 
 class EnergyLedger:
-    """Integrates watt samples into Wh per local day; persisted in a small JSON state file.
+    """Wh per calendar day with the price of each day, persisted in a small JSON state file.
 
-    A gap longer than `max_gap_s` (agent stopped, machine suspended) is not integrated: we do not
-    know what the machine drew meanwhile, and guessing would invent cost.
+    A day's price is the configured price when energy was last added to it, so changing
+    `price_per_kwh` re-prices today and leaves past days as they were.
     """
 
     def __init__(
@@ -34,17 +210,17 @@ class EnergyLedger:
         price_per_kwh: float,
         currency: str,
         *,
-        max_gap_s: float = 60.0,
+        tz: dt.tzinfo | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_file = state_file
         self.price_per_kwh = price_per_kwh
         self.currency = currency
-        self.max_gap_s = max_gap_s
+        self.tz = tz
         self._clock = clock
-        self.daily_wh: dict[str, float] = {}
-        self.total_wh = 0.0
-        self._last: tuple[float, float] | None = None
+        self.days: dict[str, tuple[float, float]] = {}  # date -> (Wh, price per kWh)
+        self.since_start_cost = 0.0
+        self._handover: dict[str, object] = {}
         self._last_save = 0.0
         self.problem: str | None = None
         self._load()
@@ -54,67 +230,103 @@ class EnergyLedger:
             return
         try:
             data = json.loads(self.state_file.read_text())
-            self.daily_wh = {str(k): float(v) for k, v in data.get("daily_wh", {}).items()}
-            self.total_wh = float(data.get("total_wh", 0.0))
+            if data.get("version") == 1:  # Wh per day, no price: the current price is all we know
+                self.days = {
+                    str(k): (float(v), self.price_per_kwh) for k, v in data["daily_wh"].items()
+                }
+            else:
+                self.days = {
+                    str(k): (float(v["wh"]), float(v["price"])) for k, v in data["days"].items()
+                }
+                self._handover = data.get("handover") or {}
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             # A corrupt state file costs history, never the agent; keep it aside for inspection.
             self.problem = f"energy state {self.state_file} unreadable ({exc}); starting afresh"
             log.warning(self.problem)
+            self.days, self._handover = {}, {}
             try:
                 self.state_file.rename(self.state_file.with_suffix(".corrupt"))
             except OSError:
                 pass
 
-    def add_sample(self, ts: float, watts: float | None) -> None:
-        if watts is None or watts < 0:
-            self._last = None
+    def handover_for(self, boot_time: float | None) -> dict[str, tuple[float, float]]:
+        """The previous process's last counter readings, if it stopped cleanly in this boot."""
+        h, self._handover = self._handover, {}
+        saved = h.get("boot_time")
+        if boot_time is None or not isinstance(saved, int | float) or abs(saved - boot_time) > 5:
+            return {}
+        readings = h.get("readings")
+        try:
+            return {str(k): (float(t), float(j)) for k, (t, j) in readings.items()}  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            return {}
+
+    def add(self, t0: float, t1: float, joules: float) -> None:
+        """Book energy used between t0 and t1, split over the calendar days it spans."""
+        if joules <= 0:
             return
-        if self._last is not None:
-            t0, w0 = self._last
-            dt_s = ts - t0
-            if 0 < dt_s <= self.max_gap_s:
-                wh = (w0 + watts) / 2.0 * dt_s / 3600.0
-                day = local_day(t0 + dt_s / 2.0)
-                self.daily_wh[day] = self.daily_wh.get(day, 0.0) + wh
-                self.total_wh += wh
-        self._last = (ts, watts)
-        self._prune(ts)
+        price = self.price_per_kwh
+        for day, share in split_by_day(t0, t1, self.tz):
+            key = day.isoformat()
+            wh = self.days.get(key, (0.0, price))[0] + joules * share / 3600.0
+            self.days[key] = (wh, price)
+        self.since_start_cost += joules / 3.6e6 * price
+        self._prune(t1)
 
     def _prune(self, now: float) -> None:
-        keep = {local_day(now - 86400 * i) for i in range(DAYS_KEPT + 1)}
-        for day in [d for d in self.daily_wh if d not in keep]:
-            del self.daily_wh[day]
+        oldest = (local_day(now, self.tz) - dt.timedelta(days=DAYS_KEPT)).isoformat()
+        for day in [d for d in self.days if d < oldest]:
+            del self.days[day]
 
     def cost(self, now: float | None = None) -> Cost:
         now = self._clock() if now is None else now
-        days = [local_day(now - 86400 * i) for i in range(DAYS_KEPT - 1, -1, -1)]
-        price = self.price_per_kwh
-        daily = [
-            DailyCost(
-                date=d,
-                energy_wh=round(self.daily_wh.get(d, 0.0), 3),
-                cost=round(self.daily_wh.get(d, 0.0) / 1000.0 * price, 4),
+        today = local_day(now, self.tz)
+        daily = []
+        for i in range(DAYS_KEPT - 1, -1, -1):
+            key = (today - dt.timedelta(days=i)).isoformat()
+            wh, price = self.days.get(key, (0.0, None))
+            daily.append(
+                DailyCost(
+                    date=key,
+                    energy_wh=round(wh, 3),
+                    cost=round(wh / 1000.0 * (price or 0.0), 4),
+                    price_per_kwh=price,
+                )
             )
-            for d in days
-        ]
         return Cost(
             currency=self.currency,
-            price_per_kwh=price,
+            price_per_kwh=self.price_per_kwh,
             today=daily[-1].cost,
             daily=daily,
             total_7d=round(sum(c.cost for c in daily), 4),
+            since_start=round(self.since_start_cost, 9),
         )
 
-    def maybe_save(self, now: float | None = None, *, force: bool = False) -> None:
+    def maybe_save(
+        self,
+        now: float | None = None,
+        *,
+        force: bool = False,
+        handover: dict[str, object] | None = None,
+    ) -> None:
+        """Save every minute; the final save at shutdown also hands the meter's last counter
+        readings to the next process (periodic saves do not: after a crash they would count
+        energy twice)."""
         if self.state_file is None:
             return
         now = self._clock() if now is None else now
         if not force and now - self._last_save < SAVE_EVERY_S:
             return
         self._last_save = now
-        body = json.dumps({"version": 1, "total_wh": self.total_wh, "daily_wh": self.daily_wh})
+        body = json.dumps(
+            {
+                "version": 2,
+                "days": {d: {"wh": wh, "price": p} for d, (wh, p) in sorted(self.days.items())},
+                "handover": handover or {},
+            }
+        )
         try:
             atomic_write(self.state_file, body, mode=0o644)
         except OSError as exc:

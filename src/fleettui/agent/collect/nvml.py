@@ -6,6 +6,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
+from fleettui.agent.collect.energy import Reading
 from fleettui.wire import Gpu
 
 log = logging.getLogger(__name__)
@@ -91,3 +92,19 @@ class NvmlCollector:
                 )
             )
         return out
+
+
+def gpu_readings(gpus: list[Gpu]) -> list[Reading]:
+    """Each GPU as a meter reading: its total-energy counter where the board has one (exact),
+    else its power samples (integrated, and declared so as nvml-power)."""
+    return [
+        Reading(
+            name=f"gpu{g.index}",
+            kind="gpu",
+            source="nvml-energy" if g.energy_j is not None else "nvml-power",
+            key=f"nvml:{g.uuid or g.index}",
+            watts=g.power_w,
+            counter_j=g.energy_j,
+        )
+        for g in gpus
+    ]

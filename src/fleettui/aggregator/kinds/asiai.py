@@ -39,6 +39,8 @@ from fleettui.wire import (
     NodeInfo,
     NodeSnapshot,
     Power,
+    PowerPart,
+    scope_label,
 )
 
 SNAPSHOT_PATH = "/api/v1/snapshot"
@@ -60,6 +62,14 @@ def origin_of(url: str) -> str:
     """The Origin asiai compares with its Host header: scheme://host[:port], no path."""
     u = httpx.URL(url)
     return f"{u.scheme}://{u.netloc.decode('ascii')}"
+
+
+def asiai_power(watts: float | None) -> Power:
+    """asiai's `power_total_watts` is the SoC's IOReport rails (CPU, GPU, ANE, DRAM)."""
+    if watts is None:
+        return Power()
+    part = PowerPart(name="soc", kind="soc", source="asiai", watts=watts)
+    return Power(watts=watts, scope=scope_label(["soc"]), source="asiai", parts=[part])
 
 
 def asiai_snapshot(d: dict[str, Any], url: str) -> NodeSnapshot:
@@ -121,8 +131,7 @@ def asiai_snapshot(d: dict[str, Any], url: str) -> NodeSnapshot:
             pressure_pct=round(100 * used_mb / total_mb, 1) if total_mb and used_mb else None,
         ),
         gpus=gpus,
-        # asiai measures through IOReport; the wire has no such source name, so "none" it is
-        power=Power(watts=pos(d.get("power_total_watts")), source="none"),
+        power=asiai_power(pos(d.get("power_total_watts"))),
         engines=engines,
         problems=problems,
     )

@@ -26,6 +26,7 @@ from fleettui.views.columns import (
     fmt_watts,
 )
 from fleettui.views.sparkline import sparkline, sparkline_rows
+from fleettui.wire import Power
 
 AUDIT_LIMIT = 10
 
@@ -108,6 +109,27 @@ def problems(view: NodeView) -> RenderableType:
     return Group(Text("Problems", style="bold"), lines)
 
 
+def power_scope(p: Power) -> Text:
+    """What the figures cover and how each part is measured (counters are exact, sampled
+    power an approximation), and the energy since the agent started."""
+    t = Text("scope ", style="dim")
+    t.append(p.scope, style="bold")
+    t.append(f" · source {p.source}", style="dim")
+    if p.energy_since is not None:
+        t.append(f" · {fmt_energy(p.energy_j)} since agent start", style="dim")
+    if p.parts:
+        t.append("\nparts ", style="dim")
+        t.append(
+            " · ".join(f"{x.name} {fmt_watts(x.watts)} {x.source}" for x in p.parts), style="dim"
+        )
+    return t
+
+
+def fmt_energy(j: float) -> str:
+    wh = j / 3600.0
+    return f"{wh:.1f} Wh" if wh < 1000 else f"{wh / 1000:.2f} kWh"
+
+
 def power(view: NodeView, width: int) -> RenderableType:
     hist = view.power_history
     snap = view.snapshot
@@ -119,20 +141,21 @@ def power(view: NodeView, width: int) -> RenderableType:
             out.append(Text(row, style="cyan"))
         out.append(
             Text(
-                f"now {fmt_watts(now_w)} · min {fmt_watts(min(hist))} · max {fmt_watts(max(hist))}"
-                f" · source {snap.power.source if snap else '?'}",
+                f"now {fmt_watts(now_w)} · min {fmt_watts(min(hist))} · max {fmt_watts(max(hist))}",
                 style="dim",
             )
         )
     else:
         out.append(Text("no samples yet", style="dim"))
+    if snap:
+        out.append(power_scope(snap.power))
     if snap and snap.cost.daily:
         cost = Text("cost 7d ", style="dim")
         cost.append(sparkline([d.cost for d in snap.cost.daily], 7), style="magenta")
         cost.append(
             f"  {fmt_money(snap.cost.total_7d, snap.cost.currency)} · today "
             f"{fmt_money(snap.cost.today, snap.cost.currency)} at "
-            f"{snap.cost.price_per_kwh:.2f}/kWh · days "
+            f"{snap.cost.price_per_kwh:.2f}/kWh (each day at its own price) · days "
             + " ".join(fmt_money(d.cost, snap.cost.currency) for d in snap.cost.daily),
             style="dim",
         )
@@ -141,8 +164,9 @@ def power(view: NodeView, width: int) -> RenderableType:
 
 
 def gpus(view: NodeView) -> RenderableType:
-    t = _table("GPUs", "#", "name", "memory", "util", "power", "temp")
+    t = _table("GPUs", "#", "name", "memory", "util", "power", "temp", "energy from")
     snap = view.snapshot
+    sources = {p.name: p.source for p in snap.power.parts} if snap else {}
     for g in snap.gpus if snap else []:
         mem = f"{fmt_mb(g.memory_used_mb)} / {fmt_mb(g.memory_total_mb)}"
         t.add_row(
@@ -152,9 +176,10 @@ def gpus(view: NodeView) -> RenderableType:
             "—" if g.util_pct is None else f"{g.util_pct:.0f}%",
             fmt_watts(g.power_w),
             "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
+            sources.get(f"gpu{g.index}", "—"),
         )
     if not t.row_count:
-        t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "")
+        t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "", "")
     return t
 
 

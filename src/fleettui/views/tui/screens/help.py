@@ -41,7 +41,8 @@ GRAMMAR = [
 ]
 COLUMNS = (
     "✓ selected · Engines name·models, ✗ down · GPU used/total memory and utilisation · "
-    "Power watts and the last ~2 min · Cost 7d total and per day · Audit hash chain "
+    "Power watts, scope (G GPU · C CPU package · M DRAM · P platform · S SoC · W wall) and "
+    "the last ~2 min · Cost 7d total and per day · Audit hash chain "
     "ok / BROKEN / ? · RTT snapshot round trip · Seen last good answer"
 )
 
