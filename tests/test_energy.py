@@ -361,7 +361,7 @@ def test_restarts_lose_nothing_after_a_clean_stop_and_count_nothing_twice_after_
     for a, b, stop in segments:
         ledger = EnergyLedger(state, 0.40, "EUR", tz=ZoneInfo("Europe/Berlin"), clock=clock)
         meter = EnergyMeter(sample_s=2.0, started=T0 + a, boot_time=1.0)
-        meter.accept_handover(ledger.handover_for(1.0))
+        meter.accept_handover(*ledger.handover_for(1.0))
         collector = NvmlCollector(nvml)
         t = a
         while t <= b:
@@ -387,8 +387,35 @@ def test_handover_needs_the_same_boot(tmp_path: Path) -> None:
     state = tmp_path / "energy.json"
     ledger = EnergyLedger(state, 0.4, "EUR")
     ledger.maybe_save(force=True, handover={"boot_time": 100.0, "readings": {"k": [T0, 5.0]}})
-    assert EnergyLedger(state, 0.4, "EUR").handover_for(100.0) == {"k": (T0, 5.0)}
-    assert EnergyLedger(state, 0.4, "EUR").handover_for(9999.0) == {}
+    assert EnergyLedger(state, 0.4, "EUR").handover_for(100.0) == ({"k": (T0, 5.0)}, {})
+    assert EnergyLedger(state, 0.4, "EUR").handover_for(9999.0) == ({}, {})
+
+
+def test_what_prometheus_never_scraped_moves_to_the_next_process(tmp_path: Path) -> None:
+    """The old process counts on after its last scrape; the next one's counter carries that
+    energy, so the sum of what Prometheus sees is the truth. The ledger counts it once."""
+    state = tmp_path / "energy.json"
+    curve = constant(100)
+    clock = SimClock()
+    nvml = CurveNvml([curve], clock)
+    seen = 0.0
+    for a, b in ((0, 100), (104, 200)):
+        ledger = EnergyLedger(state, 0.40, "EUR", clock=clock)
+        meter = EnergyMeter(sample_s=2.0, started=T0 + a, boot_time=1.0)
+        meter.accept_handover(*ledger.handover_for(1.0))
+        collector = NvmlCollector(nvml)
+        for t in range(a, b + 1, 2):
+            clock.t = T0 + t
+            book(meter, ledger, clock.t, gpu_readings(collector.gpus([])))
+            meter.mark_published()
+            if t <= b - 20:  # the last scrape comes 20 s before the stop
+                meter.mark_scraped()
+                last_scraped = meter.node_j
+        seen += last_scraped if a == 0 else meter.node_j
+        ledger.maybe_save(clock.t, force=True, handover=meter.handover())
+    assert seen == pytest.approx(100 * 200)
+    wh = sum(w for w, _ in EnergyLedger(state, 0.4, "EUR").days.values())
+    assert wh * 3600 == pytest.approx(100 * 200)
 
 
 # --- intervals --------------------------------------------------------------------------------

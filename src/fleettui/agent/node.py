@@ -113,7 +113,7 @@ class RealSource:
         self.meter = EnergyMeter(
             sample_s=sample_every(config.interval_s), boot_time=self.host.boot_time
         )
-        self.meter.accept_handover(ledger.handover_for(self.host.boot_time))
+        self.meter.accept_handover(*ledger.handover_for(self.host.boot_time))
         self._gpus: list[Gpu] = []
         self._sample_problems: list[str] = []
         # trust_env=False: engines are local; a proxy from the environment must not intercept.
@@ -305,6 +305,7 @@ class NodeAgent:
         if self.actions is not None:
             snap.problems.extend(self.actions.problems())
         self.latest = snap
+        self.source.meter.mark_published()
         self.latest_json = snap.model_dump_json().encode()
         self.broker.publish("snapshot", self.latest_json)
         self.ticks += 1

@@ -105,6 +105,7 @@ def build_app(
         if (denied := await read_gate(agent, request)) is not None:
             return denied
         body, content_type = exposition(registry, request.headers.get("accept"))
+        agent.source.meter.mark_scraped()
         return Response(body, headers={"Content-Type": content_type})
 
     async def actions(request: Request) -> Response:

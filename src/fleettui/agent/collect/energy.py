@@ -71,12 +71,32 @@ class EnergyMeter:
     node_j: float = 0.0
     _parts: dict[str, _Part] = field(default_factory=dict)
     _handover: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _handover_seen: dict[str, float] = field(default_factory=dict)
+    _published: dict[str, float] = field(default_factory=dict)
+    _scraped: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def accept_handover(self, readings: dict[str, tuple[float, float]]) -> None:
-        """Counter readings (key -> (t, joules)) the previous process consumed last: after a
-        clean restart the first delta covers the downtime, so nothing is lost or counted twice."""
+    def accept_handover(
+        self, readings: dict[str, tuple[float, float]], scraped: dict[str, float]
+    ) -> None:
+        """What the previous process handed on at a clean stop: its last counter readings
+        (key -> (t, joules)), and those as of its last scrape. The first delta then covers the
+        downtime, so the daily ledger loses nothing; and this process's own counter also
+        carries what the previous one counted after its last scrape, so a Prometheus that
+        sees the reset loses nothing either."""
         self._handover = dict(readings)
+        self._handover_seen = dict(scraped)
+
+    def mark_published(self) -> None:
+        """The counters as of the snapshot just published (what a scrape shows from now on)."""
+        self._published = {
+            p.reading.key: p.reading.counter_j
+            for p in self._parts.values()
+            if p.reading.counter_j is not None
+        }
+
+    def mark_scraped(self) -> None:
+        self._scraped = self._published
 
     def handover(self) -> dict[str, object]:
         readings = {
@@ -84,7 +104,7 @@ class EnergyMeter:
             for p in self._parts.values()
             if p.reading.counter_j is not None
         }
-        return {"boot_time": self.boot_time, "readings": readings}
+        return {"boot_time": self.boot_time, "readings": readings, "scraped": self._scraped}
 
     def update(self, t: float, readings: list[Reading]) -> tuple[float, float, float]:
         """Take one round of readings; returns (t0, t1, joules) the node used since the previous
@@ -96,7 +116,7 @@ class EnergyMeter:
         for r in readings:
             prev = self._parts.get(r.name)
             if prev is None:
-                prev = self._from_handover(r, t)
+                prev = self._from_handover(r, t, counted=id(r) in counted)
                 if prev is None:
                     self._parts[r.name] = _Part(r, t, avg_t=t, watts=r.watts)
                     continue
@@ -119,12 +139,22 @@ class EnergyMeter:
         self.node_j += added
         return t0, t, added
 
-    def _from_handover(self, r: Reading, t: float) -> _Part | None:
+    def _from_handover(self, r: Reading, t: float, *, counted: bool) -> _Part | None:
         got = self._handover.pop(r.key, None)
         if got is None or r.counter_j is None or not 0 < t - got[0] <= HANDOVER_MAX_S:
             return None
         old = Reading(r.name, r.kind, r.source, r.key, None, got[1], r.wrap_j)
-        return _Part(old, got[0], avg_t=t)
+        part = _Part(old, got[0], avg_t=t)
+        seen = self._handover_seen.pop(r.key, None)
+        if seen is not None:
+            unseen = got[1] - seen
+            if unseen < 0 and r.wrap_j is not None:
+                unseen += r.wrap_j
+            if 0 <= unseen <= WRAP_SAFE_W * HANDOVER_MAX_S:
+                part.energy_j += unseen  # counted before; never scraped: this counter only
+                if counted:
+                    self.node_j += unseen
+        return part
 
     def _delta(self, prev: _Part, r: Reading, t: float) -> float:
         dt_s = t - prev.t
@@ -251,17 +281,21 @@ class EnergyLedger:
             except OSError:
                 pass
 
-    def handover_for(self, boot_time: float | None) -> dict[str, tuple[float, float]]:
-        """The previous process's last counter readings, if it stopped cleanly in this boot."""
+    def handover_for(
+        self, boot_time: float | None
+    ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+        """The previous process's handover (EnergyMeter.accept_handover), if it stopped cleanly
+        in this boot: counters from another boot are not comparable."""
         h, self._handover = self._handover, {}
         saved = h.get("boot_time")
         if boot_time is None or not isinstance(saved, int | float) or abs(saved - boot_time) > 5:
-            return {}
-        readings = h.get("readings")
+            return {}, {}
         try:
-            return {str(k): (float(t), float(j)) for k, (t, j) in readings.items()}  # type: ignore[union-attr]
-        except (AttributeError, TypeError, ValueError):
-            return {}
+            readings = {str(k): (float(t), float(j)) for k, (t, j) in h["readings"].items()}  # type: ignore[attr-defined]
+            scraped = {str(k): float(j) for k, j in (h.get("scraped") or {}).items()}  # type: ignore[attr-defined]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return {}, {}
+        return readings, scraped
 
     def add(self, t0: float, t1: float, joules: float) -> None:
         """Book energy used between t0 and t1, split over the calendar days it spans."""
