@@ -375,15 +375,17 @@ def test_export_refuses_a_taken_port_and_an_empty_config(tmp_path: Path) -> None
         [sys.executable, "-m", "fleettui", "export", "--config", str(tmp_path / "none.toml")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert r.returncode == 2 and "No fleet config yet" in r.stderr
+    assert r.returncode == 2 and "none.toml: no such file" in r.stderr
 
 
 # --- docs ------------------------------------------------------------------------------------
 
 
 def all_metric_names() -> set[str]:
+    snap = full_snapshot()
+    snap.memory.stall_s_total = 1.0
     views = [
-        view("a", NodeState.ONLINE, snapshot=full_snapshot(), chain=ChainStatus.OK, latency_ms=3,
+        view("a", NodeState.ONLINE, snapshot=snap, chain=ChainStatus.OK, latency_ms=3,
              last_seen=1.0)
     ]  # fmt: skip
     return {f.name for f in fleet_families(views)}
@@ -403,3 +405,33 @@ def test_prometheus_doc_lists_every_metric_and_the_dashboard_uses_real_ones() ->
     used = {m for e in exprs for m in re.findall(r"\b(fleet_[a-z0-9_]+)\b", e)}
     assert used <= names, used - names
     assert os.path.exists(ROOT / "contrib" / "grafana-fleettui.json")
+
+
+def test_grafana_dashboard_asks_for_its_data_source_and_has_the_schema_fields() -> None:
+    dash = json.loads((ROOT / "contrib" / "grafana-fleettui.json").read_text())
+    [inp] = dash["__inputs"]
+    assert (inp["name"], inp["type"], inp["pluginId"]) == (
+        "DS_PROMETHEUS",
+        "datasource",
+        "prometheus",
+    )
+    for key in ("title", "uid", "schemaVersion", "panels", "templating", "time", "__requires"):
+        assert key in dash, key
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    assert ds["current"]["value"] == "${DS_PROMETHEUS}"  # filled in by the import
+    node = variables["node"]
+    assert "definition" not in node
+    assert node["query"]["query"] == "label_values(fleet_agent_info, node)"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert {"id", "type", "title", "gridPos", "datasource", "targets"} <= set(p), p["title"]
+        assert set(p["gridPos"]) == {"h", "w", "x", "y"}
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for t in p["targets"]:
+            assert t["datasource"] == p["datasource"] and t["refId"]
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    assert "fleet_model_loaded" in exprs and "fleet_power_info" in exprs
+    assert "increase(fleet_energy_cost_total" in exprs
