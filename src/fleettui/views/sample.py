@@ -66,18 +66,17 @@ def _cost(daily: list[float], price: float = 0.30) -> Cost:
     )
 
 
-def _power(watts: float, n_gpus: int, *, mac: bool, wall: bool) -> Power:
+def _power(watts: float, gpu_watts: list[float], *, mac: bool, wall: bool) -> Power:
     """A node's power as its parts: SoC on a Mac; GPUs by their NVML counters, CPU package and
     DRAM by RAPL elsewhere, with a BMC's wall reading on top where `wall`."""
     if mac:
         parts = [PowerPart(name="soc", kind="soc", source="simulated", watts=watts)]
     else:
-        gpu_w = round(watts * 0.8 / max(1, n_gpus), 1)
         parts = [
-            PowerPart(name=f"gpu{i}", kind="gpu", source="nvml-energy", watts=gpu_w)
-            for i in range(n_gpus)
+            PowerPart(name=f"gpu{i}", kind="gpu", source="nvml-energy", watts=w)
+            for i, w in enumerate(gpu_watts)
         ]
-        rest = watts - gpu_w * n_gpus
+        rest = max(0.0, watts - sum(gpu_watts))
         cpu_w, dram_w = round(rest * 0.8, 1), round(rest * 0.2, 1)
         parts += [
             PowerPart(name="package-0", kind="cpu-package", source="rapl", watts=cpu_w),
@@ -126,6 +125,19 @@ def _snapshot(
     seq: int = 3,
     wall: bool = False,
 ) -> NodeSnapshot:
+    gpu_list = [
+        Gpu(
+            index=i,
+            name=gname,
+            uuid=f"GPU-sample-{host}-{i}",
+            memory_total_mb=total,
+            memory_used_mb=round(total * used_frac, 1),
+            util_pct=util,
+            power_w=round(min(gmax, watts * 0.8 / max(1, len(gpus))), 1),
+            temp_c=round(38 + 0.4 * util, 1),
+        )
+        for i, (gname, total, gmax) in enumerate(gpus)
+    ]
     return NodeSnapshot(
         node=NodeInfo(
             hostname=host,
@@ -138,20 +150,8 @@ def _snapshot(
         ts=ts,
         cpu=Cpu(percent=round(util * 0.4, 1), cores=24 if mac else 64),
         memory=Memory(total_mb=262144, used_mb=98304, pressure_pct=37.5),
-        gpus=[
-            Gpu(
-                index=i,
-                name=gname,
-                uuid=f"GPU-sample-{host}-{i}",
-                memory_total_mb=total,
-                memory_used_mb=round(total * used_frac, 1),
-                util_pct=util,
-                power_w=round(min(gmax, watts / max(1, len(gpus))), 1),
-                temp_c=round(38 + 0.4 * util, 1),
-            )
-            for i, (gname, total, gmax) in enumerate(gpus)
-        ],
-        power=_power(watts, len(gpus), mac=mac, wall=wall),
+        gpus=gpu_list,
+        power=_power(watts, [g.power_w or 0.0 for g in gpu_list], mac=mac, wall=wall),
         cost=_cost(daily),
         engines=engines,
         audit=AuditHead(seq=seq, head_hash="ab" * 32),
