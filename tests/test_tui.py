@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from rich.console import Console
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static
 
 from fleettui.aggregator.state import FleetEvent, NodeState
 from fleettui.views.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
@@ -474,3 +474,65 @@ async def test_the_header_shows_the_sort_arrow_as_it_moves() -> None:
         await pilot.pause()
         header = screen_lines(app)[0]
         assert "Node " in header and "Role▲" in header
+
+
+async def test_an_ok_note_never_hides_a_degraded_node() -> None:
+    from fleettui.aggregator.dispatch import Progress
+
+    source = SampleSource()
+    app = sample_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.bulk._note("gpu-a1", Progress.OK)
+        app.bulk._note("gpu-a2", Progress.FAILED)
+        await pilot.pause()
+        assert plain(app, "gpu-a1", "state") == "✓ ok"
+        source.update("gpu-a1", state=NodeState.DEGRADED, reasons=["engine vllm down"])
+        source.update("gpu-a2", state=NodeState.DEGRADED, reasons=["engine vllm down"])
+        await until(pilot, lambda: plain(app, "gpu-a1", "state") == "DEGRADED")
+        assert plain(app, "gpu-a2", "state") == "✗ failed"  # a failure stays in view
+        app.bulk._note("gpu-a1", Progress.RUNNING)  # a new action's progress shows again
+        await pilot.pause()
+        assert plain(app, "gpu-a1", "state") == "⟳ busy"
+
+
+def _capture_choice(app: FleetApp) -> list:
+    chosen: list = []
+    app._confirmed = chosen.append  # type: ignore[method-assign]
+    return chosen
+
+
+async def test_unload_goes_only_to_the_nodes_that_hold_the_model() -> None:
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+
+    app = sample_app()
+    chosen = _capture_choice(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("space", "down", "space", "down", "space")  # gpu-a1, gpu-a2, gpu-b1
+        await pilot.press("U")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
+        assert app.screen.engine == "vllm"  # on all three
+        await pilot.press("tab", "down", "down")  # the model list: the one only gpu-a2 holds
+        assert app.screen.model == "meta-llama/Llama-3.1-8B-Instruct"
+        summary = shown(app.screen.query_one("#confirm-summary", Static))
+        assert "on 1 node(s)" in summary and "2 without meta-llama/Llama-3.1-8B-Instruct" in summary
+        await pilot.press("y")
+        await until(pilot, lambda: bool(chosen))
+    assert chosen[0].targets == ["gpu-a2"]
+
+
+async def test_start_preselects_the_engine_that_is_down() -> None:
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+
+    app = sample_app()
+    chosen = _capture_choice(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("down", "down", "space", "down", "down", "space", "down", "space")
+        assert sorted(app.main.table.selected) == ["embed-1", "gpu-b1", "mac-studio-1"]
+        await pilot.press("T")  # ollama runs on all three; vllm is down on gpu-b1
+        await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
+        assert app.screen.engine == "vllm"
+        first = app.screen.query_one("#confirm-engine", OptionList).get_option_at_index(0)
+        assert "down on 1" in str(first.prompt)
+        await pilot.press("y")
+        await until(pilot, lambda: bool(chosen))
+    assert chosen[0].engine == "vllm"

@@ -39,7 +39,12 @@ class BulkRunner:
 
     def _note(self, name: str, progress: Progress) -> None:
         label, style = NOTE_STYLE[progress]
-        self.app.main.table.notes[name] = Text(label, style=style)
+        table = self.app.main.table
+        table.notes[name] = Text(label, style=style)
+        if progress is Progress.OK:  # a success says nothing about the node's state now
+            table.soft_notes.add(name)
+        else:
+            table.soft_notes.discard(name)
         if not self._dirty:  # many nodes report at once: one table pass per refresh
             self._dirty = True
             self.app.call_after_refresh(self._flush)
@@ -52,6 +57,7 @@ class BulkRunner:
         table = self.app.main.table
         for n in names:
             table.notes.pop(n, None)
+            table.soft_notes.discard(n)
         table.apply()
 
     async def run(self, choice: ActionChoice) -> Envelope:

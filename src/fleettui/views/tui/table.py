@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from fleettui.aggregator.state import NodeView
+from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.select import Selector
 from fleettui.views.columns import BY_KEY, COLUMNS, SEP, SORTABLE, fit_columns, sorted_views
 
@@ -100,6 +100,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self.widths: dict[str, int] = {}
         self.notes: dict[str, Text] = {}  # per-node overlay of the State cell (action progress)
+        self.soft_notes: set[str] = set()  # notes that yield to a live state other than ONLINE
         self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
         self.lines_rendered = 0  # row lines drawn anew, not served from the cache (tests)
         self._order: list[str] = []  # row names top to bottom
@@ -391,6 +392,8 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _cell(self, key: str, view: NodeView, now: float, selected: bool) -> Text:
         note = self.notes.get(view.name) if key == "state" else None
+        if view.name in self.soft_notes and view.state is not NodeState.ONLINE:
+            note = None  # "✓ ok" must not hide that the node is DEGRADED or worse right now
         if note is not None:
             cell = note.copy()
             cell.truncate(self.widths[key], overflow="ellipsis")

@@ -51,6 +51,25 @@ def engines_on(views: list[NodeView]) -> Counter[str]:
     return c
 
 
+def engines_down(views: list[NodeView]) -> Counter[str]:
+    """How many target nodes have each engine down: what `start` is for."""
+    c: Counter[str] = Counter()
+    for v in views:
+        if v.snapshot is not None:
+            c.update({e.name for e in v.snapshot.engines if e.status != "up"})
+    return c
+
+
+def holders(views: list[NodeView], engine: str, model: str | None) -> list[NodeView]:
+    """The nodes an unload is for: those running `engine` and, when named, holding `model`."""
+    out = []
+    for v in views:
+        engines = [e for e in (v.snapshot.engines if v.snapshot else []) if e.name == engine]
+        if engines and (model is None or any(m.name == model for m in engines[0].models)):
+            out.append(v)
+    return out
+
+
 def models_on(views: list[NodeView], engine: str) -> Counter[str]:
     c: Counter[str] = Counter()
     for v in views:
@@ -92,6 +111,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         self.action = action
         self.views = views
         self.engines = engines_on(views)
+        self.down = engines_down(views)
 
     @property
     def compact(self) -> bool:
@@ -108,15 +128,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
             yield Static(targets_table(self.views, limit), id="confirm-targets")
             if self.action in NEEDS_ENGINE:
                 yield Label("Engine", classes="confirm-label")
-                yield OptionList(
-                    *[
-                        Option(Text.assemble(name, (f"  on {count}/{n}", "dim")), id=name)
-                        for name, count in sorted(
-                            self.engines.items(), key=lambda kv: (-kv[1], kv[0])
-                        )
-                    ],
-                    id="confirm-engine",
-                )
+                yield OptionList(*self._engine_options(), id="confirm-engine")
             if self.action == "unload":
                 yield Label("Model", classes="confirm-label")
                 yield OptionList(id="confirm-model")
@@ -135,6 +147,23 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
                 " next list",
             )
             yield Label(hint, id="confirm-hint")
+
+    def _engine_options(self) -> list[Option]:
+        """Most common first; for `start`, the engines that are down first (the first option
+        is the one highlighted, and starting an engine that runs would do nothing)."""
+        n = len(self.views)
+        start = self.action == "start"
+
+        def order(name: str) -> tuple[int, int, str]:
+            return (-self.down[name] if start else 0, -self.engines[name], name)
+
+        options = []
+        for name in sorted(self.engines, key=order):
+            label = Text.assemble(name, (f"  on {self.engines[name]}/{n}", "dim"))
+            if self.down[name]:
+                label.append(f"  down on {self.down[name]}", style="yellow")
+            options.append(Option(label, id=name))
+        return options
 
     def on_mount(self) -> None:
         # Short terminals (80x24): drop the buttons and spacing; y / esc still work.
@@ -192,12 +221,16 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
             words.append(self.engine)
         if self.action == "unload":
             words.append(self.model or "(every model)")
-        unsent = sum(1 for v in self.views if not v.has_token)
+        targets = self.targets
+        unsent = sum(1 for v in targets if not v.has_token)
         text = Text(" ".join(words), style="bold")
-        text.append(f" on {len(self.views) - unsent} node(s)")
+        text.append(f" on {len(targets) - unsent} node(s)")
         if unsent:
             text.append(f"; {unsent} without a token will fail here, unsent", style="yellow")
-        if self.action in NEEDS_ENGINE and self.engine is not None:
+        if self.action == "unload" and (left := len(self.views) - len(targets)):
+            what = self.model or self.engine
+            text.append(f"; {left} without {what} left out", style="yellow")
+        elif self.action in NEEDS_ENGINE and self.engine is not None:
             lacking = len(self.views) - self.engines[self.engine]
             if lacking:
                 text.append(f"; {lacking} not running {self.engine} will refuse it", style="yellow")
@@ -221,13 +254,19 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         else:
             self.action_cancel()
 
+    @property
+    def targets(self) -> list[NodeView]:
+        """Who gets the action: for unload only the nodes holding what is unloaded."""
+        if self.action == "unload" and self.engine is not None:
+            return holders(self.views, self.engine, self.model)
+        return self.views
+
     def action_confirm(self) -> None:
-        if self.action in NEEDS_ENGINE and self.engine is None:
+        targets = self.targets
+        if (self.action in NEEDS_ENGINE and self.engine is None) or not targets:
             self.app.bell()
             return
-        self.dismiss(
-            ActionChoice(self.action, [v.name for v in self.views], self.engine, self.model)
-        )
+        self.dismiss(ActionChoice(self.action, [v.name for v in targets], self.engine, self.model))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
