@@ -138,6 +138,7 @@ def test_rate_limiter_sliding_window() -> None:
     wait = rl.hit("a")
     assert wait == pytest.approx(60.0) and retry_after_header(wait) == "60"
     assert rl.hit("b") == 0.0  # per key
+    assert rl.wait("a") == pytest.approx(60.0) and rl.wait("c") == 0.0  # peeks, counts nothing
     now[0] += 30
     assert rl.hit("a") == pytest.approx(30.0)  # refusals do not count
     now[0] += 30.001

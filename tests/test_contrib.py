@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleettui.agent.conns import WANT_NOFILE
 from fleettui.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,7 @@ def test_unit_is_hardened_and_unprivileged() -> None:
         "RestrictSUIDSGID": "yes",
         "ProtectKernelTunables": "yes",
         "SystemCallFilter": "@system-service",
+        "LimitNOFILE": str(WANT_NOFILE),  # room for the connection cap; the agent warns below
     }.items():
         assert service.get(key) == want, key
     rw = [v for k, v in parse_unit(UNIT.read_text())["Service"] if k == "ReadWritePaths"]
@@ -153,8 +155,9 @@ def test_exec_start_as_written_serves_healthz(xdg_home: Path, tmp_path: Path) ->
         snap = httpx.get(f"{url}/api/v1/snapshot").json()
         assert snap["node"]["simulated"] is False  # the real collectors, as on a node
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.terminate()  # what `systemctl stop` sends
+        rc = proc.wait(timeout=10)
+    assert rc == 0  # a clean stop, not death by signal (systemd would log it as a failure)
 
 
 def test_launchd_plist_runs_the_agent_as_an_unprivileged_user() -> None:
@@ -168,3 +171,5 @@ def test_launchd_plist_runs_the_agent_as_an_unprivileged_user() -> None:
     args = build_parser().parse_args(argv[1:])
     assert (args.agent_cmd, args.host, args.port) == ("serve", "127.0.0.1", 8899)
     assert str(args.config).startswith("/usr/local/etc/fleettui/")
+    for limits in ("SoftResourceLimits", "HardResourceLimits"):  # launchd's default is 256
+        assert plist[limits]["NumberOfFiles"] == WANT_NOFILE

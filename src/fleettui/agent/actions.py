@@ -477,6 +477,13 @@ class ActionService:
         )
         secret = bearer(request.headers.get("authorization"))
         authenticated = False
+        if secret is None and self.auth_failures.wait(address_key(at.source_ip)):
+            # Cannot authenticate, and its address is over the limit: answer before any work
+            # (body, token store), so a no-token flood costs the least it can.
+            throttled = self._auth_throttled(at.source_ip)
+            assert throttled is not None
+            await self._record_refusal(at, 429, "too many failed authentications: no token", True)
+            return throttled
         try:
             body = parse_body(await read_body(request))
             at.action, at.args = audit_view(body.data, secret)

@@ -48,6 +48,14 @@ class RateLimiter:
         calls.append(now)
         return 0.0
 
+    def wait(self, key: str) -> float:
+        """What hit() would answer now, without counting a call."""
+        calls = self._calls.get(key)
+        now = self.clock()
+        if not calls or len(calls) < self.limit or calls[0] <= now - self.window_s:
+            return 0.0
+        return max(calls[0] + self.window_s - now, 0.001)
+
     def _prune(self, now: float) -> None:
         """Forget keys with no call in the window; if still full, the oldest-touched go."""
         for key in [k for k, c in self._calls.items() if not c or c[-1] <= now - self.window_s]:
