@@ -25,7 +25,16 @@ Every agent (`fleet agent serve`) serves this API. The pydantic models in
 the same models. Unknown keys are ignored on read, so a newer agent stays readable by an older
 dashboard; `schema_version` changes only when a field changes meaning.
 
-Errors are always JSON: `{{"error": "<reason>", "detail": <optional>}}` (`ErrorBody`).
+Errors are always JSON: `{{"error": "<reason>", "detail": <optional>}}` (`ErrorBody`). Framing
+errors are the exception: uvicorn's own `400` (`text/plain`) for malformed HTTP. No input gets a
+5xx; `503` only says the agent cannot serve yet (no snapshot collected, the audit log unusable).
+
+Every route first checks the `Host` header against the node's names (localhost names, its
+hostname and `NAME.local`, the bind address, `allowed_hosts` in agent.toml; any IP literal):
+another name is `421` (DNS rebinding), more than one `Host` is `400`. Headers must arrive
+within `header_timeout_s` (default 10 s; else `408` and the connection is closed) and within
+128 KiB (else `431`). Connections beyond the cap (1024, or fewer under a low descriptor limit)
+are closed at once.
 
 ## Endpoints
 
@@ -65,10 +74,11 @@ Checks, in this order, each before any process starts:
 
 | status | when |
 |---|---|
-| 413 | body over 64 KiB (judged from `Content-Length` or while streaming, never read whole) |
+| 421 / 403 / 415 | foreign `Host`; an `Origin` that is not this agent (same host and port as `Host`); `Content-Type` not exactly one `application/json` |
+| 413 / 408 | body over 64 KiB (judged from `Content-Length` or while streaming, never read whole); body not received within 10 s |
 | 401 | missing, unknown or revoked token (one answer for all three, constant-time compare) |
-| 429 | over the token's rate limit (default 30/min); `Retry-After` says when to retry |
-| 400 | unknown action, unknown body key, engine not matching `^[a-z][a-z0-9_-]{{0,31}}$`, model with whitespace or a leading `-`, or nothing configured for the action (the reason names the key to set) |
+| 429 | more than `auth_failures_per_min` (default 10) failed authentications from the address (a valid token still passes), or over the token's rate limit (default 30/min); `Retry-After` says when to retry |
+| 400 | a body that is not strict JSON (UTF-8, no lone surrogates, integers up to 20 digits, strings up to 1024 characters, nesting up to 8, no duplicate keys, no NaN), unknown action, unknown body key, engine not matching `^[a-z][a-z0-9_-]{{0,31}}$`, model with whitespace or a leading `-`, or nothing configured for the action (the reason names the key to set) |
 | 409 | another action is already running on the same engine (node-wide for `purge`) |
 | 503 | the audit log is damaged: the agent refuses to act without a record (the snapshot's `problems` says why) |
 
@@ -76,7 +86,8 @@ Actions: `purge`, `unload <engine> [<model>]`, `stop|start|restart <engine>`. Un
 the engine's own API where it has one (Ollama: `keep_alive: 0`); the others run the argv the
 node's administrator configured in `agent.toml` (see [config.md](config.md)), never a shell, with
 timeouts purge 30 s, unload/stop 60 s, start/restart 120 s. Every attempt, denied or executed, is
-written to the audit log; the answer is an `ActionResult` with `audit_seq`. A command that ran
+written to the audit log (refusals before a valid token and rate-limit ones aggregated: the first
+per address and `refusal_window_s` in full, the rest as one entry with `args.refusals`); the answer is an `ActionResult` with `audit_seq`. A command that ran
 but failed is `200` with `ok: false`, its `exit_code` and `output_tail`, not an HTTP error. In a
 configured argv, an element that is exactly `{{engine}}` or `{{model}}` is replaced by the checked
 value.

@@ -19,3 +19,15 @@ def test_agent_api_doc_matches_wire_models() -> None:
     assert committed == mod.render(), "run: python scripts/gen_agent_api.py"
     for key in ("schema_version", "energy_since", "head_hash", "output_tail", "prev_hash"):
         assert key in committed
+
+
+def test_security_threat_table_names_tests_that_exist() -> None:
+    """Each threat's "proven by" cell must name a real test, or the table proves nothing."""
+    import re
+
+    text = (ROOT / "docs" / "security.md").read_text()
+    named = set(re.findall(r"`(test_\w+\.py)::(\w+)`", text))
+    assert len(named) > 20
+    for file, test in sorted(named):
+        path = ROOT / "tests" / file
+        assert path.exists() and f"def {test}(" in path.read_text(), f"{file}::{test}"
