@@ -137,7 +137,7 @@ def test_increase_matches_true_energy_across_restarts(tmp_path: Path, xdg_home: 
         segment_s = 12.0
         for _ in range(2):  # two restarts, the way a service manager stops it
             time.sleep(segment_s)
-            agent.proc.send_signal(signal.SIGINT)
+            agent.proc.send_signal(signal.SIGTERM)
             assert agent.proc.wait(timeout=15) == 0
             agent = start_agent("--config", str(cfg), "--port", str(port), tmp=tmp_path)
         time.sleep(segment_s)
