@@ -391,15 +391,18 @@ def test_handover_needs_the_same_boot(tmp_path: Path) -> None:
     assert EnergyLedger(state, 0.4, "EUR").handover_for(9999.0) == ({}, {})
 
 
-def test_what_prometheus_never_scraped_moves_to_the_next_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("last_scrape_before_stop", "carried"), [(20, True), (400, False)])
+def test_what_prometheus_never_scraped_moves_to_the_next_process(
+    tmp_path: Path, last_scrape_before_stop: int, carried: bool
+) -> None:
     """The old process counts on after its last scrape; the next one's counter carries that
-    energy, so the sum of what Prometheus sees is the truth. The ledger counts it once."""
+    energy, so the sum of what Prometheus sees is the truth. The ledger counts it once. A last
+    scrape long before the stop is nobody's to miss: nothing is carried then."""
     state = tmp_path / "energy.json"
-    curve = constant(100)
     clock = SimClock()
-    nvml = CurveNvml([curve], clock)
-    seen = 0.0
-    for a, b in ((0, 100), (104, 200)):
+    nvml = CurveNvml([constant(100)], clock)
+    seen = []
+    for a, b in ((0, 1000), (1004, 1100)):
         ledger = EnergyLedger(state, 0.40, "EUR", clock=clock)
         meter = EnergyMeter(sample_s=2.0, started=T0 + a, boot_time=1.0)
         meter.accept_handover(*ledger.handover_for(1.0))
@@ -408,14 +411,16 @@ def test_what_prometheus_never_scraped_moves_to_the_next_process(tmp_path: Path)
             clock.t = T0 + t
             book(meter, ledger, clock.t, gpu_readings(collector.gpus([])))
             meter.mark_published()
-            if t <= b - 20:  # the last scrape comes 20 s before the stop
-                meter.mark_scraped()
+            if t <= b - last_scrape_before_stop:
+                meter.mark_scraped(clock.t)
                 last_scraped = meter.node_j
-        seen += last_scraped if a == 0 else meter.node_j
+        seen.append(last_scraped if a == 0 else meter.node_j)
         ledger.maybe_save(clock.t, force=True, handover=meter.handover())
-    assert seen == pytest.approx(100 * 200)
+    unseen = 100.0 * last_scrape_before_stop
+    assert seen[0] == pytest.approx(100 * (1000 - last_scrape_before_stop))
+    assert seen[1] == pytest.approx(100 * 100 + (unseen if carried else 0.0))
     wh = sum(w for w, _ in EnergyLedger(state, 0.4, "EUR").days.values())
-    assert wh * 3600 == pytest.approx(100 * 200)
+    assert wh * 3600 == pytest.approx(100 * 1100)
 
 
 # --- intervals --------------------------------------------------------------------------------
@@ -569,3 +574,30 @@ def test_redfish_wall_power_is_the_scope_and_the_gpus_stay_parts(tmp_path: Path)
         wrong.close()
     finally:
         bmc.close()
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('timezone = "Mars/Olympus"', "timezone: Value error, unknown time zone 'Mars/Olympus'"),
+        ('[wall_power]\nsource = "redfish"', "source = 'redfish' needs url"),
+        ('[wall_power]\nsource = "ipmi"\nargv = []', "wall_power.argv"),
+        ('[wall_power]\nsource = "redfish"\nurl = "ftp://bmc"', "wall_power.url"),
+        ('[wall_power]\nsource = "snmp"', "wall_power.source"),
+    ],
+)
+def test_bad_power_config_is_one_clear_line_and_exit_2(
+    tmp_path: Path, toml: str, needle: str
+) -> None:
+    import subprocess
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(toml + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "fleettui", "agent", "serve", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and str(cfg) in r.stderr and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

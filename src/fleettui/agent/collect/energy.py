@@ -28,6 +28,7 @@ DAYS_KEPT = 7
 SAVE_EVERY_S = 60.0
 MIN_AVG_S = 0.5  # a counter average over less than this is noise (the agent's first tick)
 HANDOVER_MAX_S = 600.0  # a clean restart hands its last readings on for this long
+SCRAPE_CARRY_S = 300.0  # a last scrape older than this at the stop is no scraper's to miss
 WRAP_SAFE_W = 1000.0  # no RAPL zone draws more on average
 
 
@@ -74,6 +75,7 @@ class EnergyMeter:
     _handover_seen: dict[str, float] = field(default_factory=dict)
     _published: dict[str, float] = field(default_factory=dict)
     _scraped: dict[str, float] = field(default_factory=dict)
+    _scraped_at: float | None = None
     problems: list[str] = field(default_factory=list)
 
     def accept_handover(
@@ -95,8 +97,9 @@ class EnergyMeter:
             if p.reading.counter_j is not None
         }
 
-    def mark_scraped(self) -> None:
+    def mark_scraped(self, now: float | None = None) -> None:
         self._scraped = self._published
+        self._scraped_at = time.time() if now is None else now
 
     def handover(self) -> dict[str, object]:
         readings = {
@@ -104,7 +107,12 @@ class EnergyMeter:
             for p in self._parts.values()
             if p.reading.counter_j is not None
         }
-        return {"boot_time": self.boot_time, "readings": readings, "scraped": self._scraped}
+        return {
+            "boot_time": self.boot_time,
+            "readings": readings,
+            "scraped": self._scraped,
+            "scraped_at": self._scraped_at,
+        }
 
     def update(self, t: float, readings: list[Reading]) -> tuple[float, float, float]:
         """Take one round of readings; returns (t0, t1, joules) the node used since the previous
@@ -293,8 +301,12 @@ class EnergyLedger:
         try:
             readings = {str(k): (float(t), float(j)) for k, (t, j) in h["readings"].items()}  # type: ignore[attr-defined]
             scraped = {str(k): float(j) for k, j in (h.get("scraped") or {}).items()}  # type: ignore[attr-defined]
+            at = h.get("scraped_at")
         except (AttributeError, KeyError, TypeError, ValueError):
             return {}, {}
+        stopped = max((t for t, _ in readings.values()), default=0.0)
+        if not isinstance(at, int | float) or stopped - at > SCRAPE_CARRY_S:
+            scraped = {}
         return readings, scraped
 
     def add(self, t0: float, t1: float, joules: float) -> None:
