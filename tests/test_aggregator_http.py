@@ -172,7 +172,7 @@ async def test_request_line_headers_prefix_and_query() -> None:
         ),
         ([sized(b"x", extra=b"Content-Encoding: gzip\r\n")], "content-encoding 'gzip'", True),
         ([sized(b'{"error": "boom"}', b"500 Internal Server Error")], "HTTP 500: boom", True),
-        ([sized(b"", b"401 Unauthorized")], "HTTP 401: unauthorized (configure a token", True),
+        ([sized(b"", b"401 Unauthorized")], "HTTP 401: unauthorized (the node wants a valid", True),
         (
             [sized(b"", b"301 Moved", b"Location: https://elsewhere/\r\n")],
             "redirected to https://elsewhere/ (fix the node URL)",

@@ -183,3 +183,18 @@ def test_a_token_file_others_can_read_is_never_sent(fleet, projects, tmp_path: P
     token.chmod(0o600)
     r = fleet_cli(projects, "push", "act-000", "restart", "--engine", "ollama")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_failure_reasons_are_said_once_and_fit_a_sent_token(fleet, projects, tmp_path) -> None:
+    r = fleet_cli(
+        projects, "push", "act-000", "unload", "--engine", "ollama", "--model", "nope:1b", "--json"
+    )
+    assert r.returncode == 1
+    reason = json.loads(r.stdout)["failed"]["act-000"]
+    assert reason.count("not resident") == 1, reason
+    token = tmp_path / "token"
+    token.write_text("tok_wrong.secret\n")  # a token is sent, just not a valid one
+    r = fleet_cli(projects, "push", "act-000", "purge", "--json")
+    reason = json.loads(r.stdout)["failed"]["act-000"]
+    assert reason.startswith("HTTP 401: unauthorized") and "missing, unknown or revoked" in reason
+    assert "send" not in reason, reason

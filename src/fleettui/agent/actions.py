@@ -79,7 +79,9 @@ STALE_TEMP_S = 60.0  # older than any write in flight in another process
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 REQUEST_FIELDS = ("action", "engine", "model")
 ACTIONS_PATH = "/api/v1/actions"
-UNAUTHORIZED_DETAIL = "send Authorization: Bearer <secret> (fleet agent token create)"
+# Said alike to a client that sent no token and to one whose token is wrong or revoked, so it
+# must fit both: telling someone who sent a token to send one sends them the wrong way.
+UNAUTHORIZED_DETAIL = "no valid token: missing, unknown or revoked (fleet agent token list)"
 REDACTED = "[redacted]"
 
 

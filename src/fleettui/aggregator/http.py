@@ -127,7 +127,7 @@ def status_reason(status: int, location: str | None, body: bytes) -> str:
     if status in (301, 302, 303, 307, 308) and location:
         return f"{reason}: redirected to {location[:200]} (fix the node URL)"
     if status == 401:
-        return f"{reason}: unauthorized (configure a token for this node)"
+        return f"{reason}: unauthorized (the node wants a valid token; check this node's token)"
     if isinstance(detail, str) and detail:
         return f"{reason}: {detail[:200]}"
     return reason

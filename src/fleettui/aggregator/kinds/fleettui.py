@@ -83,7 +83,10 @@ def failure_reason(result: ActionResult) -> str:
     detail = result.error or (
         f"exit {result.exit_code}" if result.exit_code is not None else "failed"
     )
-    return f"{detail}: {tail[0][:160]}" if tail else detail
+    line = tail[0].strip()[:160] if tail else ""
+    if not line or line in detail:  # the engine's message is often the error itself
+        return detail
+    return line if detail in line else f"{detail}: {line}"
 
 
 KIND = FleettuiKind()
