@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -197,3 +198,36 @@ def test_live_view_draws_what_fits_problem_nodes_first() -> None:
     few = Console(file=io.StringIO(), width=160, height=30, color_system=None)
     few.print(fleet_view(views[:10], SAMPLE_NOW, few.width, "fleet", few.height))
     assert "more nodes" not in few.file.getvalue()
+
+
+def test_the_live_view_exits_quietly_when_its_terminal_closes(tmp_path: Path) -> None:
+    """The terminal goes away (an SSH session drops): writes fail with EIO. One line or none,
+    never a traceback."""
+    import pty
+
+    cfg = tmp_path / "projects.toml"
+    cfg.write_text('[[node]]\nname = "dead"\nurl = "http://127.0.0.1:1"\n')
+    master, slave = pty.openpty()
+    err = tmp_path / "stderr"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleettui", "--config", str(cfg)],
+            stdin=slave,
+            stdout=slave,
+            stderr=err_file,  # not a terminal: the Rich live view, not Textual
+            env={**os.environ, "TERM": "xterm"},
+        )
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while seen.count(b"dead") < 2 and time.monotonic() < deadline:  # a second frame:
+            seen += os.read(master, 65536)  # its signal handlers are in place by then
+        assert seen.count(b"dead") >= 2
+    finally:
+        os.close(master)  # the terminal is gone...
+    proc.send_signal(signal.SIGHUP)  # ...and the kernel hangs up its session
+    code = proc.wait(timeout=20)
+    text = err.read_text()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    assert code == 128 + signal.SIGHUP and text.count("\n") <= 1, (code, text)

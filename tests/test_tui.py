@@ -536,3 +536,29 @@ async def test_start_preselects_the_engine_that_is_down() -> None:
         await pilot.press("y")
         await until(pilot, lambda: bool(chosen))
     assert chosen[0].engine == "vllm"
+
+
+async def test_no_color_keeps_every_cell_readable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR turns colours into greys; none may end up on a grey it cannot be read on (the
+    cost sparkline was grey 59 on grey 39)."""
+    from fleettui.views.tui.nocolor import MIN_CONTRAST
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = sample_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        t = app.main.table
+        bg = t.background_colors[1]
+        checked = 0
+        for y in range(1, 1 + t.row_count):
+            segments = list(t.render_line(y))
+            for f in app.get_line_filters():
+                segments = f.apply(segments, bg)
+            for seg in segments:
+                style = seg.style
+                if not seg.text.strip() or style is None or style.color is None:
+                    continue
+                back = style.bgcolor.triplet.red if style.bgcolor else bg.monochrome.r
+                assert abs(style.color.triplet.red - back) >= MIN_CONTRAST, (y, seg)
+                checked += 1
+        assert checked > 50

@@ -7,6 +7,9 @@ table after one complete poll of every node.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
 from collections.abc import Callable
 
@@ -114,8 +117,23 @@ async def run_live(
         return fleet_view(source.snapshots(), clock(), console.width, title, console.height)
 
     gen = source.generation
-    with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
-        while stop is None or not stop.is_set():
-            gen = await source.wait_changed(gen, timeout=tick_s)
-            live.update(frame(), refresh=True)
-            await anyio.sleep(min_refresh_s)
+    try:
+        with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+            while stop is None or not stop.is_set():
+                gen = await source.wait_changed(gen, timeout=tick_s)
+                live.update(frame(), refresh=True)
+                await anyio.sleep(min_refresh_s)
+    except OSError as exc:
+        if exc.errno not in (errno.EIO, errno.EPIPE):
+            raise
+        _drop_output(console)  # the terminal is gone (a closed SSH session): nothing to draw on
+
+
+def _drop_output(console: Console) -> None:
+    """Send what is still buffered for a vanished terminal to /dev/null, so the interpreter's
+    last flush does not print an error about it either."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fd = console.file.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)

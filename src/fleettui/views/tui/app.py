@@ -23,6 +23,7 @@ from fleettui.select import parse
 from fleettui.views.source import FleetSource
 from fleettui.views.tui.bulk import BulkRunner
 from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.nocolor import make_legible
 from fleettui.views.tui.screens.confirm import ActionChoice, ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.help import HelpScreen
@@ -58,6 +59,8 @@ class FleetApp(App[None]):
         config: FleetConfig | None = None,
     ) -> None:
         super().__init__()
+        if self.no_color:
+            self._filters = make_legible(self._filters)
         self.source = source
         self.config = config  # node tokens and URLs, for the bulk-action layer
         self.read_only = read_only
