@@ -601,3 +601,20 @@ def test_bad_power_config_is_one_clear_line_and_exit_2(
     )
     assert r.returncode == 2 and str(cfg) in r.stderr and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.anyio
+async def test_the_loop_does_not_tick_again_right_after_the_servers_first_tick() -> None:
+    """serve() ticks once before it listens; the loop's first tick is one interval later (it
+    used to follow within milliseconds: a RAPL average over a few ms in the second snapshot)."""
+    import anyio
+
+    agent = NodeAgent.simulate(AgentConfig(interval_s=1.0), "once")
+    await agent.tick()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        await anyio.sleep(0.7)
+        assert agent.ticks == 1
+        await anyio.sleep(0.6)
+        assert agent.ticks == 2
+        tg.cancel_scope.cancel()
