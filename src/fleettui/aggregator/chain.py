@@ -201,9 +201,12 @@ class ChainVerifier:
         return self.credit_at + max(0.0, 1.0 - self.credit) * rescan_s / segments
 
     # -- checking
-    async def sync(self, client: NodeClient, *, timeout_s: float, sweep: int | None = None) -> None:
-        """Extend the pin to the node's head, then re-read `sweep` pages of the older log
-        (None: all of it, as a one-shot `fleet status` does; see `sweep_due`).
+    async def sync(
+        self, client: NodeClient, *, timeout_s: float, sweep: int | None = None, tail: bool = True
+    ) -> None:
+        """Extend the pin to the node's head (unless `tail` is False: a check only for pages
+        of the sweep that fell due), then re-read `sweep` pages of the older log (None: all of
+        it, as a one-shot `fleet status` does; see `sweep_due`).
 
         BROKEN with the seq and why on any bad link or a mismatch with the pin; UNKNOWN when
         the node answers with no audit page. An unreachable node raises FetchError and leaves
@@ -213,7 +216,8 @@ class ChainVerifier:
             return
         try:
             fresh = self.pin.seq == 0  # the tail walks the whole log: nothing to sweep
-            await self._tail(client, timeout_s)
+            if tail or fresh:
+                await self._tail(client, timeout_s)
             if fresh:
                 return
             segments = math.ceil(self.pin.seq / PAGE)

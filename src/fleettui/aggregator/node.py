@@ -154,6 +154,7 @@ class NodeWorker:
         self.poll_waker = Waker()
         self.stream_waker = Waker()
         self.chain_waker = Waker()
+        self.head_moved = True  # the chain loop's next check extends the pin (the tail)
 
     # --- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -369,6 +370,7 @@ class NodeWorker:
             summary = f"audit seq {seq}: {data.get('action')} {data.get('status')}" if data else ""
             self.emit(FleetEvent(now, self.cfg.name, "audit", summary or "audit entry", data))
             if self.chain is not None:
+                self.head_moved = True
                 self.chain_waker.wake()
         else:
             self.stream_ok()
@@ -398,40 +400,51 @@ class NodeWorker:
 
     # --- audit chain ---------------------------------------------------------------------
     async def chain_loop(self) -> None:
-        """Check when a new head shows up (woken), when a page of the older log falls due
-        (each is read again every chain_rescan_s, see ChainVerifier.sweep_due), and at least
-        every chain_recheck_s. A node whose audit cannot be read is retried with backoff,
-        not on every snapshot."""
+        """Check when a new head shows up (woken: extend the pin), when a page of the older
+        log falls due (each is read again every chain_rescan_s, see ChainVerifier.sweep_due),
+        and re-read the pinned entry at least every chain_recheck_s. A node whose audit cannot
+        be read is retried with backoff, not on every snapshot."""
         assert self.chain is not None
         d = self.defaults
         retry = Backoff(d.backoff_min_s, max(d.backoff_min_s, d.chain_recheck_s))
         min_gap = min(d.poll_interval_s, 1.0)  # coalesce a burst of audit events
         await self.chain_waker.sleep(math.inf)  # wait for the first snapshot
+        tail_at = 0.0  # when the pinned entry is next re-read anyway
         while True:
-            share = self.chain.sweep_due(time.monotonic(), d.chain_rescan_s)
-            ok = await self.sync_chain(d.http_timeout_s, sweep=share)
+            now = time.monotonic()
+            tail = self.head_moved or now >= tail_at
+            if tail:
+                self.head_moved = False
+                # anywhere in the second half of the period, so a fleet started at once does
+                # not check in step
+                tail_at = now + d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
+            share = self.chain.sweep_due(now, d.chain_rescan_s)
+            ok = await self.sync_chain(d.http_timeout_s, sweep=share, tail=tail)
             if ok:
                 retry.reset()
                 await anyio.sleep(min_gap)
-                # anywhere in the second half of the period, so a fleet started at once does
-                # not check in step
-                wait = d.chain_recheck_s * SHARED_RNG.uniform(0.5, 1)
-                if self.chain.pin.seq == 0 and not self.chain.pin.broken:
+                if self.chain.pin.broken:
+                    wait = tail_at  # nothing to check; only look for a `fleet audit forget`
+                elif self.chain.pin.seq == 0:
                     wait = math.inf  # an empty log: nothing to re-read until a head shows
-                wait = min(wait, self.chain.next_due(d.chain_rescan_s) - time.monotonic())
-                await self.chain_waker.sleep(max(0.0, wait))
+                else:
+                    wait = min(tail_at, self.chain.next_due(d.chain_rescan_s))
+                await self.chain_waker.sleep(max(0.0, wait - time.monotonic()))
             else:
+                self.head_moved = True  # retried in full
                 await anyio.sleep(retry.next_delay())
                 self.chain_waker.clear()
 
-    async def sync_chain(self, timeout_s: float, *, sweep: int | None = None) -> bool:
+    async def sync_chain(
+        self, timeout_s: float, *, sweep: int | None = None, tail: bool = True
+    ) -> bool:
         """One verification pass (`sweep`: pages of the older log to re-read, None for all of
         it); False when the chain could not be read (retry later). What was verified is saved
         even when the pass is cut short."""
         assert self.chain is not None and self.client is not None
         ok = True
         try:
-            await self.chain.sync(self.client, timeout_s=timeout_s, sweep=sweep)
+            await self.chain.sync(self.client, timeout_s=timeout_s, sweep=sweep, tail=tail)
         except FetchError as exc:
             self.set_last_error(f"audit: {exc.reason}")
             ok = False
@@ -549,7 +562,10 @@ class NodeWorker:
                 ),
                 None,
             )
-            if self.chain.check_head(snap.audit) or first:  # (first: start the chain loop)
+            if self.chain.check_head(snap.audit):
+                self.head_moved = True
+                self.chain_waker.wake()
+            elif first:  # start the chain loop
                 self.chain_waker.wake()
             self.publish_chain(refresh=False)
         self.refresh(force=True)
