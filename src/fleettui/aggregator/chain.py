@@ -49,10 +49,6 @@ class HugeInt:
     digits: int
 
 
-def _parse_int(text: str) -> int | HugeInt:
-    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else HugeInt(len(text))
-
-
 @dataclass(frozen=True)
 class Page:
     # each entry's raw dict (hashed as sent) and its model, or why it is not an audit entry
@@ -60,10 +56,10 @@ class Page:
     head: AuditHead
 
 
-def _entry(raw: Any) -> AuditEntry | str:
+def _entry(raw: Any, huge: bool) -> AuditEntry | str:
     if not isinstance(raw, dict):
         return "not a JSON object"
-    for key, value in raw.items():
+    for key, value in raw.items() if huge else ():
         if isinstance(value, HugeInt):
             return f"{key}: an integer of {value.digits} digits"
     try:
@@ -76,8 +72,16 @@ def _entry(raw: Any) -> AuditEntry | str:
 def parse_page(body: bytes) -> Page:
     """Validate the page's shape; each entry is checked where the walk reaches it, so a bad
     entry is evidence at its seq, not an unreadable page."""
+    huge: list[HugeInt] = []
+
+    def parse_int(text: str) -> int | HugeInt:
+        if len(text) <= MAX_INT_DIGITS:
+            return int(text)
+        huge.append(HugeInt(len(text)))
+        return huge[-1]
+
     try:
-        obj = json.loads(body, parse_int=_parse_int)
+        obj = json.loads(body, parse_int=parse_int)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ChainUnreadable(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("entries"), list):
@@ -91,7 +95,7 @@ def parse_page(body: bytes) -> Page:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in ("head", *e["loc"]))
         raise ChainUnreadable(f"not an audit page: {loc}: {e['msg']}") from None
-    return Page([(raw, _entry(raw)) for raw in obj["entries"]], parsed_head)
+    return Page([(raw, _entry(raw, bool(huge))) for raw in obj["entries"]], parsed_head)
 
 
 def check_link(raw: dict[str, Any], entry: AuditEntry, prev_seq: int, prev_hash: str) -> None:
@@ -132,7 +136,6 @@ class ChainVerifier:
         self.store_problem: str | None = None  # the pin file cannot be used (not saved to)
         self.dirty = False  # the pin moved since it was last saved
         self.cursor = random.randrange(1 << 30)  # where the sweep resumes (per process)
-        self.swept = 0  # pages re-read by the sweep in this process
         # pages of the sweep due (see sweep_due); a random start spreads a fleet's page reads
         self.credit = random.random()
         self.credit_at: float | None = None
@@ -224,7 +227,6 @@ class ChainVerifier:
             for _ in range(segments if sweep is None else min(sweep, segments)):
                 await self._segment(client, timeout_s, self.cursor % segments)
                 self.cursor = (self.cursor % segments) + 1
-                self.swept += 1
                 self.credit = max(0.0, self.credit - 1)
         except ChainBroken as exc:
             self.broken(str(exc))
