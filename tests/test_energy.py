@@ -618,3 +618,16 @@ async def test_the_loop_does_not_tick_again_right_after_the_servers_first_tick()
         await anyio.sleep(0.6)
         assert agent.ticks == 2
         tg.cancel_scope.cancel()
+
+
+def test_a_part_unreadable_this_round_has_no_figure_and_the_node_none() -> None:
+    meter = EnergyMeter(sample_s=2.0, started=T0)
+    gpu = Reading("gpu0", "gpu", "nvml-power", "g", watts=300.0)
+    cpu = Reading("package-0", "cpu-package", "rapl", "c", counter_j=0.0, wrap_j=1e6)
+    meter.update(T0, [gpu, cpu])
+    meter.update(T0 + 2, [gpu, Reading("package-0", "cpu-package", "rapl", "c", counter_j=100.0)])
+    assert meter_power(meter).watts == pytest.approx(350.0)
+    meter.update(T0 + 4, [gpu])  # RAPL read failed
+    power = meter_power(meter)
+    assert power.watts is None and power.scope == "GPU + CPU package"
+    assert {p.name: p.watts for p in power.parts} == {"gpu0": 300.0, "package-0": None}

@@ -144,6 +144,10 @@ class EnergyMeter:
             else:
                 prev.watts = r.watts
             prev.reading, prev.t = r, t
+        seen = {r.name for r in readings}
+        for name, p in self._parts.items():
+            if name not in seen:  # unreadable this round: no figure rather than an old one
+                p.watts = None
         self.node_j += added
         return t0, t, added
 
