@@ -74,6 +74,8 @@ class _Server:
                     data, ctype = body, "text/plain; charset=utf-8"
                 else:
                     data, ctype = json.dumps(body).encode(), "application/json"
+                extra = dict(extra)
+                ctype = extra.pop("Content-Type", ctype)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)

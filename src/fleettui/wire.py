@@ -7,12 +7,67 @@ and to the generated JSON Schema in docs/agent-api.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+
+from fleettui.textsafe import clean, clean_block
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
+
+# --- what a node may send ------------------------------------------------------------------
+# Nothing a node sends is trusted: every number is finite and within a range no real machine
+# leaves (NaN, ±Infinity, 1e308, negative watts and 5000-digit integers are refused), every
+# list and string is bounded, so one hostile or broken node becomes a reason on its own row
+# (`bad snapshot: gpus: List should have at most 256 items`) instead of an OverflowError,
+# "€-inf" or "-4,665 W" somewhere in the views. The ranges are generous on purpose: a real
+# agent never comes near them.
+
+
+def _num(lo: float, hi: float) -> Any:
+    return Field(ge=lo, le=hi, allow_inf_nan=False)
+
+
+Percent = Annotated[float, _num(0, 100)]
+MiB = Annotated[float, _num(0, 1e9)]  # a petabyte
+Watts = Annotated[float, _num(0, 1e6)]  # a megawatt, for one machine
+Joules = Annotated[float, _num(0, 1e15)]
+WattHours = Annotated[float, _num(0, 1e12)]
+Celsius = Annotated[float, _num(-100, 300)]
+Money = Annotated[float, _num(0, 1e9)]
+Price = Annotated[float, _num(0, 1e6)]  # per kWh, in any currency
+Seconds = Annotated[float, _num(0, 1e10)]  # 317 years of uptime
+MAX_UNIX_TIME = 1e10  # the year 2286
+UnixTime = Annotated[float, _num(0, MAX_UNIX_TIME)]
+Millis = Annotated[float, _num(0, 1e9)]
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+HttpStatus = Annotated[int, Field(ge=0, le=599)]  # 0: no request was answered
+MAX_GPUS = 256
+MAX_ENGINES = 64
+MAX_MODELS = 1024
+MAX_PROBLEMS = 256
+MAX_DAYS = 366
+MAX_PARTS = 512  # GPUs, RAPL zones, a wall reading
+# Text read with `DISPLAY` as the validation context (what the views parse, state.py) is also
+# made terminal-safe (fleettui.textsafe); the aggregator and the agent keep it as sent.
+DISPLAY = {"display": True}
+
+
+def _display(text: str, info: ValidationInfo) -> str:
+    return clean(text) if info.context is DISPLAY else text
+
+
+def _display_block(text: str, info: ValidationInfo) -> str:
+    return clean_block(text) if info.context is DISPLAY else text
+
+
+Name = Annotated[str, Field(max_length=256), AfterValidator(_display)]  # hostnames, names
+Url = Annotated[str, Field(max_length=2048), AfterValidator(_display)]
+Line = Annotated[str, Field(max_length=4096), AfterValidator(_display)]  # an error, a problem
+Block = Annotated[str, Field(max_length=65536), AfterValidator(_display_block)]  # output
 
 
 class WireModel(BaseModel):
@@ -22,25 +77,25 @@ class WireModel(BaseModel):
 
 
 class NodeInfo(WireModel):
-    hostname: str
-    os: str
-    arch: str
-    agent_version: str
-    uptime_s: float = Field(description="Seconds since the host booted.")
-    boot_time: float | None = Field(None, description="When the host booted, Unix seconds.")
+    hostname: Name
+    os: Name
+    arch: Name
+    agent_version: Name
+    uptime_s: Seconds = Field(description="Seconds since the host booted.")
+    boot_time: UnixTime | None = Field(None, description="When the host booted, Unix seconds.")
     simulated: bool = False
 
 
 class Cpu(WireModel):
-    percent: float | None = Field(None, description="Whole-machine CPU utilisation, 0-100.")
-    cores: int | None = Field(None, description="Logical CPU count.")
+    percent: Percent | None = Field(None, description="Whole-machine CPU utilisation, 0-100.")
+    cores: Count | None = Field(None, description="Logical CPU count.")
 
 
 class Memory(WireModel):
-    total_mb: float | None = None
-    used_mb: float | None = None
-    pressure_pct: float | None = Field(None, description="Share of memory not available, 0-100.")
-    stall_s_total: float | None = Field(
+    total_mb: MiB | None = None
+    used_mb: MiB | None = None
+    pressure_pct: Percent | None = Field(None, description="Share of memory not available, 0-100.")
+    stall_s_total: Seconds | None = Field(
         None,
         description="Linux PSI: seconds some task waited for memory since boot "
         "(/proc/pressure/memory `some total`); absent without PSI.",
@@ -48,17 +103,17 @@ class Memory(WireModel):
 
 
 class Gpu(WireModel):
-    index: int
-    name: str
-    uuid: str | None = None
-    memory_total_mb: float | None = None
-    memory_used_mb: float | None = None
-    util_pct: float | None = None
-    power_w: float | None = None
-    energy_j: float | None = Field(
+    index: Count
+    name: Name
+    uuid: Name | None = None
+    memory_total_mb: MiB | None = None
+    memory_used_mb: MiB | None = None
+    util_pct: Percent | None = None
+    power_w: Watts | None = None
+    energy_j: Joules | None = Field(
         None, description="GPU energy counter since driver load, joules (NVML, Volta or newer)."
     )
-    temp_c: float | None = None
+    temp_c: Celsius | None = None
 
 
 PartKind = Literal["gpu", "cpu-package", "dram", "psys", "soc", "wall"]
@@ -111,63 +166,65 @@ def source_label(sources: list[str]) -> str:
 class PowerPart(WireModel):
     """One measured part of the machine: a GPU, a RAPL zone, the BMC's wall reading."""
 
-    name: str = Field(description="gpu0, package-0, dram-0, psys, wall...")
+    name: Name = Field(description="gpu0, package-0, dram-0, psys, wall...")
     kind: PartKind
-    source: str = Field(description="How it is measured: one of ENERGY_SOURCES.")
-    watts: float | None = None
-    energy_j: float = Field(0.0, description="This part's energy since the agent started, J.")
+    source: Name = Field(description="How it is measured: one of ENERGY_SOURCES.")
+    watts: Watts | None = None
+    energy_j: Joules = Field(0.0, description="This part's energy since the agent started, J.")
 
 
 class Power(WireModel):
-    watts: float | None = Field(None, description="Current draw of everything in `scope`, W.")
-    scope: str = Field(
+    watts: Watts | None = Field(None, description="Current draw of everything in `scope`, W.")
+    scope: Name = Field(
         "none", description="What the figures cover: 'GPU + CPU package + DRAM', 'wall'..."
     )
-    source: str = Field("none", description="How they are measured, e.g. 'nvml-energy+rapl'.")
-    energy_j: float = Field(
+    source: Name = Field("none", description="How they are measured, e.g. 'nvml-energy+rapl'.")
+    energy_j: Joules = Field(
         0.0,
         description="Energy in `scope` since this agent process started, J (0 at each start: "
         "the Prometheus counter). Daily totals that survive restarts are in `cost.daily`.",
     )
-    energy_since: float | None = Field(None, description="When `energy_j` began, Unix seconds.")
-    parts: list[PowerPart] = Field(default_factory=list)
+    energy_since: UnixTime | None = Field(None, description="When `energy_j` began, Unix seconds.")
+    parts: list[PowerPart] = Field(default_factory=list, max_length=MAX_PARTS)
 
 
 class DailyCost(WireModel):
-    date: str = Field(description="Local calendar day, YYYY-MM-DD.")
-    energy_wh: float = Field(description="Energy in scope that day, from the persisted ledger.")
-    cost: float
-    price_per_kwh: float | None = Field(None, description="The price that applied that day.")
+    date: Name = Field(description="Local calendar day, YYYY-MM-DD.")
+    energy_wh: WattHours = Field(description="Energy in scope that day, from the persisted ledger.")
+    cost: Money
+    price_per_kwh: Price | None = Field(None, description="The price that applied that day.")
 
 
 class Cost(WireModel):
-    currency: str = "EUR"
-    price_per_kwh: float = Field(0.0, description="Today's price.")
-    today: float = 0.0
-    daily: list[DailyCost] = Field(default_factory=list, description="Last 7 days, oldest first.")
-    total_7d: float = 0.0
-    since_start: float = Field(
+    currency: Name = "EUR"
+    price_per_kwh: Price = Field(0.0, description="Today's price.")
+    today: Money = 0.0
+    daily: list[DailyCost] = Field(
+        default_factory=list, max_length=MAX_DAYS, description="Last 7 days, oldest first."
+    )
+    total_7d: Money = 0.0
+    since_start: Money = Field(
         0.0, description="Cost of `power.energy_j`: since this agent process started."
     )
 
 
 class Model(WireModel):
-    name: str
-    size_mb: float | None = None
-    vram_mb: float | None = None
-    quant: str | None = None
+    name: Name
+    size_mb: MiB | None = None
+    vram_mb: MiB | None = None
+    quant: Name | None = None
 
 
 EngineStatus = Literal["up", "down"]
 
 
 class Engine(WireModel):
-    name: str = Field(description="Engine kind: ollama, llamacpp, vllm, lmstudio, mlx.")
-    url: str
+    name: Name = Field(description="Engine kind: ollama, llamacpp, vllm, lmstudio, mlx.")
+    url: Url
     status: EngineStatus
-    version: str | None = None
-    models: list[Model] = Field(default_factory=list)
-    error: str | None = Field(None, description="Why the engine is down or its answer unusable.")
+    version: Name | None = None
+    models: list[Model] = Field(default_factory=list, max_length=MAX_MODELS)
+    error: Line | None = Field(None, description="Why the engine is down or its answer unusable.")
 
 
 # How a snapshot's `problems[]` line about the agent's own audit log begins (agent/actions.py
@@ -176,25 +233,27 @@ AUDIT_PROBLEM_PREFIX = "audit log: "
 
 
 class AuditHead(WireModel):
-    seq: int = Field(0, description="Sequence number of the newest audit entry (0 when empty).")
-    head_hash: str = GENESIS_HASH
+    seq: Seq = Field(0, description="Sequence number of the newest audit entry (0 when empty).")
+    head_hash: Name = GENESIS_HASH
 
 
 class NodeSnapshot(WireModel):
     """Everything one agent knows about its node at one collection tick."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Count = SCHEMA_VERSION
     node: NodeInfo
-    ts: float = Field(description="Collection time, Unix seconds.")
+    ts: UnixTime = Field(description="Collection time, Unix seconds.")
     cpu: Cpu = Field(default_factory=Cpu)
     memory: Memory = Field(default_factory=Memory)
-    gpus: list[Gpu] = Field(default_factory=list)
+    gpus: list[Gpu] = Field(default_factory=list, max_length=MAX_GPUS)
     power: Power = Field(default_factory=Power)
     cost: Cost = Field(default_factory=Cost)
-    engines: list[Engine] = Field(default_factory=list)
+    engines: list[Engine] = Field(default_factory=list, max_length=MAX_ENGINES)
     audit: AuditHead = Field(default_factory=AuditHead)
-    problems: list[str] = Field(
-        default_factory=list, description="Human-readable reasons this node is degraded."
+    problems: list[Line] = Field(
+        default_factory=list,
+        max_length=MAX_PROBLEMS,
+        description="Human-readable reasons this node is degraded.",
     )
 
 
@@ -222,25 +281,25 @@ class ActionRequest(WireModel):
 
 class ActionResult(WireModel):
     ok: bool
-    action: str
-    engine: str | None = None
-    model: str | None = None
-    exit_code: int | None = None
-    duration_ms: float = 0.0
-    output_tail: str = ""
-    audit_seq: int | None = None
-    error: str | None = None
+    action: Name
+    engine: Name | None = None
+    model: Name | None = None
+    exit_code: ExitCode | None = None
+    duration_ms: Millis = 0.0
+    output_tail: Block = ""
+    audit_seq: Seq | None = None
+    error: Line | None = None
 
 
 class ActionEvent(WireModel):
     """Payload of the SSE `action` event: sent when an action starts and when it finishes."""
 
     phase: Literal["started", "finished"]
-    action: str
-    engine: str | None = None
-    model: str | None = None
+    action: Name
+    engine: Name | None = None
+    model: Name | None = None
     ok: bool | None = None
-    audit_seq: int | None = None
+    audit_seq: Seq | None = None
 
 
 class AuditEntry(WireModel):
@@ -250,7 +309,7 @@ class AuditEntry(WireModel):
     """
 
     seq: int
-    ts: float
+    ts: UnixTime
     source_ip: str | None = None
     token_id: str | None = None
     action: str | None = None
@@ -261,9 +320,11 @@ class AuditEntry(WireModel):
         "mid-action and found the intent at its next start), sealed (first entry of a chain "
         "an operator started after archiving a damaged log)."
     )
-    http_status: int = Field(description="The status answered; 0 when no request was answered.")
-    duration_ms: float | None = None
-    exit_code: int | None = None
+    http_status: HttpStatus = Field(
+        description="The status answered; 0 when no request was answered."
+    )
+    duration_ms: Millis | None = None
+    exit_code: ExitCode | None = None
     error: str | None = None
     ref: int | None = Field(
         None, description="On an outcome entry: the seq of the `started` entry it closes."

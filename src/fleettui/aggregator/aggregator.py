@@ -296,11 +296,11 @@ class FleetAggregator:
         deadline = time.monotonic() + timeout
 
         async def one(w: NodeWorker) -> None:
-            ok = await w.poll(min(w.defaults.http_timeout_s, timeout))
+            ok = await w.poll(min(w.defaults.http_timeout_s, timeout))  # never raises
             answered.add(w.cfg.name)
             left = deadline - time.monotonic()
             if ok and w.chain is not None and w.snap_json is not None and left > 0:
-                await w.sync_chain(min(w.defaults.http_timeout_s, left))
+                await w.sync_chain(min(w.defaults.http_timeout_s, left))  # nor this
 
         try:
             with anyio.move_on_after(timeout):

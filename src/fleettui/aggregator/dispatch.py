@@ -19,8 +19,9 @@ import anyio
 import anyio.to_thread
 
 from fleettui.aggregator.kinds import kind_for
-from fleettui.aggregator.kinds.base import SLACK_S
+from fleettui.aggregator.kinds.base import SLACK_S, unexpected
 from fleettui.config import NodeConfig
+from fleettui.textsafe import clean
 from fleettui.wire import ACTIONS, ActionResult
 
 __all__ = ["SLACK_S", "Dispatcher", "Envelope", "NodeOutcome", "Progress"]
@@ -93,6 +94,7 @@ class Dispatcher:
     ) -> None:
         out = env.outcomes[name]
         out.progress = progress
+        reason = clean(reason) if reason else reason  # node text, bound for a terminal
         out.reason = reason
         if progress is Progress.OK:
             env.succeeded.append(name)
@@ -136,7 +138,10 @@ class Dispatcher:
         async with limiter:
             self._report(env, node.name, Progress.RUNNING)
             t0 = time.perf_counter()
-            reason, result = await kind.act(node, token, env.action, env.engine, env.model)
+            try:
+                reason, result = await kind.act(node, token, env.action, env.engine, env.model)
+            except Exception as exc:  # one node's odd answer never ends the others' dispatch
+                reason, result = unexpected(exc), None
             env.outcomes[node.name].duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         env.outcomes[node.name].result = result
         if reason is None and result is not None and result.ok:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from array import array
 
-from fleettui.wire import NodeSnapshot
+from fleettui.wire import MAX_UNIX_TIME, NodeSnapshot
 
 
 class PowerHistory:
@@ -24,8 +25,8 @@ class PowerHistory:
 
     def add(self, ts: float, watts: float | None) -> bool:
         """Record a sample; returns whether the visible history changed."""
-        if watts is None:
-            return False
+        if watts is None or not (math.isfinite(watts) and 0 <= ts <= MAX_UNIX_TIME):
+            return False  # the wire refuses these; a caller that skipped it gets no crash
         slot = int(ts // self.slot_s)
         slots, ws = self._slot, self._watts
         if slots:

@@ -33,7 +33,7 @@ from fleettui.aggregator.http import (
     status_reason,
 )
 from fleettui.aggregator.kinds import kind_for
-from fleettui.aggregator.kinds.base import describe_validation
+from fleettui.aggregator.kinds.base import describe_validation, unexpected
 from fleettui.aggregator.pins import Pin, PinFileError, PinStore, node_key
 from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import (
@@ -209,21 +209,26 @@ class NodeWorker:
         t0 = time.perf_counter()
         try:
             snap = await self.fetch_snapshot(timeout_s)
+            self.poll_error = None
+            self.poll_unreachable = False
+            self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+            self.apply_snapshot(snap)
         except FetchError as exc:
-            self.poll_error = exc.reason
-            self.poll_unreachable = not exc.reachable
-            self.set_last_error(f"snapshot: {exc.reason}")
-            if exc.reachable:
-                self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
-            self.refresh(force=True)
-            return exc.reachable
-        self.poll_error = None
-        self.poll_unreachable = False
-        self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
-        self.apply_snapshot(snap)
+            return self.poll_failed(exc.reason, exc.reachable, t0)
+        except Exception as exc:  # never past this node: it is the node's state and reason
+            return self.poll_failed(unexpected(exc), True, t0)
         if self.streams and self.stream_down_since is not None:
             self.stream_waker.wake()  # it is back: reconnect the stream now, not after backoff
         return True
+
+    def poll_failed(self, reason: str, reachable: bool, t0: float) -> bool:
+        self.poll_error = reason
+        self.poll_unreachable = not reachable
+        self.set_last_error(f"snapshot: {reason}")
+        if reachable:
+            self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+        self.refresh(force=True)
+        return reachable
 
     async def poll_loop(self) -> None:
         interval = self.defaults.poll_interval_s
@@ -287,6 +292,8 @@ class NodeWorker:
                 reason = str(exc)
             except FetchError as exc:
                 reason = exc.reason
+            except Exception as exc:  # the node's fault, not the fleet's (see `unexpected`)
+                reason = unexpected(exc)
             self.stream_failed(reason)
             await self.stream_waker.sleep(self.stream_backoff.next_delay())
 
@@ -337,6 +344,12 @@ class NodeWorker:
             resp.close()
 
     def handle_event(self, sse: ServerSentEvent) -> None:
+        try:
+            self._handle_event(sse)
+        except Exception as exc:  # e.g. a snapshot that validates but trips a rule further on
+            self.stream_failed(f"bad {sse.event} event: {unexpected(exc)}")
+
+    def _handle_event(self, sse: ServerSentEvent) -> None:
         now = time.time()
         if sse.event == "snapshot":
             try:
@@ -448,6 +461,9 @@ class NodeWorker:
         except FetchError as exc:
             self.set_last_error(f"audit: {exc.reason}")
             ok = False
+        except Exception as exc:  # the node's fault, not the fleet's (see `unexpected`)
+            self.set_last_error(f"audit: {unexpected(exc)}")
+            ok = False
         finally:
             with anyio.CancelScope(shield=True):
                 await self.save_pin()
@@ -532,26 +548,31 @@ class NodeWorker:
     # --- state ---------------------------------------------------------------------------
     def apply_snapshot(self, snap: NodeSnapshot, raw: str | bytes | None = None) -> None:
         """Keep a validated snapshot: as text (`raw`, the JSON it was validated from, when
-        given) plus the facts the state rules read. See `snap_json`."""
+        given) plus the facts the state rules read. See `snap_json`.
+
+        Everything is derived before anything is kept, so a snapshot that trips on the way
+        (the caller makes that the node's reason) leaves the last good one whole."""
         first = self.snap_json is None
-        if self.snap_ts != snap.ts:
-            self.ts_changed_at = time.monotonic()
         if raw is None or len(raw) > BIG_SNAPSHOT:
             raw = snap.model_dump_json()  # unknown extra fields are not kept (nor re-parsed)
-        self.snap_json = raw
-        self.snap_facts = SnapshotFacts.of(snap)
-        self.cost_daily = daily_costs(snap)
-        self.snap_ts = snap.ts
-        self.audit_seq = snap.audit.seq
+        facts = SnapshotFacts.of(snap)
+        daily = daily_costs(snap)
         reasons = list(snap.problems)
         for eng in snap.engines:
             if eng.status == "down" and not any(f"engine {eng.name}" in r for r in reasons):
                 err = f": {eng.error}" if eng.error else ""
                 reasons.append(f"engine {eng.name} down{err}")
+        self.power.add(snap.ts, snap.power.watts)
+        if self.snap_ts != snap.ts:
+            self.ts_changed_at = time.monotonic()
+        self.snap_json = raw
+        self.snap_facts = facts
+        self.cost_daily = daily
+        self.snap_ts = snap.ts
+        self.audit_seq = snap.audit.seq
         if reasons != self.snap_reasons:
             self.snap_reasons = reasons
         self.view.last_seen = time.time()
-        self.power.add(snap.ts, snap.power.watts)
         self.hostname = snap.node.hostname
         if self.chain is not None:
             self.chain.agent_problem = next(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from fleettui.wire import NodeSnapshot
+from fleettui.textsafe import clean
+from fleettui.wire import DISPLAY, NodeSnapshot
 
 
 class NodeState(enum.StrEnum):
@@ -55,6 +56,10 @@ class SnapshotFacts:
 class NodeView:
     """One node as the views see it. `snapshots()` returns deep copies of these.
 
+    Its text is terminal-safe (fleettui.textsafe): what came from the node or the config is
+    cleaned when the view is built, and the snapshot is parsed with the `DISPLAY` context,
+    which cleans every string in it. So no view can forget to, whatever it draws.
+
     The aggregator hands the snapshot over as its JSON text (`snapshot_json`): `snapshot` is
     parsed from it on first access, so a dashboard that changes 100 rows a tick parses only
     the few it draws (docs/performance.md). `facts` holds what every row needs without it.
@@ -83,6 +88,13 @@ class NodeView:
     facts: SnapshotFacts | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.url, self.role = clean(self.url), clean(self.role)
+        self.tags = [clean(t) for t in self.tags]
+        self.reasons = [clean(r) for r in self.reasons]
+        if self.last_error is not None:
+            self.last_error = clean(self.last_error)
+        if self.chain_detail is not None:
+            self.chain_detail = clean(self.chain_detail)
         snap = self.__dict__.get("_snapshot")
         if snap is not None:  # a model given: the facts follow it, whatever else was passed
             self.facts = SnapshotFacts.of(snap)
@@ -91,7 +103,8 @@ class NodeView:
 def _get_snapshot(view: NodeView) -> NodeSnapshot | None:
     snap = view.__dict__.get("_snapshot")
     if snap is None and view.snapshot_json is not None:
-        snap = view.__dict__["_snapshot"] = NodeSnapshot.model_validate_json(view.snapshot_json)
+        snap = NodeSnapshot.model_validate_json(view.snapshot_json, context=DISPLAY)
+        view.__dict__["_snapshot"] = snap
     return snap
 
 
@@ -114,4 +127,9 @@ class FleetEvent:
     node: str
     kind: str  # "snapshot" | "action" | "audit" | "state" | "error"
     summary: str  # one human line, e.g. "ONLINE -> OFFLINE: connection refused"
-    data: dict | None = None
+    data: dict | None = None  # the node's own JSON, as sent: never print it raw
+
+    def __post_init__(self) -> None:
+        # node text ends up in summaries (reasons, action and audit fields): clean it once here
+        object.__setattr__(self, "node", clean(self.node))
+        object.__setattr__(self, "summary", clean(self.summary))

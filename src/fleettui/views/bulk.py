@@ -104,7 +104,7 @@ def run_dispatch(
     from fleettui.aggregator.dispatch import Dispatcher, Progress
 
     def progress(node: str, state: Progress, reason: str | None) -> None:
-        if live and state in (Progress.OK, Progress.FAILED):
+        if live and state in (Progress.OK, Progress.FAILED):  # the dispatcher cleans reasons
             mark = "ok" if state is Progress.OK else f"FAILED: {reason}"
             print(f"  {node}: {mark}", file=sys.stderr, flush=True)
 
@@ -114,6 +114,9 @@ def run_dispatch(
 
 def print_envelope(env: Envelope) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from fleettui.textsafe import clean
 
     table = Table(
         title=f"{describe(env.action, env.engine, env.model)}: "
@@ -128,13 +131,13 @@ def print_envelope(env: Envelope) -> None:
         out = env.outcomes[name]
         ok = name in env.succeeded
         detail = env.failed.get(name) or ""
-        if ok and out.result is not None:
-            detail = (out.result.output_tail.strip().splitlines() or [""])[-1]
+        if ok and out.result is not None:  # the node's own output: cleaned, never markup
+            detail = clean((out.result.output_tail.strip().splitlines() or [""])[-1])
         table.add_row(
-            name,
+            Text(name),
             "[green]ok[/]" if ok else "[red]failed[/]",
             f"{out.duration_ms:.0f}" if out.duration_ms is not None else "-",
-            detail,
+            Text(detail),
         )
     _console().print(table)
 

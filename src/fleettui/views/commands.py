@@ -81,12 +81,23 @@ def load_fleet(args: argparse.Namespace) -> FleetConfig | None:
 
 
 def _print_warnings(cfg: FleetConfig) -> None:
+    from fleettui.textsafe import clean
+
     for w in cfg.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {clean(w)}", file=sys.stderr)
 
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def markup_safe(text: str) -> str:
+    """Config or node text inside a Rich markup string: terminal-safe, its `[` escaped."""
+    from rich.markup import escape
+
+    from fleettui.textsafe import clean
+
+    return escape(clean(text))
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -146,10 +157,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not cfg.nodes:
         print(f"No valid nodes in {cfg.path}. Add one with `fleet add NAME --url URL`.")
         return 0
-    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{plural(len(cfg.nodes), 'node')} in {cfg.path}", title_justify="left")
+    escape = markup_safe
+    title = f"{plural(len(cfg.nodes), 'node')} in {escape(str(cfg.path))}"
+    table = Table(title=title, title_justify="left")
     table.add_column("Name", no_wrap=True)
     table.add_column("URL", overflow="fold")
     table.add_column("Kind", no_wrap=True)
@@ -228,12 +240,13 @@ def node_json(v: NodeView) -> dict[str, Any]:
 
 
 def _engines_cell(v: NodeView) -> str:
+    """Markup; the names in it are the node's (terminal-safe already, see NodeView), escaped."""
     if v.snapshot is None or not v.snapshot.engines:
         return "-"
     parts = []
     for e in v.snapshot.engines:
-        label = f"{e.name}·{len(e.models)}"
-        parts.append(label if e.status == "up" else f"[red]{e.name}✗[/]")
+        name = markup_safe(e.name)
+        parts.append(f"{name}·{len(e.models)}" if e.status == "up" else f"[red]{name}✗[/]")
     return " ".join(parts)
 
 

@@ -178,7 +178,7 @@ class AsiaiKind(NodeKind):
             raise FetchError(f"bad answer from {SNAPSHOT_PATH}: not a JSON object", reachable=True)
         try:
             return asiai_snapshot(d, url)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise shape_error(SNAPSHOT_PATH, exc) from None
 
     def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:

@@ -8,6 +8,7 @@ and the dispatcher only talk to this interface, so a new kind is one module in t
 from __future__ import annotations
 
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ from fleettui.aggregator.http import MAX_BODY, mib
 from fleettui.config import NodeConfig
 from fleettui.wire import ACTION_TIMEOUTS_S, ActionResult, NodeSnapshot
 
+log = logging.getLogger(__name__)
 SLACK_S = 10.0  # the node's own action timeout plus time to answer
 ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MODEL_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./:\-]{0,127}")
@@ -61,15 +63,37 @@ class NodeKind(ABC):
         """Send one action; never raises for a network or node failure (it is the reason)."""
 
 
+# pydantic error types of the wire's bounds (finite, in range, not too long): a value, not a shape
+OUT_OF_BOUNDS = frozenset(
+    {
+        "finite_number",
+        "greater_than_equal",
+        "less_than_equal",
+        "string_too_long",
+        "too_long",
+    }
+)
+
+
 def describe_validation(exc: ValidationError) -> str:
-    """`invalid JSON: ...` or `wrong shape: node.hostname: Field required (+2 more)`."""
+    """`invalid JSON: ...`, `wrong shape: node.hostname: Field required (+2 more)` or
+    `out of bounds: power.watts: Input should be a finite number`."""
     errs = exc.errors()
     first = errs[0]
     if first["type"] == "json_invalid":
         return f"invalid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-    return f"wrong shape: {loc}: {first['msg']}{more}"
+    what = "out of bounds" if first["type"] in OUT_OF_BOUNDS else "wrong shape"
+    return f"{what}: {loc}: {first['msg']}{more}"
+
+
+def unexpected(exc: Exception) -> str:
+    """The reason for an exception nothing foresaw. Whatever caused it (input no wire rule
+    caught, a bug in a kind), it happened to one node, so it is that node's reason, never an
+    exception past its worker or its dispatch."""
+    log.debug("unexpected %s", type(exc).__name__, exc_info=exc)
+    return f"unusable answer ({type(exc).__name__}: {exc})"[:300]
 
 
 def check_names(engine: str | None, model: str | None) -> str | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from fleettui.aggregator.http import FetchError
+from fleettui.aggregator.kinds.base import describe_validation
 
 MB = 1024 * 1024
 
@@ -21,8 +23,15 @@ def parse_json(body: bytes, what: str) -> Any:
 
 
 def pos(x: Any) -> float | None:
-    """A measured value, or None for the 'not measured' sentinels (-1, 0, null, strings)."""
-    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and x > 0 else None
+    """A measured value, or None for the 'not measured' sentinels (-1, 0, null, strings) and
+    for what is no measurement at all (NaN, Infinity, integers beyond any float)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def mb(x: Any) -> float | None:
@@ -36,8 +45,6 @@ def host_of(url: str) -> str:
 
 
 def shape_error(what: str, exc: Exception) -> FetchError:
-    if isinstance(exc, ValidationError):
-        e = exc.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        return FetchError(f"bad answer from {what}: wrong shape: {loc}: {e['msg']}", reachable=True)
+    if isinstance(exc, ValidationError):  # e.g. NaN watts: `out of bounds: power.watts: ...`
+        return FetchError(f"bad answer from {what}: {describe_validation(exc)}", reachable=True)
     return FetchError(f"bad answer from {what}: wrong shape: {exc}", reachable=True)

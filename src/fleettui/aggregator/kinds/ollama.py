@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import httpx
-from pydantic import ValidationError
 
 from fleettui.aggregator.http import FetchError, get_capped, make_client
 from fleettui.aggregator.kinds.base import (
@@ -73,8 +72,8 @@ class OllamaKind(NodeKind):
                 ts=time.time(),
                 engines=[Engine(name=ENGINE, url=url, status="up", version=ver, models=models)],
             )
-        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
-            raise shape_error("/api/ps", exc) from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise shape_error("/api/ps", exc) from None  # ValidationError is a ValueError
 
     def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
         if action != "unload":

@@ -20,6 +20,7 @@ from textual.binding import Binding
 from fleettui.aggregator.state import FleetEvent, NodeView
 from fleettui.config import FleetConfig
 from fleettui.select import parse
+from fleettui.textsafe import clean
 from fleettui.views.source import FleetSource
 from fleettui.views.tui.bulk import BulkRunner
 from fleettui.views.tui.messages import ActionRequested
@@ -126,7 +127,9 @@ class FleetApp(App[None]):
                 self.refresh_fleet()
                 spent = time.perf_counter() - started
             except Exception as exc:  # a broken source must not kill the dashboard
-                self.notify(f"refresh failed: {exc}", severity="error", timeout=5)
+                self.notify(
+                    clean(f"refresh failed: {exc}"), severity="error", timeout=5, markup=False
+                )
                 await asyncio.sleep(1.0)
             await asyncio.sleep(max(self.min_refresh_s, 2 * spent))
 

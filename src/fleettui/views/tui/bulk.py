@@ -102,9 +102,10 @@ class BulkRunner:
                 f"{first[0]}: {first[1]}{more}. Failed nodes stay selected for a retry.",
                 severity="error",
                 timeout=10,
+                markup=False,  # the reason is the node's text: never markup
             )
         else:
-            app.notify(f"{what}: all {len(env.succeeded)} ok", timeout=5)
+            app.notify(f"{what}: all {len(env.succeeded)} ok", timeout=5, markup=False)
         app.set_timer(OK_NOTE_S, lambda: self._clear_notes(env.succeeded))
         app.set_timer(FAILED_NOTE_S, lambda: self._clear_notes(list(env.failed)))
         return env

@@ -1,4 +1,9 @@
-"""The node detail screen: everything about one node, updated live, plus its audit trail."""
+"""The node detail screen: everything about one node, updated live, plus its audit trail.
+
+Node text is already terminal-safe here (NodeView cleans it), but a plain `str` handed to a
+Rich table is read as markup: `[/]` in a model name would raise, `[link=...]` would render. So
+every cell of node text is a `Text`, which Rich never parses.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from fleettui.aggregator.state import ChainStatus, NodeView
+from fleettui.textsafe import clean
 from fleettui.views.columns import (
     CHAIN_STYLE,
     STATE_STYLE,
@@ -67,8 +73,10 @@ def header(view: NodeView, now: float) -> RenderableType:
         rows.append(
             (
                 "host",
-                f"{n.hostname} · {n.os} {n.arch} · agent {n.agent_version}"
-                f"{' (simulated)' if n.simulated else ''} · up {fmt_duration(n.uptime_s)}",
+                Text(
+                    f"{n.hostname} · {n.os} {n.arch} · agent {n.agent_version}"
+                    f"{' (simulated)' if n.simulated else ''} · up {fmt_duration(n.uptime_s)}"
+                ),
             )
         )
         cpu = f"{snap.cpu.percent:.0f}%" if snap.cpu.percent is not None else "—"
@@ -78,13 +86,13 @@ def header(view: NodeView, now: float) -> RenderableType:
             if snap.memory.pressure_pct is not None
             else "—"
         )
-        rows.append(("load", f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}"))
+        rows.append(("load", Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")))
     poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
     if view.chain is not ChainStatus.NOT_APPLICABLE:  # asiai / bare Ollama nodes never stream
         poll += " · event stream " + ("connected" if view.stream_ok else "down")
     if view.retry_at is not None:
         poll += f" · next retry in {max(0, view.retry_at - now):.0f}s"
-    rows.append(("poll", poll))
+    rows.append(("poll", Text(poll)))
     chain = Text(view.chain.value, style=CHAIN_STYLE[view.chain])
     if view.chain_detail:
         chain.append(f"  {view.chain_detail}")
@@ -171,7 +179,7 @@ def gpus(view: NodeView) -> RenderableType:
         mem = f"{fmt_mb(g.memory_used_mb)} / {fmt_mb(g.memory_total_mb)}"
         t.add_row(
             str(g.index),
-            g.name,
+            Text(g.name),
             mem,
             "—" if g.util_pct is None else f"{g.util_pct:.0f}%",
             fmt_watts(g.power_w),
@@ -189,10 +197,10 @@ def engines(view: NodeView) -> RenderableType:
     for e in snap.engines if snap else []:
         up = e.status == "up"
         t.add_row(
-            e.name,
+            Text(e.name),
             Text(e.status, style="green" if up else "bold red"),
-            e.version or "—",
-            e.url,
+            Text(e.version or "—"),
+            Text(e.url),
             str(len(e.models)),
             Text(e.error or "", style="red"),
         )
@@ -206,7 +214,13 @@ def models(view: NodeView) -> RenderableType:
     snap = view.snapshot
     for e in snap.engines if snap else []:
         for m in e.models:
-            t.add_row(e.name, m.name, fmt_mb(m.size_mb), fmt_mb(m.vram_mb), m.quant or "—")
+            t.add_row(
+                Text(e.name),
+                Text(m.name),
+                fmt_mb(m.size_mb),
+                fmt_mb(m.vram_mb),
+                Text(m.quant or "—"),
+            )
     if not t.row_count:
         t.add_row("", Text("no model resident", style="dim"), "", "", "")
     return t
@@ -227,23 +241,23 @@ def audit(
         "token",
     )
     if error:
-        t.add_row("", Text(f"unavailable: {error}", style="red"))
+        t.add_row("", Text(f"unavailable: {clean(error)}", style="red"))
     elif entries is None:
         t.add_row("", Text("loading…", style="dim"))
     elif not entries:
         t.add_row("", Text("no actions yet", style="dim"))
-    for e in reversed(entries or []):
+    for e in reversed(entries or []):  # the node's audit page: every text field is its own
         args = " ".join(f"{k}={v}" for k, v in sorted(e.args.items()))
         ok = e.status == "ok"
         t.add_row(
-            str(e.seq),
+            str(e.seq) if e.seq.bit_length() <= 64 else "(huge)",  # str() refuses 4300 digits
             fmt_time(e.ts),
             fmt_age(now - e.ts),
-            e.action or "—",
-            args,
-            Text(e.status, style="green" if ok else "bold red"),
+            Text(clean(e.action or "—")[:64]),
+            Text(clean(args)[:200]),
+            Text(clean(e.status)[:32], style="green" if ok else "bold red"),
             str(e.http_status),
-            e.token_id or "—",
+            Text(clean(e.token_id or "—")[:64]),
         )
     return t
 

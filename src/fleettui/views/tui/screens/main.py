@@ -146,7 +146,7 @@ class MainScreen(Screen[None]):
         try:
             self.table.set_filter(parse(text) if text else None)
         except SelectError as exc:  # the filter screen validates; this is for direct callers
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return False
         self.update_totals()
         return True
