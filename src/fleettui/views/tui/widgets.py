@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import RichLog, Static
 
 from fleettui.aggregator.state import FleetEvent, NodeView
+from fleettui.textsafe import clean
 from fleettui.views.columns import BY_KEY, fleet_totals, totals_text
 
 EVENT_STYLE = {
@@ -63,7 +64,7 @@ class ConfigBanner(Static):
             line.append(f"{skipped} node{'s' if skipped != 1 else ''} skipped", style="bold")
             line.append("; ")
         first = warnings[0] if warnings else ""
-        line.append(first)
+        line.append(clean(first))  # config text: terminal-safe like a node's
         if len(warnings) > 1:
             line.append(f" (+{len(warnings) - 1} more in the event log: e)", style="italic")
         self.update(line)
