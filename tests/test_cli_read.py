@@ -235,3 +235,10 @@ def test_piped_tables_do_not_wrap_and_one_node_is_singular(tmp_path: Path) -> No
     assert lines[0].startswith("1 node in ")
     row = next(line for line in lines if "only" in line)
     assert long_role in row and len(row) > 80
+
+
+def test_ping_checks_the_audit_chain_of_a_fleettui_node(sim_agent, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.toml", sim_agent.urls)
+    r = fleet("ping", "alpha", "--json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["audit"]["chain"] == "ok"  # not "n/a": the node keeps one

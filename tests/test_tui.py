@@ -514,7 +514,7 @@ async def test_unload_goes_only_to_the_nodes_that_hold_the_model() -> None:
         await pilot.press("tab", "down", "down")  # the model list: the one only gpu-a2 holds
         assert app.screen.model == "meta-llama/Llama-3.1-8B-Instruct"
         summary = shown(app.screen.query_one("#confirm-summary", Static))
-        assert "on 1 node(s)" in summary and "2 without meta-llama/Llama-3.1-8B-Instruct" in summary
+        assert "on 1 node;" in summary and "2 without meta-llama/Llama-3.1-8B-Instruct" in summary
         await pilot.press("y")
         await until(pilot, lambda: bool(chosen))
     assert chosen[0].targets == ["gpu-a2"]

@@ -13,6 +13,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from fleettui.views.columns import plural
 from fleettui.views.commands import _console, _err, _print_json, load_fleet
 
 if TYPE_CHECKING:
@@ -164,16 +165,16 @@ def _act(
                 }
             )
         else:
-            print(f"would {what} on {len(names)} node(s): {', '.join(names)}")
+            print(f"would {what} on {plural(len(names), 'node')}: {', '.join(names)}")
         return 0
     if ask:
         if not sys.stdin.isatty():
             _err(
-                f"refusing to {what} on {len(names)} node(s) without confirmation: "
+                f"refusing to {what} on {plural(len(names), 'node')} without confirmation: "
                 f"pass --yes (targets: {', '.join(names)})"
             )
             return 2
-        print(f"{what} on {len(names)} node(s):", file=sys.stderr)
+        print(f"{what} on {plural(len(names), 'node')}:", file=sys.stderr)
         for n in names:
             print(f"  {n}", file=sys.stderr)
         if not confirm("Proceed?"):

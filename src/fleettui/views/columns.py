@@ -357,6 +357,11 @@ class Totals:
     skipped: int = 0  # configured, not loaded (a config error): counted in the total
 
 
+def plural(n: int, word: str) -> str:
+    """`1 node`, `2 nodes`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def fleet_totals(views: Iterable[NodeView], skipped: int = 0) -> Totals:
     """Fleet-wide figures for the footer; stale power of OFFLINE nodes is not counted."""
     views = list(views)

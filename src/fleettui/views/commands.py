@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from fleettui.aggregator.state import NodeView
     from fleettui.config import FleetConfig, NodeConfig
 
+from fleettui.views.columns import plural
+
 STATE_STYLE = {
     "ONLINE": "bold green",
     "DEGRADED": "bold yellow",
@@ -41,11 +43,6 @@ def first_run_hint(path: Path | None) -> str:
         f"No fleet config yet{where}. Add a node with `fleet add NAME --url URL`, "
         "or try `fleet demo`."
     )
-
-
-def plural(n: int, word: str) -> str:
-    """`1 node`, `2 nodes`."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _load(args: argparse.Namespace) -> FleetConfig | None:

@@ -23,6 +23,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.promtext import CONTENT_TYPE, Family, labelled, merge, render, snapshot_families
+from fleettui.views.columns import plural
 
 if TYPE_CHECKING:
     from fleettui.aggregator.aggregator import FleetAggregator
@@ -244,7 +245,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
 
     def ready(url: str) -> None:
-        print(f"fleet export: {len(cfg.nodes)} nodes, serving metrics on {url}", flush=True)
+        print(
+            f"fleet export: {plural(len(cfg.nodes), 'node')}, serving metrics on {url}",
+            flush=True,
+        )
 
     try:
         anyio.run(serve_export, cfg, host, port, ready)

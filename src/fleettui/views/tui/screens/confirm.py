@@ -20,6 +20,7 @@ from textual.widgets.option_list import Option
 
 from fleettui.aggregator.state import NodeView
 from fleettui.views.bulk import NEEDS_ENGINE
+from fleettui.views.columns import plural
 
 VERBS = {
     "restart": "Restart",
@@ -224,7 +225,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         targets = self.targets
         unsent = sum(1 for v in targets if not v.has_token)
         text = Text(" ".join(words), style="bold")
-        text.append(f" on {len(targets) - unsent} node(s)")
+        text.append(f" on {plural(len(targets) - unsent, 'node')}")
         if unsent:
             text.append(f"; {unsent} without a token will fail here, unsent", style="yellow")
         if self.action == "unload" and (left := len(self.views) - len(targets)):

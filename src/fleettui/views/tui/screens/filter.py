@@ -11,6 +11,7 @@ from textual.widgets import Input, Label, Static
 
 from fleettui.aggregator.state import NodeView
 from fleettui.select import SelectError, parse
+from fleettui.views.columns import plural
 
 HINT = "e.g.  state=OFFLINE   power>300 and engine=vllm   not tag=edge   model~llama"
 
@@ -18,7 +19,7 @@ HINT = "e.g.  state=OFFLINE   power>300 and engine=vllm   not tag=edge   model~l
 def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
     """(ok, what to show under the input) for the expression as typed so far."""
     if not text.strip():
-        return True, Text(f"empty: all {len(views)} nodes", style="dim")
+        return True, Text(f"empty: all {plural(len(views), 'node')}", style="dim")
     try:
         sel = parse(text)
     except SelectError as exc:
@@ -26,7 +27,9 @@ def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
         out.append("\n" + exc.caret, style="red")
         return False, out
     n = sum(1 for v in views if sel.matches(v))
-    return True, Text(f"{n} of {len(views)} nodes match", style="green" if n else "yellow")
+    return True, Text(
+        f"{n} of {plural(len(views), 'node')} match", style="green" if n else "yellow"
+    )
 
 
 class FilterScreen(ModalScreen[str | None]):
