@@ -245,3 +245,17 @@ def test_killing_one_demo_node_turns_only_its_row_offline() -> None:
         "demo-001": NodeState.OFFLINE,
         "demo-002": NodeState.ONLINE,
     }
+
+
+def test_demo_read_only_offers_and_runs_no_action(terminal) -> None:
+    from fleettui.cli import build_parser
+
+    for argv in (["--read-only", "demo"], ["demo", "--read-only"]):  # either place
+        assert build_parser().parse_args(argv).read_only is True
+    term = terminal("--nodes", "1", "--read-only")
+    term.wait_for(b"demo-000", b"ONLINE", b"read-only")
+    assert b"Restart" not in ANSI_RE.sub(b"", term.out)  # the footer offers no action key
+    term.send(b"R")
+    term.wait_for(b"is disabled")
+    term.send(b"q")
+    assert term.wait_exit() == 0
