@@ -27,10 +27,11 @@ async def test_restart_on_three_agents_and_a_dead_port(fleet: ActionFleet) -> No
         assert result is not None and result.audit_seq and "restarted ollama" in result.output_tail
     body = env.to_json()
     assert set(body) >= {"action", "targets", "succeeded", "failed"}
-    # each node audited exactly its one restart
+    # each node audited exactly its one restart: the intent, then its outcome
     for name, url in fleet.urls.items():
         entries = httpx.get(f"{url}/api/v1/audit").json()["entries"]
-        assert [(e["action"], e["status"]) for e in entries] == [("restart", "ok")], name
+        pairs = [(e["action"], e["status"]) for e in entries]
+        assert pairs == [("restart", "started"), ("restart", "ok")], name
 
 
 async def test_node_without_token_fails_locally_and_nothing_is_sent(fleet: ActionFleet) -> None:
