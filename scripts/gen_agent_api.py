@@ -80,14 +80,17 @@ Checks, in this order, each before any process starts:
 | 429 | more than `auth_failures_per_min` (default 10) failed authentications from the address (a valid token still passes), or over the token's rate limit (default 30/min); `Retry-After` says when to retry |
 | 400 | a body that is not strict JSON (UTF-8, no lone surrogates, integers up to 20 digits, strings up to 1024 characters, nesting up to 8, no duplicate keys, no NaN), unknown action, unknown body key, engine not matching `^[a-z][a-z0-9_-]{{0,31}}$`, model with whitespace or a leading `-`, or nothing configured for the action (the reason names the key to set) |
 | 409 | another action is already running on the same engine (node-wide for `purge`) |
-| 503 | the audit log is damaged: the agent refuses to act without a record (the snapshot's `problems` says why) |
+| 503 | the intent cannot be recorded (audit log damaged or unwritable): nothing runs; `detail` says why, so does the snapshot's `problems`, until an operator runs `fleet agent audit seal` |
 
 Actions: `purge`, `unload <engine> [<model>]`, `stop|start|restart <engine>`. Unload goes through
 the engine's own API where it has one (Ollama: `keep_alive: 0`); the others run the argv the
 node's administrator configured in `agent.toml` (see [config.md](config.md)), never a shell, with
 timeouts purge 30 s, unload/stop 60 s, start/restart 120 s. Every attempt, denied or executed, is
 written to the audit log (refusals before a valid token and rate-limit ones aggregated: the first
-per address and `refusal_window_s` in full, the rest as one entry with `args.refusals`); the answer is an `ActionResult` with `audit_seq`. A command that ran
+per address and `refusal_window_s` in full, the rest as one entry with `args.refusals`); an
+executed one twice, `started` before it runs (the `action` event with `phase: started` carries
+that seq) and its outcome after, whose `ref` is the `started` seq. The answer is an
+`ActionResult` with `audit_seq`, the outcome's seq. A command that ran
 but failed is `200` with `ok: false`, its `exit_code` and `output_tail`, not an HTTP error. In a
 configured argv, an element that is exactly `{{engine}}` or `{{model}}` is replaced by the checked
 value.
@@ -96,6 +99,10 @@ value.
 Entries with `seq > after` (default 0), oldest first, at most `limit` (default 100, max 1000), and
 the current head. `hash = sha256(prev_hash + canonical_json(entry without hash))`, where
 canonical JSON has sorted keys, no spaces, UTF-8; the first entry's `prev_hash` is 64 zeros.
+Entries are the lines on disk as written (hash them as received: an entry written before `ref`
+existed has no `ref` key). The chain runs on across rotated files, so paging by `after` never
+sees a file boundary; a page costs O(limit) at any log size (an offset index). Lines that are not
+audit entries are left out, so a damaged log shows as a gap in `seq`.
 
 ## Models (JSON Schema)
 """

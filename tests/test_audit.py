@@ -421,3 +421,37 @@ def seal_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def test_a_write_that_reached_nothing_refuses_once_not_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    log = make_log(tmp_path, 2)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(AuditError, match="No space left"):
+        log.append(fields(2, status="started"))
+    assert log.problem is None  # nothing torn: the disk freed, the next write goes on
+    monkeypatch.setattr(os, "write", real_write)
+    assert log.append(fields(3)).seq == 3 and verify_chain(log.path).ok
+    torn = [True]
+
+    def half(fd: int, data: bytes) -> int:
+        if torn[0]:
+            torn[0] = False
+            real_write(fd, bytes(data[:10]))
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", half)
+    with pytest.raises(AuditError):
+        log.append(fields(4))
+    assert log.problem  # a partial line is on disk: stopped until an operator looks
+    with pytest.raises(AuditError):
+        log.append(fields(5))

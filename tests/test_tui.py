@@ -562,3 +562,26 @@ async def test_no_color_keeps_every_cell_readable(monkeypatch: pytest.MonkeyPatc
                 assert abs(style.color.triplet.red - back) >= MIN_CONTRAST, (y, seg)
                 checked += 1
         assert checked > 50
+
+
+def test_audit_table_shows_intents_and_their_outcomes() -> None:
+    from fleettui.views.sample import sample_audit
+    from fleettui.views.tui.screens.detail import audit
+
+    base = sample_audit("n", 1)[0]
+    rows = [
+        base.model_copy(update={"seq": 7, "status": "started"}),
+        base.model_copy(update={"seq": 8, "status": "ok", "ref": 7}),
+        base.model_copy(update={"seq": 9, "status": "started"}),
+        base.model_copy(update={"seq": 10, "status": "interrupted", "ref": 9, "http_status": 0}),
+    ]
+    console = Console(file=io.StringIO(), width=140, color_system="truecolor", record=True)
+    console.print(audit(rows, None, lambda ts: "12:00", SAMPLE_NOW))
+    text = console.export_text()
+    assert "ok ←7" in text and "interrupted ←9" in text and text.count("started") == 2
+    styles = {
+        seg.text.strip(): str(seg.style)
+        for seg in console.render(audit(rows, None, lambda ts: "12:00", SAMPLE_NOW))
+        if seg.text.strip() in ("ok ←7", "started", "interrupted ←9")
+    }
+    assert styles == {"ok ←7": "green", "started": "yellow", "interrupted ←9": "bold red"}

@@ -326,7 +326,7 @@ class AuditEntry(WireModel):
     duration_ms: Millis | None = None
     exit_code: ExitCode | None = None
     error: str | None = None
-    ref: int | None = Field(
+    ref: Seq | None = Field(
         None, description="On an outcome entry: the seq of the `started` entry it closes."
     )
     prev_hash: str

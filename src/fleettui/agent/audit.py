@@ -74,7 +74,6 @@ OUTCOMES = ("ok", "failed", "interrupted")
 _SEQ_RE = re.compile(rb'"seq":(\d{1,18})(?![\d.eE])')
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _FIELDS = set(AuditEntry.model_fields)
-_REQUIRED = {n for n, f in AuditEntry.model_fields.items() if f.is_required()}
 SEAL_HINT = "fleet agent audit verify; then fleet agent audit seal --reason TEXT"
 
 
@@ -140,15 +139,13 @@ def _check_entry(raw: bytes, expected_seq: int, prev_hash: str) -> tuple[dict[st
         return d, "prev_hash does not match the previous entry's hash (this or that was altered)"
     if not isinstance(d.get("hash"), str) or d["hash"] != audit_hash(d):
         return d, "hash does not match the entry's content (entry edited)"
-    keys = d.keys()
-    if not _REQUIRED <= keys or not keys <= _FIELDS:
-        return d, "fields differ from the audit entry schema (added or removed)"
-    try:
-        canonical = AuditEntry.model_validate(d).model_dump(mode="json", exclude_unset=True)
+    if not d.keys() <= _FIELDS:
+        return d, "fields differ from the audit entry schema (added)"
+    try:  # strict: a JSON type the writer never produces (a seq as a string...) is no entry
+        AuditEntry.model_validate(d, strict=True)
     except ValidationError as exc:
-        return d, f"not an audit entry: {exc.errors()[0]['msg']}"
-    if canonical != d:
-        return d, "fields differ from the audit entry schema (retyped)"
+        e = exc.errors()[0]
+        return d, f"not an audit entry: {'.'.join(map(str, e['loc']))}: {e['msg']}"
     return d, ""
 
 
@@ -355,12 +352,17 @@ class AuditLog:
         first append, so a thousand simulated nodes that never act leave no files behind."""
         if not self.path.parent.is_dir():
             return
-        with self._locked():
-            # Head-file temps are only written under this lock: any left is from a killed writer.
-            remove_stale_temps(self.path.parent, HEAD_FILE, older_than_s=0)
-            self._verify_all()
-            if not self.problem:
-                self._close_interrupted()
+        try:
+            with self._locked():
+                # Head-file temps are only written under this lock: any left is a killed writer's.
+                remove_stale_temps(self.path.parent, HEAD_FILE, older_than_s=0)
+                self._verify_all()
+                if not self.problem:
+                    self._close_interrupted()
+        except AuditError:
+            pass  # `problem` says why
+        except OSError as exc:
+            self._fail(f"cannot open {exc.filename}: {exc.strerror}")
         if self.problem:
             log.error(
                 "audit log %s: %s; actions are refused until it is fixed", self.path, self.problem
@@ -421,7 +423,7 @@ class AuditLog:
             return True
         try:
             fd = open_nofollow(path, os.O_RDONLY)
-        except OSError:
+        except FileNotFoundError:  # other errors (no descriptor left) are not evidence: raised
             return False
         try:
             st = os.fstat(fd)
@@ -473,13 +475,13 @@ class AuditLog:
     # -- writing
     def append(self, fields: dict[str, Any]) -> AuditEntry:
         """Record one entry (fsync'd) and return it. Raises AuditError when the log is unusable."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._locked():
-            try:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self._locked():
                 self._check_before_write()
-            except OSError as exc:
-                raise self._fail(f"cannot read {exc.filename}: {exc.strerror}") from None
-            return self._append_locked(fields)
+                return self._append_locked(fields)
+        except OSError as exc:  # nothing written (no descriptor left...): refuse this one only
+            raise AuditError(f"cannot open the audit log: {exc.strerror or exc}") from None
 
     def _append_locked(self, fields: dict[str, Any]) -> AuditEntry:
         entry = AuditEntry(seq=self.seq + 1, prev_hash=self.hash, hash="", **fields).model_dump(
@@ -491,8 +493,8 @@ class AuditLog:
             entry = _clean_text(entry)
         entry["hash"] = audit_hash(entry)
         line = canonical_json(entry) + b"\n"
+        size = self._size()
         try:
-            size = os.lstat(self.path).st_size if self.path.exists() else 0
             if size and size + len(line) > self.rotate_bytes:
                 self._rotate()
                 size = 0
@@ -506,7 +508,9 @@ class AuditLog:
             finally:
                 os.close(fd)
         except OSError as exc:
-            # A partial line may be on disk: stop writing until an operator looks.
+            if self._size() == size:  # nothing reached the file (disk full...): refuse this one
+                raise AuditError(f"cannot append to {self.path}: {exc.strerror}") from None
+            # A partial line is on disk: stop writing until an operator looks.
             raise self._fail(f"cannot append to {self.path}: {exc.strerror}") from None
         if st.st_size != size + len(line):
             raise self._fail(f"{self.path.name} changed while the agent appended to it")
@@ -516,6 +520,12 @@ class AuditLog:
         self._tail = _Tail(st.st_ino, st.st_size, line)
         self._write_head_file()
         return AuditEntry.model_validate(entry)
+
+    def _size(self) -> int:
+        try:
+            return os.lstat(self.path).st_size
+        except FileNotFoundError:
+            return 0
 
     def _rotate(self) -> None:
         rotated = chain_files(self.path)[:-1]

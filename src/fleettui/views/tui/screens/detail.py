@@ -226,6 +226,9 @@ def models(view: NodeView) -> RenderableType:
     return t
 
 
+AUDIT_STYLES = {"ok": "green", "started": "yellow", "sealed": "cyan"}
+
+
 def audit(
     entries: list | None, error: str | None, fmt_time: Callable[[float], str], now: float
 ) -> Table:
@@ -248,14 +251,15 @@ def audit(
         t.add_row("", Text("no actions yet", style="dim"))
     for e in reversed(entries or []):  # the node's audit page: every text field is its own
         args = " ".join(f"{k}={v}" for k, v in sorted(e.args.items()))
-        ok = e.status == "ok"
+        # An outcome names the `started` entry it closes; a started one alone is still running.
+        status = e.status + (f" ←{e.ref}" if e.ref is not None else "")
         t.add_row(
             str(e.seq) if e.seq.bit_length() <= 64 else "(huge)",  # str() refuses 4300 digits
             fmt_time(e.ts),
             fmt_age(now - e.ts),
             Text(clean(e.action or "—")[:64]),
             Text(clean(args)[:200]),
-            Text(clean(e.status)[:32], style="green" if ok else "bold red"),
+            Text(clean(status)[:40], style=AUDIT_STYLES.get(e.status, "bold red")),
             str(e.http_status),
             Text(clean(e.token_id or "—")[:64]),
         )
