@@ -395,6 +395,9 @@ class AuditLog:
             return
         self._adopt(w)
         if w.problem:
+            # Serve the head as it is on disk, not the verified prefix: a remote checker then
+            # walks to the break and names it, instead of seeing a log that merely got shorter.
+            self.seq, self.hash = _disk_head(self.path) or (self.seq, self.hash)
             where = w.file.name + (f" line {w.line}" if w.line else "") if w.file else ""
             at = f"seq {w.bad_seq}" + (f" ({where})" if where else "")
             self._fail(f"chain broken at {at}: {w.problem}")
@@ -668,6 +671,25 @@ class AuditLog:
                     if len(out) >= limit:
                         return out
         return out
+
+
+_HASH_RE = re.compile(rb'"hash":"([0-9a-f]{64})"')
+
+
+def _disk_head(path: Path) -> tuple[int, str] | None:
+    """(seq, hash) of the newest complete line on disk, whatever the chain says of it."""
+    for f in reversed(chain_files(path)):
+        with f.open("rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, end - MAX_LINE))
+            lines = fh.read().splitlines(keepends=True)
+        for raw in reversed(lines):
+            m, h = _SEQ_RE.search(raw), _HASH_RE.search(raw)
+            if raw.endswith(b"\n") and m and h:
+                return int(m.group(1)), h.group(1).decode()
+        if lines:
+            return None
+    return None
 
 
 def _first_seq(path: Path) -> int | None:
