@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_S = 15.0  # idle time between requests on one connection
-MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS = 1024  # per node served (one process can serve many simulated nodes)
 RESERVED_FDS = 128  # audit and token files, engine probes, action pipes, listeners
 ACCEPT_BURST = 64
 WANT_NOFILE = 8192  # what the contrib units set; the soft limit is raised towards it
@@ -83,11 +83,11 @@ def nofile_limit() -> int:
     return WANT_NOFILE if soft == resource.RLIM_INFINITY else soft
 
 
-def connection_cap(nofile: int) -> int:
+def connection_cap(nofile: int, nodes: int = 1) -> int:
     """Room for the reserve and accept bursts: an over-cap connection is closed a few loop
     iterations after its accept, so a burst or two can be open beyond the cap at once. (At a
     limit of a few hundred, a flood can still touch EMFILE; then it is logged once a second.)"""
-    return max(16, min(MAX_CONNECTIONS, nofile - RESERVED_FDS - 2 * ACCEPT_BURST))
+    return max(16, min(MAX_CONNECTIONS * nodes, nofile - RESERVED_FDS - 2 * ACCEPT_BURST))
 
 
 def nofile_warning(nofile: int) -> str | None:

@@ -224,7 +224,9 @@ async def serve(
     }
     config = uvicorn.Config(
         PortDispatcher(apps),
-        http=protocol_class(connection_cap(nofile_limit()), agents[0].config.header_timeout_s),
+        http=protocol_class(
+            connection_cap(nofile_limit(), len(agents)), agents[0].config.header_timeout_s
+        ),
         log_level=log_level,
         access_log=False,
         lifespan="off",
