@@ -231,3 +231,14 @@ def test_the_live_view_exits_quietly_when_its_terminal_closes(tmp_path: Path) ->
     text = err.read_text()
     assert "Traceback" not in text and "Exception ignored" not in text, text
     assert code == 128 + signal.SIGHUP and text.count("\n") <= 1, (code, text)
+
+
+def test_totals_say_what_the_summed_watts_cover() -> None:
+    from fleettui.views.columns import fleet_totals, totals_text
+    from fleettui.views.sample import sample_views
+
+    views = sample_views()
+    mixed = fleet_totals(views)
+    assert mixed.scope == "mixed" and "W (mixed)" in totals_text(mixed).plain
+    gcm = [v for v in views if v.facts and v.facts.scope == "GCM"]
+    assert fleet_totals(gcm).scope == "GCM" and "W (GCM)" in totals_text(fleet_totals(gcm)).plain

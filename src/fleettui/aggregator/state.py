@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from fleettui.textsafe import clean
-from fleettui.wire import DISPLAY, NodeSnapshot
+from fleettui.wire import DISPLAY, NodeSnapshot, in_scope, scope_code
 
 
 class NodeState(enum.StrEnum):
@@ -34,6 +34,7 @@ class SnapshotFacts:
     gpu_mem_mb: tuple[float, float] | None = None  # (used, total) over every GPU, if all known
     engines_down: int = 0
     models: int = 0  # resident in engines that are up
+    scope: str = ""  # what `watts` covers, in letters (wire.scope_code): GCM, W...
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
@@ -49,6 +50,7 @@ class SnapshotFacts:
             gpu_mem_mb=mem,
             engines_down=sum(e.status != "up" for e in snap.engines),
             models=sum(len(e.models) for e in snap.engines if e.status == "up"),
+            scope=scope_code([p.kind for p in in_scope(snap.power.parts)]),
         )
 
 

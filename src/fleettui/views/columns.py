@@ -355,6 +355,7 @@ class Totals:
     cost_7d: float
     currency: str
     skipped: int = 0  # configured, not loaded (a config error): counted in the total
+    scope: str = ""  # what the watts cover: one node scope's letters, or "mixed"
 
 
 def plural(n: int, word: str) -> str:
@@ -368,6 +369,7 @@ def fleet_totals(views: Iterable[NodeView], skipped: int = 0) -> Totals:
     counts = {s: 0 for s in NodeState}
     watts = cost = 0.0
     currencies: set[str] = set()
+    scopes: set[str] = set()
     for v in views:
         counts[v.state] += 1
         facts = v.facts  # not v.snapshot: that would parse every node's snapshot
@@ -375,6 +377,7 @@ def fleet_totals(views: Iterable[NodeView], skipped: int = 0) -> Totals:
             continue
         if v.state is not NodeState.OFFLINE and facts.watts is not None:
             watts += facts.watts
+            scopes.add(facts.scope)
         cost += facts.cost_7d
         currencies.add(facts.currency)
     return Totals(
@@ -387,6 +390,7 @@ def fleet_totals(views: Iterable[NodeView], skipped: int = 0) -> Totals:
         watts=watts,
         cost_7d=cost,
         currency=currencies.pop() if len(currencies) == 1 else "",
+        scope=scopes.pop() if len(scopes) == 1 else "mixed" if scopes else "",
     )
 
 
@@ -400,6 +404,8 @@ def totals_text(t: Totals, selected: int | None = None) -> Text:
     out.append(f"online {t.online}/{t.total}", style="bold green" if t.online else "bold")
     out.append(sep)
     out.append(f"{t.watts:,.0f} W", style="cyan")
+    if t.scope:  # a sum over nodes that measure different things says so
+        out.append(f" ({t.scope})", style="dim")
     out.append(sep)
     out.append(f"{fmt_money(t.cost_7d, t.currency)} 7d", style="magenta")
     if selected is not None:
