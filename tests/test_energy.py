@@ -196,10 +196,11 @@ def test_nvml_counter_gives_exact_energy_and_cost_for_any_curve(curve: Curve) ->
 def test_square_wave_at_2s_for_a_whole_day_through_a_fake_nvml_gpu() -> None:
     """The issue's case: 100<->400 W at a 2 s period, read every 2 s, a whole calendar day.
     Sampled power reads the same phase every time (+60 % before); the counter is exact."""
-    start = day_start(dt.date(2026, 5, 28), ZoneInfo("Europe/Berlin"))
+    start = day_start(dt.date(2026, 5, 29), ZoneInfo("Europe/Berlin"))
+    assert start > T0
     curve = square(100, 400, 2)
     _, ledger, _ = run_gpus([curve], 86400, 2.0, start=start)
-    day = {d.date: d for d in ledger.cost(start + 86400 + 60).daily}["2026-05-28"]
+    day = {d.date: d for d in ledger.cost(start + 86400 + 60).daily}["2026-05-29"]
     true_wh = truth_j([curve], 86400, start) / 3600
     assert true_wh == pytest.approx(6000.0)  # 250 W mean for 24 h
     assert day.energy_wh == pytest.approx(true_wh, rel=0.01)
@@ -450,7 +451,7 @@ async def test_agent_with_interval_120_reads_energy_between_ticks(tmp_path: Path
     agent = NodeAgent.simulate(AgentConfig(interval_s=120), "sim-120")
     node = agent.simulated
     assert node is not None
-    clock = SimClock()
+    clock = SimClock(node.started)
     node.clock = clock
     first = await agent.tick()
     truth = 0.0
