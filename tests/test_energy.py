@@ -125,7 +125,8 @@ class CurveNvml:
         e = self.curves[h].energy(self._t())
         if self.reset_at is not None and self._t() >= self.reset_at:
             e -= self.curves[h].energy(self.reset_at)
-        return round(e * 1000) + (0 if self.reset_at is not None else 5_000_000_000)
+        # a counter that has run since long before (a simulated day may start before T0)
+        return round(e * 1000) + (0 if self.reset_at is not None else 5_000_000_000_000)
 
     def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
         return 50

@@ -183,7 +183,7 @@ class SimulatedNode:
                 os="Darwin 24.1.0" if self.mac else "Linux 6.8.0",
                 arch="arm64" if self.mac else "x86_64",
                 agent_version=__version__,
-                uptime_s=round(self.boot_uptime + t - self.started, 1),
+                uptime_s=round(max(0.0, self.boot_uptime + t - self.started), 1),
                 simulated=True,
             ),
             ts=t,
