@@ -63,7 +63,10 @@ class ConfigBanner(Static):
         if skipped:
             line.append(f"{skipped} node{'s' if skipped != 1 else ''} skipped", style="bold")
             line.append("; ")
-        first = warnings[0] if warnings else ""
+        # a dropped node first: a fallen-back default matters less than a node nobody watches
+        first = next(
+            (w for w in warnings if w.endswith("skipped")), warnings[0] if warnings else ""
+        )
         line.append(clean(first))  # config text: terminal-safe like a node's
         if len(warnings) > 1:
             line.append(f" (+{len(warnings) - 1} more in the event log: e)", style="italic")
