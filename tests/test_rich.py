@@ -242,3 +242,10 @@ def test_totals_say_what_the_summed_watts_cover() -> None:
     assert mixed.scope == "mixed" and "W (mixed)" in totals_text(mixed).plain
     gcm = [v for v in views if v.facts and v.facts.scope == "GCM"]
     assert fleet_totals(gcm).scope == "GCM" and "W (GCM)" in totals_text(fleet_totals(gcm)).plain
+
+
+def test_skipped_config_entries_are_counted_in_the_rich_totals() -> None:
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_once(console, sample_views(), now=SAMPLE_NOW, skipped=2)
+    last = console.file.getvalue().strip().splitlines()[-1]
+    assert last.startswith("online 6/12") and "2 skipped" in last

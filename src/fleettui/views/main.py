@@ -84,7 +84,7 @@ async def _rich_once(cfg: FleetConfig) -> int:
 
     agg = FleetAggregator(cfg, pins=PinStore.default())
     views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
-    print_once(_console(), views)
+    print_once(_console(), views, skipped=len(cfg.skipped))
     return 0
 
 
@@ -110,7 +110,7 @@ async def _rich_live(cfg: FleetConfig) -> int:
 
         async def live() -> None:
             with scope:
-                await run_live(agg, _console())
+                await run_live(agg, _console(), skipped=len(cfg.skipped))
 
         return await _until_signal(live, scope.cancel)
 

@@ -71,6 +71,7 @@ def fleet_view(
     width: int | None = None,
     title: str | None = None,
     height: int | None = None,
+    skipped: int = 0,
 ) -> RenderableType:
     """Title, table and totals; with `height`, only the rows that fit in it are drawn (the live
     view at 1000 nodes would otherwise render 1000 rows a frame for the terminal to crop)."""
@@ -87,17 +88,19 @@ def fleet_view(
         urgent = max(0, sum(v.state is not NodeState.ONLINE for v in views) - len(shown))
         which = f"{urgent} of them not ONLINE" if urgent else "all ONLINE"
         parts.append(Text(f"… {more} more nodes, {which} (`fleet` scrolls)", style="dim"))
-    parts.append(totals_text(fleet_totals(views)))
+    parts.append(totals_text(fleet_totals(views, skipped)))
     return Group(*parts)
 
 
-def print_once(console: Console, views: list[NodeView], now: float | None = None) -> None:
+def print_once(
+    console: Console, views: list[NodeView], now: float | None = None, skipped: int = 0
+) -> None:
     """One table: fitted to a terminal, every column when writing to a file or a pipe."""
     now = time.time() if now is None else now
     width = console.width if console.is_terminal else None
     if width is None:
         console.width = max(console.width, FILE_WIDTH)
-    console.print(fleet_view(views, now, width))
+    console.print(fleet_view(views, now, width, skipped=skipped))
 
 
 async def run_live(
@@ -108,13 +111,15 @@ async def run_live(
     min_refresh_s: float = 0.25,
     tick_s: float = 1.0,
     stop: anyio.Event | None = None,
+    skipped: int = 0,
 ) -> None:
     """Redraw on every generation change (at most every `min_refresh_s`) until cancelled."""
 
     def frame() -> RenderableType:
         stamp = time.strftime("%H:%M:%S", time.localtime(clock()))
         title = f"fleet · {stamp} · Ctrl-C quits"
-        return fleet_view(source.snapshots(), clock(), console.width, title, console.height)
+        views = source.snapshots()
+        return fleet_view(views, clock(), console.width, title, console.height, skipped)
 
     gen = source.generation
     try:
