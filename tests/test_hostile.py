@@ -434,7 +434,7 @@ async def test_dashboard_stays_up_with_healthy_rows_fresh_and_no_node_escape_on_
                 display(screen, renderable)
 
             app._display = capture  # type: ignore[method-assign]
-            async with app.run_test(size=(160, 45)) as pilot:
+            async with app.run_test(size=(160, 45), notifications=True) as pilot:
                 table = app.main.table
                 await until(
                     pilot,
