@@ -115,6 +115,8 @@ def cases() -> list[tuple[str, list[str], str]]:
                 bad_paths = ["{dir}", "{under_file}", "/proc/nonexistent/x.toml"]
                 if a.dest == "config":  # (--path names an audit log: not TOML by design)
                     bad_paths.append("{not_toml}")
+                    if leaf.name != "add":  # a typo, not a first run (`add` creates the file)
+                        bad_paths.append("{missing}")
                 for bad in bad_paths:
                     words = [flag, bad] if flag else [bad]
                     out.append((f"{leaf.name or 'fleet'}:{label}={bad}", argv(a, words), label))
@@ -152,6 +154,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         "dir": tmp_path / "dir",
         "under_file": tmp_path / "file" / "x.toml",
         "not_toml": tmp_path / "bad.toml",
+        "missing": tmp_path / "missing.toml",
     }
 
 
