@@ -258,3 +258,10 @@ def test_the_example_config_loads_cleanly() -> None:
     cfg = load_fleet_config(example)
     assert cfg.warnings == [] and [n.name for n in cfg.nodes] == ["gpu1", "gpu2"]
     assert cfg.defaults == Defaults()  # the example documents the defaults, it does not change them
+
+
+def test_an_unknown_key_is_named_without_its_control_characters(tmp_path: Path) -> None:
+    p = write(tmp_path, '[[node]]\nname = "a"\nurl = "http://a:1"\n"x\\u001b]0;pwned\\u0007" = 1\n')
+    cfg = load_fleet_config(p)
+    assert cfg.nodes == [] and cfg.skipped == ["node[0] 'a'"]
+    assert "\x1b" not in cfg.warnings[0] and "'x\\x1b]0;pwned\\x07'" in cfg.warnings[0]

@@ -304,7 +304,9 @@ def resolve_config_path(path: Path | None) -> Path:
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(entry)"
+    """`tags.0`; a key that is not plain text (a quoted TOML key may hold anything) quoted."""
+    parts = (str(p) if str(p).isprintable() else repr(str(p)) for p in loc)
+    return ".".join(parts) or "(entry)"
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
