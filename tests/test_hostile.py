@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -202,6 +203,15 @@ def test_text_is_kept_as_sent_and_cleaned_for_display() -> None:
     assert ev.summary == "A -> B: ␛]52;c;x␇"
 
 
+def test_sse_retry_fields_that_int_refuses_are_ignored() -> None:
+    from fleettui.aggregator.sse import SSEParser
+
+    p = SSEParser()
+    events = p.feed(b"retry: \xc2\xb2\nretry: " + b"9" * 5000 + b"\ndata: x\n\n")
+    assert [(e.data, e.retry) for e in events] == [("x", None)]
+    assert [e.retry for e in p.feed(b"retry: 1500\ndata: y\n\n")] == [1500]
+
+
 def test_power_history_never_overflows() -> None:
     h = PowerHistory()
     for ts, w in ((math.inf, 1.0), (1e308, 1.0), (math.nan, 1.0), (-1.0, 1.0), (10.0, math.nan)):
@@ -389,6 +399,11 @@ def test_status_ping_rich_push_and_ls_name_every_node_and_leak_nothing(
         assert "␛]52;c;b3duZWQ=␇osc52" in _text(outputs["ping h-osc52"].stdout)
         assert MARKUP in _text(outputs["ping h-markup"].stdout)  # shown literally, not rendered
         assert outputs["rich"].returncode == 0
+        totals = _text(outputs["rich"].stdout).strip().splitlines()[-1]
+        # no "-4,665 W", no "€-inf": only the healthy and the valid hostile nodes count
+        assert re.fullmatch(
+            r"online 2/18 │ [\d,]+ W( \(\w+\))? │ \S?[\d.]+k? 7d │ 16 degraded", totals
+        ), totals
         title = _text(outputs["status"].stdout).splitlines()[0]
         assert f"2/{len(nodes) + 2} ONLINE, {len(nodes)} DEGRADED" in title
         push = _text(outputs["push"].stdout)

@@ -106,8 +106,9 @@ class SSEParser:
         elif name == "id":
             if "\0" not in value:
                 self._id_buf = value
-        elif name == "retry" and value.isdigit():
-            self._retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit() and len(value) <= 9:
+            self._retry = int(value)  # "²" is a digit to isdigit() and not to int(); and 5000
+            # digits would not even convert: the field is ignored, as the spec says for junk
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
