@@ -257,8 +257,11 @@ def test_started_without_outcome_is_recorded_as_interrupted(tmp_path: Path) -> N
 def test_an_outcome_must_close_an_open_intent(tmp_path: Path) -> None:
     log = make_log(tmp_path, 1)
     intent = log.append(fields(1, status="started"))
-    log.append(fields(2, status="ok", ref=intent.seq))
-    log.append(fields(3, status="failed", ref=intent.seq))  # a second outcome for the same intent
+    ok = log.append(fields(2, status="ok", ref=intent.seq))
+    d = {**ok.model_dump(), "seq": 4, "status": "failed", "prev_hash": ok.hash}
+    d["hash"] = audit_hash(d)  # a second outcome for the same intent, linked correctly
+    with log.path.open("ab") as fh:
+        fh.write(canonical_json(d) + b"\n")
     res = verify_chain(log.path)
     assert not res.ok and res.bad_seq == 4 and "no open started entry" in (res.reason or "")
 
@@ -412,6 +415,13 @@ def test_seal_archives_a_broken_chain_and_starts_a_new_one(tmp_path: Path) -> No
     assert "seq 5" in first.args["problem"]
     # The writer that refused notices the operator's act at its next write.
     assert log.append(fields(1)).seq == 2 and verify_chain(log.path).ok
+    # --force retires a chain that verifies: the agent verifies from seq 1, so old rotated
+    # files are retired this way, never by deleting them.
+    r = seal_cli("--path", str(log.path), "--reason", "retire 2026", "--force")
+    assert r.returncode == 0, r.stderr
+    first = AuditEntry.model_validate_json(lines_of(log.path)[0])
+    assert first.args["problem"] is None and first.args["verified_through_seq"] == 2
+    assert len(list((tmp_path / "archive").iterdir())) == 2
 
 
 def seal_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -455,3 +465,19 @@ def test_a_write_that_reached_nothing_refuses_once_not_for_good(
     assert log.problem  # a partial line is on disk: stopped until an operator looks
     with pytest.raises(AuditError):
         log.append(fields(5))
+
+
+def test_a_running_writer_follows_a_forced_seal_of_its_own_chain(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 3)
+    intent = log.append(fields(3, status="started"))  # an action is running during the seal
+    r = seal_cli("--path", str(log.path), "--reason", "retire", "--force")
+    assert r.returncode == 0, r.stderr
+    outcome = log.append(fields(4, status="ok", ref=intent.seq))  # no 503: the seal is ours
+    assert outcome.seq == 2 and outcome.ref is None and outcome.args["sealed_ref"] == intent.seq
+    assert verify_chain(log.path).ok
+    # A chain sealed over some other head is not ours to extend.
+    other = make_log(tmp_path / "b", 2)
+    (tmp_path / "b" / "audit.jsonl").unlink()
+    (tmp_path / "b" / HEAD_FILE).unlink()
+    with pytest.raises(AuditError, match="replaced or removed"):
+        other.append(fields(9))

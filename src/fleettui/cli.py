@@ -131,6 +131,9 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     seal.add_argument("--reason", required=True, help="why (recorded in the new chain)")
     seal.add_argument("--config", type=Path, help="agent.toml")
     seal.add_argument("--path", type=Path, help="audit.jsonl to seal (default: XDG data dir)")
+    seal.add_argument(
+        "--force", action="store_true", help="seal a chain that verifies (retire its history)"
+    )
     seal.set_defaults(func=_to(AGENT, "cmd_audit_seal"))
 
 

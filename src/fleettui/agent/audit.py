@@ -453,6 +453,8 @@ class AuditLog:
             return
         holder = next((f for f in reversed(files) if os.lstat(f).st_ino == tail.ino), None)
         if holder is None:
+            if self._sealed_over(files):
+                return
             raise self._fail(f"the file holding seq {self.seq} was replaced or removed")
         size = os.lstat(holder).st_size
         if size < tail.end:
@@ -465,6 +467,23 @@ class AuditLog:
         if size != tail.end or holder != files[-1]:
             # Growth by another writer (or its rotation): verified from our tail, then adopted.
             self._catch_up(files, files.index(holder), tail.end)
+
+    def _sealed_over(self, files: list[Path]) -> bool:
+        """Did an operator seal exactly the chain we hold? Then the new one is adopted."""
+        try:
+            first = json.loads(files[0].open("rb").readline(MAX_LINE)) if files else None
+        except (OSError, ValueError):
+            return False
+        if not isinstance(first, dict) or first.get("status") != "sealed":
+            return False
+        args = first.get("args") or {}
+        if (args.get("old_head_seq"), args.get("old_head_hash")) != (self.seq, self.hash):
+            return False
+        w, _ = _walk_chain(self.path)
+        if w.problem:
+            return False
+        self._adopt(w)
+        return True
 
     def _catch_up(self, files: list[Path], start: int, offset: int) -> None:
         w = _Walk(self.seq, self.hash, self._tail, self._intents, self._index)
@@ -487,6 +506,9 @@ class AuditLog:
             raise AuditError(f"cannot open the audit log: {exc.strerror or exc}") from None
 
     def _append_locked(self, fields: dict[str, Any]) -> AuditEntry:
+        ref = fields.get("ref")
+        if ref is not None and ref not in self._intents:  # its intent is in a sealed chain
+            fields = {**fields, "ref": None, "args": {**fields.get("args", {}), "sealed_ref": ref}}
         entry = AuditEntry(seq=self.seq + 1, prev_hash=self.hash, hash="", **fields).model_dump(
             mode="json"
         )
@@ -556,16 +578,18 @@ class AuditLog:
             log.warning("audit: cannot update %s: %s", self.head_path, exc.strerror)
 
     # -- the operator's way out
-    def seal(self, reason: str, user: str) -> tuple[Path, AuditEntry]:
-        """Move a chain that does not verify to archive/ and start a new one that says why."""
+    def seal(self, reason: str, user: str, *, force: bool = False) -> tuple[Path, AuditEntry]:
+        """Move a chain that does not verify (or, with `force`, one that does: to retire a long
+        history) to archive/ and start a new one that says why."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._locked():
             w, files = _walk_chain(self.path)
             if not files:
                 raise AuditError(f"no audit log at {self.path}")
-            if not w.problem:
+            if not w.problem and not force:
                 raise AuditError(
-                    f"the chain verifies ({w.entries} entries, head seq {w.seq}); nothing to seal"
+                    f"the chain verifies ({w.entries} entries, head seq {w.seq}); nothing to seal "
+                    "(--force archives it all the same)"
                 )
             anchor = _read_head_file(self.head_path)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -590,7 +614,7 @@ class AuditLog:
                         "reason": reason[:500],
                         "by": user,
                         "archive": str(archive.relative_to(self.path.parent)),
-                        "problem": f"seq {w.bad_seq}: {w.problem}"[:500],
+                        "problem": f"seq {w.bad_seq}: {w.problem}"[:500] if w.problem else None,
                         "verified_through_seq": w.seq,
                         "verified_through_hash": w.hash,
                         "old_head_seq": anchor[0] if anchor else None,
@@ -773,7 +797,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
         print("fleet agent audit seal: --reason must say why", file=sys.stderr)
         return 2
     try:
-        archive, entry = AuditLog(path).seal(reason, _user())
+        archive, entry = AuditLog(path).seal(reason, _user(), force=args.force)
     except AuditError as exc:
         print(f"fleet agent audit seal: {exc}", file=sys.stderr)
         return 2
