@@ -66,7 +66,8 @@ time in milliseconds, so they keep increasing across restarts). Event types:
 
 A `: ping` comment is sent after 15 s without events, so proxies keep the stream open. The first
 event also carries `retry: 2000`. A client too slow to read loses its oldest events (32 buffered),
-never stalls the agent.
+never stalls the agent. At most 64 streams per node: beyond, `429` with `Retry-After: 5` (a
+stream is held for good, so unbounded streams could fill the connection cap).
 
 ### `POST /api/v1/actions`
 Body `ActionRequest`: `{{"action": "restart", "engine": "ollama", "model": null}}`.

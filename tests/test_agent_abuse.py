@@ -181,6 +181,42 @@ def test_held_partial_requests_are_closed_and_the_agent_keeps_answering(tmp_path
         agent.stop()
 
 
+def test_event_streams_are_bounded_per_node(tmp_path: Path) -> None:
+    from fleettui.agent.server import MAX_STREAMS
+
+    e = make_env(tmp_path)
+    agent = start_agent(
+        "--simulate", "--name", "ev", "--config", str(e.config), tmp=tmp_path, env=e.env
+    )
+    streams: list[socket.socket] = []
+    try:
+        port = _port(agent.url)
+        req = b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for _ in range(MAX_STREAMS):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(req)
+            got = b""
+            while b"event: snapshot" not in got:
+                got += s.recv(65536)
+            streams.append(s)
+        r = httpx.get(f"{agent.url}/api/v1/events", timeout=5)
+        assert r.status_code == 429 and r.json()["detail"]["max"] == MAX_STREAMS
+        assert r.headers["Retry-After"] == "5"
+        assert httpx.get(f"{agent.url}/api/v1/snapshot").status_code == 200  # reads go on
+        streams.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the agent notices the closed stream at its next write (a tick)
+            with httpx.stream("GET", f"{agent.url}/api/v1/events", timeout=5) as r:
+                if r.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "a freed stream slot was not reused"
+            time.sleep(0.3)
+    finally:
+        for s in streams:
+            s.close()
+        agent.stop()
+
+
 def _low_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
 

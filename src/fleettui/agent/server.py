@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 PING_EVERY_S = 15.0
 JSON_TYPE = "application/json"
 LISTEN_BACKLOG = 2048
+# Per node. A stream is a complete request held open for good, so neither the header timeout
+# nor the idle timeout frees it; without a bound, streams alone could fill the connection cap.
+MAX_STREAMS = 64
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -93,6 +96,10 @@ def build_app(
     async def events(request: Request) -> Response:
         if (denied := await read_gate(agent, request)) is not None:
             return denied
+        if agent.broker.subscribers >= MAX_STREAMS:  # a stream is held for good: bound them
+            resp = error(429, "too many event streams", {"max": MAX_STREAMS})
+            resp.headers["Retry-After"] = "5"
+            return resp
         return StreamingResponse(
             sse_stream(agent, request, ping_every),
             media_type="text/event-stream",
