@@ -265,3 +265,25 @@ def node_cli(n: Node, *args: str):  # type: ignore[no-untyped-def]
         text=True,
         timeout=60,
     )
+
+
+def test_start_up_removes_the_temp_files_a_kill_9_left(node: Node) -> None:
+    import os
+
+    agent = node.start()
+    assert node.act(agent.url).status_code == 200
+    agent.proc.kill()
+    agent.proc.wait()
+    d = node.audit.parent
+    stale = [d / ".audit.head.json.k9k9k9k9", node.tmp / ".tokens.json.k9k9k9k9.tmp"]
+    young = node.tmp / ".tokens.json.young123.tmp"  # another process may be writing it now
+    for p in [*stale, young]:
+        p.write_text('{"partial": ')
+    os.utime(stale[1], (time.time() - 3600,) * 2)
+    agent = node.start()
+    try:
+        assert [p.exists() for p in [*stale, young]] == [False, False, True]
+        assert node.act(agent.url).status_code == 200  # and the chain goes on
+    finally:
+        agent.stop()
+    assert verify_chain(node.audit).ok
