@@ -225,3 +225,14 @@ async def test_an_unusable_pin_file_is_unknown_with_the_fix(
     assert v.chain_detail.startswith("audit pin unusable (") and v.chain_detail.endswith(
         "`fleet audit forget n` replaces it"
     )
+
+
+async def test_a_state_dir_that_cannot_be_written_keeps_the_checks(
+    served: FakeAgent, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cfg = FleetConfig(nodes=[NodeConfig(name="n", url=served.url)])
+    [v] = await FleetAggregator(cfg, pins=PinStore(blocker / "pins")).poll_once(5)
+    assert v.chain is ChainStatus.OK
+    assert v.chain_detail.startswith("verified through seq 1000; pin not saved (")

@@ -134,6 +134,7 @@ class ChainVerifier:
         self.check_detail: str | None = None
         self.agent_problem: str | None = None  # what the agent's snapshot says of its log
         self.store_problem: str | None = None  # the pin file cannot be used (not saved to)
+        self.save_problem: str | None = None  # the pin cannot be written (checks still count)
         self.dirty = False  # the pin moved since it was last saved
         self.cursor = random.randrange(1 << 30)  # where the sweep resumes (per process)
         # pages of the sweep due (see sweep_due); a random start spreads a fleet's page reads
@@ -155,7 +156,10 @@ class ChainVerifier:
             return self.pin.broken
         if self.agent_problem:
             return f"the agent reports its audit log damaged: {self.agent_problem}"
-        return self.store_problem or self.check_detail
+        detail = self.store_problem or self.check_detail
+        if self.save_problem and detail:
+            return f"{detail}; {self.save_problem}"
+        return detail or self.save_problem
 
     def broken(self, why: str) -> None:
         if not self.pin.broken:

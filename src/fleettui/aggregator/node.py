@@ -44,6 +44,7 @@ from fleettui.aggregator.state import (
     SnapshotFacts,
 )
 from fleettui.config import Defaults, NodeConfig
+from fleettui.fsutil import UnsafePathError
 from fleettui.wire import AUDIT_PROBLEM_PREFIX, ActionEvent, NodeSnapshot
 
 log = logging.getLogger(__name__)
@@ -506,9 +507,13 @@ class NodeWorker:
 
         try:
             out = await anyio.to_thread.run_sync(sync)
-        except (PinFileError, OSError) as exc:
+        except (PinFileError, UnsafePathError) as exc:  # a bad or planted file: left alone
             chain.store_problem = self._store_problem(exc)
             return
+        except OSError as exc:
+            chain.save_problem = f"pin not saved ({exc.strerror or exc})"
+            return
+        chain.save_problem = None
         if out is None:
             return
         merged, reset = out

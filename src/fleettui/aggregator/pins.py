@@ -181,7 +181,7 @@ class PinStore:
     def _stamp(self, path: Path) -> tuple[int, int, int] | None:
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
@@ -189,7 +189,7 @@ class PinStore:
         path = self.path_for(key)
         try:
             fd = open_nofollow(path, os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise PinFileError(f"{path}: {exc.strerror}") from None
@@ -208,9 +208,11 @@ class PinStore:
         self._stamps[pin.key] = self._stamp(path)
 
     def load(self, key: str) -> Pin | None:
-        with self._locked():
-            pin = self._read(key)
-            self._stamps[key] = self._stamp(self.path_for(key))
+        """No lock: files are only ever replaced whole (rename), so a read sees one version;
+        and a state dir that cannot be written can still be read."""
+        stamp = self._stamp(self.path_for(key))
+        pin = self._read(key)
+        self._stamps[key] = stamp
         return pin
 
     def changed(self, key: str) -> bool:
