@@ -63,6 +63,7 @@ def test_status_json_two_online_one_offline_exits_1(two_sims, tmp_path: Path) ->
     assert by["dead"]["reasons"] == ["connection refused"]
     sim = by[next(iter(two_sims.urls))]
     assert sim["latency_ms"] > 0 and sim["power_w"] > 0 and sim["engines"]
+    assert (sim["power_scope"], sim["power_source"]) == ("wall", "simulated")
     assert sim["audit"]["chain"] == "ok"
 
     table = fleet("status", "--timeout", "5", config=cfg)
