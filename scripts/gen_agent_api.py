@@ -25,9 +25,8 @@ Every agent (`fleet agent serve`) serves this API. The pydantic models in
 the same models. Unknown keys are ignored on read, so a newer agent stays readable by an older
 dashboard; `schema_version` changes only when a field changes meaning.
 
-Errors are always JSON: `{{"error": "<reason>", "detail": <optional>}}` (`ErrorBody`). Framing
-errors are the exception: uvicorn's own `400` (`text/plain`) for malformed HTTP. No input gets a
-5xx; `503` only says the agent cannot serve yet (no snapshot collected, the audit log unusable).
+Errors are always JSON: `{{"error": "<reason>", "detail": <optional>}}` (`ErrorBody`), also the
+`400` for malformed HTTP (framing is uvicorn's httptools parser). No input gets a 5xx; `503` only says the agent cannot serve yet (no snapshot collected, the audit log unusable).
 
 Every route first checks the `Host` header against the node's names (localhost names, its
 hostname and `NAME.local`, the bind address, `allowed_hosts` in agent.toml; any IP literal):

@@ -45,6 +45,11 @@ def _exchange(port: int, payload: bytes, quiet_s: float = 0.4, total_s: float = 
         return out
 
 
+def _length(head: bytes) -> int:
+    m = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    return int(m.group(1)) if m else 0
+
+
 def _req(
     method: str = "GET",
     path: str = "/api/v1/snapshot",
@@ -199,6 +204,11 @@ def test_raw_requests_never_get_a_5xx(tmp_path: Path) -> None:
             codes = [int(m.group(1)) for m in STATUS_RE.finditer(raw)]
             seen[name] = codes
             assert all(code < 500 for code in codes), (name, raw[:300])
+            if codes and codes[0] >= 400:  # every refusal says why, as JSON
+                head, _, body = raw.partition(b"\r\n\r\n")
+                assert b"content-type: application/json" in head.lower(), (name, raw[:300])
+                if not name.startswith("method HEAD"):
+                    assert json.loads(body[: _length(head)])["error"], (name, raw[:300])
         # The cases did reach the parts they aim at.
         assert seen["body lone surrogate"] == [400] and seen["body huge int"] == [400]
         assert seen["TE chunked ok"] == [200] and seen["body text/plain"] == [415]

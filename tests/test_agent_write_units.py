@@ -233,3 +233,75 @@ async def test_runner_does_not_wait_for_a_daemon_holding_the_pipe(tmp_path: Path
 async def test_runner_reports_a_missing_program(tmp_path: Path) -> None:
     out = await run_argv([str(tmp_path / "no-such-program")], 5)
     assert not out.ok and out.exit_code is None and "cannot run" in (out.error or "")
+
+
+def test_host_policy() -> None:
+    from starlette.datastructures import Headers
+
+    from fleettui.agent.guard import HostPolicy, split_host
+
+    assert split_host("[::1]:8899") == ("::1", "8899")
+    assert split_host("Gpu1.Example.NET.:443") == ("gpu1.example.net", "443")
+    policy = HostPolicy(["localhost", "gpu1.example.net", "*.ts.example", "10.0.0.7"])
+    for ok in ("localhost", "gpu1.example.net", "a.ts.example", "192.0.2.9", "::1", "x.localhost"):
+        assert policy.allows(ok), ok
+    for bad in ("evil.example", "ts.example.evil", "gpu1.example.net.evil", "", "localhost.evil"):
+        assert not policy.allows(bad), bad
+
+    def check(method: str, write: bool = True, **headers: str):  # type: ignore[no-untyped-def]
+        h = Headers(headers={k.replace("_", "-"): v for k, v in headers.items()})
+        rej = policy.check(method, h, write=write)
+        return rej.status if rej else None
+
+    json_ct = {"content_type": "application/json; charset=utf-8"}
+    assert check("GET", host="evil.example:80", write=False) == 421
+    assert check("POST", host="localhost:8899", write=False) is None  # not a write route
+    assert check("POST", host="localhost:8899", **json_ct) is None
+    assert check("POST", host="localhost:8899", origin="http://localhost:8899", **json_ct) is None
+    assert check("POST", host="localhost", origin="http://localhost:80", **json_ct) is None
+    assert check("POST", host="localhost", origin="https://localhost", **json_ct) is None  # TLS
+    assert check("POST", host="localhost", origin="https://localhost:80", **json_ct) == 403
+    assert check("POST", host="localhost:8899", origin="http://localhost:8898", **json_ct) == 403
+    assert check("POST", host="localhost:8899", origin="null", **json_ct) == 403
+    assert check("POST", host="localhost:8899", origin="file://", **json_ct) == 403
+    assert check("POST", host="localhost:8899", content_type="text/plain") == 415
+    assert check("POST", host="localhost:8899") == 415
+
+
+def test_address_key_groups_ipv6_by_64() -> None:
+    from fleettui.agent.ratelimit import address_key
+
+    assert address_key("192.0.2.1") == "192.0.2.1"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key(None) == "unknown" and address_key("not-an-ip") == "not-an-ip"
+
+
+@pytest.mark.anyio
+async def test_refusal_log_is_bounded_however_many_addresses_send() -> None:
+    from fleettui.agent import refusals
+
+    now = [0.0]
+    written: list[dict] = []
+
+    async def write(fields: dict) -> None:
+        written.append(fields)
+
+    log = refusals.RefusalLog(write, window_s=60, clock=lambda: now[0])
+
+    def refusal(ip: str, status: int = 401) -> dict:
+        return {"ts": 1.0, "source_ip": ip, "http_status": status, "error": f"e{status}"}
+
+    for i in range(5000):  # 1000 addresses, five refusals each, in one window
+        await log.record(refusal(f"10.0.{i % 1000 // 250}.{i % 250}", 401 + (i % 2) * 28))
+    assert len(written) == refusals.MAX_SOURCES  # the first of each address that got a slot
+    now[0] = 61.0
+    await log.flush()
+    assert len(written) <= 2 * refusals.MAX_SOURCES + 1
+    aggregates = [w for w in written if "refusals" in w.get("args", {})]
+    assert sum(a["args"]["refusals"] for a in aggregates) + refusals.MAX_SOURCES == 5000
+    (other,) = [a for a in aggregates if a["source_ip"] is None]
+    assert other["args"]["addresses"] == 1000 - refusals.MAX_SOURCES
+    # addresses 64..999 share it; an address's five refusals have one status (by its parity)
+    assert other["args"]["http_status"] == {"401": 468 * 5, "429": 468 * 5}

@@ -25,6 +25,7 @@ logged at most once per second each, with a count of the ones left out.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
 import time
@@ -179,6 +180,10 @@ class AgentHttpProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._header_timer = None
         self._refuse(b"408 Request Timeout", TIMEOUT_BODY)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to malformed HTTP, as JSON like every other refusal."""
+        self._refuse(b"400 Bad Request", json.dumps({"error": msg}).encode())
 
     def _refuse(self, status: bytes, body: bytes) -> None:
         """Answer (unless mid-response on this connection) and close."""
