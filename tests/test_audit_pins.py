@@ -294,10 +294,19 @@ async def test_forget_repins_deliberately_and_a_running_view_follows(
     again = fleet(live.env, "audit", "forget", name)
     assert again.returncode == 0 and f"dropped the pin at seq {live.entries};" in again.stdout
 
+    live.fleet_toml.write_text(
+        live.fleet_toml.read_text() + '\n[[node]]\nname = "mac"\nurl = "http://mac.local:8000"\n'
+        'kind = "asiai"\n'
+    )
+    asiai = fleet(live.env, "audit", "forget", "mac")
+    assert asiai.returncode == 2
+    assert (
+        asiai.stderr == "fleet: mac is an asiai node: it keeps no fleettui audit log, so no pin\n"
+    )
     bad = fleet(live.env, "audit", "forget", "nosuch")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        f"fleet: no node named 'nosuch' in {live.fleet_toml} (known: {name})"
+        f"fleet: no node named 'nosuch' in {live.fleet_toml} (known: {name}, mac)"
     ]
 
 

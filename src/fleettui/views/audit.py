@@ -23,7 +23,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         _err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
     if node.kind != "fleettui":
-        _err(f"{node.name} is a {node.kind} node: it keeps no fleettui audit log, so no pin")
+        _err(f"{node.name} is an {node.kind} node: it keeps no fleettui audit log, so no pin")
         return 2
     store = PinStore.default()
     try:
