@@ -243,3 +243,30 @@ def test_ping_checks_the_audit_chain_of_a_fleettui_node(sim_agent, tmp_path: Pat
     r = fleet("ping", "alpha", "--json", config=cfg)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["audit"]["chain"] == "ok"  # not "n/a": the node keeps one
+
+
+def test_a_read_token_others_can_read_is_not_sent_and_the_reason_says_so(
+    agent_factory, tmp_path: Path
+) -> None:
+    from fleettui.agent.tokens import create_token, tokens_path
+
+    agent_toml = tmp_path / "agent" / "agent.toml"
+    agent_toml.parent.mkdir()
+    agent_toml.write_text("read_token_required = true\n")
+    _, secret = create_token(tokens_path(agent_toml), "reader")
+    agent = agent_factory("--simulate", "--name", "locked", "--config", str(agent_toml))
+    token = tmp_path / "token"
+    token.write_text(secret + "\n")
+    token.chmod(0o644)
+    cfg = write_config(tmp_path / "p.toml", {})
+    cfg.write_text(
+        cfg.read_text()
+        + f'\n[[node]]\nname = "locked"\nurl = "{agent.urls["locked"]}"\ntoken_file = "{token}"\n'
+    )
+    doc = json.loads(fleet("status", "--json", "--timeout", "5", config=cfg).stdout)
+    [node] = doc["nodes"]
+    assert node["state"] != "ONLINE"
+    assert any(f"chmod 600 {token}" in r for r in node["reasons"]), node["reasons"]
+    token.chmod(0o600)
+    doc = json.loads(fleet("status", "--json", "--timeout", "5", config=cfg).stdout)
+    assert doc["nodes"][0]["state"] == "ONLINE", doc["nodes"][0]["reasons"]

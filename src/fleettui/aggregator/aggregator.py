@@ -24,7 +24,7 @@ from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
-from fleettui.config import FleetConfig
+from fleettui.config import FleetConfig, NodeConfig
 from fleettui.wire import AuditEntry
 
 EVENT_BUFFER = 512
@@ -119,16 +119,20 @@ class FleetAggregator:
         clients."""
         pins = self.pins
 
-        def prepare() -> list[str | None]:
+        def token(cfg: NodeConfig) -> tuple[str | None, str | None]:
+            secret = cfg.resolve_token()
+            return secret, cfg.token_problem() if cfg.has_token and secret is None else None
+
+        def prepare() -> list[tuple[str | None, str | None]]:
             if pins is not None:
                 for w in self._workers:
                     if w.chain is not None:
                         w.load_pin(pins)
-            return [w.cfg.resolve_token() for w in self._workers]
+            return [token(w.cfg) for w in self._workers]
 
         tokens = await anyio.to_thread.run_sync(prepare)
-        for w, token in zip(self._workers, tokens, strict=True):
-            w.token = token
+        for w, (secret, problem) in zip(self._workers, tokens, strict=True):
+            w.token, w.token_problem = secret, problem
             w.open()
             w.publish_chain()  # a pin that is BROKEN shows so before the node answers
         self._opened = True

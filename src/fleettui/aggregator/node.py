@@ -119,6 +119,7 @@ class NodeWorker:
         )
         self.client: NodeClient | None = None
         self.token: str | None = None
+        self.token_problem: str | None = None  # why a configured token is not sent
         self.endpoint = Endpoint.parse(cfg.url)
         # The last good snapshot is kept as JSON text plus the few facts the state rules need,
         # not as a model: a model is ~150 objects that the garbage collector would walk over
@@ -223,6 +224,8 @@ class NodeWorker:
         return True
 
     def poll_failed(self, reason: str, reachable: bool, t0: float) -> bool:
+        if self.token_problem and reason.startswith("HTTP 401"):
+            reason = f"{reason}; {self.token_problem}"  # e.g. the token file's chmod
         self.poll_error = reason
         self.poll_unreachable = not reachable
         self.set_last_error(f"snapshot: {reason}")
