@@ -35,7 +35,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
-KEEP_ALIVE_S = 15.0  # idle time between requests on one connection
+# Idle time allowed between requests on one connection: longer than the aggregator's
+# keepalive_expiry (30 s), so the client always drops an idle connection first and no request
+# races a close by the server; short enough that idle connections do not pile up.
+KEEP_ALIVE_S = 35.0
 MAX_CONNECTIONS = 1024  # per node served (one process can serve many simulated nodes)
 RESERVED_FDS = 128  # audit and token files, engine probes, action pipes, listeners
 ACCEPT_BURST = 64
