@@ -49,7 +49,7 @@ def primed_aggregator(count: int):  # type: ignore[no-untyped-def]
     """A FleetAggregator (not started) whose workers hold `generated_views(count)`."""
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.config import Defaults, FleetConfig, NodeConfig
-    from fleettui.views.sample import generated_views
+    from fleettui.testing.sample import generated_views
 
     views = generated_views(count)
     cfg = FleetConfig(

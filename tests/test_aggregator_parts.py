@@ -13,8 +13,8 @@ from fleettui.aggregator.history import PowerHistory
 from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import NodeView, SnapshotFacts
 from fleettui.select import gpu_memory, parse
+from fleettui.testing.sample import sample_views
 from fleettui.views.columns import BY_KEY, SORTABLE, resident_models
-from fleettui.views.sample import sample_views
 
 
 def feed_all(parser: SSEParser, *chunks: bytes) -> list[tuple[str, str, str]]:

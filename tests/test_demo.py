@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleettui.commands.demo import DemoError, DemoFleet
 from fleettui.config import load_fleet_config
-from fleettui.views.demo import DemoError, DemoFleet
 
 STARTED_RE = re.compile(rb"agent pids ([\d ]+), temp dir (\S+)")
 ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")

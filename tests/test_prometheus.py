@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fake_nodes import ASIAI_SNAPSHOT, FakeAsiai, FakeOllama, running
 from fakes import snapshot_dict
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
+from fleettui.commands.export import ExportError, fleet_families, parse_listen
 from fleettui.promtext import labelled, render, snapshot_families
-from fleettui.views.export import ExportError, fleet_families, parse_listen
 from fleettui.wire import NodeSnapshot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 from rich.console import Console
 
 from fleettui.aggregator.state import NodeState
+from fleettui.testing.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
 from fleettui.views.rich import fleet_table, fleet_view, print_once, run_live
-from fleettui.views.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
 
 
 def render(obj, width: int) -> str:
@@ -234,8 +234,8 @@ def test_the_live_view_exits_quietly_when_its_terminal_closes(tmp_path: Path) ->
 
 
 def test_totals_say_what_the_summed_watts_cover() -> None:
+    from fleettui.testing.sample import sample_views
     from fleettui.views.columns import fleet_totals, totals_text
-    from fleettui.views.sample import sample_views
 
     views = sample_views()
     mixed = fleet_totals(views)

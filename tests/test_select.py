@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fleettui.aggregator.state import NodeState
 from fleettui.select import FIELDS, SelectError, parse, select_views
-from fleettui.views.sample import sample_views
+from fleettui.testing.sample import sample_views
 
 VIEWS = sample_views()
 

@@ -11,10 +11,10 @@ from rich.console import Console
 from textual.widgets import Input, OptionList, Static
 
 from fleettui.aggregator.state import FleetEvent, NodeState
-from fleettui.views.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
+from fleettui.testing.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
+from fleettui.testing.scenes import sample_app
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.messages import ActionRequested
-from fleettui.views.tui.scenes import sample_app
 from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.screens.help import HelpScreen
@@ -565,7 +565,7 @@ async def test_no_color_keeps_every_cell_readable(monkeypatch: pytest.MonkeyPatc
 
 
 def test_audit_table_shows_intents_and_their_outcomes() -> None:
-    from fleettui.views.sample import sample_audit
+    from fleettui.testing.sample import sample_audit
     from fleettui.views.tui.screens.detail import audit
 
     base = sample_audit("n", 1)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleettui.views.tui.scenes import SCENES, Scene
+from fleettui.testing.scenes import SCENES, Scene
 
 
 @pytest.mark.parametrize("scene", SCENES, ids=[s.name for s in SCENES])

@@ -18,13 +18,13 @@ from fleettui import __version__
 
 ACTIONS = ("purge", "unload", "stop", "start", "restart")
 AGENT = "fleettui.agent.main"
-COMMANDS = "fleettui.views.commands"
-DASHBOARD = "fleettui.views.main"
-BULK = "fleettui.views.bulk"
-EXPORT = "fleettui.views.export"
+COMMANDS = "fleettui.commands.fleet"
+DASHBOARD = "fleettui.commands.dashboard"
+BULK = "fleettui.commands.act"
+EXPORT = "fleettui.commands.export"
 COMPLETION = "fleettui.completion"
 CONFIG = "fleettui.config"
-AUDIT = "fleettui.views.audit"
+AUDIT = "fleettui.commands.audit"
 
 
 class FleetParser(argparse.ArgumentParser):

@@ -267,6 +267,12 @@ ACTION_TIMEOUTS_S: dict[str, float] = {
     "start": 120.0,
     "restart": 120.0,
 }
+NEEDS_ENGINE = frozenset({"unload", "stop", "start", "restart"})  # purge alone is node-wide
+
+
+def describe_action(action: str, engine: str | None, model: str | None) -> str:
+    """`restart ollama`, `unload ollama llama3:8b`, `purge`: how the operator would say it."""
+    return " ".join(x for x in (action, engine, model) if x)
 
 
 class ActionRequest(WireModel):

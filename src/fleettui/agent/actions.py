@@ -59,6 +59,7 @@ from fleettui.wire import (
     ActionRequest,
     ActionResult,
     AuditEntry,
+    AuditHead,
 )
 
 if TYPE_CHECKING:
@@ -396,7 +397,6 @@ class ActionService:
         self.refusals = RefusalLog(self._append, window_s=self.config.refusal_window_s)
         self.busy: set[str] = set()
         self._client: httpx.AsyncClient | None = None
-        agent.audit_head = audit.head
 
     @classmethod
     def for_agent(cls, agent: NodeAgent, tokens: TokenStore | None = None) -> ActionService:
@@ -425,6 +425,9 @@ class ActionService:
         await self.refusals.flush(force=True)
         if self._client is not None:
             await self._client.aclose()
+
+    def audit_head(self) -> AuditHead:
+        return self.audit.head()
 
     def problems(self) -> list[str]:
         out = []
@@ -763,12 +766,7 @@ class ActionService:
         return entry
 
     def _published(self, entry: AuditEntry) -> None:
-        """Tell SSE subscribers, and serve the new head in the snapshot now, not next tick."""
-        self.agent.broker.publish("audit", entry.model_dump_json().encode())
-        snap = self.agent.latest
-        if snap is not None:
-            snap = snap.model_copy(update={"audit": self.audit.head()})
-            self.agent.latest, self.agent.latest_json = snap, snap.model_dump_json().encode()
+        self.agent.audit_moved(entry.model_dump_json().encode())
 
     def _publish_action(self, ev: ActionEvent) -> None:
         self.agent.broker.publish("action", ev.model_dump_json().encode())

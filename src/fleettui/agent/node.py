@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -39,9 +38,6 @@ from fleettui.wire import (
     source_label,
 )
 
-if TYPE_CHECKING:
-    from fleettui.agent.actions import ActionService
-
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +54,17 @@ class Source(Protocol):
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot: ...
 
     async def sample(self, ledger: EnergyLedger) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WriteSide(Protocol):
+    """What the node needs of its write side (agent/actions.py), so the import points one way:
+    the problems it reports and the audit head the node serves in every snapshot."""
+
+    def audit_head(self) -> AuditHead: ...
+
+    def problems(self) -> list[str]: ...
 
     async def aclose(self) -> None: ...
 
@@ -262,8 +269,7 @@ class NodeAgent:
         self.broker = EventBroker()
         self.latest: NodeSnapshot | None = None
         self.latest_json: bytes = b""
-        self.audit_head: Callable[[], AuditHead] = AuditHead
-        self.actions: ActionService | None = None  # the write side, attached by the server
+        self.actions: WriteSide | None = None  # agent/actions.py, attached by the server
         self.ticks = 0
         self.collect_s_total = 0.0
         self.phase_s = 0.0  # delay of the first loop tick (spreads many simulated nodes out)
@@ -289,6 +295,15 @@ class NodeAgent:
             config, SimulatedSource(node, sample_every(config.interval_s)), ledger, simulated=node
         )
 
+    def audit_moved(self, entry_json: bytes) -> None:
+        """A new audit entry: tell SSE subscribers, and serve the new head in the snapshot now,
+        not next tick. The node is the one that puts the head into a snapshot."""
+        self.broker.publish("audit", entry_json)
+        snap = self.latest
+        if snap is not None and self.actions is not None:
+            snap = snap.model_copy(update={"audit": self.actions.audit_head()})
+            self.latest, self.latest_json = snap, snap.model_dump_json().encode()
+
     async def tick(self) -> NodeSnapshot:
         t0 = time.perf_counter()
         try:
@@ -301,7 +316,7 @@ class NodeAgent:
             snap = prev.model_copy(
                 update={"ts": time.time(), "problems": [f"collection failed: {exc}"]}
             )
-        snap.audit = self.audit_head()
+        snap.audit = self.actions.audit_head() if self.actions is not None else AuditHead()
         if self.actions is not None:
             snap.problems.extend(self.actions.problems())
         self.latest = snap

@@ -74,13 +74,18 @@ async def sse_stream(agent: NodeAgent, request: Request, ping_every: float) -> A
         agent.broker.unsubscribe(sub)
 
 
+def service(agent: NodeAgent) -> ActionService | None:
+    """The node's write side as the server drives it (node.py types it only by what it needs)."""
+    return agent.actions if isinstance(agent.actions, ActionService) else None
+
+
 async def read_gate(agent: NodeAgent, request: Request) -> Response | None:
     """With read_token_required, reads need a valid token too; None means allowed."""
     if not agent.config.read_token_required:
         return None
-    if agent.actions is None:  # no token store: fail closed
+    if (actions := service(agent)) is None:  # no token store: fail closed
         return error(401, "unauthorized")
-    return await agent.actions.authorize_read(request)
+    return await actions.authorize_read(request)
 
 
 def build_app(
@@ -116,16 +121,16 @@ def build_app(
         return Response(body, headers={"Content-Type": content_type})
 
     async def actions(request: Request) -> Response:
-        if agent.actions is None:
+        if (write := service(agent)) is None:
             return error(503, "actions are not enabled on this agent")
-        return await agent.actions.handle(request)
+        return await write.handle(request)
 
     async def audit(request: Request) -> Response:
         if (denied := await read_gate(agent, request)) is not None:
             return denied
-        if agent.actions is None:
+        if (write := service(agent)) is None:
             return error(503, "actions are not enabled on this agent")
-        return await agent.actions.audit_page(request)
+        return await write.audit_page(request)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "ticks": agent.ticks})
@@ -151,7 +156,8 @@ def build_app(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}
     )
     policy = HostPolicy.for_node(bind_host, agent.config.allowed_hosts)
-    on_refused = agent.actions.guard_refused if agent.actions is not None else None
+    write = service(agent)
+    on_refused = write.guard_refused if write is not None else None
     return HostGuard(app, policy, writes={ACTIONS_PATH}, on_refused=on_refused)
 
 
@@ -220,9 +226,9 @@ async def serve(
 ) -> None:
     """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
     for agent in agents:  # the write side: tokens, audit log (opened before the first request)
-        if agent.actions is None:
-            agent.actions = ActionService.for_agent(agent)
-        await agent.actions.start()
+        if (write := service(agent)) is None:
+            agent.actions = write = ActionService.for_agent(agent)
+        await write.start()
     for agent in agents:  # serve a real snapshot from the first request on
         await agent.tick()
     apps = {
@@ -253,8 +259,8 @@ async def serve(
     async with anyio.create_task_group() as tg:
         for agent in agents:
             tg.start_soon(agent.run)
-            if agent.actions is not None:
-                tg.start_soon(agent.actions.refusals.run)
+            if (write := service(agent)) is not None:
+                tg.start_soon(write.refusals.run)
         tg.start_soon(watch_exit)
         tg.start_soon(_widen_listen_queues, server, sockets)
         if on_ready is not None:

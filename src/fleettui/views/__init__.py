@@ -1,1 +1,1 @@
-"""What the operator sees: the Textual dashboard, the Rich fallback and the plain commands."""
+"""What the operator sees: the Textual dashboard, the Rich fallback and the helpers both draw with."""

@@ -13,8 +13,8 @@ from rich.text import Text
 
 from fleettui.aggregator.dispatch import Dispatcher, Envelope, Progress
 from fleettui.aggregator.state import FleetEvent
-from fleettui.views.bulk import describe
 from fleettui.views.tui.screens.confirm import ActionChoice
+from fleettui.wire import describe_action
 
 if TYPE_CHECKING:
     from fleettui.views.tui.app import FleetApp
@@ -63,7 +63,7 @@ class BulkRunner:
     async def run(self, choice: ActionChoice) -> Envelope:
         app = self.app
         assert app.config is not None
-        what = describe(choice.action, choice.engine, choice.model)
+        what = describe_action(choice.action, choice.engine, choice.model)
         nodes = [n for name in choice.targets if (n := app.config.node(name)) is not None]
 
         def progress(name: str, state: Progress, reason: str | None) -> None:

@@ -19,8 +19,8 @@ from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fleettui.aggregator.state import NodeView
-from fleettui.views.bulk import NEEDS_ENGINE
 from fleettui.views.columns import plural
+from fleettui.wire import NEEDS_ENGINE
 
 VERBS = {
     "restart": "Restart",

@@ -12,24 +12,24 @@ import argparse
 
 def cmd_forget(args: argparse.Namespace) -> int:
     from fleettui.aggregator.pins import PinStore, node_key
-    from fleettui.views.commands import _err, _load
+    from fleettui.commands.io import err, load_config
 
-    cfg = _load(args)
+    cfg = load_config(args)
     if cfg is None:
         return 2
     node = cfg.node(args.name)
     if node is None:
         known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
-        _err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
+        err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
     if node.kind != "fleettui":
-        _err(f"{node.name} is an {node.kind} node: it keeps no fleettui audit log, so no pin")
+        err(f"{node.name} is an {node.kind} node: it keeps no fleettui audit log, so no pin")
         return 2
     store = PinStore.default()
     try:
         old = store.forget(node_key(node.url), node.name)
     except OSError as exc:
-        _err(f"cannot write the audit pin in {store.root}: {exc.strerror or exc}")
+        err(f"cannot write the audit pin in {store.root}: {exc.strerror or exc}")
         return 2
     if old is None or (old.seq == 0 and not old.broken):
         was = "no pin was held"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from textual.pilot import Pilot
 
 from fleettui.config import FleetConfig
-from fleettui.views.sample import SAMPLE_NOW, SampleSource
+from fleettui.testing.sample import SAMPLE_NOW, SampleSource
 from fleettui.views.tui.app import FleetApp
 
 

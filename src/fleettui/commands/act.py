@@ -13,21 +13,16 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from fleettui.commands.io import console, err, load_fleet, print_json
 from fleettui.views.columns import plural
-from fleettui.views.commands import _console, _err, _print_json, load_fleet
+from fleettui.wire import NEEDS_ENGINE, describe_action
 
 if TYPE_CHECKING:
     from fleettui.aggregator.dispatch import Envelope
     from fleettui.config import FleetConfig, NodeConfig
 
 ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-NEEDS_ENGINE = {"unload", "stop", "start", "restart"}
 POLL_TIMEOUT_S = 10.0
-
-
-def describe(action: str, engine: str | None, model: str | None) -> str:
-    """`restart ollama`, `unload ollama llama3:8b`, `purge`: how the operator would say it."""
-    return " ".join(x for x in (action, engine, model) if x)
 
 
 def check_arguments(action: str, engine: str | None, model: str | None) -> str | None:
@@ -120,7 +115,7 @@ def print_envelope(env: Envelope) -> None:
     from fleettui.textsafe import clean
 
     table = Table(
-        title=f"{describe(env.action, env.engine, env.model)}: "
+        title=f"{describe_action(env.action, env.engine, env.model)}: "
         f"{len(env.succeeded)}/{len(env.targets)} ok",
         title_justify="left",
     )
@@ -140,22 +135,22 @@ def print_envelope(env: Envelope) -> None:
             f"{out.duration_ms:.0f}" if out.duration_ms is not None else "-",
             Text(detail),
         )
-    _console().print(table)
+    console().print(table)
 
 
 def _act(
     args: argparse.Namespace, cfg: FleetConfig, targets: list[NodeConfig], *, ask: bool
 ) -> int:
-    what = describe(args.action, args.engine, args.model)
+    what = describe_action(args.action, args.engine, args.model)
     names = [t.name for t in targets]
     if not targets:
-        _err("no node matches; nothing sent")
+        err("no node matches; nothing sent")
         if args.json:
-            _print_json({"action": args.action, "targets": [], "succeeded": [], "failed": {}})
+            print_json({"action": args.action, "targets": [], "succeeded": [], "failed": {}})
         return 2
     if getattr(args, "dry_run", False):
         if args.json:
-            _print_json(
+            print_json(
                 {
                     "action": args.action,
                     "engine": args.engine,
@@ -169,7 +164,7 @@ def _act(
         return 0
     if ask:
         if not sys.stdin.isatty():
-            _err(
+            err(
                 f"refusing to {what} on {plural(len(names), 'node')} without confirmation: "
                 f"pass --yes (targets: {', '.join(names)})"
             )
@@ -178,11 +173,11 @@ def _act(
         for n in names:
             print(f"  {n}", file=sys.stderr)
         if not confirm("Proceed?"):
-            _err("cancelled; nothing sent")
+            err("cancelled; nothing sent")
             return 2
     env = run_dispatch(targets, args.action, args.engine, args.model, live=not args.json)
     if args.json:
-        _print_json(env.to_json())
+        print_json(env.to_json())
     else:
         print_envelope(env)
     return 0 if env.ok else 1
@@ -190,7 +185,7 @@ def _act(
 
 def _prepare(args: argparse.Namespace) -> FleetConfig | None:
     if problem := check_arguments(args.action, args.engine, args.model):
-        _err(problem)
+        err(problem)
         return None
     return load_fleet(args)
 
@@ -202,7 +197,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 2
     node = cfg.node(args.node)
     if node is None:
-        _err(f"no node named {args.node!r} in {cfg.path}; see `fleet ls`")
+        err(f"no node named {args.node!r} in {cfg.path}; see `fleet ls`")
         return 2
     return _act(args, cfg, [node], ask=False)
 
@@ -212,7 +207,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     from fleettui.select import SelectError
 
     if problem := check_selection(args.names, args.filter, args.all):
-        _err(problem)
+        err(problem)
         return 2
     cfg = _prepare(args)
     if cfg is None:
@@ -220,9 +215,9 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     try:
         targets = pick_targets(cfg, args.names, args.filter)
     except SelectError as exc:
-        _err(f"bad --filter: {exc}")
+        err(f"bad --filter: {exc}")
         return 2
     except ValueError as exc:
-        _err(str(exc))
+        err(str(exc))
         return 2
     return _act(args, cfg, targets, ask=not args.yes)

@@ -1,4 +1,4 @@
-"""The plain `fleet` commands that read the fleet: ls, status, ping, add, remove.
+"""The `fleet` commands on the fleet config and its nodes: ls, status, ping, add, remove.
 
 Rich and the aggregator are imported inside the commands that need them, so `fleet ls` (no
 network) starts without loading httpx, and `--json` output never goes through Rich.
@@ -9,16 +9,25 @@ remove, 2 the config cannot be used or the arguments are wrong.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fleettui.aggregator.state import NodeView
     from fleettui.config import FleetConfig, NodeConfig
 
+from fleettui.commands.io import (
+    config_arg,
+    console,
+    err,
+    first_run_hint,
+    load_config,
+    load_fleet,
+    markup_safe,
+    print_json,
+    print_warnings,
+)
 from fleettui.views.columns import plural
 
 STATE_STYLE = {
@@ -27,84 +36,6 @@ STATE_STYLE = {
     "OFFLINE": "bold red",
     "INITIALIZING": "dim",
 }
-
-
-def _err(msg: str) -> None:
-    print(f"fleet: {msg}", file=sys.stderr)
-
-
-def _config_arg(args: argparse.Namespace) -> Path | None:
-    return getattr(args, "config", None)
-
-
-def first_run_hint(path: Path | None) -> str:
-    where = f" ({path})" if path else ""
-    return (
-        f"No fleet config yet{where}. Add a node with `fleet add NAME --url URL`, "
-        "or try `fleet demo`."
-    )
-
-
-def _load(args: argparse.Namespace) -> FleetConfig | None:
-    """The fleet config, or None after printing why it cannot be used. A --config that names
-    no file is a mistake (a typo), not a first run."""
-    from fleettui.config import FleetConfigError, load_fleet_config
-
-    try:
-        cfg = load_fleet_config(_config_arg(args))
-    except FleetConfigError as exc:
-        _err(str(exc))
-        return None
-    if not cfg.exists and _config_arg(args) is not None:
-        _err(f"--config {cfg.path}: no such file (`fleet add ... --config` creates one)")
-        return None
-    return cfg
-
-
-def load_fleet(args: argparse.Namespace) -> FleetConfig | None:
-    """The config of a command that talks to nodes: warnings shown, and None (after saying
-    why) when it is unreadable, missing (first run) or holds no valid node."""
-    cfg = _load(args)
-    if cfg is None:
-        return None
-    _print_warnings(cfg)
-    if not cfg.exists:
-        _err(first_run_hint(cfg.path))
-        return None
-    if not cfg.nodes:
-        _err(f"no valid node in {cfg.path}; see the warnings above, or `fleet ls`")
-        return None
-    return cfg
-
-
-def _print_warnings(cfg: FleetConfig) -> None:
-    from fleettui.textsafe import clean
-
-    for w in cfg.warnings:
-        print(f"warning: {clean(w)}", file=sys.stderr)
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
-
-
-def markup_safe(text: str) -> str:
-    """Config or node text inside a Rich markup string: terminal-safe, its `[` escaped."""
-    from rich.markup import escape
-
-    from fleettui.textsafe import clean
-
-    return escape(clean(text))
-
-
-def _console():  # type: ignore[no-untyped-def]
-    """Rich's console; into a pipe or a file it does not wrap at 80 columns (a line per row,
-    for grep and awk), it still does on a terminal."""
-    from rich.console import Console
-
-    if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(highlight=False, width=100_000, soft_wrap=True)
 
 
 # --- fleet ls ------------------------------------------------------------------------------
@@ -118,7 +49,7 @@ def _token_cell(node: NodeConfig) -> tuple[str, str | None]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List the configured nodes without touching the network; never prints a token."""
-    cfg = _load(args)
+    cfg = load_config(args)
     if cfg is None:
         return 2
     if args.json:
@@ -137,7 +68,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "token_problem": problem,
                 }
             )
-        _print_json(
+        print_json(
             {
                 "config": str(cfg.path),
                 "exists": cfg.exists,
@@ -145,12 +76,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "warnings": cfg.warnings,
             }
         )
-        _print_warnings(cfg)
+        print_warnings(cfg)
         return 0
     if not cfg.exists:
         print(first_run_hint(cfg.path))
         return 0
-    _print_warnings(cfg)
+    print_warnings(cfg)
     if not cfg.nodes:
         print(f"No valid nodes in {cfg.path}. Add one with `fleet add NAME --url URL`.")
         return 0
@@ -177,10 +108,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
             escape(", ".join(n.tags)) or "-",
             f"[yellow]{escape(token)} (!)[/]" if problem else escape(token),
         )
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for note in notes:
-        console.print(f"[yellow]{escape(note)}[/]")
+        out.print(f"[yellow]{escape(note)}[/]")
     return 0
 
 
@@ -322,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     # A node skipped for a config error is a node not watched: as bad as one not answering.
     code = 0 if summary["online"] == summary["total"] and not cfg.skipped else 1
     if args.json:
-        _print_json(status_document(cfg, views))
+        print_json(status_document(cfg, views))
         return code
     skipped = len(cfg.skipped)
     title = (
@@ -332,19 +263,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f", {skipped} SKIPPED (config errors above)" if skipped else "")
         + f"  ({took:.1f} s)"
     )
-    _console().print(_status_table(views, title))
+    console().print(_status_table(views, title))
     return code
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
     """Poll one node once; exit 0 when it answered, 1 when it did not."""
-    cfg = _load(args)
+    cfg = load_config(args)
     if cfg is None:
         return 2
     node = cfg.node(args.name)
     if node is None:
         known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
-        _err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
+        err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
 
     import anyio
@@ -356,7 +287,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     [v] = anyio.run(FleetAggregator(one).poll_once, args.timeout)
     answered = v.state.value in ("ONLINE", "DEGRADED")
     if args.json:
-        _print_json(node_json(v))
+        print_json(node_json(v))
         return 0 if answered else 1
     if not answered:
         print(f"{v.name} {v.url}: {v.state.value}: {'; '.join(v.reasons) or 'no answer'}")
@@ -384,7 +315,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     from fleettui.config import FleetConfigError, NodeConfig, add_node, resolve_config_path
 
-    path = resolve_config_path(_config_arg(args))
+    path = resolve_config_path(config_arg(args))
     try:
         node = NodeConfig(
             name=args.name,
@@ -402,12 +333,12 @@ def cmd_add(args: argparse.Namespace) -> int:
             flag = {"name": "NAME", "tags": "--tag"}.get(
                 field.split(".")[0], f"--{field.split('.')[0].replace('_', '-')}"
             )
-            _err(f"{flag}: {e['msg'].removeprefix('Value error, ')}")
+            err(f"{flag}: {e['msg'].removeprefix('Value error, ')}")
         return 2
     try:
         add_node(path, node)
     except FleetConfigError as exc:
-        _err(str(exc))
+        err(str(exc))
         return 2
     print(f"added {node.name} ({node.url}) to {path}")
     if node.has_token and (problem := node.token_problem()):
@@ -424,14 +355,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from fleettui.config import FleetConfigError, NodeNotFound, remove_node, resolve_config_path
 
-    path = resolve_config_path(_config_arg(args))
+    path = resolve_config_path(config_arg(args))
     try:
         remove_node(path, args.name)
     except NodeNotFound as exc:
-        _err(str(exc))
+        err(str(exc))
         return 1
     except FleetConfigError as exc:
-        _err(str(exc))
+        err(str(exc))
         return 2
     print(f"removed {args.name} from {path}")
     return 0

@@ -1,4 +1,5 @@
-"""`fleet` and `fleet demo`: pick the view (Textual, Rich live, Rich once) and run it.
+"""The dashboard launcher (`fleet`, `fleet demo`): pick the view (Textual, Rich live, Rich
+once) and run it.
 
 Textual is imported only on the Textual path, so `fleet --rich`, cron jobs and pipes never
 load it.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import anyio
 
+from fleettui.commands.io import err, print_json
 from fleettui.config import FleetConfig, FleetConfigError, load_fleet_config
 
 ONCE_TIMEOUT_S = 10.0
@@ -38,6 +40,7 @@ def can_run_tui() -> bool:
 
 
 def _console():  # type: ignore[no-untyped-def]
+    """The views' console: a terminal's width, or Rich's default into a pipe (the table fits)."""
     from rich.console import Console
 
     return Console(highlight=False)
@@ -92,11 +95,11 @@ async def _json_once(cfg: FleetConfig) -> int:
     """`fleet --json`: what `--once` shows, as `fleet status --json`'s document."""
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.pins import PinStore
-    from fleettui.views.commands import _print_json, status_document
+    from fleettui.commands.fleet import status_document
 
     agg = FleetAggregator(cfg, pins=PinStore.default())
     views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
-    _print_json(status_document(cfg, views))
+    print_json(status_document(cfg, views))
     return 0
 
 
@@ -129,10 +132,10 @@ def _load(path: Path | None) -> FleetConfig | None:
     try:
         cfg = load_fleet_config(path)
     except FleetConfigError as exc:
-        print(f"fleet: {exc}", file=sys.stderr)
+        err(str(exc))
         return None
     if not cfg.exists and path is not None:
-        print(f"fleet: --config {cfg.path}: no such file", file=sys.stderr)
+        err(f"--config {cfg.path}: no such file")
         return None
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -157,7 +160,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fleettui.views.demo import DemoError, DemoFleet, exit_on_signals
+    from fleettui.commands.demo import DemoError, DemoFleet, exit_on_signals
 
     try:
         with exit_on_signals(), DemoFleet(args.nodes) as demo:

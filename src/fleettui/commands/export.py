@@ -228,18 +228,18 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fleettui.views.commands import _err, load_fleet
+    from fleettui.commands.io import err, load_fleet
 
     try:
         host, port = parse_listen(args.listen)
     except ExportError as exc:
-        _err(str(exc))
+        err(str(exc))
         return 2
     cfg = load_fleet(args)
     if cfg is None:
         return 2
     if not is_loopback(host):
-        _err(
+        err(
             f"WARNING: listening on {host} shows every node's facts to anyone who can reach "
             "this port (no authentication); prefer 127.0.0.1 with Prometheus on this machine"
         )
@@ -253,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         anyio.run(serve_export, cfg, host, port, ready)
     except ExportError as exc:
-        _err(str(exc))
+        err(str(exc))
         return 2
     except KeyboardInterrupt:
         pass
