@@ -1,1 +1,1 @@
-"""What the operator sees: the Textual dashboard, the Rich fallback and the helpers both draw with."""
+"""What the operator sees: the Textual dashboard, the Rich fallback and what both draw with."""
