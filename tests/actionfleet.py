@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleettui.agent.tokens import create_token, tokens_path
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.dispatch import Envelope, ProgressCallback
 from fleettui.config import FleetConfig, NodeConfig
+from fleettui.wire import ActionRequest
 
 RECORDER = """\
 import json, sys
@@ -67,3 +70,16 @@ def write_action_agent_config(tmp: Path) -> tuple[Path, Path, str]:
     )
     _, secret = create_token(tokens_path(cfg), "tests")
     return cfg, calls, secret
+
+
+async def send_action(
+    nodes: list[NodeConfig],
+    action: str,
+    engine: str | None = None,
+    model: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Envelope:
+    """One action through FleetAggregator.act over just `nodes`, as `fleet bulk` sends it."""
+    agg = FleetAggregator(FleetConfig(nodes=list(nodes)), verify_chain=False)
+    request = ActionRequest(action=action, engine=engine, model=model)
+    return await agg.act([n.name for n in nodes], request, on_progress)

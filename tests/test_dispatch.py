@@ -1,12 +1,12 @@
-"""The dispatcher against real agents: real auth, real audit, real runner, one dead port."""
+"""FleetAggregator.act against real agents: real auth, real audit, real runner, one dead port."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from actionfleet import ActionFleet
-from fleettui.aggregator.dispatch import Dispatcher, Progress
+from actionfleet import ActionFleet, send_action
+from fleettui.aggregator.dispatch import Progress
 from fleettui.config import NodeConfig
 
 pytestmark = pytest.mark.anyio
@@ -14,8 +14,12 @@ pytestmark = pytest.mark.anyio
 
 async def test_restart_on_three_agents_and_a_dead_port(fleet: ActionFleet) -> None:
     seen: list[tuple[str, Progress]] = []
-    d = Dispatcher(concurrency=2, on_progress=lambda n, p, r: seen.append((n, p)))
-    env = await d.dispatch(fleet.fleet_config().nodes, "restart", engine="ollama")
+    env = await send_action(
+        fleet.fleet_config().nodes,
+        "restart",
+        "ollama",
+        on_progress=lambda n, p, r: seen.append((n, p)),
+    )
     assert env.targets == ["act-000", "act-001", "act-002", "dead"]
     assert env.succeeded == ["act-000", "act-001", "act-002"]
     assert env.failed == {"dead": "connection refused"}
@@ -36,7 +40,7 @@ async def test_restart_on_three_agents_and_a_dead_port(fleet: ActionFleet) -> No
 
 async def test_node_without_token_fails_locally_and_nothing_is_sent(fleet: ActionFleet) -> None:
     cfg = fleet.fleet_config(with_dead=False, tokenless=("act-001",))
-    env = await Dispatcher().dispatch(cfg.nodes, "restart", engine="ollama")
+    env = await send_action(cfg.nodes, "restart", "ollama")
     assert env.succeeded == ["act-000", "act-002"]
     assert env.failed["act-001"].startswith("not sent: no token configured")
     assert len(fleet.calls()) == 2
@@ -48,11 +52,11 @@ async def test_agent_refusals_become_reasons(fleet: ActionFleet) -> None:
     nodes = fleet.fleet_config(with_dead=False).nodes
     first = nodes[0]
     bad_token = [NodeConfig(name=first.name, url=first.url, token_env="NO_SUCH_VAR_FOR_TEST")]
-    env = await Dispatcher().dispatch(bad_token, "restart", engine="ollama")
+    env = await send_action(bad_token, "restart", "ollama")
     assert "NO_SUCH_VAR_FOR_TEST" in env.failed["act-000"]
-    env = await Dispatcher().dispatch(nodes[:1], "unload", engine="ollama", model="-rf /")
+    env = await send_action(nodes[:1], "unload", "ollama", "-rf /")
     assert env.failed["act-000"].startswith("HTTP 400: ")
     wrong = [NodeConfig(name=first.name, url=first.url, token="tok_00000000.nope")]
-    env = await Dispatcher().dispatch(wrong, "restart", engine="ollama")
+    env = await send_action(wrong, "restart", "ollama")
     assert env.failed["act-000"].startswith("HTTP 401")
     assert fleet.calls() == []

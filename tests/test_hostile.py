@@ -21,10 +21,10 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
+from actionfleet import send_action
 from fake_nodes import FakeAsiai, FakeOllama, OllamaModel, running
 from fakes import FakeAgent, snapshot_dict
 from fleettui.aggregator.aggregator import FleetAggregator
-from fleettui.aggregator.dispatch import Dispatcher
 from fleettui.aggregator.history import PowerHistory
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.config import Defaults, FleetConfig, NodeConfig, load_fleet_config
@@ -286,7 +286,7 @@ async def test_dispatch_turns_an_unforeseen_exception_into_that_nodes_reason() -
 
         FleettuiKind.act = act  # type: ignore[method-assign]
         try:
-            env = await Dispatcher().dispatch(nodes, "unload", "ollama")
+            env = await send_action(nodes, "unload", "ollama")
         finally:
             FleettuiKind.act = original  # type: ignore[method-assign]
         assert env.failed == {
@@ -439,7 +439,7 @@ async def test_dashboard_stays_up_with_healthy_rows_fresh_and_no_node_escape_on_
         path.chmod(0o600)
         cfg = load_fleet_config(path)
         async with FleetAggregator(cfg) as agg:
-            app = FleetApp(agg, config=cfg, min_refresh_s=0.1, tick_s=0.5)
+            app = FleetApp(agg, min_refresh_s=0.1, tick_s=0.5)
             frames: list[str] = []
             display = app._display
 

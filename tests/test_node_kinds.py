@@ -16,10 +16,10 @@ import anyio
 import httpx
 import pytest
 
-from actionfleet import dead_port_url
+from actionfleet import dead_port_url, send_action
 from fake_nodes import ASIAI_SNAPSHOT, FakeAsiai, FakeOllama, OllamaModel, Outcome, running
 from fleettui.aggregator.aggregator import FleetAggregator
-from fleettui.aggregator.dispatch import Dispatcher, Envelope
+from fleettui.aggregator.dispatch import Envelope
 from fleettui.aggregator.kinds import KINDS, kind_for
 from fleettui.aggregator.state import ChainStatus, NodeState
 from fleettui.config import Defaults, FleetConfig, NodeConfig
@@ -49,7 +49,7 @@ def mac(url: str, **kw: object) -> NodeConfig:
 async def run(
     node: NodeConfig, action: str, engine: str | None = None, model: str | None = None
 ) -> Envelope:
-    return await Dispatcher().dispatch([node], action, engine, model)
+    return await send_action([node], action, engine, model)
 
 
 def posts(fake: FakeAsiai) -> int:

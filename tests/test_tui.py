@@ -478,21 +478,43 @@ async def test_the_header_shows_the_sort_arrow_as_it_moves() -> None:
 
 async def test_an_ok_note_never_hides_a_degraded_node() -> None:
     from fleettui.aggregator.dispatch import Progress
+    from fleettui.views.tui.messages import ActionProgress
 
     source = SampleSource()
     app = sample_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.bulk._note("gpu-a1", Progress.OK)
-        app.bulk._note("gpu-a2", Progress.FAILED)
-        await pilot.pause()
-        assert plain(app, "gpu-a1", "state") == "✓ ok"
+        table = app.main.table
+        table.post_message(ActionProgress("gpu-a1", Progress.OK))
+        table.post_message(ActionProgress("gpu-a2", Progress.FAILED))
+        await until(pilot, lambda: plain(app, "gpu-a1", "state") == "✓ ok")
         source.update("gpu-a1", state=NodeState.DEGRADED, reasons=["engine vllm down"])
         source.update("gpu-a2", state=NodeState.DEGRADED, reasons=["engine vllm down"])
         await until(pilot, lambda: plain(app, "gpu-a1", "state") == "DEGRADED")
         assert plain(app, "gpu-a2", "state") == "✗ failed"  # a failure stays in view
-        app.bulk._note("gpu-a1", Progress.RUNNING)  # a new action's progress shows again
-        await pilot.pause()
-        assert plain(app, "gpu-a1", "state") == "⟳ busy"
+        table.post_message(ActionProgress("gpu-a1", Progress.RUNNING))  # a new action's shows
+        await until(pilot, lambda: plain(app, "gpu-a1", "state") == "⟳ busy")
+
+
+async def test_a_confirmed_action_goes_through_the_source_and_its_progress_reaches_the_rows() -> (
+    None
+):
+    """The dashboard's one door: the action is the source's `act`; progress and the outcome
+    come back as messages the table paints and the app sums up."""
+    from fleettui.views.tui.screens.confirm import ActionChoice
+
+    source = SampleSource()
+    app = sample_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app._confirmed(ActionChoice("restart", ["gpu-a1", "gpu-b1"], "vllm", None))
+        await until(pilot, lambda: app.bulk.last is not None)
+        ((names, request),) = source.acted
+        assert names == ["gpu-a1", "gpu-b1"]
+        assert (request.action, request.engine, request.model) == ("restart", "vllm", None)
+        assert plain(app, "gpu-a1", "state") == "✓ ok"
+        assert plain(app, "gpu-b1", "state") == "DEGRADED"  # an ok note yields to it
+        assert "gpu-b1" in app.main.table.notes and "gpu-a2" not in app.main.table.notes
+        assert app.main.table.selected == set()  # nothing failed: nothing left for a retry
+        assert any("restart vllm: all 2 ok" in str(n.message) for n in app._notifications)
 
 
 def _capture_choice(app: FleetApp) -> list:

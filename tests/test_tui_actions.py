@@ -37,7 +37,7 @@ async def test_bulk_restart_from_the_keyboard(fleet: ActionFleet, tmp_path: Path
     cfg = load_fleet_config(projects_toml(fleet, tmp_path))
     names = [*fleet.urls, "dead"]
     async with FleetAggregator(cfg) as agg:
-        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(
                 pilot,
@@ -93,7 +93,7 @@ async def test_cancel_sends_nothing_and_read_only_refuses(
 ) -> None:
     cfg = load_fleet_config(projects_toml(fleet, tmp_path))
     async with FleetAggregator(cfg) as agg:
-        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: cell(app, "act-000") == "ONLINE", what="online")
             await pilot.press("X")
@@ -101,7 +101,7 @@ async def test_cancel_sends_nothing_and_read_only_refuses(
             await pilot.press("escape")
             await pilot.pause(0.3)
             assert app.bulk.last is None and fleet.calls() == []
-        app = FleetApp(agg, config=cfg, read_only=True, min_refresh_s=0.05, tick_s=0.2)
+        app = FleetApp(agg, read_only=True, min_refresh_s=0.05, tick_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             await pilot.press("a", "R")

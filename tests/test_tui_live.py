@@ -36,7 +36,7 @@ async def test_killed_node_turns_offline_while_the_others_keep_updating(
     assert names == ["pair-000", "pair-001", "solo"]
 
     async with FleetAggregator(cfg) as agg:
-        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             t = app.main.table
             await until(
@@ -99,7 +99,7 @@ async def test_start_up_transitions_and_config_warnings_reach_the_screen(
     )
     cfg = load_fleet_config(cfg_path)
     async with FleetAggregator(cfg) as agg:
-        app = FleetApp(agg, config=cfg, min_refresh_s=0.05, tick_s=0.2)
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             log = app.main.query_one(EventLog)
             await pilot.press("e")  # the log draws lines only while it is shown

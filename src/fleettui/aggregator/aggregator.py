@@ -12,7 +12,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 import anyio
@@ -20,12 +20,13 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from fleettui.aggregator.chain import AUDIT_PATH, ChainUnreadable, parse_page
+from fleettui.aggregator.dispatch import Envelope, ProgressCallback, send
 from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.config import FleetConfig, NodeConfig
-from fleettui.wire import AuditEntry
+from fleettui.wire import ActionRequest, AuditEntry
 
 EVENT_BUFFER = 512
 SETTLE_MAX_S = 10.0  # freeze the start-up heap at the latest this long after start
@@ -76,7 +77,8 @@ class EventSubscription:
 
 
 class FleetAggregator:
-    """Polls, streams and verifies every configured node; see docs/aggregator.md."""
+    """Polls, streams and verifies every configured node, and sends actions to them: the one
+    object the views talk to (views/source.py); see docs/aggregator.md."""
 
     def __init__(
         self,
@@ -222,11 +224,8 @@ class FleetAggregator:
 
     def changed(self, known: Mapping[str, int]) -> list[NodeView]:
         """Copies of the nodes whose `version` differs from `known` (name -> version), in
-        config order: for a view that keeps the rows it already holds.
-
-        `snapshots()` builds every node's snapshot model on every call: at 1000 nodes that is
-        about 50 ms, plus the collector's work on 150 000 new objects; a refresh in which 10 %
-        of the nodes changed needs a tenth of it (docs/performance.md).
+        config order: for a view that keeps the rows it already holds (a refresh in which a
+        tenth of the nodes changed costs a tenth of `snapshots()`, docs/performance.md).
         """
         return [w.view_copy() for w in self._workers if known.get(w.cfg.name) != w.view.version]
 
@@ -237,6 +236,14 @@ class FleetAggregator:
     @property
     def names(self) -> list[str]:
         return [w.cfg.name for w in self._workers]
+
+    @property
+    def config_warnings(self) -> list[str]:
+        return list(self.config.warnings)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.config.skipped)
 
     @property
     def generation(self) -> int:
@@ -355,9 +362,24 @@ class FleetAggregator:
                 raise FetchError(str(exc), reachable=True) from None
         return [e for _, e in page.entries if isinstance(e, AuditEntry)][-limit:]
 
-    def summary(self) -> dict[str, int]:
-        """Counts per state, for footers and `fleet status`."""
-        out = {s.value: 0 for s in NodeState}
-        for w in self._workers:
-            out[w.view.state.value] += 1
-        return out
+    # --- actions -------------------------------------------------------------------------
+    async def act(
+        self,
+        names: Sequence[str],
+        request: ActionRequest,
+        on_progress: ProgressCallback | None = None,
+    ) -> Envelope:
+        """Send one action to the named nodes (in that order in the envelope), each through
+        the client, token and kind its worker holds. Works with or without the aggregator
+        running (`fleet bulk` opens it for the call). ValueError for an unknown name."""
+        if unknown := [n for n in names if n not in self._by_name]:
+            raise ValueError(f"no node named {', '.join(map(repr, unknown))}")
+        temporary = not self._opened
+        if temporary:
+            await self._open()
+        try:
+            targets = [self._by_name[n] for n in names]
+            return await send(targets, request, on_progress=on_progress)
+        finally:
+            if temporary:
+                await self._close()

@@ -1,10 +1,12 @@
-"""Send one action to many nodes at once, each with its own token and timeout.
+"""One action on many nodes: the envelope of what it did, and the fan-out that sends it.
 
-Nothing leaves the operator's machine for a node that cannot take the action: a node whose
-kind cannot do it (a bare Ollama server cannot restart itself), or that needs a token and has
-no usable one, fails locally with a reason. How the action travels is the node kind's business
-(`kinds/`: our agent, asiai's fleet command API, Ollama's keep_alive 0). Progress per node
-(queued → running → ok/failed) is reported through a callback so the views can paint it.
+`FleetAggregator.act` is the one caller: it hands over its workers, which already hold each
+node's client, token and kind, so nothing is looked up or resolved twice. Nothing leaves the
+operator's machine for a node that cannot take the action: a node whose kind cannot do it (a
+bare Ollama server cannot restart itself), or that needs a token and has no usable one, fails
+locally with a reason. How the action travels is the node kind's business (`kinds/`: our
+agent, asiai's fleet command API, Ollama's keep_alive 0). Progress per node (queued → running
+→ ok/failed) is reported through a callback so the views can paint it.
 """
 
 from __future__ import annotations
@@ -13,18 +15,16 @@ import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
-import anyio.to_thread
 
-from fleettui.aggregator.kinds import kind_for
-from fleettui.aggregator.kinds.base import SLACK_S, unexpected
+from fleettui.aggregator.kinds.base import SLACK_S, NodeKind, unexpected
 from fleettui.config import NodeConfig
 from fleettui.textsafe import clean
-from fleettui.wire import ACTIONS, ActionResult
+from fleettui.wire import ACTIONS, ActionRequest, ActionResult
 
-__all__ = ["SLACK_S", "Dispatcher", "Envelope", "NodeOutcome", "Progress"]
+__all__ = ["SLACK_S", "ActionTarget", "Envelope", "NodeOutcome", "Progress", "send"]
 
 DEFAULT_CONCURRENCY = 32
 
@@ -79,19 +79,41 @@ class Envelope:
 ProgressCallback = Callable[[str, Progress, str | None], None]
 
 
-class Dispatcher:
-    def __init__(
-        self,
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        on_progress: ProgressCallback | None = None,
-    ) -> None:
-        self.concurrency = concurrency
-        self.on_progress = on_progress
+class ActionTarget(Protocol):
+    """What sending needs of a node: its config, the token resolved for it (or why it did
+    not resolve), its kind."""
 
-    def _report(
-        self, env: Envelope, name: str, progress: Progress, reason: str | None = None
-    ) -> None:
+    @property
+    def cfg(self) -> NodeConfig: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    @property
+    def token_problem(self) -> str | None:
+        """Why a configured token did not resolve, when it did not."""
+        ...
+
+    @property
+    def kind(self) -> NodeKind: ...
+
+
+async def send(
+    targets: Sequence[ActionTarget],
+    request: ActionRequest,
+    *,
+    on_progress: ProgressCallback | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> Envelope:
+    """Send `request` to every target at once (at most `concurrency` in flight); never raises
+    for a node's failure (it is that node's reason in the envelope)."""
+    if request.action not in ACTIONS:
+        raise ValueError(f"unknown action {request.action!r}; expected one of {', '.join(ACTIONS)}")
+    names = [t.cfg.name for t in targets]
+    env = Envelope(request.action, request.engine, request.model, names)
+    env.outcomes = {n: NodeOutcome(n) for n in names}
+
+    def report(name: str, progress: Progress, reason: str | None = None) -> None:
         out = env.outcomes[name]
         out.progress = progress
         reason = clean(reason) if reason else reason  # node text, bound for a terminal
@@ -100,43 +122,20 @@ class Dispatcher:
             env.succeeded.append(name)
         elif progress is Progress.FAILED:
             env.failed[name] = reason or "failed"
-        if self.on_progress is not None:
-            self.on_progress(name, progress, reason)
+        if on_progress is not None:
+            on_progress(name, progress, reason)
 
-    async def dispatch(
-        self,
-        nodes: Sequence[NodeConfig],
-        action: str,
-        engine: str | None = None,
-        model: str | None = None,
-    ) -> Envelope:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
-        env = Envelope(action, engine, model, [n.name for n in nodes])
-        env.outcomes = {n.name: NodeOutcome(n.name) for n in nodes}
-        for n in nodes:
-            self._report(env, n.name, Progress.QUEUED)
-        limiter = anyio.CapacityLimiter(max(1, self.concurrency))
-        async with anyio.create_task_group() as tg:
-            for n in nodes:
-                tg.start_soon(self._one, env, n, limiter)
-        # keep the envelope in the order the targets were given
-        env.succeeded.sort(key=env.targets.index)
-        env.failed = {k: env.failed[k] for k in env.targets if k in env.failed}
-        return env
-
-    async def _one(self, env: Envelope, node: NodeConfig, limiter: anyio.CapacityLimiter) -> None:
-        kind = kind_for(node.kind)
+    async def one(target: ActionTarget) -> None:
+        node, kind, token = target.cfg, target.kind, target.token
         if refusal := kind.refuse(env.action, env.engine, env.model):
-            self._report(env, node.name, Progress.FAILED, f"not sent: {refusal}")
+            report(node.name, Progress.FAILED, f"not sent: {refusal}")
             return
-        token = await anyio.to_thread.run_sync(node.resolve_token) if node.has_token else None
         if not token and (node.has_token or kind.needs_token):
-            why = node.token_problem() or "no token configured (set token_env or token_file)"
-            self._report(env, node.name, Progress.FAILED, f"not sent: {why}")
+            why = target.token_problem or "no token configured (set token_env or token_file)"
+            report(node.name, Progress.FAILED, f"not sent: {why}")
             return
         async with limiter:
-            self._report(env, node.name, Progress.RUNNING)
+            report(node.name, Progress.RUNNING)
             t0 = time.perf_counter()
             try:
                 reason, result = await kind.act(node, token, env.action, env.engine, env.model)
@@ -145,8 +144,17 @@ class Dispatcher:
             env.outcomes[node.name].duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         env.outcomes[node.name].result = result
         if reason is None and result is not None and result.ok:
-            self._report(env, node.name, Progress.OK)
+            report(node.name, Progress.OK)
         else:
-            self._report(
-                env, node.name, Progress.FAILED, reason or (result and result.error) or "failed"
-            )
+            report(node.name, Progress.FAILED, reason or (result and result.error) or "failed")
+
+    for n in names:
+        report(n, Progress.QUEUED)
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
+    async with anyio.create_task_group() as tg:
+        for t in targets:
+            tg.start_soon(one, t)
+    # keep the envelope in the order the targets were given
+    env.succeeded.sort(key=env.targets.index)
+    env.failed = {k: env.failed[k] for k in env.targets if k in env.failed}
+    return env

@@ -93,19 +93,31 @@ def confirm(prompt: str) -> bool:
 
 
 def run_dispatch(
-    targets: list[NodeConfig], action: str, engine: str | None, model: str | None, *, live: bool
+    cfg: FleetConfig,
+    targets: list[NodeConfig],
+    action: str,
+    engine: str | None,
+    model: str | None,
+    *,
+    live: bool,
 ) -> Envelope:
+    """Send through an aggregator over just the targets (it resolves their tokens once)."""
     import anyio
 
-    from fleettui.aggregator.dispatch import Dispatcher, Progress
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.dispatch import Progress
+    from fleettui.config import FleetConfig as Config
+    from fleettui.wire import ActionRequest
 
     def progress(node: str, state: Progress, reason: str | None) -> None:
         if live and state in (Progress.OK, Progress.FAILED):  # the dispatcher cleans reasons
             mark = "ok" if state is Progress.OK else f"FAILED: {reason}"
             print(f"  {node}: {mark}", file=sys.stderr, flush=True)
 
-    dispatcher = Dispatcher(on_progress=progress)
-    return anyio.run(dispatcher.dispatch, targets, action, engine, model)
+    sub = Config(path=cfg.path, defaults=cfg.defaults, nodes=targets, warnings=[])
+    agg = FleetAggregator(sub, verify_chain=False)
+    request = ActionRequest(action=action, engine=engine, model=model)
+    return anyio.run(agg.act, [t.name for t in targets], request, progress)
 
 
 def print_envelope(env: Envelope) -> None:
@@ -175,7 +187,7 @@ def _act(
         if not confirm("Proceed?"):
             err("cancelled; nothing sent")
             return 2
-    env = run_dispatch(targets, args.action, args.engine, args.model, live=not args.json)
+    env = run_dispatch(cfg, targets, args.action, args.engine, args.model, live=not args.json)
     if args.json:
         print_json(env.to_json())
     else:

@@ -124,7 +124,7 @@ async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.views.tui.app import FleetApp
 
     async with FleetAggregator(cfg, pins=PinStore.default()) as agg:
-        app = FleetApp(agg, read_only=read_only, config=cfg)
+        app = FleetApp(agg, read_only=read_only)
         return await _until_signal(app.run_async, app.exit)
 
 

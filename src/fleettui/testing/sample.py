@@ -11,14 +11,17 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import anyio
+import anyio.lowlevel
 
+from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.wire import (
     GENESIS_HASH,
+    ActionRequest,
     AuditEntry,
     AuditHead,
     Cost,
@@ -505,6 +508,8 @@ class SampleSource:
         views: list[NodeView] | None = None,
         events: list[FleetEvent] | None = None,
         audit: Callable[[str, int], list[AuditEntry]] | None = None,
+        config_warnings: Sequence[str] = (),
+        skipped: int = 0,
     ) -> None:
         self._views = {v.name: v for v in (sample_views() if views is None else views)}
         self._generation = 1
@@ -513,14 +518,32 @@ class SampleSource:
         self._event_waiters: list[anyio.Event] = []
         self._audit = audit or (lambda name, limit: sample_audit(name)[-limit:])
         self.audit_calls: list[str] = []
+        self.acted: list[tuple[list[str], ActionRequest]] = []  # what `act` was asked to send
+        self._config_warnings = list(config_warnings)
+        self._skipped = skipped
 
     # --- FleetSource -----------------------------------------------------------------
     @property
     def generation(self) -> int:
         return self._generation
 
+    @property
+    def names(self) -> list[str]:
+        return list(self._views)
+
+    @property
+    def config_warnings(self) -> list[str]:
+        return list(self._config_warnings)
+
+    @property
+    def skipped(self) -> int:
+        return self._skipped
+
     def snapshots(self) -> list[NodeView]:
         return [copy.deepcopy(v) for v in self._views.values()]
+
+    def changed(self, known: Mapping[str, int]) -> list[NodeView]:
+        return [copy.deepcopy(v) for n, v in self._views.items() if known.get(n) != v.version]
 
     def node(self, name: str) -> NodeView | None:
         v = self._views.get(name)
@@ -550,6 +573,23 @@ class SampleSource:
         if name not in self._views:
             raise KeyError(name)
         return self._audit(name, limit)
+
+    async def act(
+        self,
+        names: Sequence[str],
+        request: ActionRequest,
+        on_progress: ProgressCallback | None = None,
+    ) -> Envelope:
+        """Sends nothing: records the request and reports every node queued, running, ok."""
+        self.acted.append((list(names), request))
+        env = Envelope(request.action, request.engine, request.model, list(names))
+        for progress in (Progress.QUEUED, Progress.RUNNING, Progress.OK):
+            for n in names:
+                if on_progress is not None:
+                    on_progress(n, progress, None)
+            await anyio.lowlevel.checkpoint()
+        env.succeeded = list(names)
+        return env
 
     # --- test drivers ----------------------------------------------------------------
     def update(self, name: str, **changes) -> NodeView:

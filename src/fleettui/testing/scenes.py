@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from textual.pilot import Pilot
 
-from fleettui.config import FleetConfig
 from fleettui.testing.sample import SAMPLE_NOW, SampleSource
 from fleettui.views.tui.app import FleetApp
 
@@ -33,10 +32,11 @@ class Scene:
     press: tuple[str, ...] = ()
     size: tuple[int, int] = (120, 40)
     app_kwargs: dict = field(default_factory=dict)
+    source_kwargs: dict = field(default_factory=dict)
     screenshot: bool = False  # also written to screenshots/ by scripts/screenshots
 
     def app(self) -> FleetApp:
-        return sample_app(**self.app_kwargs)
+        return sample_app(SampleSource(**self.source_kwargs), **self.app_kwargs)
 
     async def drive(self, pilot: Pilot) -> None:
         """Press the scene's keys, then wait for one-shot workers (the audit fetch) to finish."""
@@ -55,14 +55,14 @@ class Scene:
             return app.export_screenshot(title=f"fleet · {self.name}")
 
 
-_TYPO = FleetConfig(
-    warnings=[
+_TYPO = dict(
+    config_warnings=[
         "~/.config/fleettui/projects.toml: node[10] 'gpu-d1': tokn_env: unknown key "
         "(did you mean token_env?); skipped",
         "~/.config/fleettui/projects.toml: node[11] 'gpu-d2': url: must start with http:// or "
         "https:// (did you mean 'http://gpu-d2.lan:8899'?); skipped",
     ],
-    skipped=["node[10] 'gpu-d1'", "node[11] 'gpu-d2'"],
+    skipped=2,
 )
 
 # Keys: "down" moves the cursor, "space" selects, "enter" opens the detail screen.
@@ -83,7 +83,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("help_80x24", ("question_mark",), size=(80, 24)),
     Scene("sorted_events", ("s", "s", "s", "s", "e")),
     Scene("read_only", ("R",), app_kwargs={"read_only": True}),
-    Scene("config_warnings", ("e",), app_kwargs={"config": _TYPO}),
+    Scene("config_warnings", ("e",), source_kwargs=_TYPO),
     Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
     Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
 )

@@ -1,16 +1,19 @@
-"""What the views read: the slice of FleetAggregator they depend on, as a Protocol.
+"""What the views read and ask: the slice of FleetAggregator they depend on, as a Protocol.
 
 The dashboard, the Rich view and the snapshot tests all take a `FleetSource`, so the tests and
-screenshots can hand them a fixed-data fake while `fleet` hands them the real aggregator.
+screenshots can hand them a fixed-data fake while `fleet` hands them the real aggregator. It is
+the views' one door to the nodes: reading, the audit log and actions all go through it, so no
+view needs the fleet config, a token or a client of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.state import FleetEvent, NodeView
-from fleettui.wire import AuditEntry
+from fleettui.wire import ActionRequest, AuditEntry
 
 
 @runtime_checkable
@@ -20,8 +23,27 @@ class FleetSource(Protocol):
         """Bumped whenever any node changed."""
         ...
 
+    @property
+    def names(self) -> list[str]:
+        """Every node's name, in config order."""
+        ...
+
+    @property
+    def config_warnings(self) -> list[str]:
+        """What loading the fleet config warned about (shown in a banner and the event log)."""
+        ...
+
+    @property
+    def skipped(self) -> int:
+        """How many config entries were not loaded."""
+        ...
+
     def snapshots(self) -> list[NodeView]:
         """Deep copies of every node, in config order."""
+        ...
+
+    def changed(self, known: Mapping[str, int]) -> list[NodeView]:
+        """Copies of the nodes whose `version` differs from `known` (name -> version)."""
         ...
 
     def node(self, name: str) -> NodeView | None: ...
@@ -39,5 +61,14 @@ class FleetSource(Protocol):
         """The node's newest audit entries (AuditEntry), newest last."""
         ...
 
+    async def act(
+        self,
+        names: Sequence[str],
+        request: ActionRequest,
+        on_progress: ProgressCallback | None = None,
+    ) -> Envelope:
+        """Send one action to the named nodes; per-node progress goes to `on_progress`."""
+        ...
 
-__all__ = ["AuditEntry", "FleetEvent", "FleetSource", "NodeView"]
+
+__all__ = ["AuditEntry", "Envelope", "FleetEvent", "FleetSource", "NodeView", "Progress"]

@@ -18,12 +18,11 @@ from textual.app import App
 from textual.binding import Binding
 
 from fleettui.aggregator.state import FleetEvent, NodeView
-from fleettui.config import FleetConfig
 from fleettui.select import parse
 from fleettui.textsafe import clean
 from fleettui.views.source import FleetSource
-from fleettui.views.tui.bulk import BulkRunner
-from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.bulk import FAILED_NOTE_S, OK_NOTE_S, BulkRunner
+from fleettui.views.tui.messages import ActionDone, ActionRequested
 from fleettui.views.tui.nocolor import make_legible
 from fleettui.views.tui.screens.confirm import ActionChoice, ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
@@ -57,13 +56,11 @@ class FleetApp(App[None]):
         min_refresh_s: float = 0.25,
         tick_s: float = 1.0,
         filter_text: str = "",
-        config: FleetConfig | None = None,
     ) -> None:
         super().__init__()
         if self.no_color:
             self._filters = make_legible(self._filters)
         self.source = source
-        self.config = config  # node tokens and URLs, for the bulk-action layer
         self.read_only = read_only
         self.clock = clock
         self.fmt_time = fmt_time
@@ -73,8 +70,15 @@ class FleetApp(App[None]):
         self.generation = -1
         self.refreshes = 0  # snapshot refreshes applied (tests check coalescing with it)
         self.theme = "textual-dark"
-        self.main = MainScreen(clock, fmt_time, read_only, on_ready=self._start, config=config)
-        self.bulk = BulkRunner(self)
+        self.main = MainScreen(
+            clock,
+            fmt_time,
+            read_only,
+            on_ready=self._start,
+            config_warnings=source.config_warnings,
+            skipped=source.skipped,
+        )
+        self.bulk = BulkRunner(source, lambda message: self.main.table.post_message(message))
         # Subscribed now, not once the screen is up: the first polls (a node down from the
         # start) happen while the app is still starting, and their transitions belong in the log.
         self._events = source.events(kinds=("action", "audit", "state", "error"))
@@ -102,16 +106,13 @@ class FleetApp(App[None]):
             self.main.show(None)
 
     def _fresh_views(self, full: bool) -> list[NodeView]:
-        """Every node, copying only those whose version moved when the source can say which
-        (FleetAggregator.changed): at 1000 nodes a full copy costs ~200 ms a refresh."""
+        """Every node, copying only those whose version moved (a full copy of 1000 nodes
+        costs several times a refresh, docs/performance.md)."""
         held = self.main.views
-        changed = getattr(self.source, "changed", None)
-        if full or changed is None or not held:
+        if full or not held or list(held) != self.source.names:  # nodes came or went
             return self.source.snapshots()
-        fresh = {v.name: v for v in changed({n: v.version for n, v in held.items()})}
-        return [fresh.get(name) or view for name, view in held.items()] + [
-            v for n, v in fresh.items() if n not in held
-        ]
+        fresh = {v.name: v for v in self.source.changed({n: v.version for n, v in held.items()})}
+        return [fresh.get(name) or view for name, view in held.items()]
 
     async def follow_source(self) -> None:
         """One refresh per generation change, at most one per `min_refresh_s`.
@@ -135,9 +136,8 @@ class FleetApp(App[None]):
 
     async def follow_events(self) -> None:
         log = self.main.event_log
-        if self.config is not None:
-            for warning in self.config.warnings:
-                log.add(FleetEvent(self.clock(), "(config)", "error", warning))
+        for warning in self.source.config_warnings:
+            log.add(FleetEvent(self.clock(), "(config)", "error", warning))
         # Not `snapshot`: at 1000 nodes that is 500 events a second the log would only skip.
         stream = self._events
         try:
@@ -170,7 +170,37 @@ class FleetApp(App[None]):
         if choice is None:
             self.notify("cancelled: nothing sent", timeout=3)
             return
-        if self.config is None:
-            self.notify("no fleet config loaded: actions are unavailable", severity="error")
-            return
         self.run_worker(self.bulk.run(choice), group="action", exit_on_error=False)
+
+    def on_action_done(self, message: ActionDone) -> None:
+        """Every row shows the outcome now (the table handled the progress before this bubbled
+        up): what only we know is why a node failed before or without answering (the agents
+        stream their own started/finished events) and the outcome of the whole action."""
+        what, env = message.what, message.envelope
+        now = time.time()
+        log = self.main.event_log
+        for name, reason in env.failed.items():
+            log.add(FleetEvent(now, name, "action", f"{what}: FAILED: {reason}"))
+        log.add(
+            FleetEvent(
+                now, "(fleet)", "action", f"{what}: {len(env.succeeded)}/{len(env.targets)} ok"
+            )
+        )
+        table = self.main.table
+        table.selected = set(env.failed)  # the failed ones, ready for a retry
+        table.apply()
+        if env.failed:
+            first = next(iter(env.failed.items()))
+            more = f" (+{len(env.failed) - 1} more)" if len(env.failed) > 1 else ""
+            self.notify(
+                f"{what}: {len(env.succeeded)} ok, {len(env.failed)} failed: "
+                f"{first[0]}: {first[1]}{more}. Failed nodes stay selected for a retry.",
+                severity="error",
+                timeout=10,
+                markup=False,  # the reason is the node's text: never markup
+            )
+        else:
+            self.notify(f"{what}: all {len(env.succeeded)} ok", timeout=5, markup=False)
+        self.set_timer(OK_NOTE_S, lambda: table.clear_notes(env.succeeded))
+        self.set_timer(FAILED_NOTE_S, lambda: table.clear_notes(list(env.failed)))
+        self.bulk.last = env

@@ -1,4 +1,5 @@
-"""Messages the dashboard's parts use to talk to each other."""
+"""Messages the dashboard's parts use to talk to each other (so no part imports another's
+owner: the bulk-action layer posts progress, the table paints it, the app sums it up)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-
-@dataclass
-class FleetRefreshed(Message):
-    """The app applied a new aggregator generation; open screens may redraw from `app.views`."""
-
-    generation: int
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, FleetRefreshed)
+from fleettui.aggregator.dispatch import Envelope, Progress
 
 
 @dataclass
@@ -26,3 +19,21 @@ class ActionRequested(Message):
 
     action: str
     targets: list[str]
+
+
+@dataclass
+class ActionProgress(Message):
+    """A node of a running bulk action moved on (queued, running, ok, failed); the table
+    shows it in the node's State cell."""
+
+    node: str
+    progress: Progress
+
+
+@dataclass
+class ActionDone(Message):
+    """A bulk action ended; posted after its last ActionProgress, to the same table, so it
+    bubbles up to the app only once every row shows its outcome."""
+
+    what: str  # how the operator would say it: `restart ollama`
+    envelope: Envelope

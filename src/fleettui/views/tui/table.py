@@ -26,12 +26,21 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fleettui.aggregator.dispatch import Progress
 from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.select import Selector
 from fleettui.views.columns import BY_KEY, COLUMNS, SEP, SORTABLE, fit_columns, sorted_views
+from fleettui.views.tui.messages import ActionProgress
 
 AGE_COLUMNS = frozenset({"seen"})  # cells that change with the clock, not with the node
 HEADER = 1  # lines above the first row
+# Bulk-action progress in the State cell: short enough for its 8 cells at any terminal width.
+PROGRESS_NOTES = {
+    Progress.QUEUED: ("· queued", "dim"),
+    Progress.RUNNING: ("⟳ busy", "bold cyan"),
+    Progress.OK: ("✓ ok", "bold green"),
+    Progress.FAILED: ("✗ failed", "bold red"),
+}
 _META = {c.key: Style.from_meta({"column": c.key}) for c in COLUMNS}
 
 
@@ -101,6 +110,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.widths: dict[str, int] = {}
         self.notes: dict[str, Text] = {}  # per-node overlay of the State cell (action progress)
         self.soft_notes: set[str] = set()  # notes that yield to a live state other than ONLINE
+        self._notes_dirty = False
         self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
         self.lines_rendered = 0  # row lines drawn anew, not served from the cache (tests)
         self._order: list[str] = []  # row names top to bottom
@@ -239,6 +249,29 @@ class FleetTable(ScrollView, can_focus=True):
             self.notes.pop(name, None)
         else:
             self.notes[name] = note if isinstance(note, Text) else Text(note, style=style)
+        self.apply()
+
+    def on_action_progress(self, message: ActionProgress) -> None:
+        """A bulk action's progress: in the node's State cell until `clear_notes`."""
+        message.stop()
+        label, style = PROGRESS_NOTES[message.progress]
+        self.notes[message.node] = Text(label, style=style)
+        if message.progress is Progress.OK:  # a success says nothing about the node's state now
+            self.soft_notes.add(message.node)
+        else:
+            self.soft_notes.discard(message.node)
+        if not self._notes_dirty:  # many nodes report at once: one table pass per refresh
+            self._notes_dirty = True
+            self.call_after_refresh(self._flush_notes)
+
+    def _flush_notes(self) -> None:
+        self._notes_dirty = False
+        self.apply()
+
+    def clear_notes(self, names: Iterable[str]) -> None:
+        for n in names:
+            self.notes.pop(n, None)
+            self.soft_notes.discard(n)
         self.apply()
 
     # --- cursor ----------------------------------------------------------------------

@@ -15,7 +15,6 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from fleettui.aggregator.state import NodeView
-from fleettui.config import FleetConfig
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.filter import FilterScreen
@@ -52,15 +51,16 @@ class MainScreen(Screen[None]):
         fmt_time: Callable[[float], str],
         read_only: bool = False,
         on_ready: Callable[[], None] | None = None,
-        config: FleetConfig | None = None,
+        config_warnings: list[str] | None = None,
+        skipped: int = 0,
     ) -> None:
         super().__init__()
         self.clock = clock
         self.fmt_time = fmt_time
         self.read_only = read_only
         self.on_ready = on_ready
-        self.skipped = len(config.skipped) if config else 0
-        self.config_warnings = list(config.warnings) if config else []
+        self.skipped = skipped
+        self.config_warnings = list(config_warnings or [])
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
