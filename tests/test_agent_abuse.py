@@ -340,6 +340,8 @@ def test_sigterm_and_sigint_save_the_ledger_and_exit_0(tmp_path: Path, sig: int)
         agent.stop()
     assert rc == 0, agent.stderr()
     saved = json.loads((state / "energy.json").read_text())
-    assert sum(d["wh"] for d in saved["days"].values()) >= live_wh
+    # what the agent had integrated by then (the first tick's save held almost nothing); the wire
+    # rounds energy_j, hence the margin
+    assert sum(d["wh"] for d in saved["days"].values()) >= live_wh * 0.99
     assert saved["handover"]  # only the shutdown save hands the counters on
     assert "Traceback" not in agent.stderr()
