@@ -259,8 +259,10 @@ async def test_a_bug_in_one_node_is_its_reason_and_the_others_go_on() -> None:
             w = live._by_name["good"]
             await _wait(lambda: w.view.stream_ok, "stream up")
             w.apply_snapshot = trips  # type: ignore[method-assign]
-            await _wait(lambda: w.stream_error is not None, "stream failed")
-            assert w.stream_error.startswith("bad snapshot event: unusable answer (ValueError")
+            stream = w.stream
+            assert stream is not None
+            await _wait(lambda: stream.error is not None, "stream failed")
+            assert stream.error.startswith("bad snapshot event: unusable answer (ValueError")
         tg.cancel_scope.cancel()
 
 

@@ -129,14 +129,15 @@ class FleetAggregator:
             if pins is not None:
                 for w in self._workers:
                     if w.chain is not None:
-                        w.load_pin(pins)
+                        w.chain.load_pin(pins)
             return [token(w.cfg) for w in self._workers]
 
         tokens = await anyio.to_thread.run_sync(prepare)
         for w, (secret, problem) in zip(self._workers, tokens, strict=True):
             w.token, w.token_problem = secret, problem
             w.open()
-            w.publish_chain()  # a pin that is BROKEN shows so before the node answers
+            if w.chain is not None:
+                w.chain.publish()  # a pin that is BROKEN shows so before the node answers
         self._opened = True
 
     async def _close(self) -> None:
@@ -193,7 +194,7 @@ class FleetAggregator:
         """
         interval = self.config.defaults.poll_interval_s
         period = max(0.01, interval * (STREAM_GRACE - 1) / 2)
-        workers = [w for w in self._workers if w.streams]
+        workers = [w for w in self._workers if w.stream is not None]
         while workers:
             await anyio.sleep(period)
             now = time.monotonic()
@@ -311,7 +312,7 @@ class FleetAggregator:
             answered.add(w.cfg.name)
             left = deadline - time.monotonic()
             if ok and w.chain is not None and w.snap_json is not None and left > 0:
-                await w.sync_chain(min(w.defaults.http_timeout_s, left))  # nor this
+                await w.chain.sync(min(w.defaults.http_timeout_s, left))  # nor this
 
         try:
             with anyio.move_on_after(timeout):
@@ -320,10 +321,7 @@ class FleetAggregator:
                         tg.start_soon(one, w)
             for w in self._workers:
                 if w.cfg.name not in answered:
-                    w.poll_error = f"no answer within {timeout:g} s"
-                    w.poll_unreachable = True
-                    w.set_last_error(f"snapshot: {w.poll_error}")
-                    w.refresh(force=True)
+                    w.unanswered(f"no answer within {timeout:g} s")
         finally:
             if temporary:
                 await self._close()
