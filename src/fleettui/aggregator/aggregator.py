@@ -203,12 +203,9 @@ class FleetAggregator:
                     w.check_stream(now)
 
     async def _settle_gc(self) -> None:
-        """Once every node has answered (or after SETTLE_MAX_S), collect and freeze the heap.
-
-        At 1000 nodes the aggregator holds a few hundred thousand long-lived objects (tasks,
-        connections, per-node state); every full collection walked all of them, a 250-400 ms
-        stall of the event loop (and of the dashboard drawn on it). Frozen objects are left
-        out of later collections, which then only walk what was allocated since.
+        """Once every node has answered (or after SETTLE_MAX_S), collect and freeze the heap,
+        so later full collections walk only what was allocated since, not the long-lived
+        tasks, connections and per-node state (a stall of the loop otherwise: performance.md).
         """
         deadline = time.monotonic() + SETTLE_MAX_S
         while time.monotonic() < deadline and any(
@@ -270,8 +267,8 @@ class FleetAggregator:
     def events(self, kinds: Iterable[str] | None = None) -> EventSubscription:
         """A new subscriber to the merged event stream, registered now (not at first read).
 
-        `kinds` keeps only those kinds: at 1000 nodes `snapshot` events come 500 a second,
-        which a reader that only wants transitions and actions should not have to skip.
+        `kinds` keeps only those kinds: a reader that only wants transitions and actions
+        should not have to skip the `snapshot` events (most of them, docs/aggregator.md).
         """
         chosen = EVENT_KINDS if kinds is None else frozenset(kinds)
         if unknown := chosen - EVENT_KINDS:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-# One generator for every node: a Random carries 2.5 KB of state, and 3000 of them (three per
-# node at 1000 nodes) were 7 MB for numbers nobody needs to be independent.
+# One generator for every node: the numbers need not be independent, and a Random carries
+# 2.5 KB of state (docs/performance.md, "What changed, and why").
 SHARED_RNG = random.Random()
 
 
