@@ -112,12 +112,31 @@ class Request:
     headers: dict[str, str]
 
 
+def _sized(body: bytes, extra: bytes = b"") -> bytes:
+    n = len(body)
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (n, extra, body)
+
+
+# snapshot answers framed in the ways RFC 9112 says how a client treats (`snapshot_fault`)
+FRAMINGS = {
+    "no_content": lambda body: b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+    "dup_length": lambda body: _sized(body, b"Content-Length: %d\r\n" % len(body)),
+    "conflicting_length": lambda body: _sized(body, b"Content-Length: %d\r\n" % (len(body) + 1)),
+    "gzip_chunked": lambda body: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    ),
+    "folded": lambda body: _sized(body, b"Content-Type: application/json;\r\n charset=utf-8\r\n"),
+}
+
+
 @dataclass
 class FakeAgent:
     """A fake agent. `snapshot_fault` / `events_fault` / `audit_fault` pick the misbehaviour.
 
     snapshot faults: garbage, wrong_shape, http500, huge, huge_announced, blackhole, slow,
-    close. events faults: drop_mid_event, malformed, huge_line, http500, not_sse, blackhole.
+    close; and framings RFC 9112 rules on: no_content (204), dup_length (two identical
+    Content-Length), conflicting_length, gzip_chunked, folded (an obs-fold header line). events faults: drop_mid_event, malformed, huge_line, http500, not_sse, blackhole.
     `fault` (whole server): blackhole, slow.
     """
 
@@ -273,7 +292,10 @@ class FakeAgent:
             await anyio.sleep(self.slow_s)
         if f == "close":
             return
-        if f == "garbage":
+        if f in FRAMINGS:
+            body = json.dumps(snapshot_dict(self.name, audit=self.head())).encode()
+            await stream.send(FRAMINGS[f](body))
+        elif f == "garbage":
             await self._send(stream, 200, b"\x00\xffnot json {{{", "application/json")
         elif f == "wrong_shape":
             await self._json(stream, {"hello": "world", "node": 42})

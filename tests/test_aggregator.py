@@ -110,6 +110,38 @@ def _has_reason(view, fragment: str) -> bool:
     return any(fragment in r for r in view.reasons)
 
 
+# RFC 9112 on a client reading an answer -> (state, reason fragment; "" when no reason)
+FRAMED: dict[str, tuple[NodeState, str]] = {
+    # 204 has no body by definition (not a wait for one): answered, without a snapshot
+    "no_content": (NodeState.DEGRADED, "snapshot: HTTP 204: no content"),
+    # duplicates of one valid length may be taken as that length (RFC 9110 8.6)
+    "dup_length": (NodeState.ONLINE, ""),
+    # differing lengths: unrecoverable framing error, the answer is discarded (6.3)
+    "conflicting_length": (NodeState.DEGRADED, "snapshot: bad framing: conflicting Content-Length"),
+    # a coding we cannot decode before chunked: refused, never read as JSON (6.1)
+    "gzip_chunked": (NodeState.DEGRADED, "snapshot: unsupported transfer coding"),
+    # obs-fold in a response: replaced by a space before the field is interpreted (5.2)
+    "folded": (NodeState.ONLINE, ""),
+}
+
+
+async def test_answers_are_framed_as_rfc_9112_says() -> None:
+    async with anyio.create_task_group() as tg:
+        fakes = {n: await FakeAgent(n, snapshot_fault=n).start(tg) for n in FRAMED}
+        async with FleetAggregator(fleet(*((n, f.url) for n, f in fakes.items()))) as agg:
+
+            def settled() -> bool:
+                return all(
+                    agg.node(n).state is st
+                    and (_has_reason(agg.node(n), why) if why else not agg.node(n).reasons)
+                    for n, (st, why) in FRAMED.items()
+                )
+
+            await wait_for(settled, 10)
+        tg.cancel_scope.cancel()
+    assert all(f.requests_to("/api/v1/snapshot") for f in fakes.values())
+
+
 async def test_faulty_nodes_never_stall_healthy_ones_and_recover(sims: AgentProc) -> None:
     healthy = healthy_nodes(sims)
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

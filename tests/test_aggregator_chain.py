@@ -11,8 +11,9 @@ import pytest
 from fakes import FakeAgent, make_chain, make_entry, rehash_from, wait_for
 from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.aggregator.chain import ChainVerifier
-from fleettui.aggregator.http import FetchError
 from fleettui.aggregator.state import ChainStatus, NodeState
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import Defaults, FleetConfig, NodeConfig
 from fleettui.wire import AuditHead
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 async def verified(fake: FakeAgent, v: ChainVerifier | None = None, **kw) -> ChainVerifier:
     v = v or ChainVerifier()
-    async with httpx.AsyncClient(base_url=fake.url) as client:
+    async with NodeClient(fake.url, None, 2) as client:
         await v.sync(client, timeout_s=2, **kw)
     return v
 

@@ -15,14 +15,10 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from fleettui.aggregator.http import (
-    Endpoint,
-    FetchError,
-    NodeClient,
-    PushStream,
-    StreamBroken,
-    get_capped,
-)
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError, StreamBroken
+from fleettui.aggregator.transport.framing import Endpoint
+from fleettui.aggregator.transport.stream import PushStream
 
 pytestmark = pytest.mark.anyio
 
@@ -113,6 +109,68 @@ async def test_chunked_and_sized_bodies_byte_by_byte_reuse_one_connection(body: 
     assert server.connections == 1  # kept alive across all four answers
 
 
+async def test_bodiless_answers_end_at_their_head_and_keep_the_connection() -> None:
+    """204, 304 and 1xx have no body whatever their headers say (RFC 9112 6.3), so the next
+    answer on the connection is read as the next answer, not as their body."""
+    async with anyio.create_task_group() as tg:
+        server = await Scripted(
+            [
+                [sized(b"zero")],
+                [b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"],
+                [b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"],
+                [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", sized(b"third")],
+                [sized(b"fourth")],
+            ]
+        ).serve(tg)
+        async with NodeClient(server.url, None, 2.0) as client:
+            assert await client.get("/a") == b"zero"
+            first = await client.post("/act", {"x": 1})
+            with pytest.raises(FetchError, match="HTTP 304") as info:
+                await client.get("/b")
+            assert info.value.reachable
+            got = [await client.get("/c"), await client.get("/d")]
+        tg.cancel_scope.cancel()
+    assert (first.status, first.body) == (204, b"")
+    assert got == [b"third", b"fourth"]
+    assert server.connections == 2  # the POST took a fresh one; the GETs kept theirs
+
+
+async def test_duplicate_lengths_and_folded_headers_are_read_as_rfc_9112_says() -> None:
+    async with anyio.create_task_group() as tg:
+        server = await Scripted(
+            [
+                [sized(b"ok", extra=b"Content-Length: 2\r\n")],
+                [b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"],
+                [sized(b"{}", b"429 Slow Down", b"Retry-After:\r\n \t 12\r\n")],
+            ]
+        ).serve(tg)
+        async with NodeClient(server.url, None, 2.0) as client:
+            got = [await client.get("/a"), await client.get("/b")]
+            reply = await client.request("GET", "/c")
+        tg.cancel_scope.cancel()
+    assert got == [b"ok", b"ok"]
+    assert reply.status == 429 and reply.headers["retry-after"] == "12"
+    assert reply.reason == "HTTP 429 (retry after 12 s)"
+    assert server.connections == 1
+
+
+async def test_post_sends_json_with_its_length_and_returns_any_status() -> None:
+    async with anyio.create_task_group() as tg:
+        server = await Scripted([[sized(b'{"error": "nope", "detail": "why"}', b"400 Bad")]]).serve(
+            tg
+        )
+        async with NodeClient(server.url, "tok", 2.0) as client:
+            reply = await client.post(
+                "/api/v1/actions", {"action": "purge"}, headers={"Origin": "x"}
+            )
+        tg.cancel_scope.cancel()
+    head = server.requests[0].decode()
+    assert head.startswith("POST /api/v1/actions HTTP/1.1\r\n")
+    assert "Content-Type: application/json" in head and "Content-Length: 18" in head
+    assert "Authorization: Bearer tok" in head and "Origin: x" in head
+    assert reply.status == 400 and reply.reason == "HTTP 400: nope (why)"
+
+
 async def test_idle_connection_closed_by_the_node_is_replaced_transparently(body: bytes) -> None:
     async with anyio.create_task_group() as tg:
         server = await Scripted([[sized(body)], [CLOSE], [sized(b"second")]]).serve(tg)
@@ -142,9 +200,7 @@ async def test_request_line_headers_prefix_and_query() -> None:
     async with anyio.create_task_group() as tg:
         server = await Scripted([[sized(b"ok")]]).serve(tg)
         async with NodeClient(server.url + "/fleet/node a", "s3cret", 2.0) as client:
-            await get_capped(
-                client, "/api/v1/audit", params={"after": 5, "limit": 200}, timeout_s=2
-            )
+            await client.get("/api/v1/audit", params={"after": 5, "limit": 200}, timeout_s=2)
         tg.cancel_scope.cancel()
     line, *headers = server.requests[0].decode().split("\r\n")
     assert line == "GET /fleet/node%20a/api/v1/audit?after=5&limit=200 HTTP/1.1"
@@ -156,21 +212,37 @@ async def test_request_line_headers_prefix_and_query() -> None:
 @pytest.mark.parametrize(
     ("answer", "reason", "reachable"),
     [
-        ([b"SSH-2.0-OpenSSH_9.6\r\n\r\n"], "not an HTTP answer: 'SSH-2.0-OpenSSH_9.6'", False),
+        (
+            [b"SSH-2.0-OpenSSH_9.6\r\n\r\n"],
+            "not an HTTP answer: illegal status line: 'SSH-2.0-OpenSSH_9.6'",
+            False,
+        ),
         ([b"HTTP/1.1 200 OK\r\n", CLOSE], "connection closed mid-head", False),
         ([CLOSE], "connection closed without an answer", False),
         ([b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000], "head over 64 KiB", False),
         (
             [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n"],
-            "bad chunked encoding: chunk size b'-5'",
-            False,
+            "bad framing: illegal chunk header: '-5\\r\\n'",
+            True,
         ),
         (
             [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX"],
-            "bad chunked encoding: no CRLF after a chunk",
-            False,
+            "bad framing: malformed chunk footer: 'XX' (expected '\\r\\n')",
+            True,
         ),
         ([sized(b"x", extra=b"Content-Encoding: gzip\r\n")], "content-encoding 'gzip'", True),
+        (
+            [sized(b"ok", extra=b"Content-Length: 3\r\n")],
+            "bad framing: conflicting Content-Length headers",
+            True,
+        ),
+        (
+            [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            "unsupported transfer coding (only chunked is decoded",
+            True,
+        ),
+        ([b"HTTP/1.1 200 OK\r\n folded: first\r\n\r\n"], "continuation line at start", False),
+        ([sized(b"", b"204 No Content")], "HTTP 204: no content", True),
         ([sized(b'{"error": "boom"}', b"500 Internal Server Error")], "HTTP 500: boom", True),
         ([sized(b"", b"401 Unauthorized")], "HTTP 401: unauthorized (the node wants a valid", True),
         (
@@ -262,7 +334,7 @@ async def test_push_stream_failures() -> None:
         broken = await Scripted(
             [[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]]
         ).serve(tg)
-        with pytest.raises(StreamBroken, match="chunk size"):
+        with pytest.raises(StreamBroken, match="illegal chunk header"):
             await push(broken)
         closed = await Scripted([[CLOSE]]).serve(tg)
         with pytest.raises(FetchError, match="connection closed without an answer"):

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from fleettui.aggregator.backoff import Backoff
 from fleettui.aggregator.history import PowerHistory
-from fleettui.aggregator.sse import SSEParser, StreamError
 from fleettui.aggregator.state import NodeView, SnapshotFacts
+from fleettui.aggregator.transport.sse import SSEParser, StreamError
 from fleettui.select import gpu_memory, parse
 from fleettui.testing.sample import sample_views
 from fleettui.views.columns import BY_KEY, SORTABLE, resident_models

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from fakes import FakeAgent, make_chain, make_entry, rehash_from, wait_for
@@ -19,6 +18,7 @@ from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.aggregator.chain import ChainVerifier
 from fleettui.aggregator.pins import Pin, PinFileError, PinStore, merge, node_key
 from fleettui.aggregator.state import ChainStatus
+from fleettui.aggregator.transport.client import NodeClient
 from fleettui.config import Defaults, FleetConfig, NodeConfig
 from fleettui.fsutil import UnsafePathError
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def checked(fake: FakeAgent, v: ChainVerifier, **kw) -> ChainVerifier:
-    async with httpx.AsyncClient(base_url=fake.url) as client:
+    async with NodeClient(fake.url, None, 2) as client:
         await v.sync(client, timeout_s=2, **kw)
     return v
 

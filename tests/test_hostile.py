@@ -204,7 +204,7 @@ def test_text_is_kept_as_sent_and_cleaned_for_display() -> None:
 
 
 def test_sse_retry_fields_that_int_refuses_are_ignored() -> None:
-    from fleettui.aggregator.sse import SSEParser
+    from fleettui.aggregator.transport.sse import SSEParser
 
     p = SSEParser()
     events = p.feed(b"retry: \xc2\xb2\nretry: " + b"9" * 5000 + b"\ndata: x\n\n")
@@ -281,10 +281,10 @@ async def test_dispatch_turns_an_unforeseen_exception_into_that_nodes_reason() -
         nodes = [NodeConfig(name=n, url=ok.url, token="t") for n in ("a", "b")]
         original = FleettuiKind.act
 
-        async def act(self, node, *args):  # type: ignore[no-untyped-def]
+        async def act(self, client, node, *args):  # type: ignore[no-untyped-def]
             if node.name == "b":
                 raise RuntimeError("[bold]\x1b[2J")
-            return await original(self, node, *args)
+            return await original(self, client, node, *args)
 
         FleettuiKind.act = act  # type: ignore[method-assign]
         try:

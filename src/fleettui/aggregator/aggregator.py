@@ -21,10 +21,11 @@ import anyio.to_thread
 
 from fleettui.aggregator.chain import AUDIT_PATH, ChainUnreadable, parse_page
 from fleettui.aggregator.dispatch import Envelope, ProgressCallback, send
-from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import FleetConfig, NodeConfig
 from fleettui.wire import ActionRequest, AuditEntry
 
@@ -342,12 +343,11 @@ class FleetAggregator:
             try:
                 head = w.audit_seq
                 if head is None:
-                    probe = await get_capped(
-                        client, AUDIT_PATH, params={"after": 0, "limit": 1}, timeout_s=timeout
+                    probe = await client.get(
+                        AUDIT_PATH, params={"after": 0, "limit": 1}, timeout_s=timeout
                     )
                     head = parse_page(probe).head.seq
-                body = await get_capped(
-                    client,
+                body = await client.get(
                     AUDIT_PATH,
                     params={"after": max(0, head - limit), "limit": limit},
                     timeout_s=timeout,

@@ -23,9 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fleettui.aggregator.http import FetchError, NodeClient, get_capped
 from fleettui.aggregator.pins import CHECKPOINT_EVERY, Pin
 from fleettui.aggregator.state import ChainStatus
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.wire import GENESIS_HASH, AuditEntry, AuditHead, audit_hash
 
 AUDIT_PATH = "/api/v1/audit"
@@ -242,8 +243,8 @@ class ChainVerifier:
             self.checked, self.check_detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
 
     async def _page(self, client: NodeClient, after: int, timeout_s: float) -> Page:
-        body = await get_capped(
-            client, AUDIT_PATH, params={"after": after, "limit": PAGE}, timeout_s=timeout_s
+        body = await client.get(
+            AUDIT_PATH, params={"after": after, "limit": PAGE}, timeout_s=timeout_s
         )
         return parse_page(body)
 

@@ -19,10 +19,11 @@ import anyio.to_thread
 
 from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chain import ChainVerifier
-from fleettui.aggregator.http import FetchError, NodeClient
 from fleettui.aggregator.kinds.base import unexpected
 from fleettui.aggregator.pins import Pin, PinFileError, PinStore, node_key
 from fleettui.aggregator.state import ChainStatus, FleetEvent
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.aggregator.waker import Waker
 from fleettui.config import Defaults
 from fleettui.fsutil import UnsafePathError

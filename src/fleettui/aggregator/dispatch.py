@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import anyio
 
 from fleettui.aggregator.kinds.base import SLACK_S, NodeKind, unexpected
+from fleettui.aggregator.transport.client import NodeClient
 from fleettui.config import NodeConfig
 from fleettui.textsafe import clean
 from fleettui.wire import ACTIONS, ActionRequest, ActionResult
@@ -81,7 +82,7 @@ ProgressCallback = Callable[[str, Progress, str | None], None]
 
 class ActionTarget(Protocol):
     """What sending needs of a node: its config, the token resolved for it (or why it did
-    not resolve), its kind."""
+    not resolve), its kind and its one client (open while the aggregator is)."""
 
     @property
     def cfg(self) -> NodeConfig: ...
@@ -96,6 +97,9 @@ class ActionTarget(Protocol):
 
     @property
     def kind(self) -> NodeKind: ...
+
+    @property
+    def client(self) -> NodeClient | None: ...
 
 
 async def send(
@@ -138,7 +142,9 @@ async def send(
             report(node.name, Progress.RUNNING)
             t0 = time.perf_counter()
             try:
-                reason, result = await kind.act(node, token, env.action, env.engine, env.model)
+                client = target.client
+                assert client is not None, "the aggregator opens its workers before sending"
+                reason, result = await kind.act(client, node, env.action, env.engine, env.model)
             except Exception as exc:  # one node's odd answer never ends the others' dispatch
                 reason, result = unexpected(exc), None
             env.outcomes[node.name].duration_ms = round((time.perf_counter() - t0) * 1000, 1)

@@ -13,21 +13,20 @@ import json
 import time
 from typing import Any, Protocol
 
-from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from fleettui.aggregator.backoff import Backoff
-from fleettui.aggregator.http import (
+from fleettui.aggregator.kinds.base import describe_validation, unexpected
+from fleettui.aggregator.state import FleetEvent
+from fleettui.aggregator.transport.errors import (
     ERROR_BODY,
-    Endpoint,
     FetchError,
-    PushStream,
     StreamBroken,
     status_reason,
 )
-from fleettui.aggregator.kinds.base import describe_validation, unexpected
-from fleettui.aggregator.sse import SSEParser, StreamError
-from fleettui.aggregator.state import FleetEvent
+from fleettui.aggregator.transport.framing import Endpoint
+from fleettui.aggregator.transport.sse import ServerSentEvent, SSEParser, StreamError
+from fleettui.aggregator.transport.stream import PushStream
 from fleettui.aggregator.waker import Waker
 from fleettui.config import Defaults
 from fleettui.wire import ActionEvent, NodeSnapshot
@@ -119,12 +118,12 @@ class EventStreamReader:
         try:
             if resp.status != 200:
                 body = await resp.read_capped(ERROR_BODY, timeout)
-                reason = status_reason(resp.status, resp.headers.get("location"), body)
+                reason = status_reason(resp.status, resp.headers, body)
                 raise FetchError(reason, reachable=True)
             ctype = resp.headers.get("content-type", "").partition(";")[0].strip()
             if ctype != "text/event-stream":
                 raise StreamError(f"not an event stream (content-type {ctype or 'missing'!r})")
-            if problem := resp.answer.encoding_problem():
+            if problem := resp.framing.encoding_problem():
                 raise StreamError(problem)
             parser = SSEParser()
 

@@ -22,7 +22,6 @@ from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chaincheck import ChainCheck
 from fleettui.aggregator.eventstream import EventStreamReader
 from fleettui.aggregator.history import PowerHistory, daily_costs
-from fleettui.aggregator.http import Endpoint, FetchError, NodeClient
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import unexpected
 from fleettui.aggregator.state import (
@@ -32,6 +31,9 @@ from fleettui.aggregator.state import (
     NodeView,
     SnapshotFacts,
 )
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
+from fleettui.aggregator.transport.framing import Endpoint
 from fleettui.aggregator.waker import Waker
 from fleettui.config import Defaults, NodeConfig
 from fleettui.wire import NodeSnapshot

@@ -14,20 +14,11 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from fleettui.aggregator.http import FetchError, get_capped, make_client
-from fleettui.aggregator.kinds.base import (
-    NodeKind,
-    Sent,
-    check_names,
-    error_reason,
-    json_or_none,
-    post_capped,
-    transport_reason,
-)
+from fleettui.aggregator.kinds.base import NodeKind, Sent, check_names
 from fleettui.aggregator.kinds.fleettui import failure_reason
 from fleettui.aggregator.kinds.mapping import host_of, mb, parse_json, pos, shape_error
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
 from fleettui.wire import (
     ActionResult,
@@ -56,12 +47,6 @@ STATUS_HINTS = {
     501: "the node has no fleet tokens yet; create one with asiai on that machine",
     503: "asiai's command companion is not running on the node",
 }
-
-
-def origin_of(url: str) -> str:
-    """The Origin asiai compares with its Host header: scheme://host[:port], no path."""
-    u = httpx.URL(url)
-    return f"{u.scheme}://{u.netloc.decode('ascii')}"
 
 
 def asiai_power(watts: float | None) -> Power:
@@ -164,11 +149,9 @@ def to_result(
 class AsiaiKind(NodeKind):
     name = "asiai"
 
-    async def fetch_snapshot(
-        self, client: httpx.AsyncClient, url: str, timeout_s: float
-    ) -> NodeSnapshot:
+    async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
         try:
-            body = await get_capped(client, SNAPSHOT_PATH, timeout_s=timeout_s)
+            body = await client.get(SNAPSHOT_PATH, timeout_s=timeout_s)
         except FetchError as exc:
             if exc.status == 400:
                 raise FetchError(f"{exc.reason}: {HOST_HINT}", reachable=True, status=400) from None
@@ -188,30 +171,26 @@ class AsiaiKind(NodeKind):
 
     async def act(
         self,
+        client: NodeClient,
         node: NodeConfig,
-        token: str | None,
         action: str,
         engine: str | None,
         model: str | None,
     ) -> Sent:
-        timeout = self.action_timeout_s(action)
         nick = quote(node.nickname or DEFAULT_NICKNAME, safe="")
         args = {k: v for k, v in (("engine", engine), ("model", model)) if v is not None}
         body = {"command": action, "args": args}
         try:
-            async with make_client(node.url, token, timeout) as client:
-                status, headers, raw = await post_capped(
-                    client,
-                    f"/api/v1/fleet/{nick}/command",
-                    body,
-                    timeout_s=timeout,
-                    headers={"Origin": origin_of(node.url)},
-                )
-        except httpx.HTTPError as exc:
-            return transport_reason(exc, timeout), None
-        except ValueError as exc:
-            return str(exc), None
-        data = json_or_none(raw)
+            reply = await client.post(
+                f"/api/v1/fleet/{nick}/command",
+                body,
+                timeout_s=self.action_timeout_s(action),
+                # the Origin asiai compares with its Host header: scheme://host[:port], no path
+                headers={"Origin": client.endpoint.origin},
+            )
+        except FetchError as exc:
+            return exc.reason, None
+        status, data = reply.status, reply.json()
         if status in (200, 500) and isinstance(data, dict) and "ok" in data:
             result = to_result(data, action, engine, model)
             if status == 200 and result.ok:
@@ -219,7 +198,7 @@ class AsiaiKind(NodeKind):
             if result.ok:  # a 500 that claims success is still a failure
                 result = result.model_copy(update={"ok": False})
             return failure_reason(result), result
-        reason = error_reason(status, data, headers)
+        reason = reply.reason
         if status == 400 and not isinstance(data, dict):
             reason += f": {HOST_HINT}"
         elif hint := STATUS_HINTS.get(status):

@@ -1,23 +1,21 @@
-"""The one interface every node kind implements, and the HTTP helpers the kinds share.
+"""The one interface every node kind implements, and the checks the kinds share.
 
 A kind says how to read a node (its JSON mapped onto NodeSnapshot), what it has beyond polling
-(an event stream, a verifiable audit chain), and how one action is sent to it. The aggregator
-and the dispatcher only talk to this interface, so a new kind is one module in this package.
+(an event stream, a verifiable audit chain), and how one action is sent to it, always through
+the node's one client (`transport.client.NodeClient`). The aggregator and the dispatcher only
+talk to this interface, so a new kind is one module in this package.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import anyio
-import httpx
 from pydantic import ValidationError
 
-from fleettui.aggregator.http import MAX_BODY, mib
+from fleettui.aggregator.transport.client import NodeClient
 from fleettui.config import NodeConfig
 from fleettui.wire import ACTION_TIMEOUTS_S, ActionResult, NodeSnapshot
 
@@ -39,10 +37,8 @@ class NodeKind(ABC):
     needs_token: ClassVar[bool] = True  # actions are refused locally without one
 
     @abstractmethod
-    async def fetch_snapshot(
-        self, client: httpx.AsyncClient, url: str, timeout_s: float
-    ) -> NodeSnapshot:
-        """One poll; raises http.FetchError with a reason the operator can act on."""
+    async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
+        """One poll; raises transport.errors.FetchError with a reason the operator can act on."""
 
     def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
         """Why this action cannot be sent to such a node at all (checked before any I/O)."""
@@ -54,8 +50,8 @@ class NodeKind(ABC):
     @abstractmethod
     async def act(
         self,
+        client: NodeClient,
         node: NodeConfig,
-        token: str | None,
         action: str,
         engine: str | None,
         model: str | None,
@@ -103,64 +99,3 @@ def check_names(engine: str | None, model: str | None) -> str | None:
     if model is not None and not MODEL_RE.fullmatch(model):
         return f"model {model!r} must match ^{MODEL_RE.pattern}$"
     return None
-
-
-def transport_reason(exc: httpx.HTTPError, timeout_s: float) -> str:
-    """A short reason for a request that got no answer, without URLs or headers."""
-    if isinstance(exc, httpx.ConnectError):
-        text = str(exc).lower()
-        if "refused" in text or "all connection attempts failed" in text or not text:
-            return "connection refused"
-        return f"cannot connect: {exc}"[:200]
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {timeout_s:g} s"
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-def json_or_none(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def error_reason(status: int, body: Any, headers: httpx.Headers) -> str:
-    """`HTTP 429: rate limited (retry after 12 s)` from a JSON error body, when it has one."""
-    reason = f"HTTP {status}"
-    if isinstance(body, dict):
-        msg = body.get("error")
-        detail = body.get("detail")
-        if msg:
-            reason += f": {str(msg)[:200]}"
-        if isinstance(detail, str) and detail and detail != msg:
-            reason += f" ({detail[:200]})"
-    if status == 429 and (after := headers.get("retry-after")):
-        reason += f" (retry after {after} s)"
-    return reason
-
-
-async def post_capped(
-    client: httpx.AsyncClient,
-    path: str,
-    body: dict[str, Any],
-    *,
-    timeout_s: float,
-    headers: dict[str, str] | None = None,
-    cap: int = MAX_BODY,
-) -> tuple[int, httpx.Headers, bytes]:
-    """POST JSON and read at most `cap` bytes of the answer, all within one deadline.
-
-    Raises httpx.HTTPError (TimeoutException for the deadline) or ValueError for a body over
-    the cap, so callers turn every failure into one reason.
-    """
-    try:
-        with anyio.fail_after(timeout_s):
-            async with client.stream("POST", path, json=body, headers=headers) as resp:
-                data = bytearray()
-                async for chunk in resp.aiter_raw():
-                    data += chunk
-                    if len(data) > cap:
-                        raise ValueError(f"answer over {mib(cap)}")
-                return resp.status_code, resp.headers, bytes(data)
-    except TimeoutError:
-        raise httpx.ReadTimeout("deadline") from None

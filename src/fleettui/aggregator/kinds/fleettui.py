@@ -6,19 +6,11 @@ action itself, so nothing is checked here beyond having a token.
 
 from __future__ import annotations
 
-import httpx
 from pydantic import ValidationError
 
-from fleettui.aggregator.http import FetchError, get_capped, make_client
-from fleettui.aggregator.kinds.base import (
-    NodeKind,
-    Sent,
-    describe_validation,
-    error_reason,
-    json_or_none,
-    post_capped,
-    transport_reason,
-)
+from fleettui.aggregator.kinds.base import NodeKind, Sent, describe_validation
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
 from fleettui.wire import ActionResult, NodeSnapshot
 
@@ -32,10 +24,8 @@ class FleettuiKind(NodeKind):
     audited = True
     needs_token = True
 
-    async def fetch_snapshot(
-        self, client: httpx.AsyncClient, url: str, timeout_s: float
-    ) -> NodeSnapshot:
-        body = await get_capped(client, SNAPSHOT_PATH, timeout_s=timeout_s)
+    async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
+        body = await client.get(SNAPSHOT_PATH, timeout_s=timeout_s)
         try:
             return NodeSnapshot.model_validate_json(body)
         except ValidationError as exc:
@@ -43,33 +33,27 @@ class FleettuiKind(NodeKind):
 
     async def act(
         self,
+        client: NodeClient,
         node: NodeConfig,
-        token: str | None,
         action: str,
         engine: str | None,
         model: str | None,
     ) -> Sent:
-        timeout = self.action_timeout_s(action)
         body = {"action": action, "engine": engine, "model": model}
         try:
-            async with make_client(node.url, token, timeout) as client:
-                status, headers, raw = await post_capped(
-                    client, ACTIONS_PATH, body, timeout_s=timeout
-                )
-        except httpx.HTTPError as exc:
-            return transport_reason(exc, timeout), None
-        except ValueError as exc:
-            return str(exc), None
-        if status != 200:
+            reply = await client.post(ACTIONS_PATH, body, timeout_s=self.action_timeout_s(action))
+        except FetchError as exc:
+            return exc.reason, None
+        if reply.status != 200:
             result = None
-            if status < 500:
+            if reply.status < 500:
                 try:
-                    result = ActionResult.model_validate_json(raw)
+                    result = ActionResult.model_validate_json(reply.body)
                 except ValidationError:
                     pass
-            return error_reason(status, json_or_none(raw), headers), result
+            return reply.reason, result
         try:
-            result = ActionResult.model_validate_json(raw)
+            result = ActionResult.model_validate_json(reply.body)
         except ValidationError:
             return "answer is not an action result", None
         if not result.ok:

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from fleettui.aggregator.http import FetchError
 from fleettui.aggregator.kinds.base import describe_validation
+from fleettui.aggregator.transport.errors import FetchError
 
 MB = 1024 * 1024
 

@@ -8,21 +8,13 @@ model or every model `/api/ps` lists. Stopping or restarting needs something on 
 
 from __future__ import annotations
 
+import json
 import time
 
-import httpx
-
-from fleettui.aggregator.http import FetchError, get_capped, make_client
-from fleettui.aggregator.kinds.base import (
-    NodeKind,
-    Sent,
-    check_names,
-    error_reason,
-    json_or_none,
-    post_capped,
-    transport_reason,
-)
+from fleettui.aggregator.kinds.base import NodeKind, Sent, check_names
 from fleettui.aggregator.kinds.mapping import host_of, mb, parse_json, shape_error
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
 from fleettui.wire import ActionResult, Engine, Model, NodeInfo, NodeSnapshot
 
@@ -40,16 +32,12 @@ class OllamaKind(NodeKind):
     name = "ollama"
     needs_token = False  # Ollama has no auth; a token is still sent when one is configured
 
-    async def fetch_snapshot(
-        self, client: httpx.AsyncClient, url: str, timeout_s: float
-    ) -> NodeSnapshot:
+    async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
         """A bare Ollama server as a one-engine node: version plus resident models."""
         deadline = time.monotonic() + timeout_s
-        version = parse_json(
-            await get_capped(client, "/api/version", timeout_s=timeout_s), "/api/version"
-        )
+        version = parse_json(await client.get("/api/version", timeout_s=timeout_s), "/api/version")
         left = max(0.05, deadline - time.monotonic())
-        ps = parse_json(await get_capped(client, "/api/ps", timeout_s=left), "/api/ps")
+        ps = parse_json(await client.get("/api/ps", timeout_s=left), "/api/ps")
         try:
             models = [
                 Model(
@@ -87,8 +75,8 @@ class OllamaKind(NodeKind):
 
     async def act(
         self,
+        client: NodeClient,
         node: NodeConfig,
-        token: str | None,
         action: str,
         engine: str | None,
         model: str | None,
@@ -99,26 +87,27 @@ class OllamaKind(NodeKind):
         lines: list[str] = []
         failed: list[str] = []
         try:
-            async with make_client(node.url, token, timeout) as client:
-                if model:
-                    names = [model]
-                else:
-                    ps = await get_capped(client, "/api/ps", timeout_s=timeout)
-                    names = _names(json_or_none(ps))
-                for m in names:
-                    left = max(0.05, deadline - time.monotonic())
-                    status, headers, raw = await post_capped(
-                        client, "/api/generate", {"model": m, "keep_alive": 0}, timeout_s=left
-                    )
-                    if 200 <= status < 300:
-                        lines.append(f"unloaded {m}")
-                    else:
-                        failed.append(m)
-                        lines.append(f"{m}: {error_reason(status, json_or_none(raw), headers)}")
-        except FetchError as exc:  # reading /api/ps
+            if model:
+                names = [model]
+            else:
+                names = _names(json.loads(await client.get("/api/ps", timeout_s=timeout)))
+        except FetchError as exc:
             return (exc.reason if not exc.reachable else f"/api/ps: {exc.reason}"), None
-        except httpx.HTTPError as exc:
-            return transport_reason(exc, timeout), None
+        except ValueError as exc:
+            return f"bad answer from Ollama: {exc}"[:200], None
+        try:
+            for m in names:
+                left = max(0.05, deadline - time.monotonic())
+                reply = await client.post(
+                    "/api/generate", {"model": m, "keep_alive": 0}, timeout_s=left
+                )
+                if 200 <= reply.status < 300:
+                    lines.append(f"unloaded {m}")
+                else:
+                    failed.append(m)
+                    lines.append(f"{m}: {reply.reason}")
+        except FetchError as exc:
+            return exc.reason, None
         except ValueError as exc:
             return f"bad answer from Ollama: {exc}"[:200], None
         if not names:

@@ -1,25 +1,34 @@
-"""A bounded server-sent-events reader.
+"""The event stream's parser: server-sent events from body bytes, bounded.
 
-httpx-sse opens the stream; this module parses it, because its line decoder buffers a line of
-any length: a node that sends 50 MB without a newline would be held in memory whole. Here an
-event larger than the cap ends the stream, and an event cut off by the connection closing is
-reported as such instead of being silently dropped (or worse, half applied).
+Fed from `stream.PushStream`'s read callback, so it never waits. A line of any length is
+never held: an event larger than the cap ends the stream, and an event cut off by the
+connection closing is reported as such (`mid_event`) instead of being silently dropped (or
+worse, half applied).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from httpx_sse import ServerSentEvent
-
-from fleettui.aggregator.http import MAX_BODY, mib
+from fleettui.aggregator.transport.errors import mib
+from fleettui.aggregator.transport.framing import MAX_BODY
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 
 class StreamError(Exception):
     """The event stream broke in a way worth showing to the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event (`event` defaults to "message", as the spec says)."""
+
+    event: str
+    data: str
+    id: str = ""
+    retry: int | None = None
 
 
 class SSEParser:
@@ -121,16 +130,3 @@ class SSEParser:
         return ServerSentEvent(
             event=event or "message", data="\n".join(data), id=self.last_id, retry=self._retry
         )
-
-
-async def iter_events(
-    chunks: AsyncIterator[bytes], parser: SSEParser
-) -> AsyncIterator[ServerSentEvent]:
-    """Events from a byte stream; StreamError when it ends in the middle of one."""
-    async for chunk in chunks:
-        for ev in parser.feed(chunk):
-            yield ev
-    for ev in parser.finish():
-        yield ev
-    if parser.mid_event:
-        raise StreamError("stream dropped mid-event")

@@ -1,0 +1,261 @@
+"""A node's one client: every request the operator side sends it (polls, audit pages, actions).
+
+GETs and POSTs go one after another over at most one kept-alive idle connection: no pool, no
+proxy from the environment, no redirects, one deadline per exchange so a node that trickles a
+byte a second holds nobody longer than its timeout, bodies capped. httpx spent about 0.6 ms of
+CPU on a keep-alive GET, and a fresh client per action cost a connection and a megabyte of SSL
+context each (docs/performance.md). Every client shares one SSL context.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import anyio.abc
+
+from fleettui.aggregator.transport import framing
+from fleettui.aggregator.transport.errors import (
+    ERROR_BODY,
+    FetchError,
+    StreamBroken,
+    describe_connect_error,
+    dropped,
+    mib,
+    status_reason,
+    timeout_reason,
+)
+from fleettui.aggregator.transport.framing import MAX_BODY, Endpoint, Framing
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context for every node connection (honours SSL_CERT_FILE /
+    SSL_CERT_DIR the way OpenSSL's defaults do)."""
+    return ssl.create_default_context()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete answer: status, headers (lower-case names) and at most the capped body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    @property
+    def reason(self) -> str:
+        return status_reason(self.status, self.headers, self.body)
+
+
+class Connection:
+    """One TCP (or TLS) connection to a node, for exchanges one after another."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self.framing = Framing()
+
+    @classmethod
+    async def connect(cls, ep: Endpoint) -> Connection:
+        """Open a connection (TLS for https, with the shared context); FetchError when not."""
+        try:
+            if ep.scheme == "https":
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                    ep.host,
+                    ep.port,
+                    ssl_context=shared_ssl_context(),
+                    tls_standard_compatible=False,
+                )
+            else:
+                stream = await anyio.connect_tcp(ep.host, ep.port)
+        except OSError as exc:
+            raise FetchError(describe_connect_error(exc), reachable=False) from None
+        return cls(stream)
+
+    async def send(self, data: bytes) -> None:
+        """Send a request and read the answer's status and headers."""
+        f = self.framing
+        try:
+            await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise dropped(exc) from None
+        self._pending = b""
+        while not f.head_done:
+            raw = await self._recv()
+            self._pending = f.feed(raw) if raw else f.eof()
+
+    async def _recv(self) -> bytes:
+        try:
+            return await self._stream.receive()
+        except anyio.EndOfStream:
+            return b""
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise dropped(exc) from None
+
+    async def receive(self) -> bytes:
+        """The next piece of the body; b"" once it is complete."""
+        f = self.framing
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
+        while not f.done:
+            raw = await self._recv()
+            out = f.feed(raw) if raw else f.eof()
+            if out:
+                return out
+        return b""
+
+    async def read_capped(self, cap: int) -> bytes:
+        """The body, at most `cap` bytes; FetchError past the cap."""
+        announced = self.framing.announced_over(cap)
+        if announced is not None:
+            raise FetchError(f"body over {mib(cap)} ({announced} bytes announced)", reachable=True)
+        body = bytearray()
+        while chunk := await self.receive():
+            body += chunk
+            if len(body) > cap:
+                raise FetchError(f"body over {mib(cap)}", reachable=True)
+        return bytes(body)
+
+    async def read_reason_body(self) -> bytes:
+        """Up to ERROR_BODY bytes of an error answer, for its reason (a broken one: none)."""
+        body = bytearray()
+        try:
+            while len(body) < ERROR_BODY and (chunk := await self.receive()):
+                body += chunk
+        except FetchError:
+            pass
+        return bytes(body[:ERROR_BODY])
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.aclose_forcefully(self._stream)
+
+
+class NodeClient:
+    """Requests to one node, each within its own deadline; FetchError for anything unusable."""
+
+    def __init__(self, base_url: str, token: str | None, timeout_s: float) -> None:
+        self.endpoint = Endpoint.parse(base_url)
+        self.token = token
+        self.timeout_s = timeout_s
+        self._idle: Connection | None = None
+        self.closed = False
+
+    async def get(
+        self,
+        path: str,
+        *,
+        timeout_s: float | None = None,
+        params: dict[str, Any] | None = None,
+        cap: int = MAX_BODY,
+    ) -> bytes:
+        """GET `path` and return the body of its 200 (at most `cap` bytes); FetchError for any
+        other answer, with the reason its status and error body give."""
+        target = f"{path}?{urlencode(params)}" if params else path
+        reply = await self.request("GET", target, timeout_s=timeout_s, cap=cap, strict=True)
+        return reply.body
+
+    async def post(
+        self,
+        path: str,
+        body: Any,
+        *,
+        timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        cap: int = MAX_BODY,
+    ) -> Reply:
+        """POST `body` as JSON; the Reply whatever its status (the caller reads its reason).
+        FetchError when no complete answer came."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        return await self.request(
+            "POST", path, timeout_s=timeout_s, cap=cap, headers=sent, body=data
+        )
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        timeout_s: float | None = None,
+        cap: int = MAX_BODY,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        strict: bool = False,
+    ) -> Reply:
+        """One exchange. `strict`: only a 200 is an answer (FetchError with its reason else)."""
+        if self.closed:
+            raise FetchError("client closed", reachable=False)
+        timeout_s = timeout_s or self.timeout_s
+        req = framing.request(self.endpoint, method, target, headers or {}, self.token, body)
+        conn: Connection | None = None
+        try:
+            with anyio.fail_after(timeout_s):
+                # only a GET is sent again when a kept connection turns out closed: an action
+                # is never risked twice, so it takes a fresh connection
+                if method == "GET":
+                    conn, self._idle = self._idle, None
+                if conn is not None:
+                    try:
+                        await conn.send(conn.framing.send(req, body))
+                    except FetchError:
+                        if conn.framing.received:
+                            raise
+                        await conn.aclose()  # the node closed it while idle: once more, fresh
+                        conn = None
+                if conn is None:
+                    conn = await Connection.connect(self.endpoint)
+                    await conn.send(conn.framing.send(req, body))
+                return await self._answer(conn, cap, strict)
+        except TimeoutError:
+            raise FetchError(timeout_reason(timeout_s), reachable=False) from None
+        finally:
+            if conn is not None and not (conn.framing.reusable and self._keep(conn)):
+                await conn.aclose()
+
+    def _keep(self, conn: Connection) -> bool:
+        if self._idle is not None or self.closed:
+            return False
+        self._idle = conn
+        return True
+
+    async def _answer(self, conn: Connection, cap: int, strict: bool) -> Reply:
+        f = conn.framing
+        if f.status != 200 and (strict or not 200 <= f.status < 300):
+            body = await conn.read_reason_body()
+            if strict:
+                raise FetchError(
+                    status_reason(f.status, f.headers, body), reachable=True, status=f.status
+                )
+            return Reply(f.status, f.headers, body)
+        if problem := f.encoding_problem():
+            raise FetchError(problem, reachable=True)
+        return Reply(f.status, f.headers, await conn.read_capped(cap))
+
+    async def aclose(self) -> None:
+        self.closed = True
+        conn, self._idle = self._idle, None
+        if conn is not None:
+            await conn.aclose()
+
+    async def __aenter__(self) -> NodeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["FetchError", "NodeClient", "Reply", "StreamBroken", "shared_ssl_context"]
