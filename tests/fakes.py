@@ -136,7 +136,8 @@ class FakeAgent:
 
     snapshot faults: garbage, wrong_shape, http500, huge, huge_announced, blackhole, slow,
     close; and framings RFC 9112 rules on: no_content (204), dup_length (two identical
-    Content-Length), conflicting_length, gzip_chunked, folded (an obs-fold header line). events faults: drop_mid_event, malformed, huge_line, http500, not_sse, blackhole.
+    Content-Length), conflicting_length, gzip_chunked, folded (an obs-fold header line).
+    events faults: drop_mid_event, malformed, huge_line, http500, not_sse, blackhole.
     `fault` (whole server): blackhole, slow.
     """
 

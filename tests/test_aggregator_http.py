@@ -1,4 +1,4 @@
-"""The aggregator's own HTTP/1.1 client against a scripted loopback server.
+"""The transport (NodeClient, PushStream) against a scripted loopback server and a real agent.
 
 The server answers each request with the next scripted answer, written in pieces (down to a
 byte at a time) so every framing path is crossed at every boundary: chunk headers, chunk data,
@@ -12,13 +12,19 @@ from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+import httpx
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
+from httpx_sse import connect_sse
 
+from fakes import wait_for
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError, StreamBroken
 from fleettui.aggregator.transport.framing import Endpoint
+from fleettui.aggregator.transport.sse import SSEParser
 from fleettui.aggregator.transport.stream import PushStream
+from fleettui.wire import NodeSnapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -344,3 +350,45 @@ async def test_push_stream_failures() -> None:
         assert stream.status == 503 and await stream.read_capped(4096, 2) == b'{"error": "no"}'
         stream.close()
         tg.cancel_scope.cancel()
+
+
+async def test_our_stream_reader_and_httpx_sse_read_a_real_agent_alike(sim_agent) -> None:
+    """httpx-sse, an independent client, and PushStream + SSEParser on the same agent's
+    /api/v1/events: every event both saw has the same name, id and data (each subscriber's
+    first event is a fresh snapshot of its own, so it is left out)."""
+
+    def theirs() -> dict[str, tuple[str, str]]:
+        seen = {}
+        with (
+            httpx.Client(timeout=5) as c,
+            connect_sse(c, "GET", f"{sim_agent.url}/api/v1/events") as es,
+        ):
+            for n, sse in enumerate(es.iter_sse()):
+                if n:
+                    seen[sse.id] = (sse.event, sse.data)
+                if len(seen) == 5:
+                    return seen
+        return seen
+
+    ours: dict[str, tuple[str, str]] = {}
+    parser = SSEParser()
+
+    def on_body(chunk: bytes) -> None:
+        for ev in parser.feed(chunk):
+            ours[ev.id] = (ev.event, ev.data)
+
+    stream = await PushStream.open(
+        Endpoint.parse(sim_agent.url), "/api/v1/events", {}, token=None, timeout_s=5
+    )
+    try:
+        assert stream.status == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        stream.start(on_body)
+        seen = await anyio.to_thread.run_sync(theirs)
+        await wait_for(lambda: set(seen) <= set(ours), 5, what=f"{sorted(seen)} in {sorted(ours)}")
+    finally:
+        stream.close()
+    assert len(seen) == 5 and all(ours[i] == seen[i] for i in seen)
+    assert {e for e, _ in seen.values()} == {"snapshot"}
+    for _, data in seen.values():
+        NodeSnapshot.model_validate_json(data)

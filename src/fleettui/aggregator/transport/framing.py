@@ -121,10 +121,14 @@ class Framing:
 
     def feed(self, data: bytes) -> bytes:
         """Body bytes completed by `data` (b"" when more must arrive first)."""
-        if data:
-            self.received = True
+        if not data:
+            return b""  # to h11 an empty read is the end of the connection: that is `eof`
+        self.received = True
+        self._h11.receive_data(data)
+        return self._events()
+
+    def _events(self) -> bytes:
         h = self._h11
-        h.receive_data(data)
         out: list[bytes] = []
         while not self.done:
             try:
@@ -157,7 +161,8 @@ class Framing:
         if self.done:
             return b""
         try:
-            return self.feed(b"")
+            self._h11.receive_data(b"")
+            return self._events()
         except StreamBroken:
             self.done = True
             raise StreamBroken("connection closed mid-answer", reachable=True) from None
