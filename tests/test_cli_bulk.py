@@ -166,7 +166,7 @@ def test_push_one_node(fleet, projects) -> None:
     r = fleet_cli(projects, "push", "dead", "restart", "--engine", "ollama")
     assert r.returncode == 1 and "connection refused" in r.stdout
     r = fleet_cli(projects, "push", "act-002", "restart")
-    assert r.returncode == 2 and "needs --engine" in r.stderr
+    assert r.returncode == 2 and "restart needs an engine (--engine)" in r.stderr
     assert len(fleet.calls()) == 1
 
 

@@ -54,7 +54,8 @@ async def test_agent_refusals_become_reasons(fleet: ActionFleet) -> None:
     bad_token = [NodeConfig(name=first.name, url=first.url, token_env="NO_SUCH_VAR_FOR_TEST")]
     env = await send_action(bad_token, "restart", "ollama")
     assert "NO_SUCH_VAR_FOR_TEST" in env.failed["act-000"]
-    env = await send_action(nodes[:1], "unload", "ollama", "-rf /")
+    # a valid request the node cannot serve: its 400 is the reason
+    env = await send_action(nodes[:1], "stop", "vllm")
     assert env.failed["act-000"].startswith("HTTP 400: ")
     wrong = [NodeConfig(name=first.name, url=first.url, token="tok_00000000.nope")]
     env = await send_action(wrong, "restart", "ollama")

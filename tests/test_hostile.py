@@ -494,6 +494,8 @@ async def _visit_screens(app, pilot, detail_cls, confirm_cls) -> None:  # type: 
 
     Through the key bindings' actions, not `pilot.press`: that waits until every widget is idle,
     which an app refreshing 18 live rows ten times a second takes seconds to be."""
+    from fleettui.views.tui.screens.confirm import ActionChoice
+
     table = app.main.table
     for name in [f"h-{k}" for k in ESCAPES] + ["h-markup"]:
         table.move_cursor(row=table.visible_names.index(name))
@@ -508,7 +510,18 @@ async def _visit_screens(app, pilot, detail_cls, confirm_cls) -> None:  # type: 
     app.main.action_node_action("restart")  # R
     await until(pilot, lambda: isinstance(app.screen, confirm_cls), what="confirm")
     await pilot.pause(0.2)
+    # The engines offered are the nodes' own names, markup included: no request is built
+    # from one the wire's rule refuses, and the reason says so without drawing the markup.
+    assert app.screen.engine is not None and "[" in app.screen.engine
     app.screen.action_confirm()  # y
+    await until(pilot, lambda: app.bulk.last is not None, what="refused locally")
+    assert "is not a valid engine name" in app.bulk.last.failed["h-markup"]
+    app.bulk.last = None
+    app.main.action_node_action("restart")
+    await until(pilot, lambda: isinstance(app.screen, confirm_cls), what="confirm again")
+    targets = [v.name for v in app.screen.targets]
+    # a valid engine name: sent, and the node's 500 is the reason
+    app.screen.dismiss(ActionChoice("restart", targets, "ollama", None))
     await until(pilot, lambda: app.bulk.last is not None, what="action done")
     assert "HTTP 500: [/]boom[bold]␛]0;owned" in app.bulk.last.failed["h-markup"]
     await until(pilot, lambda: bool(app._notifications), what="failure notified")

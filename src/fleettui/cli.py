@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 
 from fleettui import __version__
 
-ACTIONS = ("purge", "unload", "stop", "start", "restart")
 AGENT = "fleettui.agent.main"
 COMMANDS = "fleettui.commands.fleet"
 DASHBOARD = "fleettui.commands.dashboard"
@@ -25,6 +24,27 @@ EXPORT = "fleettui.commands.export"
 COMPLETION = "fleettui.completion"
 CONFIG = "fleettui.config"
 AUDIT = "fleettui.commands.audit"
+
+
+class Declared(Sequence[str]):
+    """Choices another module declares (wire.ACTIONS, kinds.KINDS), read on first use: the
+    flag offers exactly what the rule accepts, and `fleet --help` never imports pydantic."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _values(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        return self._values()[i]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+
+ACTIONS = Declared("fleettui.wire", "ACTIONS")
+KINDS = Declared("fleettui.config", "KIND_NAMES")
 
 
 class FleetParser(argparse.ArgumentParser):
@@ -167,7 +187,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--kind",
         default="fleettui",
-        choices=("fleettui", "asiai", "ollama"),
+        choices=KINDS,
         help="fleettui (default), asiai or ollama",
     )
     add.add_argument(

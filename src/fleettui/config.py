@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -43,7 +43,8 @@ TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 NODE_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*node[ \t]*\]\][ \t]*(#.*)?$")
 TABLE_HEADER_RE = re.compile(r"^[ \t]*\[")
-NodeKind = Literal["fleettui", "asiai", "ollama"]
+NodeKind = Literal["fleettui", "asiai", "ollama"]  # each is a module in aggregator/kinds/
+KIND_NAMES: tuple[str, ...] = get_args(NodeKind)
 TimeoutS = Annotated[float, Field(gt=0, le=3600)]  # `fleet status/ping --timeout`: finite
 
 

@@ -6,10 +6,12 @@ and to the generated JSON Schema in docs/agent-api.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from fleettui.textsafe import clean, clean_block
 
@@ -257,8 +259,14 @@ class NodeSnapshot(WireModel):
     )
 
 
+# --- the action vocabulary -------------------------------------------------------------------
+# The one definition of what may be asked of a node: the agent refuses, the kinds and the CLI
+# check before sending, the TUI offers keys for, exactly these.
+
 ActionName = Literal["purge", "unload", "stop", "start", "restart"]
-ACTIONS: tuple[str, ...] = ("purge", "unload", "stop", "start", "restart")
+ACTIONS: tuple[str, ...] = get_args(ActionName)
+NEEDS_ENGINE = frozenset({"unload", "stop", "start", "restart"})  # purge alone is node-wide
+TAKES_MODEL = frozenset({"unload"})
 # How long each action may run on the node; callers wait a little longer than this.
 ACTION_TIMEOUTS_S: dict[str, float] = {
     "purge": 30.0,
@@ -267,7 +275,52 @@ ACTION_TIMEOUTS_S: dict[str, float] = {
     "start": 120.0,
     "restart": 120.0,
 }
-NEEDS_ENGINE = frozenset({"unload", "stop", "start", "restart"})  # purge alone is node-wide
+ENGINE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+# Names as Ollama and Hugging Face write them: "llama3.1:8b", "hf.co/org/repo:Q4_K_M",
+# "Qwen/Qwen2.5-7B-Instruct", "model.gguf", "name@sha256:...". No whitespace, no leading "-"
+# (an argv option), and no ".." path segment (see action_problem).
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+ENGINE_RE = re.compile(ENGINE_PATTERN)
+MODEL_RE = re.compile(MODEL_PATTERN)
+
+
+@dataclass(frozen=True)
+class ActionProblem:
+    """Why an action's arguments are refused: the field, and a sentence whose `{value}` the
+    caller fills the way it must show a hostile value (the agent scrubs secrets first)."""
+
+    field: Literal["action", "engine", "model"]
+    template: str
+    value: str
+    detail: dict[str, Any]
+
+    def text(self, show: Callable[[str], str] = repr) -> str:
+        return self.template.format(value=show(self.value))
+
+
+def action_problem(action: str, engine: str | None, model: str | None) -> ActionProblem | None:
+    """The one rule for an action and its arguments; None when it may be sent."""
+    if action not in ACTIONS:
+        return ActionProblem("action", "unknown action {value}", action, {"allowed": list(ACTIONS)})
+    if engine is not None and not ENGINE_RE.fullmatch(engine):
+        return ActionProblem(
+            "engine",
+            "engine {value} is not a valid engine name",
+            engine,
+            {"pattern": ENGINE_PATTERN},
+        )
+    if model is not None and (not MODEL_RE.fullmatch(model) or ".." in model.split("/")):
+        return ActionProblem(
+            "model",
+            "model {value} is not a valid model name",
+            model,
+            {"pattern": MODEL_PATTERN, "also": "no '..' path segment"},
+        )
+    if action in NEEDS_ENGINE and engine is None:
+        return ActionProblem("engine", f"{action} needs an engine", action, {})
+    if action not in TAKES_MODEL and model is not None:
+        return ActionProblem("model", f"model only applies to unload, not {action}", model, {})
+    return None
 
 
 def describe_action(action: str, engine: str | None, model: str | None) -> str:
@@ -276,13 +329,24 @@ def describe_action(action: str, engine: str | None, model: str | None) -> str:
 
 
 class ActionRequest(WireModel):
-    """Body of POST /api/v1/actions; argument patterns are checked by the agent."""
+    """Body of POST /api/v1/actions. A request that exists is one `action_problem` allows, so
+    the kinds and the agent's runners never check it again."""
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str
-    engine: str | None = None
-    model: str | None = None
+    # the patterns are documented in the schema and enforced, with one message, by _allowed
+    action: ActionName
+    engine: str | None = Field(None, json_schema_extra={"pattern": ENGINE_PATTERN})
+    model: str | None = Field(None, json_schema_extra={"pattern": MODEL_PATTERN})
+
+    @model_validator(mode="after")
+    def _allowed(self) -> ActionRequest:
+        if problem := action_problem(self.action, self.engine, self.model):
+            raise ValueError(problem.text())
+        return self
+
+    def describe(self) -> str:
+        return describe_action(self.action, self.engine, self.model)
 
 
 class ActionResult(WireModel):

@@ -10,9 +10,17 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from fleettui.wire import ACTION_TIMEOUTS_S
+from fleettui.wire import ACTION_TIMEOUTS_S, ENGINE_PATTERN, ENGINE_RE, ActionName
 
 __all__ = [
     "ACTION_TIMEOUTS_S",
@@ -29,7 +37,6 @@ __all__ = [
 ]
 
 APP_NAME = "fleettui"
-ENGINE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 HOST_NAME_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 EngineKind = Literal["ollama", "llamacpp", "vllm", "lmstudio", "mlx"]
 
@@ -61,28 +68,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EngineCommands(_Strict):
-    """argv lists the administrator allows the agent to run for this engine. Never a shell."""
+def _argv(v: list[str]) -> list[str]:
+    if not v or not all(isinstance(a, str) and a for a in v):
+        raise ValueError("must be a non-empty list of non-empty strings (an argv, no shell)")
+    return v
 
-    stop: list[str] | None = None
-    start: list[str] | None = None
-    restart: list[str] | None = None
-    purge: list[str] | None = None
-    unload: list[str] | None = None
 
-    @field_validator("*")
-    @classmethod
-    def _argv(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and (not v or not all(isinstance(a, str) and a for a in v)):
-            raise ValueError("must be a non-empty list of non-empty strings (an argv, no shell)")
-        return v
+# An argv the administrator allows the agent to run, never through a shell.
+Argv = Annotated[list[str], AfterValidator(_argv)]
 
 
 class EngineConfig(_Strict):
     kind: EngineKind | None = Field(None, description="Defaults to the table's name.")
     url: str | None = None
     timeout_s: float = Field(1.5, gt=0, le=30)
-    commands: EngineCommands = Field(default_factory=EngineCommands)
+    commands: dict[ActionName, Argv] = Field(
+        default_factory=dict, description="argv per action (wire.ACTIONS) for this engine."
+    )
 
 
 class WallPowerConfig(_Strict):
@@ -161,8 +163,8 @@ class AgentConfig(_Strict):
     @classmethod
     def _engine_names(cls, v: dict[str, EngineConfig]) -> dict[str, EngineConfig]:
         for name, eng in v.items():
-            if not ENGINE_NAME_RE.fullmatch(name):
-                raise ValueError(f"engine name {name!r} must match {ENGINE_NAME_RE.pattern}")
+            if not ENGINE_RE.fullmatch(name):
+                raise ValueError(f"engine name {name!r} must match {ENGINE_PATTERN}")
             if eng.kind is None:
                 if name not in DEFAULT_ENGINE_URLS:
                     raise ValueError(

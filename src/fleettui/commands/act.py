@@ -9,34 +9,24 @@ Exit codes: 0 every target succeeded, 1 any failed, 2 nothing was sent (usage, c
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import TYPE_CHECKING
 
 from fleettui.commands.io import console, err, load_fleet, print_json
 from fleettui.views.columns import plural
-from fleettui.wire import NEEDS_ENGINE, describe_action
+from fleettui.wire import ActionRequest, action_problem, describe_action
 
 if TYPE_CHECKING:
     from fleettui.aggregator.dispatch import Envelope
     from fleettui.config import FleetConfig, NodeConfig
 
-ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 POLL_TIMEOUT_S = 10.0
 
 
 def check_arguments(action: str, engine: str | None, model: str | None) -> str | None:
-    """The agent validates again; this only spares a round trip for an obvious mistake."""
-    if action in NEEDS_ENGINE and not engine:
-        return f"{action} needs --engine (e.g. --engine ollama)"
-    if engine is not None and not ENGINE_RE.fullmatch(engine):
-        return f"--engine {engine!r} must match ^[a-z][a-z0-9_-]{{0,31}}$"
-    if model is not None and (
-        not model or model.startswith("-") or any(c.isspace() for c in model)
-    ):
-        return f"--model {model!r} must not be empty, start with '-' or contain whitespace"
-    if model is not None and action != "unload":
-        return "--model only applies to unload"
+    """The wire's rule, said with the flag to fix; the agent applies the same rule again."""
+    if problem := action_problem(action, engine, model):
+        return f"{problem.text()} (--{problem.field})"
     return None
 
 
@@ -93,13 +83,7 @@ def confirm(prompt: str) -> bool:
 
 
 def run_dispatch(
-    cfg: FleetConfig,
-    targets: list[NodeConfig],
-    action: str,
-    engine: str | None,
-    model: str | None,
-    *,
-    live: bool,
+    cfg: FleetConfig, targets: list[NodeConfig], request: ActionRequest, *, live: bool
 ) -> Envelope:
     """Send through an aggregator over just the targets (it resolves their tokens once)."""
     import anyio
@@ -107,7 +91,6 @@ def run_dispatch(
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.dispatch import Progress
     from fleettui.config import FleetConfig as Config
-    from fleettui.wire import ActionRequest
 
     def progress(node: str, state: Progress, reason: str | None) -> None:
         if live and state in (Progress.OK, Progress.FAILED):  # the dispatcher cleans reasons
@@ -116,7 +99,6 @@ def run_dispatch(
 
     sub = Config(path=cfg.path, defaults=cfg.defaults, nodes=targets, warnings=[])
     agg = FleetAggregator(sub, verify_chain=False)
-    request = ActionRequest(action=action, engine=engine, model=model)
     return anyio.run(agg.act, [t.name for t in targets], request, progress)
 
 
@@ -187,7 +169,8 @@ def _act(
         if not confirm("Proceed?"):
             err("cancelled; nothing sent")
             return 2
-    env = run_dispatch(cfg, targets, args.action, args.engine, args.model, live=not args.json)
+    req = ActionRequest(action=args.action, engine=args.engine, model=args.model)
+    env = run_dispatch(cfg, targets, req, live=not args.json)
     if args.json:
         print_json(env.to_json())
     else:

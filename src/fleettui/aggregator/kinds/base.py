@@ -9,7 +9,6 @@ talk to this interface, so a new kind is one module in this package.
 from __future__ import annotations
 
 import logging
-import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -17,12 +16,10 @@ from pydantic import ValidationError
 
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.config import NodeConfig
-from fleettui.wire import ACTION_TIMEOUTS_S, ActionResult, NodeSnapshot
+from fleettui.wire import ACTION_TIMEOUTS_S, ActionRequest, ActionResult, NodeSnapshot
 
 log = logging.getLogger(__name__)
 SLACK_S = 10.0  # the node's own action timeout plus time to answer
-ENGINE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-MODEL_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_./:\-]{0,127}")
 
 # (reason when it failed or None, the node's result when it sent one)
 Sent = tuple[str | None, ActionResult | None]
@@ -40,8 +37,9 @@ class NodeKind(ABC):
     async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
         """One poll; raises transport.errors.FetchError with a reason the operator can act on."""
 
-    def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
-        """Why this action cannot be sent to such a node at all (checked before any I/O)."""
+    def refuse(self, req: ActionRequest) -> str | None:
+        """Why this action cannot be sent to such a node at all (checked before any I/O); the
+        request itself is valid (wire.ActionRequest), this is what the kind cannot do."""
         return None
 
     def action_timeout_s(self, action: str) -> float:
@@ -52,9 +50,7 @@ class NodeKind(ABC):
         self,
         client: NodeClient,
         node: NodeConfig,
-        action: str,
-        engine: str | None,
-        model: str | None,
+        req: ActionRequest,
     ) -> Sent:
         """Send one action; never raises for a network or node failure (it is the reason)."""
 

@@ -16,7 +16,7 @@ from fleettui.aggregator.dispatch import Envelope, Progress
 from fleettui.views.source import FleetSource
 from fleettui.views.tui.messages import ActionDone, ActionProgress
 from fleettui.views.tui.screens.confirm import ActionChoice
-from fleettui.wire import ActionRequest, describe_action
+from fleettui.wire import ActionRequest, action_problem, describe_action
 
 OK_NOTE_S = 5.0  # how long a success stays in the row before the live state returns
 FAILED_NOTE_S = 20.0
@@ -29,12 +29,17 @@ class BulkRunner:
         self.last: Envelope | None = None  # the latest envelope, once the app summed it up
 
     async def run(self, choice: ActionChoice) -> Envelope:
-        request = ActionRequest(action=choice.action, engine=choice.engine, model=choice.model)
+        problem = action_problem(choice.action, choice.engine, choice.model)
 
         def progress(name: str, state: Progress, reason: str | None) -> None:
             self.to_table(ActionProgress(name, state))
 
-        env = await self.source.act(choice.targets, request, progress)
+        if problem is None:
+            request = ActionRequest(action=choice.action, engine=choice.engine, model=choice.model)
+            env = await self.source.act(choice.targets, request, progress)
+        else:  # a name a node listed that no agent would accept: every target, not sent
+            env = Envelope(choice.action, choice.engine, choice.model, choice.targets)
+            env.failed = {n: f"not sent: {problem.text()}" for n in choice.targets}
         what = describe_action(choice.action, choice.engine, choice.model)
         self.to_table(ActionDone(what, env))
         return env

@@ -22,13 +22,6 @@ from fleettui.aggregator.state import NodeView
 from fleettui.views.columns import plural
 from fleettui.wire import NEEDS_ENGINE
 
-VERBS = {
-    "restart": "Restart",
-    "unload": "Unload",
-    "purge": "Purge",
-    "stop": "Stop",
-    "start": "Start",
-}
 ALL_MODELS = "\x00all"  # option id of "every resident model"
 MAX_LISTED = 12
 MAX_LISTED_COMPACT = 4
@@ -122,7 +115,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         n = len(self.views)
         with Vertical(id="confirm-box"):
             yield Label(
-                f"[b]{VERBS[self.action]}[/b] on {n} node{'s' if n != 1 else ''}",
+                f"[b]{self.action.title()}[/b] on {n} node{'s' if n != 1 else ''}",
                 id="confirm-title",
             )
             limit = MAX_LISTED_COMPACT if self.compact else MAX_LISTED
@@ -135,7 +128,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
                 yield OptionList(id="confirm-model")
             yield Static(id="confirm-summary")
             with Horizontal(id="confirm-buttons"):
-                yield Button(VERBS[self.action], variant="error", id="confirm-yes")
+                yield Button(self.action.title(), variant="error", id="confirm-yes")
                 yield Button("Cancel", id="confirm-no")
             hint = Text.assemble(
                 ("y", "bold"),
@@ -212,7 +205,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         ol.highlighted = 0
 
     def _summarise(self) -> None:
-        words = [VERBS[self.action].lower()]
+        words = [self.action]
         if self.action in NEEDS_ENGINE:
             if self.engine is None:
                 self.query_one("#confirm-summary", Static).update(

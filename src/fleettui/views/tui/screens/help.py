@@ -11,6 +11,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from fleettui.views.tui.screens.main import ACTION_KEYS
+from fleettui.wire import NEEDS_ENGINE, TAKES_MODEL
+
 KEYS = [
     ("↑ ↓  j k", "move"),
     ("pgup pgdn  g G", "page, top, bottom"),
@@ -25,13 +28,16 @@ KEYS = [
     ("?", "this help"),
     ("q", "quit"),
 ]
-ACTION_KEYS = [
-    ("R", "restart engine"),
-    ("U", "unload model"),
-    ("P", "purge caches"),
-    ("X", "stop engine"),
-    ("T", "start engine"),
-]
+
+
+def _acts_on(action: str) -> str:
+    """What an action key acts on, said from the wire's vocabulary."""
+    if action in TAKES_MODEL:
+        return "model"
+    return "engine" if action in NEEDS_ENGINE else "caches"
+
+
+ACTION_HELP = [(key, f"{action} {_acts_on(action)}") for key, action in ACTION_KEYS.items()]
 GRAMMAR = [
     ("fields", "name role tag state engine model   power cost gpu_mem latency"),
     ("operators", "=  !=  >  <  >=  <=  ~ (regex, so a word is a substring)"),
@@ -63,7 +69,7 @@ def help_text(read_only: bool = False, wide: bool = True) -> RenderableType:
     actions = Group(
         Text(actions_title, style="bold"),
         Text("or the cursor row when none is selected", style="dim"),
-        _pairs(ACTION_KEYS, dim=read_only),
+        _pairs(ACTION_HELP, dim=read_only),
     )
     top = Table.grid(padding=(0, 4))
     top.add_column()

@@ -21,6 +21,7 @@ from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.table import FleetTable
 from fleettui.views.tui.widgets import ConfigBanner, EventLog, TotalsBar
 
+# One key per wire action (tests pin that they are the same set).
 ACTION_KEYS = {"R": "restart", "U": "unload", "P": "purge", "X": "stop", "T": "start"}
 
 
