@@ -23,7 +23,7 @@ from fleettui.aggregator.kinds.base import SLACK_S, NodeKind, unexpected
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.config import NodeConfig
 from fleettui.textsafe import clean
-from fleettui.wire import ACTIONS, ActionRequest, ActionResult
+from fleettui.wire import ActionRequest, ActionResult
 
 __all__ = ["SLACK_S", "ActionTarget", "Envelope", "NodeOutcome", "Progress", "send"]
 
@@ -111,8 +111,6 @@ async def send(
 ) -> Envelope:
     """Send `request` to every target at once (at most `concurrency` in flight); never raises
     for a node's failure (it is that node's reason in the envelope)."""
-    if request.action not in ACTIONS:
-        raise ValueError(f"unknown action {request.action!r}; expected one of {', '.join(ACTIONS)}")
     names = [t.cfg.name for t in targets]
     env = Envelope(request.action, request.engine, request.model, names)
     env.outcomes = {n: NodeOutcome(n) for n in names}
@@ -131,7 +129,7 @@ async def send(
 
     async def one(target: ActionTarget) -> None:
         node, kind, token = target.cfg, target.kind, target.token
-        if refusal := kind.refuse(env.action, env.engine, env.model):
+        if refusal := kind.refuse(request):
             report(node.name, Progress.FAILED, f"not sent: {refusal}")
             return
         if not token and (node.has_token or kind.needs_token):
@@ -144,7 +142,7 @@ async def send(
             try:
                 client = target.client
                 assert client is not None, "the aggregator opens its workers before sending"
-                reason, result = await kind.act(client, node, env.action, env.engine, env.model)
+                reason, result = await kind.act(client, node, request)
             except Exception as exc:  # one node's odd answer never ends the others' dispatch
                 reason, result = unexpected(exc), None
             env.outcomes[node.name].duration_ms = round((time.perf_counter() - t0) * 1000, 1)

@@ -14,13 +14,14 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from fleettui.aggregator.kinds.base import NodeKind, Sent, check_names
+from fleettui.aggregator.kinds.base import NodeKind, Sent
 from fleettui.aggregator.kinds.fleettui import failure_reason
 from fleettui.aggregator.kinds.mapping import host_of, mb, parse_json, pos, shape_error
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
 from fleettui.wire import (
+    ActionRequest,
     ActionResult,
     Cpu,
     Engine,
@@ -164,19 +165,13 @@ class AsiaiKind(NodeKind):
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise shape_error(SNAPSHOT_PATH, exc) from None
 
-    def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
-        if action != "purge" and not engine:
-            return f"asiai needs an engine for {action} (--engine)"
-        return check_names(engine, model)
-
     async def act(
         self,
         client: NodeClient,
         node: NodeConfig,
-        action: str,
-        engine: str | None,
-        model: str | None,
+        req: ActionRequest,
     ) -> Sent:
+        action, engine, model = req.action, req.engine, req.model
         nick = quote(node.nickname or DEFAULT_NICKNAME, safe="")
         args = {k: v for k, v in (("engine", engine), ("model", model)) if v is not None}
         body = {"command": action, "args": args}

@@ -86,12 +86,3 @@ def unexpected(exc: Exception) -> str:
     exception past its worker or its dispatch."""
     log.debug("unexpected %s", type(exc).__name__, exc_info=exc)
     return f"unusable answer ({type(exc).__name__}: {exc})"[:300]
-
-
-def check_names(engine: str | None, model: str | None) -> str | None:
-    """The engine/model patterns asiai and our agent enforce, checked before sending."""
-    if engine is not None and not ENGINE_RE.fullmatch(engine):
-        return f"engine {engine!r} must match ^{ENGINE_RE.pattern}$"
-    if model is not None and not MODEL_RE.fullmatch(model):
-        return f"model {model!r} must match ^{MODEL_RE.pattern}$"
-    return None

@@ -12,7 +12,7 @@ from fleettui.aggregator.kinds.base import NodeKind, Sent, describe_validation
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
-from fleettui.wire import ActionResult, NodeSnapshot
+from fleettui.wire import ActionRequest, ActionResult, NodeSnapshot
 
 SNAPSHOT_PATH = "/api/v1/snapshot"
 ACTIONS_PATH = "/api/v1/actions"
@@ -35,13 +35,13 @@ class FleettuiKind(NodeKind):
         self,
         client: NodeClient,
         node: NodeConfig,
-        action: str,
-        engine: str | None,
-        model: str | None,
+        req: ActionRequest,
     ) -> Sent:
-        body = {"action": action, "engine": engine, "model": model}
+        body = req.model_dump()
         try:
-            reply = await client.post(ACTIONS_PATH, body, timeout_s=self.action_timeout_s(action))
+            reply = await client.post(
+                ACTIONS_PATH, body, timeout_s=self.action_timeout_s(req.action)
+            )
         except FetchError as exc:
             return exc.reason, None
         if reply.status != 200:

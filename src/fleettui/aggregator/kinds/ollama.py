@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import time
 
-from fleettui.aggregator.kinds.base import NodeKind, Sent, check_names
+from fleettui.aggregator.kinds.base import NodeKind, Sent
 from fleettui.aggregator.kinds.mapping import host_of, mb, parse_json, shape_error
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.config import NodeConfig
-from fleettui.wire import ActionResult, Engine, Model, NodeInfo, NodeSnapshot
+from fleettui.wire import ActionRequest, ActionResult, Engine, Model, NodeInfo, NodeSnapshot
 
 ENGINE = "ollama"
 TAIL_CHARS = 2000
@@ -63,24 +63,23 @@ class OllamaKind(NodeKind):
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise shape_error("/api/ps", exc) from None  # ValidationError is a ValueError
 
-    def refuse(self, action: str, engine: str | None, model: str | None) -> str | None:
-        if action != "unload":
+    def refuse(self, req: ActionRequest) -> str | None:
+        if req.action != "unload":
             return (
-                f"a bare Ollama node can only unload models (keep_alive 0); {action} needs "
+                f"a bare Ollama node can only unload models (keep_alive 0); {req.action} needs "
                 "a fleettui agent or asiai on that machine"
             )
-        if engine is not None and engine != ENGINE:
-            return f"a bare Ollama node has only the engine 'ollama', not {engine!r}"
-        return check_names(engine, model)
+        if req.engine is not None and req.engine != ENGINE:
+            return f"a bare Ollama node has only the engine 'ollama', not {req.engine!r}"
+        return None
 
     async def act(
         self,
         client: NodeClient,
         node: NodeConfig,
-        action: str,
-        engine: str | None,
-        model: str | None,
+        req: ActionRequest,
     ) -> Sent:
+        action, model = req.action, req.model
         timeout = self.action_timeout_s(action)
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter()
