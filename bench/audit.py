@@ -7,8 +7,11 @@ into a temp dir, then measures, each in a fresh process so peak RSS is its own:
   - `verify_chain` (what `fleet agent audit verify` runs): entries/s, seconds, peak RSS;
   - `AuditLog.open` (the agent's start-up check: verification + offset index + open intents);
   - one page of 100 read through the index vs by the scan used when there is no index;
-  - a real agent on that log: seconds until it serves, RSS, then GET /api/v1/audit?limit=100
-    (and 1000) at random `after` from keep-alive clients: requests/s, p50/p99, RSS after.
+  - a real agent on that log, from spawn: seconds to its first snapshot answer, to its
+    "serving" line and to writes open (the snapshot no longer says the chain is being
+    verified), and snapshot latency while it verifies (polled every 50 ms);
+  - then GET /api/v1/audit?limit=100 (and 1000) at random `after` from keep-alive clients:
+    requests/s, p50/p99, RSS after.
 `--baseline-src` repeats the agent rows with another checkout's `src/` first on PYTHONPATH (e.g.
 `git worktree add /tmp/old COMMIT`, then `--baseline-src /tmp/old/src`): before vs after.
 """
@@ -21,16 +24,19 @@ import json
 import os
 import random
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import pct, raw_get, report, start_agents, stop
+from common import pct, pinned, raw_get, report, scratch_env, start_agents, stop
 
 from fleettui.agent.audit import (
     AUDIT_FILE,
@@ -141,7 +147,10 @@ async def page_load(url: str, clients: int, seconds: float, limit: int, n: int) 
             while time.monotonic() < until:
                 t0 = time.perf_counter()
                 body = await raw_get(
-                    reader, writer, url, f"/api/v1/audit?after={rng.randrange(n)}&limit={limit}"
+                    reader,
+                    writer,
+                    f"{host}:{port}",
+                    f"/api/v1/audit?after={rng.randrange(n)}&limit={limit}",
                 )
                 lat.append((time.perf_counter() - t0) * 1000)
                 assert body.startswith(b'{"entries":[{'), body[:200]
@@ -152,23 +161,77 @@ async def page_load(url: str, clients: int, seconds: float, limit: int, n: int) 
     return lat
 
 
+def startup_row(cfg: Path, n: int, src: Path | None) -> dict:
+    """Spawn to first snapshot answer, to the serving line, to writes open (polled)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["agent", "serve", "--port", str(port), "--simulate", "--name", "bench"]
+    argv = pinned([sys.executable, "-m", "fleettui", *args, "--config", str(cfg)], 0)
+    env = {**os.environ, **scratch_env(), **({"PYTHONPATH": str(src)} if src else {})}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    line_at: list[float] = []
+
+    def watch() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "serving" in line and not line_at:
+                line_at.append(time.monotonic() - t0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    first = opened = None
+    lat: list[float] = []
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            while opened is None and time.monotonic() - t0 < 600:
+                t1 = time.perf_counter()
+                try:
+                    r = c.get(f"http://127.0.0.1:{port}/api/v1/snapshot")
+                except httpx.TransportError:
+                    time.sleep(0.01)
+                    continue
+                now = time.monotonic() - t0
+                if r.status_code != 200:
+                    continue
+                first = first if first is not None else now
+                lat.append((time.perf_counter() - t1) * 1000)
+                if not any(p.startswith("audit chain being") for p in r.json()["problems"]):
+                    opened = now
+                time.sleep(0.05)
+    finally:
+        stop(proc)
+    return {
+        "case": f"agent start-up on {n} entries{f' [{src}]' if src else ''}",
+        "first_snapshot_s": round(first or -1, 2),
+        "serving_line_s": round(line_at[0], 2) if line_at else None,
+        "writes_open_s": round(opened or -1, 2),
+        "snapshot_p50_ms": round(pct(lat, 50), 1),
+        "snapshot_p99_ms": round(pct(lat, 99), 1),
+        "snapshots": len(lat),
+    }
+
+
 def agent_rows(data: Path, n: int, clients: int, seconds: float, src: Path | None) -> list[dict]:
     cfg = data.parent / "agent.toml"
     cfg.write_text(f"data_dir = {json.dumps(str(data))}\ninterval_s = 2\n")
     label = f" [{src}]" if src else ""
     env = {"PYTHONPATH": str(src)} if src else None
-    t0 = time.monotonic()
+    start = startup_row(cfg, n, src)
     args = ["--simulate", "--name", "bench", "--config", str(cfg)]
     proc, urls = start_agents(args, 1, core=0, env=env)
-    started = time.monotonic() - t0
     url = next(iter(urls.values()))
     rows = []
     try:
+        while any(  # page reads through the index: once the chain is verified
+            p.startswith("audit chain being")
+            for p in httpx.get(f"{url}/api/v1/snapshot", trust_env=False).json()["problems"]
+        ):
+            time.sleep(0.2)
         rss0 = psutil.Process(proc.pid).memory_info().rss / 2**20
-        rows.append(
-            {"case": f"agent start-up on {n} entries{label}", "seconds": round(started, 2)}
-            | {"rss_mb": round(rss0, 1)}
-        )
+        rows.append(start | {"rss_mb": round(rss0, 1)})
         for limit in (100, 1000):
             lat = asyncio.run(page_load(url, clients, seconds, limit, n))
             rss = psutil.Process(proc.pid).memory_info().rss / 2**20

@@ -52,6 +52,7 @@ Unknown paths answer 404 and wrong methods 405, both with an `ErrorBody`.
 The latest `NodeSnapshot`, served from memory: collection runs in a background loop every
 `interval_s` (default 2 s), so a slow engine delays the next collection, never this answer. 503
 only before the first collection finished (the agent collects once before it starts listening).
+Served at once after start-up, also while the audit chain is still being verified.
 
 ### `GET /api/v1/events`
 Server-sent events. Every event carries an `id:` that increases (ids start at the agent's start
@@ -80,6 +81,7 @@ Checks, in this order, each before any process starts:
 | 429 | more than `auth_failures_per_min` (default 10) failed authentications from the address (a valid token still passes), or over the token's rate limit (default 30/min); `Retry-After` says when to retry |
 | 400 | a body that is not strict JSON (UTF-8, no lone surrogates, integers up to 20 digits, strings up to 1024 characters, nesting up to 8, no duplicate keys, no NaN), unknown action, unknown body key, engine not matching `^[a-z][a-z0-9_-]{{0,31}}$`, model with whitespace or a leading `-`, or nothing configured for the action (the reason names the key to set) |
 | 409 | another action is already running on the same engine (node-wide for `purge`) |
+| 503 | the audit chain is still being verified at start-up (a request that passed every check above): `{{"error": "audit chain being verified: N of M entries; actions refused until then", "detail": {{"verified": N, "of": M, "retry_after_s": S}}}}` and `Retry-After` (the time left at the rate so far); or, while another process holds the log's lock, `...: waiting for the audit log's lock ...`. Nothing runs, and the refusal is recorded once the chain verified |
 | 503 | the intent cannot be recorded (audit log damaged or unwritable): nothing runs; `detail` says why, so does the snapshot's `problems`, until an operator runs `fleet agent audit seal` |
 
 Actions: `purge`, `unload <engine> [<model>]`, `stop|start|restart <engine>`. Unload goes through
@@ -103,6 +105,14 @@ Entries are the lines on disk as written (hash them as received: an entry writte
 existed has no `ref` key). The chain runs on across rotated files, so paging by `after` never
 sees a file boundary; a page costs O(limit) at any log size (an offset index). Lines that are not
 audit entries are left out, so a damaged log shows as a gap in `seq`.
+
+While the agent verifies its chain at start-up (seconds at a million entries; the snapshot's
+`problems` says `audit chain being verified: N of M entries`) pages are served all the same,
+from the files as they are: what the agent serves is always the bytes on disk, and the reader
+verifies them, so nothing about a page depends on the agent's own verdict. The head is the
+newest line on disk (not 0, which would look like a truncated log). Until the offset index is
+built a page costs one scan of the file that holds it (at most `audit_rotate_bytes`, about
+13 ms for 10 MiB) instead of O(limit).
 
 ## Models (JSON Schema)
 """

@@ -481,3 +481,27 @@ def test_a_running_writer_follows_a_forced_seal_of_its_own_chain(tmp_path: Path)
     (tmp_path / "b" / HEAD_FILE).unlink()
     with pytest.raises(AuditError, match="replaced or removed"):
         other.append(fields(9))
+
+
+def test_start_up_verification_reports_progress_and_can_be_stopped(tmp_path: Path) -> None:
+    path, prev, out = tmp_path / "audit.jsonl", GENESIS_HASH, []
+    for seq in range(1, 4101):  # past one stop check (every 4096 entries); not fsync'd: fast
+        d = AuditEntry(seq=seq, prev_hash=prev, hash="", **fields(seq)).model_dump(mode="json")
+        d["hash"] = prev = audit_hash(d)
+        out.append(canonical_json(d) + b"\n")
+    path.write_bytes(b"".join(out))
+    again = AuditLog(path)
+    again.peek()  # before verification: the head on disk, the count to expect
+    assert (again.seq, again.hash) == (4100, prev)
+    progress = again.progress
+    assert progress is not None and progress.describe() == "0 of 4100 entries"
+    progress.stop.set()
+    again.open()  # asked to stop: gives up, unverified, nothing written
+    assert again.progress is progress and 4096 <= progress.done < 4100
+    assert again._index == [] and len(lines_of(path)) == 4100
+    fresh = AuditLog(path)
+    fresh.peek()
+    watched = fresh.progress
+    fresh.open()
+    assert fresh.progress is None and fresh.problem is None
+    assert watched is not None and watched.describe() == "4100 of 4100 entries"

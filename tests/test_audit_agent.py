@@ -6,7 +6,9 @@ of audit.jsonl: the write-ahead rule says that line is its own `started` entry, 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import random
 import sys
 import threading
@@ -286,4 +288,60 @@ def test_start_up_removes_the_temp_files_a_kill_9_left(node: Node) -> None:
         assert node.act(agent.url).status_code == 200  # and the chain goes on
     finally:
         agent.stop()
+    assert verify_chain(node.audit).ok
+
+
+def _snapshot_problems(url: str) -> list[str]:
+    return httpx.get(f"{url}/api/v1/snapshot", timeout=5).json()["problems"]
+
+
+def test_reads_are_served_while_the_chain_is_verified_and_writes_wait(node: Node) -> None:
+    """The verification holds the audit log's flock; this test holds it first (as a `fleet agent
+    audit seal` in another process would), so the agent stays verifying as long as it likes."""
+    agent = node.start()
+    assert node.act(agent.url).status_code == 200  # the log exists: seq 1 started, 2 ok
+    agent.stop()
+    fd = os.open(node.audit.parent / ".audit.jsonl.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        stopped = node.start()  # a stop while it waits is prompt and clean
+        t0 = time.monotonic()
+        stopped.stop()
+        assert stopped.proc.returncode == 0 and time.monotonic() - t0 < 5, stopped.stderr()
+        agent = node.start()
+        snap = httpx.get(f"{agent.url}/api/v1/snapshot", timeout=5).json()
+        assert snap["audit"]["seq"] == 2  # the head on disk, not 0 (that would look truncated)
+        assert any(p.startswith("audit chain being verified: waiting") for p in snap["problems"])
+        assert httpx.get(f"{agent.url}/healthz", timeout=5).status_code == 200
+        page = httpx.get(f"{agent.url}/api/v1/audit", timeout=5).json()  # from the files
+        assert [e["seq"] for e in page["entries"]] == [1, 2] and page["head"]["seq"] == 2
+        r = node.act(agent.url)
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+        assert r.json()["error"].startswith("audit chain being verified: waiting")
+        bad = httpx.post(
+            f"{agent.url}/api/v1/actions",
+            json={"action": "restart", "engine": "ollama"},
+            headers={"Authorization": "Bearer wrong"},
+            timeout=5,
+        )
+        assert bad.status_code == 401  # every other answer is as usual
+        assert len(node.run_log()) == 1 and len(node.entries()) == 2  # nothing ran or was written
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    try:
+        deadline = time.monotonic() + 10
+        while any(p.startswith("audit chain being") for p in _snapshot_problems(agent.url)):
+            assert time.monotonic() < deadline, "writes never opened"
+            time.sleep(0.05)
+        assert node.act(agent.url).status_code == 200
+    finally:
+        agent.stop()
+    entries = node.entries()
+    assert [(e["status"], e["http_status"]) for e in entries[2:]] == [
+        ("denied", 503),  # the refusals held during verification, recorded once it verified
+        ("denied", 401),
+        ("started", 200),
+        ("ok", 200),
+    ]
     assert verify_chain(node.audit).ok

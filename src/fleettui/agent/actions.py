@@ -14,6 +14,11 @@ Order of checks, each before any process starts (every attempt, refused or not, 
 Refusals up to 3 are recorded through refusals.RefusalLog (aggregated per address and window),
 the later ones one entry each (they need a valid token, so the token's rate limit bounds them).
 
+While the start-up verification of the audit chain runs (seconds at 1M entries, in the
+background: reads are served meanwhile) a request that passed 1-6 is answered 503 with how far
+it is and Retry-After; refusals meanwhile are held (at most MAX_PENDING) and recorded once the
+chain verified, since nothing may extend it before.
+
 Then the intent is recorded (`started`, chained and fsync'd) -- when that fails the answer is
 503 and nothing runs -- and the action runs: an argv the administrator configured (list argv,
 never a shell, its own timeout, the process group killed on timeout), the engine's own unload
@@ -32,6 +37,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,6 +79,8 @@ DRAIN_AFTER_EXIT_S = 0.5
 AUDIT_PAGE_DEFAULT = 100
 AUDIT_PAGE_MAX = 1000
 STALE_TEMP_S = 60.0  # older than any write in flight in another process
+MAX_PENDING = 4096  # refusals held while the chain is verified; past it they are only counted
+VERIFYING = "audit chain being verified: "  # not AUDIT_PROBLEM_PREFIX: nothing is damaged
 REQUEST_FIELDS = ("action", "engine", "model")
 ACTIONS_PATH = "/api/v1/actions"
 # Said alike to a client that sent no token and to one whose token is wrong or revoked, so it
@@ -373,6 +381,8 @@ class ActionService:
         self.refusals = RefusalLog(self._append, window_s=self.config.refusal_window_s)
         self.busy: set[str] = set()
         self._client: httpx.AsyncClient | None = None
+        self._pending: list[dict[str, Any]] | None = []  # None once the chain is verified
+        self._pending_dropped = 0
 
     @classmethod
     def for_agent(cls, agent: NodeAgent, tokens: TokenStore | None = None) -> ActionService:
@@ -384,9 +394,62 @@ class ActionService:
         return cls(agent, tokens or TokenStore(tokens_path()), audit)
 
     async def start(self) -> None:
-        await anyio.to_thread.run_sync(self.audit.open)
+        """What must be done before serving (fast); the chain is verified by `verify`."""
+        await anyio.to_thread.run_sync(self.audit.peek)
         await anyio.to_thread.run_sync(self._remove_stale_temps)
         await anyio.to_thread.run_sync(self.tokens.refresh)
+
+    async def verify(self, limiter: anyio.CapacityLimiter | None = None) -> None:
+        """The start-up verification in a worker thread, then the refusals held meanwhile.
+        Cancelled (the agent stops), it asks the walk to stop and waits for it: a thread left
+        running could be killed mid-append at exit."""
+        progress = self.audit.progress
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                self.audit.open()
+            finally:
+                done.set()
+
+        try:
+            await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=limiter)
+        except anyio.get_cancelled_exc_class():
+            if progress is not None:
+                progress.stop.set()
+            with anyio.CancelScope(shield=True):
+                while not done.is_set():
+                    await anyio.sleep(0.01)
+            if self._pending:
+                log.warning(
+                    "audit: %d refusals not recorded: the agent stopped before its chain "
+                    "was verified",
+                    len(self._pending) + self._pending_dropped,
+                )
+            raise
+        pending, self._pending = self._pending or [], None
+        for fields in pending:
+            await self._append(fields)
+        if self._pending_dropped:
+            await self._append(self._dropped_record(self._pending_dropped))
+        self.agent.write_side_changed()
+
+    @staticmethod
+    def _dropped_record(n: int) -> dict[str, Any]:
+        return {
+            "ts": round(time.time(), 6),
+            "action": None,
+            "args": {"refusals": n},
+            "status": "denied",
+            "http_status": 503,
+            "error": f"{n} more refusals while the chain was being verified (over {MAX_PENDING}: "
+            "counted, not recorded one by one)",
+        }
+
+    def verifying(self) -> str | None:
+        """How far the start-up verification is, or None once it is done."""
+        progress = self.audit.progress
+        return None if progress is None else VERIFYING + progress.describe()
 
     def _remove_stale_temps(self) -> None:
         """Temp files of atomic writes a kill -9 interrupted (a token file's may hold hashes)."""
@@ -407,6 +470,8 @@ class ActionService:
 
     def problems(self) -> list[str]:
         out = []
+        if (verifying := self.verifying()) is not None:
+            out.append(f"{verifying}; actions are refused until it is done")
         if self.audit.problem:
             out.append(f"audit log: {self.audit.problem}")
         if self.tokens.problem:
@@ -500,7 +565,22 @@ class ActionService:
                 raise Rejection(409, f"an action is already running on {plan.busy_key}")
         except Rejection as rej:
             return await self._refuse(at, rej, aggregate=not authenticated)
+        if (verifying := self.verifying()) is not None:
+            return await self._refuse_verifying(at, verifying)
         return await self._execute(at, plan)
+
+    async def _refuse_verifying(self, at: Attempt, verifying: str) -> JSONResponse:
+        progress = self.audit.progress
+        left = progress.remaining_s() if progress is not None else None
+        wait = 5.0 if left is None else min(60.0, max(1.0, left))
+        detail = {"retry_after_s": round(wait, 1)}
+        if progress is not None and not progress.waiting_for_lock:
+            detail |= {"verified": progress.done, "of": progress.total}
+        resp = await self._refuse(
+            at, Rejection(503, f"{verifying}; actions refused until then", detail)
+        )
+        resp.headers["Retry-After"] = retry_after_header(wait)
+        return resp
 
     async def guard_refused(self, scope: Scope, rej: Rejection) -> None:
         """Record a write refused by the Host/Origin/Content-Type guard (reads are not)."""
@@ -733,6 +813,12 @@ class ActionService:
         return await self._append(fields)
 
     async def _append(self, fields: dict[str, Any]) -> AuditEntry | None:
+        if self._pending is not None:  # the chain is not verified yet: nothing may extend it
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append(fields)
+            else:
+                self._pending_dropped += 1
+            return None
         try:
             entry = await anyio.to_thread.run_sync(self.audit.append, fields)
         except (AuditError, OSError) as exc:

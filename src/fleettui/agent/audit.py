@@ -7,9 +7,12 @@ How to record (every call is blocking file I/O: run it in a worker thread):
   (`status="denied"`). An action is a pair: `append({..., "status": "started"})` BEFORE anything
   runs (refuse the action when it raises), then `append({..., "status": "ok"|"failed",
   "ref": started.seq})` after. `fields` are the `wire.AuditEntry` fields minus seq/hashes.
-- `open()` at start-up verifies the whole chain (streaming, bounded memory), builds the offset
-  index and records every `started` entry that has no outcome as `interrupted`. When the chain
-  does not verify, `problem` says why and every append raises until an operator acts.
+- `peek()` (fast: the last line on disk) gives the head to serve before the chain is verified;
+  `open()` verifies the whole chain (streaming, bounded memory), builds the offset index and
+  records every `started` entry that has no outcome as `interrupted`. It takes seconds at 1M
+  entries, so the agent runs it in the background: `progress` says how far it is (None once
+  done) and the write side refuses actions until then. When the chain does not verify,
+  `problem` says why and every append raises until an operator acts.
 
 Files: `audit.jsonl` is the live file; past `rotate_bytes` it is renamed to `audit.jsonl.N`, N one
 more than the highest existing number (`.1` is the oldest: one rename, never a cascade), and the
@@ -79,6 +82,37 @@ SEAL_HINT = "fleet agent audit verify; then fleet agent audit seal --reason TEXT
 
 class AuditError(Exception):
     """The audit log cannot be appended to; writes are refused until an operator looks."""
+
+
+class _Stopped(Exception):
+    """The agent is stopping: the start-up verification gives up (it is redone next start)."""
+
+
+@dataclass
+class Progress:
+    """How far the start-up verification is; the event loop reads it while a worker walks."""
+
+    total: int = 0  # entries expected: the head on disk (or the one audit.head.json records)
+    walk: _Walk | None = None
+    waiting_for_lock: bool = False
+    started: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def done(self) -> int:
+        return self.walk.entries if self.walk else 0
+
+    def remaining_s(self) -> float | None:
+        """Seconds left at the rate so far; None before there is a rate."""
+        took = time.monotonic() - self.started
+        if not self.done or took <= 0:
+            return None
+        return max(0.0, (self.total - self.done) * took / self.done)
+
+    def describe(self) -> str:
+        if self.waiting_for_lock:
+            return "waiting for the audit log's lock (another process holds it)"
+        return f"{self.done} of {self.total} entries"
 
 
 def chain_files(path: Path) -> list[Path]:
@@ -185,9 +219,11 @@ class _Walk:
     file: Path | None = None
     line: int | None = None
     entries: int = 0
+    stop: threading.Event | None = None
 
     def feed(self, path: Path, offset: int = 0) -> bool:
         """Check every line of `path` from `offset`; False (and `problem`) at the first bad one."""
+        stop = self.stop
         with path.open("rb") as fh:
             ino = os.fstat(fh.fileno()).st_ino
             fh.seek(offset)
@@ -209,6 +245,8 @@ class _Walk:
                 pos += len(raw)
                 self.tail = _Tail(ino, pos, raw)
                 self.entries += 1
+                if stop is not None and not self.entries % 4096 and stop.is_set():
+                    raise _Stopped
         return True
 
     def note(self, d: dict[str, Any], path: Path, ino: int, pos: int) -> str:
@@ -255,10 +293,12 @@ class _Walk:
             self.file = last_file
 
 
-def _walk_chain(path: Path) -> tuple[_Walk, list[Path]]:
+def _walk_chain(path: Path, progress: Progress | None = None) -> tuple[_Walk, list[Path]]:
     files = chain_files(path)
     anchor = _read_head_file(path.parent / HEAD_FILE)
     w = _Walk(anchor_seq=anchor[0] if anchor else -1)
+    if progress is not None:
+        w.stop, progress.walk = progress.stop, w
     for f in files:
         if not w.feed(f):
             break
@@ -332,37 +372,62 @@ class AuditLog:
         self._intents: dict[int, dict[str, Any]] = {}
         self._problem_seen: object = None  # the files as they were when `problem` was found
         self._tlock = threading.Lock()
+        self.progress: Progress | None = Progress()  # None once open() has verified the chain
 
     # -- state
     def head(self) -> AuditHead:
         return AuditHead(seq=self.seq, head_hash=self.hash)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, progress: Progress | None = None) -> Iterator[None]:
+        """The flock every writer takes; with `progress`, waiting for it can be stopped."""
         with self._tlock:
             fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                if progress is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    while not _try_flock(fd):
+                        progress.waiting_for_lock = True
+                        if progress.stop.wait(0.05):
+                            raise _Stopped
+                    progress.waiting_for_lock = False
                 yield
             finally:
                 os.close(fd)
 
+    def peek(self) -> None:
+        """Serve the head on disk until the chain is verified (cheap: the newest line only).
+        Advertising seq 0 instead would look like a truncated log to a remote checker."""
+        if self.progress is None:
+            return
+        with contextlib.suppress(OSError):
+            self.seq, self.hash = _disk_head(self.path) or (self.seq, self.hash)
+        anchor = _read_head_file(self.head_path)
+        self.progress.total = max(self.seq, anchor[0] if anchor else 0)
+
     def open(self) -> None:
         """Verify the whole chain and close interrupted intents. Nothing is created until the
-        first append, so a thousand simulated nodes that never act leave no files behind."""
+        first append, so a thousand simulated nodes that never act leave no files behind.
+        `progress.stop` set from another thread ends it early (the log stays unverified)."""
+        progress = self.progress or Progress()
         if not self.path.parent.is_dir():
+            self.progress = None
             return
         try:
-            with self._locked():
+            with self._locked(progress):
                 # Head-file temps are only written under this lock: any left is a killed writer's.
                 remove_stale_temps(self.path.parent, HEAD_FILE, older_than_s=0)
-                self._verify_all()
+                self._verify_all(progress)
                 if not self.problem:
                     self._close_interrupted()
+        except _Stopped:
+            return
         except AuditError:
             pass  # `problem` says why
         except OSError as exc:
             self._fail(f"cannot open {exc.filename}: {exc.strerror}")
+        self.progress = None
         if self.problem:
             log.error(
                 "audit log %s: %s; actions are refused until it is fixed", self.path, self.problem
@@ -385,11 +450,11 @@ class AuditLog:
         self.seq, self.hash, self._tail = w.seq, w.hash, w.tail
         self._index, self._intents = w.index, w.intents
 
-    def _verify_all(self) -> None:
+    def _verify_all(self, progress: Progress | None = None) -> None:
         """The start-up check: every entry of every file, then the head file."""
         self.problem = None
         try:
-            w, _ = _walk_chain(self.path)
+            w, _ = _walk_chain(self.path, progress)
         except OSError as exc:
             self._fail(f"cannot read {exc.filename}: {exc.strerror}")
             return
@@ -698,6 +763,14 @@ class AuditLog:
 
 
 _HASH_RE = re.compile(rb'"hash":"([0-9a-f]{64})"')
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _disk_head(path: Path) -> tuple[int, str] | None:

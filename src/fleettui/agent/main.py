@@ -87,7 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host, port = sock.getsockname()[:2]
             label = agent.simulated.name if agent.simulated else socket.gethostname()
             shown = f"[{host}]" if ":" in host else host  # an IPv6 literal in a URL
-            print(f"fleet agent: serving {label} on http://{shown}:{port}", flush=True)
+            later = ""
+            if isinstance(agent.actions, ActionService) and (v := agent.actions.verifying()):
+                later = f" (reads now; actions refused while the {v})"
+            print(f"fleet agent: serving {label} on http://{shown}:{port}{later}", flush=True)
 
     level = "info" if args.verbose else "warning"
     try:

@@ -273,6 +273,7 @@ class NodeAgent:
         self.ticks = 0
         self.collect_s_total = 0.0
         self.phase_s = 0.0  # delay of the first loop tick (spreads many simulated nodes out)
+        self._collected_problems: list[str] = []  # the last tick's, before the write side's
 
     @classmethod
     def real(cls, config: AgentConfig, *, nvml: object | None = None) -> NodeAgent:
@@ -304,6 +305,17 @@ class NodeAgent:
             snap = snap.model_copy(update={"audit": self.actions.audit_head()})
             self.latest, self.latest_json = snap, snap.model_dump_json().encode()
 
+    def write_side_changed(self) -> None:
+        """The write side's state moved between ticks (its start-up verification ended): serve
+        its head and problems now, and tell SSE subscribers."""
+        snap = self.latest
+        if snap is None or self.actions is None:
+            return
+        problems = [*self._collected_problems, *self.actions.problems()]
+        snap = snap.model_copy(update={"audit": self.actions.audit_head(), "problems": problems})
+        self.latest, self.latest_json = snap, snap.model_dump_json().encode()
+        self.broker.publish("snapshot", self.latest_json)
+
     async def tick(self) -> NodeSnapshot:
         t0 = time.perf_counter()
         try:
@@ -317,6 +329,7 @@ class NodeAgent:
                 update={"ts": time.time(), "problems": [f"collection failed: {exc}"]}
             )
         snap.audit = self.actions.audit_head() if self.actions is not None else AuditHead()
+        self._collected_problems = list(snap.problems)
         if self.actions is not None:
             snap.problems.extend(self.actions.problems())
         self.latest = snap

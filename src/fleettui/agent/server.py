@@ -45,6 +45,7 @@ LISTEN_BACKLOG = 2048
 # nor the idle timeout frees it; without a bound, streams alone could fill the connection cap.
 MAX_STREAMS = 64
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+VERIFY_GRACE_S = 0.5
 
 
 def error(status: int, message: str, detail: Any = None) -> JSONResponse:
@@ -225,7 +226,7 @@ async def serve(
     handle_signals: bool = True,
 ) -> None:
     """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
-    for agent in agents:  # the write side: tokens, audit log (opened before the first request)
+    for agent in agents:  # the write side: tokens, the audit head (its chain verified below)
         if (write := service(agent)) is None:
             agent.actions = write = ActionService.for_agent(agent)
         await write.start()
@@ -256,15 +257,19 @@ async def serve(
         for agent in agents:  # end SSE streams so the graceful shutdown is quick
             agent.broker.close()
 
+    # Chains are verified while reads are served; CPU-bound under the GIL, so two at a time
+    # is as fast as more, and the default thread pool stays free for requests.
+    verifiers = anyio.CapacityLimiter(2)
     async with anyio.create_task_group() as tg:
         for agent in agents:
             tg.start_soon(agent.run)
             if (write := service(agent)) is not None:
                 tg.start_soon(write.refusals.run)
+                tg.start_soon(write.verify, verifiers)
         tg.start_soon(watch_exit)
         tg.start_soon(_widen_listen_queues, server, sockets)
         if on_ready is not None:
-            tg.start_soon(_call_when_started, server, on_ready)
+            tg.start_soon(_call_when_started, server, on_ready, agents)
         try:
             if handle_signals:
                 await server.serve(sockets=list(sockets))
@@ -304,9 +309,16 @@ class AgentServer(uvicorn.Server):
         self.should_exit = True
 
 
-async def _call_when_started(server: uvicorn.Server, on_ready: Callable[[], None]) -> None:
+async def _call_when_started(
+    server: uvicorn.Server, on_ready: Callable[[], None], agents: Sequence[NodeAgent]
+) -> None:
+    """Once the sockets accept requests; a verification that ends within VERIFY_GRACE_S is
+    waited for, so a small log is writable when the line says serving (no 503 race)."""
     while not server.started:
         await anyio.sleep(0.01)
+    with anyio.move_on_after(VERIFY_GRACE_S):
+        while any((w := service(a)) is not None and w.verifying() for a in agents):
+            await anyio.sleep(0.01)
     on_ready()
 
 
