@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from fleettui.agent.collect.energy import EnergyLedger
 from fleettui.agent.collect.nvml import NvmlCollector
 from fleettui.agent.collect.rapl import RaplCollector
@@ -150,3 +152,103 @@ def test_corrupt_energy_state_is_set_aside_with_a_problem(tmp_path: Path) -> Non
     ledger = EnergyLedger(state, 1.0, "EUR")
     assert ledger.days == {} and "unreadable" in (ledger.problem or "")
     assert (tmp_path / "energy.corrupt").exists()
+
+
+class PoisonNvml(FakeNvml):
+    """A driver gone odd on GPU 0 (every figure impossible); GPU 1 still reads true."""
+
+    def nvmlDeviceGetName(self, h: int) -> bytes | str:
+        return "X" * 10_000 if h == 0 else super().nvmlDeviceGetName(h)
+
+    def nvmlDeviceGetMemoryInfo(self, h: int):
+        if h == 0:
+            return SimpleNamespace(total=10**30, used=-(2**40), free=0)
+        return super().nvmlDeviceGetMemoryInfo(h)
+
+    def nvmlDeviceGetUtilizationRates(self, h: int):
+        return SimpleNamespace(gpu=float("nan") if h == 0 else 37, memory=0)
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        return -5_000 if h == 0 else 312_500
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:
+        return 10**5000 if h == 0 else 123_456_789
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        return 2**31 - 1 if h == 0 else 61
+
+
+def test_odd_nvml_values_are_dropped_per_field_with_the_gpu_named() -> None:
+    problems: list[str] = []
+    bad, good = NvmlCollector(PoisonNvml()).gpus(problems)
+    assert bad.name == "GPU 0" and bad.uuid == "GPU-0"  # what the driver said well is kept
+    dropped = ["memory_total_mb", "memory_used_mb", "util_pct", "power_w", "energy_j", "temp_c"]
+    assert all(getattr(bad, f) is None for f in dropped)
+    assert good == NvmlCollector(FakeNvml()).gpus([])[1]  # the other GPU is untouched
+    assert len(problems) == 7  # one line a field (name too), each naming the GPU and the field
+    for field, line in zip(["name", *dropped], problems, strict=True):
+        assert line.startswith(f"nvml: GPU 0: {field} ") and "dropped" in line, line
+    assert "16610-bit number" in problems[5]  # never str() of the 5,000-digit counter
+
+
+@pytest.mark.anyio
+async def test_a_real_source_with_an_odd_gpu_still_publishes_the_node(xdg_home: Path) -> None:
+    """Before: one NaN from the driver failed the whole collection ("collection failed")."""
+    from fleettui.agent.config import AgentConfig
+    from fleettui.agent.node import NodeAgent
+
+    config = AgentConfig(auto_detect=False, rapl_root=str(xdg_home / "no-rapl"))
+    agent = NodeAgent.real(config, nvml=PoisonNvml())
+    try:
+        snap = await agent.tick()
+    finally:
+        await agent.source.aclose()
+    assert not any("collection failed" in p for p in snap.problems), snap.problems
+    assert [g.power_w for g in snap.gpus] == [None, 312.5]
+    assert any(p.startswith("nvml: GPU 0: temp_c") for p in snap.problems)
+    assert snap.cpu.cores and snap.memory.total_mb  # the rest of the node is there
+
+
+def test_odd_host_figures_are_dropped_not_fatal(monkeypatch) -> None:
+    import psutil
+
+    from fleettui.agent.collect.host import HostCollector
+
+    host = HostCollector()
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: float("inf"))
+    monkeypatch.setattr(psutil, "cpu_count", lambda: -4)
+    monkeypatch.setattr(
+        psutil, "virtual_memory", lambda: SimpleNamespace(total=10**40, available=-1)
+    )
+    problems: list[str] = []
+    cpu, mem = host.cpu(problems), host.memory(problems)
+    assert cpu.percent is None and cpu.cores is None
+    assert mem.total_mb is None and mem.used_mb is None
+    assert [p.split(" ", 2)[:2] for p in problems[:4]] == [
+        ["cpu:", "percent"],
+        ["cpu:", "cores"],
+        ["memory:", "total_mb"],
+        ["memory:", "used_mb"],
+    ]
+
+
+def test_the_meter_drops_impossible_readings_and_books_the_rest() -> None:
+    from fleettui.agent.collect.energy import EnergyMeter, Reading
+
+    meter = EnergyMeter(sample_s=2.0, started=0.0)
+    for t, wall in ((100.0, 400.0), (102.0, -1e9)):  # a broken BMC's second figure
+        meter.update(
+            t,
+            [
+                Reading("wall", "wall", "ipmi", "wall", watts=wall),
+                Reading("gpu0", "gpu", "nvml-energy", "g0", watts=float("nan"), counter_j=50.0 * t),
+            ],
+        )
+    parts = {p.name: p for p in meter.parts()}
+    assert parts["wall"].watts is None and parts["gpu0"].energy_j == 100.0  # 50 W for 2 s
+    assert meter.problems == [
+        "energy: wall: watts -1000000000.0 dropped, not a plausible reading "
+        "(Input should be greater than or equal to 0)",
+        "energy: gpu0: watts nan dropped, not a plausible reading "
+        "(Input should be a finite number)",
+    ]

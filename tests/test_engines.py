@@ -203,3 +203,23 @@ def test_broken_config_exits_2_naming_file_and_key(tmp_path, xdg_home) -> None:
         timeout=30,
     )
     assert r.returncode == 2 and "not valid TOML" in r.stderr and "line 1" in r.stderr
+
+
+async def test_odd_model_figures_are_dropped_and_named_the_engine_stays_up() -> None:
+    models = [
+        {"name": "ok:7b", "size": 5 * 2**30, "size_vram": 2**30, "details": {}},
+        {"name": "weird:1b", "size": -(2**30), "size_vram": 10**30, "details": {}},
+        {"name": "n" * 10_000, "size": 1, "details": {}},
+    ]
+    routes = {**OLLAMA, "/api/ps": js({"models": models})}
+    with fake_engine(routes) as eng:
+        e = await probe("ollama", eng.url)
+    assert e.status == "up"
+    assert [(m.name, m.size_mb, m.vram_mb) for m in e.models] == [
+        ("ok:7b", 5120.0, 1024.0),
+        ("weird:1b", None, None),
+    ]
+    assert e.error is not None
+    assert "engine ollama: model weird:1b: size_mb -1024.0 dropped" in e.error
+    assert "vram_mb 9.5367431640625e+23 dropped" in e.error
+    assert "engine ollama: a model: name 'nnnn" in e.error

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 
+from fleettui.agent.collect.bounds import bounded, measured
 from fleettui.wire import Engine, Model
 
 MB = 1024 * 1024
@@ -35,8 +36,14 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> Any:
         raise ProbeError(f"GET {httpx.URL(url).path}: not JSON") from None
 
 
-def _mb(n: Any) -> float | None:
-    return round(n / MB, 1) if isinstance(n, int | float) and not isinstance(n, bool) else None
+def _mb(n: Any) -> Any:
+    """Bytes as MiB; anything else as sent (None, or left for `bounded` to name)."""
+    if isinstance(n, int | float) and not isinstance(n, bool):
+        try:
+            return round(n / MB, 1)
+        except OverflowError:  # an integer too big for a float
+            return n
+    return n
 
 
 def _expect(cond: bool, what: str) -> None:
@@ -48,7 +55,7 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] or path
 
 
-async def probe_ollama(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+async def probe_ollama(client: httpx.AsyncClient, base: str) -> tuple[Any, list[dict[str, Any]]]:
     ver = await _get_json(client, f"{base}/api/version")
     _expect(isinstance(ver, dict) and isinstance(ver.get("version"), str), "/api/version")
     ps = await _get_json(client, f"{base}/api/ps")
@@ -58,17 +65,17 @@ async def probe_ollama(client: httpx.AsyncClient, base: str) -> tuple[str | None
         _expect(isinstance(m, dict) and isinstance(m.get("name"), str), "/api/ps model")
         details = m.get("details") if isinstance(m.get("details"), dict) else {}
         models.append(
-            Model(
-                name=m["name"],
-                size_mb=_mb(m.get("size")),
-                vram_mb=_mb(m.get("size_vram")),
-                quant=details.get("quantization_level") or None,
-            )
+            {
+                "name": m["name"],
+                "size_mb": _mb(m.get("size")),
+                "vram_mb": _mb(m.get("size_vram")),
+                "quant": details.get("quantization_level") or None,
+            }
         )
     return ver["version"], models
 
 
-async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[Any, list[dict[str, Any]]]:
     r = await client.get(f"{base}/health")
     if r.status_code == 503:
         raise ProbeError("loading model (HTTP 503 from /health)")
@@ -102,7 +109,9 @@ async def probe_llamacpp(client: httpx.AsyncClient, base: str) -> tuple[str | No
     # mlx_lm and vLLM also answer /health with 200: only /props or owned_by prove llama.cpp.
     if not isinstance(props, dict) and owned_by != "llamacpp":
         raise ProbeError("answers /health but not /props: not llama.cpp")
-    models = [Model(name=_basename(model_path), size_mb=size, vram_mb=size)] if model_path else []
+    models = (
+        [{"name": _basename(model_path), "size_mb": size, "vram_mb": size}] if model_path else []
+    )
     return version, models
 
 
@@ -114,7 +123,7 @@ async def _openai_models(client: httpx.AsyncClient, base: str) -> list[dict[str,
     return out
 
 
-async def probe_vllm(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+async def probe_vllm(client: httpx.AsyncClient, base: str) -> tuple[Any, list[dict[str, Any]]]:
     data = await _openai_models(client, base)
     version = None
     try:
@@ -124,10 +133,10 @@ async def probe_vllm(client: httpx.AsyncClient, base: str) -> tuple[str | None, 
         pass
     if version is None and not any(m.get("owned_by") == "vllm" for m in data):
         raise ProbeError("no /version and no model owned_by vllm: not vLLM")
-    return version, [Model(name=m["id"]) for m in data if not m.get("parent")]
+    return version, [{"name": m["id"]} for m in data if not m.get("parent")]
 
 
-async def probe_lmstudio(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+async def probe_lmstudio(client: httpx.AsyncClient, base: str) -> tuple[Any, list[dict[str, Any]]]:
     r = await client.get(f"{base}/api/v0/models")
     if r.status_code != 200:
         raise ProbeError(f"GET /api/v0/models -> HTTP {r.status_code}")
@@ -137,29 +146,56 @@ async def probe_lmstudio(client: httpx.AsyncClient, base: str) -> tuple[str | No
         raise ProbeError("GET /api/v0/models: not JSON") from None
     _expect(isinstance(lst, dict) and isinstance(lst.get("data"), list), "/api/v0/models")
     models = [
-        Model(name=m["id"], quant=m.get("quantization") or None)
+        {"name": m["id"], "quant": m.get("quantization") or None}
         for m in lst["data"]
         if isinstance(m, dict) and isinstance(m.get("id"), str) and m.get("state") == "loaded"
     ]
     return r.headers.get("x-lm-studio-version"), models
 
 
-async def probe_mlx(client: httpx.AsyncClient, base: str) -> tuple[str | None, list[Model]]:
+async def probe_mlx(client: httpx.AsyncClient, base: str) -> tuple[Any, list[dict[str, Any]]]:
     # mlx_lm's /v1/models lists the whole HF cache, not what is resident; llama-server also
     # answers here, so refuse to claim a server that has /props.
     data = await _openai_models(client, base)
     if any(m.get("owned_by") in ("llamacpp", "vllm") for m in data):
         raise ProbeError(f"this is {data[0].get('owned_by')}, not mlx_lm")
-    return None, [Model(name=m["id"]) for m in data[:1]]
+    return None, [{"name": m["id"]} for m in data[:1]]
 
 
-PROBES: dict[str, Callable[[httpx.AsyncClient, str], Awaitable[tuple[str | None, list[Model]]]]] = {
+PROBES: dict[
+    str, Callable[[httpx.AsyncClient, str], Awaitable[tuple[Any, list[dict[str, Any]]]]]
+] = {
     "ollama": probe_ollama,
     "llamacpp": probe_llamacpp,
     "vllm": probe_vllm,
     "lmstudio": probe_lmstudio,
     "mlx": probe_mlx,
 }
+
+
+def _up(name: str, url: str, version: Any, found: list[dict[str, Any]]) -> Engine:
+    """An engine that answered, each figure checked against the wire's bounds on its own: an
+    odd one (a negative size, an exabyte of VRAM, a 10,000-character name) is dropped and
+    named in `error`, the rest shown."""
+    problems: list[str] = []
+    where = f"engine {name}"
+    models = []
+    for m in found:
+        model_name = bounded(Model, "name", m["name"], f"{where}: a model", problems)
+        if model_name is not None:
+            fields = {k: v for k, v in m.items() if k != "name"}
+            models.append(
+                Model(
+                    name=model_name,
+                    **measured(Model, f"{where}: model {model_name}", problems, **fields),
+                )
+            )
+    version = bounded(Engine, "version", version, where, problems)
+    error = None
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        error = "; ".join(problems[:3]) + more
+    return Engine(name=name, url=url, status="up", version=version, models=models, error=error)
 
 
 async def probe_engine(
@@ -169,8 +205,8 @@ async def probe_engine(
     err: str
     try:
         with anyio.fail_after(timeout_s):
-            version, models = await PROBES[kind](client, base)
-        return Engine(name=name, url=url, status="up", version=version, models=models)
+            version, found = await PROBES[kind](client, base)
+        return _up(name, url, version, found)
     except TimeoutError:
         err = f"no answer within {timeout_s:g} s"
     except httpx.ConnectError:

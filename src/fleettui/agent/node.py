@@ -203,6 +203,8 @@ class RealSource:
         for eng in engines:
             if eng.status == "down":
                 problems.append(f"engine {eng.name} down: {eng.error}")
+            elif eng.error:  # up, some figures dropped (engines.py names them)
+                problems.append(eng.error)
         if mem.pressure_pct is not None and mem.pressure_pct >= 95:
             problems.append(f"memory pressure {mem.pressure_pct:.0f}%")
         if ledger.problem:

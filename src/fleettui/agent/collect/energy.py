@@ -16,10 +16,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from fleettui.agent.collect.bounds import bounded
 from fleettui.fsutil import atomic_write
 from fleettui.wire import Cost, DailyCost, PowerPart, in_scope
 
@@ -118,6 +119,7 @@ class EnergyMeter:
         """Take one round of readings; returns (t0, t1, joules) the node used since the previous
         round. With a wall reading only it counts: the other parts are inside it."""
         self.problems = []
+        readings = [self._checked(r) for r in readings]
         counted = {id(r) for r in in_scope(readings)}
         added = 0.0
         t0 = t
@@ -137,7 +139,10 @@ class EnergyMeter:
             if r.counter_j is not None:
                 prev.avg_j += d
                 if t - prev.avg_t >= MIN_AVG_S:
-                    prev.watts = prev.avg_j / (t - prev.avg_t)
+                    watts = prev.avg_j / (t - prev.avg_t)
+                    prev.watts = bounded(
+                        PowerPart, "watts", watts, f"energy: {r.name}", self.problems
+                    )
                     prev.avg_t, prev.avg_j = t, 0.0
                 if r.watts is not None:  # the device's own reading is the better "now"
                     prev.watts = r.watts
@@ -150,6 +155,16 @@ class EnergyMeter:
                 p.watts = None
         self.node_j += added
         return t0, t, added
+
+    def _checked(self, r: Reading) -> Reading:
+        """A reading whose figures the wire would refuse loses them (None: not measured)."""
+        where = f"energy: {r.name}"
+        watts = bounded(PowerPart, "watts", r.watts, where, self.problems)
+        counter = bounded(PowerPart, "energy_j", r.counter_j, where, self.problems)
+        wrap = bounded(PowerPart, "energy_j", r.wrap_j, where, self.problems)
+        if (watts, counter, wrap) == (r.watts, r.counter_j, r.wrap_j):
+            return r
+        return replace(r, watts=watts, counter_j=counter, wrap_j=wrap)
 
     def _from_handover(self, r: Reading, t: float, *, counted: bool) -> _Part | None:
         got = self._handover.pop(r.key, None)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from fleettui.agent.collect.bounds import bounded, measured
 from fleettui.wire import Cpu, Memory, NodeInfo
 
 PSI_MEMORY = Path("/proc/pressure/memory")
@@ -19,24 +20,30 @@ class HostCollector:
 
     def __init__(self) -> None:
         psutil.cpu_percent(interval=None)
-        self.boot_time = psutil.boot_time()
+        self.problems: list[str] = []  # the boot time's, read once
+        self.boot_time: float | None = bounded(
+            NodeInfo, "boot_time", psutil.boot_time(), "host", self.problems
+        )
 
     def node_info(self, agent_version: str) -> NodeInfo:
+        boot = self.boot_time
         return NodeInfo(
             hostname=socket.gethostname(),
             os=f"{platform.system()} {platform.release()}",
             arch=platform.machine(),
             agent_version=agent_version,
-            uptime_s=round(max(0.0, time.time() - self.boot_time), 1),
-            boot_time=round(self.boot_time, 1),
+            uptime_s=round(max(0.0, time.time() - boot), 1) if boot is not None else 0.0,
+            boot_time=round(boot, 1) if boot is not None else None,
         )
 
     def cpu(self, problems: list[str]) -> Cpu:
+        problems.extend(self.problems)
         try:
-            return Cpu(percent=psutil.cpu_percent(interval=None), cores=psutil.cpu_count())
+            percent, cores = psutil.cpu_percent(interval=None), psutil.cpu_count()
         except Exception as exc:  # psutil raises many kinds on odd kernels
             problems.append(f"cpu: {exc}")
             return Cpu()
+        return Cpu(**measured(Cpu, "cpu", problems, percent=percent, cores=cores))
 
     @staticmethod
     def memory_stall_s(path: Path = PSI_MEMORY) -> float | None:
@@ -58,10 +65,21 @@ class HostCollector:
             problems.append(f"memory: {exc}")
             return Memory()
         mb = 1024 * 1024
-        used = vm.total - vm.available
+        try:
+            used = vm.total - vm.available
+            total_mb, used_mb = round(vm.total / mb, 1), round(used / mb, 1)
+            pressure = round(100.0 * used / vm.total, 1) if vm.total else None
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
+            problems.append(f"memory: odd figures from psutil: {exc}")
+            total_mb = used_mb = pressure = None
         return Memory(
-            total_mb=round(vm.total / mb, 1),
-            used_mb=round(used / mb, 1),
-            pressure_pct=round(100.0 * used / vm.total, 1) if vm.total else None,
-            stall_s_total=self.memory_stall_s(),
+            **measured(
+                Memory,
+                "memory",
+                problems,
+                total_mb=total_mb,
+                used_mb=used_mb,
+                pressure_pct=pressure,
+                stall_s_total=self.memory_stall_s(),
+            )
         )

@@ -6,6 +6,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
+from fleettui.agent.collect.bounds import bounded, measured
 from fleettui.agent.collect.energy import Reading
 from fleettui.wire import Gpu
 
@@ -78,20 +79,38 @@ class NvmlCollector:
             power_mw = self._try(n.nvmlDeviceGetPowerUsage, h)
             energy_mj = self._try(n.nvmlDeviceGetTotalEnergyConsumption, h)
             temp = self._try(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
+            where = f"nvml: GPU {i}"
             out.append(
                 Gpu(
                     index=i,
-                    name=str(name),
-                    uuid=uuid,
-                    memory_total_mb=round(mem.total / MB, 1) if mem is not None else None,
-                    memory_used_mb=round(mem.used / MB, 1) if mem is not None else None,
-                    util_pct=float(util.gpu) if util is not None else None,
-                    power_w=round(power_mw / 1000.0, 2) if power_mw is not None else None,
-                    energy_j=round(energy_mj / 1000.0, 3) if energy_mj is not None else None,
-                    temp_c=float(temp) if temp is not None else None,
+                    name=bounded(Gpu, "name", str(name), where, problems) or f"GPU {i}",
+                    **measured(
+                        Gpu,
+                        where,
+                        problems,
+                        uuid=uuid if isinstance(uuid, str) else None,
+                        memory_total_mb=_scaled(mem, "total", MB, 1),
+                        memory_used_mb=_scaled(mem, "used", MB, 1),
+                        util_pct=_scaled(util, "gpu", 1, 1),
+                        power_w=_scaled(power_mw, None, 1000.0, 2),
+                        energy_j=_scaled(energy_mj, None, 1000.0, 3),
+                        temp_c=_scaled(temp, None, 1, 1),
+                    ),
                 )
             )
         return out
+
+
+def _scaled(raw: Any, attr: str | None, unit: float, digits: int) -> Any:
+    """A driver figure in wire units, or the raw value when it is no number (then `measured`
+    names it); None when the board does not report it."""
+    value = getattr(raw, attr, None) if attr is not None else raw
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return round(value / unit, digits)
+        except (OverflowError, ValueError):  # an int too big for a float
+            return value
+    return value
 
 
 def gpu_readings(gpus: list[Gpu]) -> list[Reading]:
