@@ -58,6 +58,7 @@ from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
 from fleettui.fsutil import remove_stale_temps
 from fleettui.wire import (
     ACTION_TIMEOUTS_S,
+    AUDIT_PROBLEM_PREFIX,
     ActionEvent,
     ActionRequest,
     ActionResult,
@@ -473,7 +474,7 @@ class ActionService:
         if (verifying := self.verifying()) is not None:
             out.append(f"{verifying}; actions are refused until it is done")
         if self.audit.problem:
-            out.append(f"audit log: {self.audit.problem}")
+            out.append(AUDIT_PROBLEM_PREFIX + self.audit.problem)
         if self.tokens.problem:
             out.append(f"tokens: {self.tokens.problem}")
         return out
