@@ -4,13 +4,16 @@ One `fleet agent serve --simulate` process serves 14 nodes, each with a real aud
 by real authenticated actions. Seven are tampered with under a running aggregator (which must
 see each BROKEN within its documented bound), seven only ever meet fresh `fleet status` runs
 (which must find each on their own, from the pins an earlier run left). The full rewrite
-recomputes every hash and `audit.head.json` and restarts the agent on the same ports.
+recomputes every hash and `audit.head.json` and restarts the agent on the same ports. Those logs
+are one page, which a fresh `fleet status` re-reads every run; what it guarantees on a longer
+log (a share of the pages a run, every page within a few runs) is the last test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -24,9 +27,10 @@ import pytest
 
 from actionfleet import write_action_agent_config
 from conftest import AgentProc, start_agent
-from fakes import rehash_from, wait_for
+from fakes import make_chain, rehash_from, wait_for
 from fleettui.aggregator.aggregator import FleetAggregator
-from fleettui.aggregator.pins import PinStore
+from fleettui.aggregator.chain import PAGE, SPOT_PAGES, ChainVerifier
+from fleettui.aggregator.pins import PinStore, node_key
 from fleettui.aggregator.state import ChainStatus
 from fleettui.config import Defaults, FleetConfig, NodeConfig
 from fleettui.wire import canonical_json
@@ -50,18 +54,19 @@ FAST = {"chain_recheck_s": 0.2, "chain_rescan_s": 1.0}
 
 
 def free_ports(n: int) -> int:
-    """A base port with n free consecutive ports after it."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
+    """A base port with n free consecutive ports after it, below the ephemeral range (32768
+    on): no outgoing connection or `--port 0` agent of a busy suite takes one of them between
+    here and the restart on the same ports."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - n)
         socks = []
         try:
             for p in range(base, base + n):
                 sk = socket.socket()
                 socks.append(sk)
+                # as the agent binds: a port in TIME_WAIT is free
+                sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sk.bind(("127.0.0.1", p))
             return base
         except OSError:
@@ -329,3 +334,90 @@ async def test_a_renamed_entry_keeps_its_pin_and_another_node_under_that_name_do
         "detail": f"verified through seq {live.entries}",
         "seq": live.entries,
     }
+
+
+SPOT_LOG = (SPOT_PAGES + 2) * PAGE  # 12 pages: more than one one-shot re-reads
+
+
+@pytest.fixture
+def big_logs(tmp_path: Path, xdg_home: Path):
+    """Two simulated nodes whose logs hold SPOT_LOG valid entries, written before start."""
+    chain = make_chain(SPOT_LOG)
+    logs = {}
+    for name in ("big-000", "big-001"):
+        d = xdg_home / ".local/share/fleettui/agent/nodes" / name
+        d.mkdir(parents=True, mode=0o700)
+        (d / "audit.jsonl").write_bytes(b"".join(canonical_json(e) + b"\n" for e in chain))
+        head = {"seq": SPOT_LOG, "hash": chain[-1]["hash"], "ts": time.time()}
+        (d / "audit.head.json").write_text(json.dumps(head))
+        logs[name] = d / "audit.jsonl"
+    agent = start_agent("--simulate", "--nodes", "2", "--name", "big", nodes=2, tmp=tmp_path)
+    yield agent, logs
+    agent.stop()
+
+
+def edit_in_place(log: Path, seq: int) -> None:
+    """Change one entry's content, same length, hash left alone (the agent is not told)."""
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert b'"duration_ms":12.5' in lines[seq - 1]
+    lines[seq - 1] = lines[seq - 1].replace(b'"duration_ms":12.5', b'"duration_ms":99.5')
+    log.write_bytes(b"".join(lines))
+
+
+async def test_a_one_shot_reads_a_bounded_share_and_repeated_runs_cover_the_log(
+    big_logs, xdg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fleet status` re-reads the pinned entry, what is new and the SPOT_PAGES pages verified
+    longest ago (as the pin on disk records), so an edit deep in a long log is BROKEN within
+    ceil(pages / SPOT_PAGES) runs, and at once with `--full-audit`."""
+    agent, logs = big_logs
+    afters: dict[str, list[int]] = {}
+    orig = ChainVerifier._page
+
+    async def counted(v: ChainVerifier, client, after: int, timeout_s: float):  # type: ignore[no-untyped-def]
+        afters.setdefault(v.pin.key, []).append(after)
+        return await orig(v, client, after, timeout_s)
+
+    monkeypatch.setattr(ChainVerifier, "_page", counted)
+    pins = PinStore(xdg_home / ".local/state/fleettui/audit-pins")
+    a, b = "big-000", "big-001"
+
+    async def one_shot(name: str, **kw: bool) -> tuple[ChainStatus, str, list[int]]:
+        afters.clear()
+        cfg = FleetConfig(nodes=[NodeConfig(name=name, url=agent.urls[name])])
+        [v] = await FleetAggregator(cfg, pins=pins).poll_once(20, **kw)
+        return v.chain, v.chain_detail or "", afters.pop(node_key(agent.urls[name]))
+
+    every_page = list(range(0, SPOT_LOG, PAGE))
+    for name in (a, b):  # first contact: the whole log, from genesis
+        assert await one_shot(name) == (
+            ChainStatus.OK,
+            f"verified through seq {SPOT_LOG}",
+            every_page,
+        )
+    edited = SPOT_LOG - PAGE // 2  # in the last page, the one a second run does not re-read
+    for log in logs.values():
+        edit_in_place(log, edited)
+
+    # run 2: the pinned entry, and the 10 pages verified longest ago (all alike: by seq)
+    chain, _, read = await one_shot(a)
+    assert (chain, read) == (ChainStatus.OK, [SPOT_LOG - 1, *every_page[:SPOT_PAGES]])
+    # run 3 (a fresh process: the pin on disk says which pages run 2 read): the two it left
+    # come first, and the second holds the edit
+    chain, detail, read = await one_shot(a)
+    assert chain is ChainStatus.BROKEN and detail == f"seq {edited}: hash mismatch (entry altered)"
+    assert read == [SPOT_LOG - 1, *every_page[SPOT_PAGES:]]
+
+    # `--full-audit` in a fresh `fleet status`: every page, so run 2 already finds it
+    fleet_toml = xdg_home / "fleet.toml"
+    fleet_toml.write_text(f'[[node]]\nname = "{b}"\nurl = "{agent.urls[b]}"\n')
+    env = {**os.environ, "FLEET_CONFIG": str(fleet_toml)}
+    r = fleet(env, "status", "--json", "--full-audit")
+    assert r.returncode == 1, r.stderr
+    [node] = json.loads(r.stdout)["nodes"]
+    assert node["audit"]["chain"] == "BROKEN"
+    assert node["audit"]["detail"] == f"seq {edited}: hash mismatch (entry altered)"
+    # `fleet ping` loads the same pins: the break sticks there too, with no log read
+    r = fleet(env, "ping", b, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["audit"]["chain"] == "BROKEN"

@@ -80,7 +80,7 @@ def test_bash_completes_commands_options_choices_and_nodes(
     assert c("ag") == ["agent"]
     assert c("agent", "") == ["audit", "serve", "token"]
     assert c("agent", "token", "r") == ["revoke", "rotate"]
-    assert c("status", "--") == ["--config", "--help", "--json", "--timeout"]
+    assert c("status", "--") == ["--config", "--full-audit", "--help", "--json", "--timeout"]
     assert c("add", "new", "--kind", "") == ["asiai", "fleettui", "ollama"]
     assert c("bulk", "") == ["purge", "restart", "start", "stop", "unload"]
     assert c("bulk", "--engine", "ollama", "re") == ["restart"]  # the option's value is skipped

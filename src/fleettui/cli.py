@@ -98,6 +98,15 @@ def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _full_audit(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument(
+        "--full-audit",
+        action="store_true",
+        help=f"{what}re-verify every audit entry, not only what is new and the 10 pages "
+        "verified longest ago",
+    )
+
+
 def _add_agent(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run or manage the node agent on this machine")
     asub = agent.add_subparsers(dest="agent_cmd", required=True, metavar="COMMAND")
@@ -169,6 +178,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     status.add_argument(
         "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
     )
+    _full_audit(status)
     status.set_defaults(func=_to(COMMANDS, "cmd_status"))
 
     ping = sub.add_parser("ping", help="poll one node and show its round trip")
@@ -176,6 +186,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     _json(ping)
     ping.add_argument("name")
     ping.add_argument("--timeout", type=_rule("TimeoutS", CONFIG), default=5.0, help="seconds")
+    _full_audit(ping)
     ping.set_defaults(func=_to(COMMANDS, "cmd_ping"))
 
     add = sub.add_parser("add", help="add a node to the fleet config")
@@ -288,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll every node once and print `fleet status --json`'s document",
     )
+    _full_audit(p, "with --once or --json: ")
     p.set_defaults(func=_to(DASHBOARD, "cmd_dashboard"))
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     _add_agent(sub)

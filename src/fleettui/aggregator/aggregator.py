@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from fleettui.aggregator.chain import AUDIT_PATH, ChainUnreadable, parse_page
+from fleettui.aggregator.chain import ALL_PAGES, AUDIT_PATH, ChainUnreadable, parse_page
 from fleettui.aggregator.dispatch import Envelope, ProgressCallback, send
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.pins import PinStore
@@ -293,8 +293,12 @@ class FleetAggregator:
         return any(kind in sub.kinds for sub in self._subs)
 
     # --- one-shot requests ---------------------------------------------------------------
-    async def poll_once(self, timeout: float) -> list[NodeView]:
+    async def poll_once(self, timeout: float, *, full_audit: bool = False) -> list[NodeView]:
         """Poll every node once in parallel (snapshot, then the audit chain), capped at `timeout`.
+
+        The chain: the pinned entry, what is new and a bounded share of the older log (the
+        pages verified longest ago), or with `full_audit` all of it; the whole log on first
+        contact.
 
         Nodes without an answer by then are OFFLINE with that reason. Works with or without the
         aggregator running.
@@ -310,7 +314,8 @@ class FleetAggregator:
             answered.add(w.cfg.name)
             left = deadline - time.monotonic()
             if ok and w.chain is not None and w.snap_json is not None and left > 0:
-                await w.chain.sync(min(w.defaults.http_timeout_s, left))  # nor this
+                sweep = ALL_PAGES if full_audit else None  # None: the stalest pages
+                await w.chain.sync(min(w.defaults.http_timeout_s, left), sweep=sweep)  # nor this
 
         try:
             with anyio.move_on_after(timeout):

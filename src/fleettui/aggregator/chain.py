@@ -7,6 +7,9 @@ sweep rotates through the log one checkpoint gap (one page) at a time, each page
 by link from one pinned checkpoint hash to the next, so every entry is read again within a
 bounded time (docs/aggregator.md has the formula). The pin, the checkpoints and any break live
 in a `Pin` that `pins.PinStore` persists, so a later `fleet status` or dashboard starts from them.
+A one-shot (`fleet status`) does the tail and the SPOT_PAGES pages verified longest ago (the pin
+records when each was), so its cost is bounded at any log size and repeated runs (cron) still
+pass over the whole log: every page within ceil(pages / SPOT_PAGES) runs.
 
 Links are verified on the raw JSON the agent sent, never on a re-serialised model, so a field this
 version does not know cannot make a good chain look broken. A break is sticky: a chain that was
@@ -15,9 +18,12 @@ tampered with does not heal because the next entries happen to link.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import random
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +38,8 @@ from fleettui.wire import GENESIS_HASH, AuditEntry, AuditHead, audit_hash
 AUDIT_PATH = "/api/v1/audit"
 PAGE = CHECKPOINT_EVERY
 SWEEP_MAX_PAGES = 10  # per check: at most 2000 entries re-read per node per chain_recheck_s
+SPOT_PAGES = 10  # a one-shot's share of the older log: 2000 entries, ~0.1 s a node
+ALL_PAGES = sys.maxsize  # `sweep=ALL_PAGES`: every page (`--full-audit`)
 MAX_INT_DIGITS = 30  # a seq, ts or status code never needs more; longer is tampering
 
 
@@ -213,8 +221,9 @@ class ChainVerifier:
         self, client: NodeClient, *, timeout_s: float, sweep: int | None = None, tail: bool = True
     ) -> None:
         """Extend the pin to the node's head (unless `tail` is False: a check only for pages
-        of the sweep that fell due), then re-read `sweep` pages of the older log (None: all of
-        it, as a one-shot `fleet status` does; see `sweep_due`).
+        of the sweep that fell due), then re-read `sweep` pages of the older log round robin
+        (a running view's share, see `sweep_due`; ALL_PAGES: all of them) or, with None, as a
+        one-shot does, the SPOT_PAGES verified longest ago (`stalest`).
 
         BROKEN with the seq and why on any bad link or a mismatch with the pin; UNKNOWN when
         the node answers with no audit page. An unreachable node raises FetchError and leaves
@@ -229,7 +238,12 @@ class ChainVerifier:
             if fresh:
                 return
             segments = math.ceil(self.pin.seq / PAGE)
-            for _ in range(segments if sweep is None else min(sweep, segments)):
+            if sweep is None:
+                for i in self.stalest(SPOT_PAGES, segments):
+                    await self._segment(client, timeout_s, i)
+                    self.dirty = True  # when it was verified is saved: the next run goes on
+                return
+            for _ in range(min(sweep, segments)):
                 await self._segment(client, timeout_s, self.cursor % segments)
                 self.cursor = (self.cursor % segments) + 1
                 self.credit = max(0.0, self.credit - 1)
@@ -241,6 +255,13 @@ class ChainVerifier:
             if not exc.reachable:
                 raise
             self.checked, self.check_detail = ChainStatus.UNKNOWN, f"audit: {exc.reason}"
+
+    def stalest(self, k: int, segments: int) -> list[int]:
+        """The `k` pages verified longest ago by any process sharing the pin (never first,
+        then by seq), so consecutive one-shots cover the log a share at a time."""
+        cps, swept = self.pin.checkpoints, self.pin.swept
+        pages = (i for i in range(segments) if i == 0 or i * PAGE in cps)  # else unverifiable
+        return heapq.nsmallest(k, pages, key=lambda i: (swept.get(i * PAGE, 0.0), i))
 
     async def _page(self, client: NodeClient, after: int, timeout_s: float) -> Page:
         body = await client.get(
@@ -261,6 +282,7 @@ class ChainVerifier:
     async def _tail(self, client: NodeClient, timeout_s: float) -> None:
         """Re-read the pinned entry, then verify every entry after it up to the head."""
         seq, hsh = self.pin.seq, self.pin.hash
+        covered = -(-seq // PAGE) * PAGE  # pages from here on are walked whole: marked swept
         after = seq - 1 if seq > 0 else 0
         page = await self._page(client, after, timeout_s)
         entries = page.entries
@@ -295,6 +317,8 @@ class ChainVerifier:
                     raise ChainBroken(f"seq {seq}: head hash does not match the entry served")
                 self.checked = ChainStatus.OK
                 self.check_detail = f"verified through seq {seq}" if seq else "empty log"
+                now = time.time()
+                self.pin.swept.update(dict.fromkeys(range(covered, seq, PAGE), now))
                 return
             if not entries:
                 raise ChainBroken(f"head is seq {head.seq} but no entries are served after {seq}")
@@ -318,6 +342,7 @@ class ChainVerifier:
             seq, hsh = entry.seq, entry.hash
             self._passed(seq, hsh)
             if seq == end:
+                self.pin.swept[start] = time.time()
                 return
         raise ChainBroken(
             f"seq {seq + 1}: missing (the log served ends at seq {seq}, "

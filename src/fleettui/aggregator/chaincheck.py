@@ -122,9 +122,8 @@ class ChainCheck:
                 self.waker.clear()
 
     async def sync(self, timeout_s: float, *, sweep: int | None = None, tail: bool = True) -> bool:
-        """One verification pass (`sweep`: pages of the older log to re-read, None for all of
-        it); False when the chain could not be read (retry later). What was verified is saved
-        even when the pass is cut short."""
+        """One verification pass (`sweep`: see ChainVerifier.sync); False when the chain could
+        not be read (retry later). What was verified is saved even when the pass is cut short."""
         client = self.host.client
         assert client is not None
         ok = True

@@ -8,8 +8,10 @@ same URL keeps its pin, another node under the same name (another URL) starts fr
 that rewrites its log cannot shed its pin by changing its hostname.
 
 Each record holds the newest verified `(seq, hash)`, the hash of every CHECKPOINT_EVERY-th entry
-(what a rotating sweep compares whole pages against, and what catches a full rewrite), and, once
-seen, why the chain is BROKEN: sticky until `fleet audit forget` starts a new epoch.
+(what a rotating sweep compares whole pages against, and what catches a full rewrite), when each
+page was last verified (so one-shot runs re-read the least recently verified pages first and
+sweep the whole log over a few runs), and, once seen, why the chain is BROKEN: sticky until
+`fleet audit forget` starts a new epoch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import secrets
 import threading
@@ -66,6 +69,8 @@ class Pin:
     seq: int = 0
     hash: str = GENESIS_HASH
     checkpoints: dict[int, str] = field(default_factory=dict)
+    # page start seq (a multiple of CHECKPOINT_EVERY) -> wall time that page was last verified
+    swept: dict[int, float] = field(default_factory=dict)
     broken: str | None = None  # "seq N: why", sticky
     hostname: str | None = None  # what the node called itself when pinned, for the BROKEN hint
     name: str | None = None  # the config name last seen, for messages
@@ -82,6 +87,7 @@ class Pin:
             "seq": self.seq,
             "hash": self.hash,
             "checkpoints": {str(k): v for k, v in sorted(self.checkpoints.items())},
+            "swept": {str(k): v for k, v in sorted(self.swept.items())},
             "broken": self.broken,
             "hostname": self.hostname,
             "name": self.name,
@@ -98,12 +104,17 @@ class Pin:
             seq = d["seq"]
             if type(seq) is not int or seq < 0 or any(k <= 0 or k > seq for k in cps):
                 raise ValueError("seq out of range")
+            # absent from the pins written before one-shot runs spot-checked pages
+            swept = {int(k): _time(v) for k, v in d.get("swept", {}).items()}
+            if any(k < 0 or k >= seq or k % CHECKPOINT_EVERY for k in swept):
+                raise ValueError("a swept page out of range")
             return cls(
                 key=key,
                 epoch=_opt_str(d.get("epoch")),
                 seq=seq,
                 hash=_hash(d["hash"]),
                 checkpoints=cps,
+                swept=swept,
                 broken=_opt_str(d.get("broken")),
                 hostname=_opt_str(d.get("hostname")),
                 name=_opt_str(d.get("name")),
@@ -118,6 +129,12 @@ def _hash(v: Any) -> str:
     return v
 
 
+def _time(v: Any) -> float:
+    if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+        raise ValueError("a swept time is not a finite time")
+    return float(v)
+
+
 def _opt_str(v: Any) -> str | None:
     if v is not None and not isinstance(v, str):
         raise ValueError("expected a string")
@@ -129,7 +146,9 @@ def merge(disk: Pin, mine: Pin) -> Pin:
 
     A seq both pinned with different hashes means the node served two histories: BROKEN.
     """
-    out = replace(disk, checkpoints=dict(disk.checkpoints))
+    out = replace(disk, checkpoints=dict(disk.checkpoints), swept=dict(disk.swept))
+    for start, at in mine.swept.items():
+        out.swept[start] = max(at, out.swept.get(start, 0.0))
     out.hostname = mine.hostname or disk.hostname
     out.name = mine.name or disk.name
     conflict: str | None = None

@@ -47,11 +47,16 @@ def _console():  # type: ignore[no-untyped-def]
 
 
 def run_dashboard(
-    cfg: FleetConfig, *, rich: bool = False, once: bool = False, read_only: bool = False
+    cfg: FleetConfig,
+    *,
+    rich: bool = False,
+    once: bool = False,
+    read_only: bool = False,
+    full_audit: bool = False,
 ) -> int:
-    """Open the right view on `cfg`; returns the exit status."""
+    """Open the right view on `cfg`; returns the exit status (`full_audit`: for one table)."""
     if once or not sys.stdout.isatty():
-        return anyio.run(_rich_once, cfg)
+        return anyio.run(_rich_once, cfg, full_audit)
     try:
         if rich or not can_run_tui():
             return anyio.run(_rich_live, cfg)
@@ -80,25 +85,27 @@ async def _until_signal(main: Callable[[], Awaitable[None]], stop: Callable[[], 
     return 128 + got[0] if got else 0
 
 
-async def _rich_once(cfg: FleetConfig) -> int:
+async def _rich_once(cfg: FleetConfig, full_audit: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.pins import PinStore
     from fleettui.views.rich import print_once
 
     agg = FleetAggregator(cfg, pins=PinStore.default())
-    views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
+    timeout = max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1)
+    views = await agg.poll_once(timeout, full_audit=full_audit)
     print_once(_console(), views, skipped=len(cfg.skipped))
     return 0
 
 
-async def _json_once(cfg: FleetConfig) -> int:
+async def _json_once(cfg: FleetConfig, full_audit: bool) -> int:
     """`fleet --json`: what `--once` shows, as `fleet status --json`'s document."""
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.pins import PinStore
     from fleettui.commands.fleet import status_document
 
     agg = FleetAggregator(cfg, pins=PinStore.default())
-    views = await agg.poll_once(max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1))
+    timeout = max(ONCE_TIMEOUT_S, cfg.defaults.http_timeout_s + 1)
+    views = await agg.poll_once(timeout, full_audit=full_audit)
     print_json(status_document(cfg, views))
     return 0
 
@@ -147,7 +154,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     if getattr(args, "dashboard_json", False):
-        return anyio.run(_json_once, cfg)
+        return anyio.run(_json_once, cfg, getattr(args, "full_audit", False))
     if not cfg.nodes:
         print(first_run_text(cfg.path))
         return 2 if cfg.warnings else 0
@@ -156,6 +163,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         rich=getattr(args, "rich", False),
         once=getattr(args, "once", False),
         read_only=getattr(args, "read_only", False),
+        full_audit=getattr(args, "full_audit", False),
     )
 
 

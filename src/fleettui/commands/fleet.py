@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -247,7 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from fleettui.aggregator.pins import PinStore
 
     t0 = time.monotonic()
-    views = anyio.run(FleetAggregator(cfg, pins=PinStore.default()).poll_once, args.timeout)
+    agg = FleetAggregator(cfg, pins=PinStore.default())
+    views = anyio.run(partial(agg.poll_once, args.timeout, full_audit=args.full_audit))
     took = time.monotonic() - t0
     summary = _summary(views)
     # A node skipped for a config error is a node not watched: as bad as one not answering.
@@ -281,10 +283,12 @@ def cmd_ping(args: argparse.Namespace) -> int:
     import anyio
 
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
     from fleettui.config import FleetConfig
 
     one = FleetConfig(path=cfg.path, defaults=cfg.defaults, nodes=[node])
-    [v] = anyio.run(FleetAggregator(one).poll_once, args.timeout)
+    agg = FleetAggregator(one, pins=PinStore.default())
+    [v] = anyio.run(partial(agg.poll_once, args.timeout, full_audit=args.full_audit))
     answered = v.state.value in ("ONLINE", "DEGRADED")
     if args.json:
         print_json(node_json(v))
