@@ -6,9 +6,10 @@ For each log size: `--nodes` simulated agents in one process (pinned to core 1),
 valid chain of that many entries (written into its data dir before it starts). This process
 (core 0) then measures:
 
-- `status_first_s` / `status_pinned_s`: one `fleet status`-style pass over every node
-  (`poll_once`) with no pin (the whole log walked from seq 1) and again with the pins it left
-  (the pinned entry, the tail and the whole log swept against the checkpoints);
+- `status_first_s` / `status_pinned_s` / `status_full_s`: one `fleet status`-style pass over
+  every node (`poll_once`) with no pin (the whole log walked from seq 1), again with the pins it
+  left (the pinned entry, the tail and the SPOT_PAGES pages verified longest ago), and with
+  `--full-audit` (every page swept against the checkpoints: what every run did before);
 - a running aggregator with the default knobs for `--window` seconds, with and without chain
   checks: audit requests and pages swept per node per minute, and the chain checks' share of
   this process's CPU (µs per node per second, with minus without);
@@ -105,9 +106,9 @@ def one_size(size: int, nodes: int, window: float, counter: Counter) -> dict:
         cfg = FleetConfig(nodes=[NodeConfig(name=n, url=u) for n, u in urls.items()])
         pins = PinStore(data / "pins")
 
-        async def status() -> float:
+        async def status(full_audit: bool = False) -> float:
             t0 = time.perf_counter()
-            views = await FleetAggregator(cfg, pins=pins).poll_once(120)
+            views = await FleetAggregator(cfg, pins=pins).poll_once(120, full_audit=full_audit)
             took = time.perf_counter() - t0
             bad = [v.name for v in views if v.chain.value != "ok"]
             assert not bad, (bad, views[0].chain_detail)
@@ -115,6 +116,7 @@ def one_size(size: int, nodes: int, window: float, counter: Counter) -> dict:
 
         first = anyio.run(status)
         pinned = anyio.run(status)
+        full = anyio.run(status, True)
         with_chain, pages = anyio.run(running, cfg, pins, window, True, counter)
         without, _ = anyio.run(running, cfg, pins, window, False, counter)
     finally:
@@ -132,6 +134,7 @@ def one_size(size: int, nodes: int, window: float, counter: Counter) -> dict:
         "nodes": nodes,
         "status_first_s": round(first, 2),
         "status_pinned_s": round(pinned, 2),
+        "status_full_s": round(full, 2),
         "audit_req_per_node_min": round(pages * per_min, 1),
         "chain_cpu_us_per_node_s": round((with_chain - without) / window / nodes * 1e6),
         "pages": segments,
