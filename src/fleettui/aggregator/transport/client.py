@@ -23,7 +23,6 @@ from fleettui.aggregator.transport import framing
 from fleettui.aggregator.transport.errors import (
     ERROR_BODY,
     FetchError,
-    StreamBroken,
     describe_connect_error,
     dropped,
     mib,
@@ -66,6 +65,7 @@ class Connection:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self.framing = Framing()
+        self._pending = b""  # body bytes that arrived with the head
 
     @classmethod
     async def connect(cls, ep: Endpoint) -> Connection:
@@ -256,6 +256,3 @@ class NodeClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-__all__ = ["FetchError", "NodeClient", "Reply", "StreamBroken", "shared_ssl_context"]

@@ -79,9 +79,7 @@ def protocol_error(exc: h11.RemoteProtocolError, *, head_done: bool) -> StreamBr
         return StreamBroken(
             "unsupported transfer coding (only chunked is decoded, nothing else)", reachable=True
         )
-    if "content-length" in low:
-        return StreamBroken(f"bad framing: {text}", reachable=True)
-    if head_done or "chunk" in low:
+    if head_done or "content-length" in low or "chunk" in low:
         return StreamBroken(f"bad framing: {text}", reachable=True)
     if "too long" in low:
         return StreamBroken("not an HTTP answer: head over 64 KiB")

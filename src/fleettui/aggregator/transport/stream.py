@@ -18,7 +18,6 @@ from fleettui.aggregator.transport import framing
 from fleettui.aggregator.transport.client import shared_ssl_context
 from fleettui.aggregator.transport.errors import (
     FetchError,
-    StreamBroken,
     describe_connect_error,
     dropped,
     timeout_reason,
@@ -189,6 +188,3 @@ class PushStream(asyncio.Protocol):
         self._end.set()
         if self._transport is not None and (error is not None or self.framing.done):
             self._transport.close()
-
-
-__all__ = ["PushStream", "StreamBroken"]
