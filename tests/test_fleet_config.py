@@ -231,6 +231,30 @@ def test_remove_keeps_everything_else(tmp_path: Path) -> None:
         remove_node(p, "gpu1")
 
 
+def test_add_then_remove_gives_back_the_file_byte_for_byte(tmp_path: Path) -> None:
+    """tomlkit edits in place: every comment (above a header, after a value, at the end), the
+    blank lines and the key order survive an add and a remove of a node in the middle."""
+    text = (
+        GOOD + '\n# third, kept above its header\n[[node]]\nurl = "http://c:1"\nname = "c"\n# end\n'
+    )
+    p = write(tmp_path, text)
+    add_node(p, NodeConfig(name="d", url="http://d:1"))
+    assert p.read_text().startswith(text) and p.read_text().endswith(
+        'name = "d"\nurl = "http://d:1"\n'
+    )
+    remove_node(p, "d")
+    remove_node(p, "mac1")
+    want = text.replace(
+        '[[node]]\nname = "mac1"\nurl = "https://mac1.local:8899"\nkind = "asiai"\n'
+        'token_file = "~/tokens/mac1"  # keep it 0600\n',
+        "",
+    )
+    # blank lines may move by one; every other byte is where it was
+    got = p.read_text().replace("\n\n\n", "\n\n").rstrip("\n")
+    assert got == want.replace("\n\n\n", "\n\n").rstrip("\n")
+    assert [n.name for n in load_fleet_config(p).nodes] == ["gpu1", "c"]
+
+
 def test_remove_from_an_inline_array_layout_rewrites_correctly(tmp_path: Path) -> None:
     p = write(
         tmp_path, 'node = [{name = "a", url = "http://a:1"}, {name = "b", url = "http://b:1"}]\n'

@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import platformdirs
-import tomli_w
+import tomlkit
+import tomlkit.exceptions
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +34,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from tomlkit.items import AoT, Comment, Item, Whitespace
 
 from fleettui.fsutil import UnsafePathError, atomic_write, refuse_symlink
 
@@ -41,8 +43,6 @@ CONFIG_ENV = "FLEET_CONFIG"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,62}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-NODE_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*node[ \t]*\]\][ \t]*(#.*)?$")
-TABLE_HEADER_RE = re.compile(r"^[ \t]*\[")
 NodeKind = Literal["fleettui", "asiai", "ollama"]  # each is a module in aggregator/kinds/
 KIND_NAMES: tuple[str, ...] = get_args(NodeKind)
 TimeoutS = Annotated[float, Field(gt=0, le=3600)]  # `fleet status/ping --timeout`: finite
@@ -487,12 +487,28 @@ def _raw_nodes(data: dict[str, Any]) -> list[Any]:
     return nodes if isinstance(nodes, list) else []
 
 
-def _node_block(node: NodeConfig) -> str:
-    return "[[node]]\n" + tomli_w.dumps(node.to_toml_dict())
+def _document(path: Path, text: str) -> tomlkit.TOMLDocument:
+    """The file as tomlkit reads it: every comment, blank line and key order kept for the
+    write back. The text already parsed with tomllib, so this only fails on what tomlkit
+    alone refuses."""
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise FleetConfigError(
+            f"{path}: cannot edit this TOML layout ({exc}); edit it by hand"
+        ) from None
+
+
+def _checked(path: Path, doc: tomlkit.TOMLDocument, want: dict[str, Any]) -> str:
+    """The edited text, once it is known to read back as exactly `want`."""
+    text = tomlkit.dumps(doc)
+    if tomllib.loads(text) != want:
+        raise FleetConfigError(f"{path}: cannot edit this TOML layout safely; edit it by hand")
+    return text
 
 
 def add_node(path: Path, node: NodeConfig) -> None:
-    """Append a `[[node]]` block, keeping the rest of the file (comments too) as it was."""
+    """Append a `[[node]]` table, keeping the rest of the file (comments, order) as it was."""
     path = Path(path)
     with _locked(path):
         text, data = _read_for_edit(path)
@@ -504,41 +520,25 @@ def add_node(path: Path, node: NodeConfig) -> None:
                     f"{path}: a node named {node.name!r} already exists (node[{i}]); "
                     f"remove it first with `fleet remove {node.name}`"
                 )
-        sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        new_text = text + sep + _node_block(node)
-        try:
-            ok = _raw_nodes(tomllib.loads(new_text))[-1:] == [node.to_toml_dict()]
-        except (tomllib.TOMLDecodeError, IndexError):
-            ok = False
-        if not ok:  # the file's layout does not allow appending: rewrite it whole
-            data = dict(data)
-            data["node"] = [*_raw_nodes(data), node.to_toml_dict()]
-            new_text = tomli_w.dumps(data)
-        _write(path, new_text)
-
-
-def _split_blocks(text: str) -> list[tuple[int, int]]:
-    """Line ranges [start, end) of each `[[node]]` block, up to the next table header."""
-    lines = text.splitlines(keepends=True)
-    blocks: list[tuple[int, int]] = []
-    start: int | None = None
-    for i, line in enumerate(lines):
-        if TABLE_HEADER_RE.match(line):
-            if start is not None:
-                end = i  # comment lines right above the next header belong to that header
-                while end > start + 1 and lines[end - 1].lstrip().startswith("#"):
-                    end -= 1
-                blocks.append((start, end))
-                start = None
-            if NODE_HEADER_RE.match(line.rstrip("\r\n")):
-                start = i
-    if start is not None:
-        blocks.append((start, len(lines)))
-    return blocks
+        doc = _document(path, text)
+        entry = node.to_toml_dict()
+        if "node" not in doc:
+            doc.append("node", tomlkit.aot())
+        nodes = doc["node"]
+        if isinstance(nodes, AoT):
+            table = tomlkit.table()
+            if text.strip() and not text.endswith("\n\n"):  # a blank line above the header
+                table.trivia.indent = "\n"
+        else:
+            table = tomlkit.inline_table()
+        table.update(entry)
+        nodes.append(table)
+        _write(path, _checked(path, doc, {**data, "node": [*_raw_nodes(data), entry]}))
 
 
 def remove_node(path: Path, name: str) -> None:
-    """Remove the node named `name`; raises FleetConfigError when there is none."""
+    """Remove the node named `name`, keeping the rest of the file as it was; raises
+    NodeNotFound when there is none."""
     path = Path(path)
     with _locked(path):
         text, data = _read_for_edit(path)
@@ -549,31 +549,36 @@ def remove_node(path: Path, name: str) -> None:
         if not idx:
             raise NodeNotFound(f"{path}: no node named {name!r}")
         want = {**data, "node": [e for i, e in enumerate(raw) if i not in idx]}
+        doc = _document(path, text)
+        nodes = doc["node"]
+        left: list[Item] = []
+        for i in reversed(idx):
+            if isinstance(nodes, AoT):
+                left = _drop_table(nodes, i)
+            else:  # `node = [{...}, ...]`: an array of inline tables
+                del nodes[i]
         if not want["node"]:
             del want["node"]
-        new_text = _remove_blocks_textually(text, name)
-        try:
-            ok = new_text is not None and tomllib.loads(new_text) == want
-        except tomllib.TOMLDecodeError:
-            ok = False
-        if not ok:
-            new_text = tomli_w.dumps(want)
-        assert new_text is not None
-        _write(path, new_text)
+            del doc["node"]
+            for item in left:
+                doc.append(None, item)
+        _write(path, _checked(path, doc, want))
 
 
-def _remove_blocks_textually(text: str, name: str) -> str | None:
-    lines = text.splitlines(keepends=True)
-    drop: list[tuple[int, int]] = []
-    for start, end in _split_blocks(text):
-        try:
-            block = tomllib.loads("".join(lines[start:end]))
-        except tomllib.TOMLDecodeError:
-            return None
-        entries = block.get("node", [])
-        if len(entries) == 1 and entries[0].get("name") == name:
-            drop.append((start, end))
-    if not drop:
-        return None
-    keep = [line for i, line in enumerate(lines) if not any(s <= i < e for s, e in drop)]
-    return "".join(keep)
+def _drop_table(nodes: AoT, i: int) -> list[Item]:
+    """Delete `nodes[i]`, keeping the comments that follow its keys: tomlkit reads them into
+    that table, but they sit above the next header and belong to what follows. Returns those
+    it had nowhere to put (the array is empty now)."""
+    body = nodes[i].value.body
+    trailing: list[Item] = []
+    while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace | Comment):
+        trailing.insert(0, body.pop()[1])
+    del nodes[i]
+    if i < len(nodes):  # above the next [[node]] header, where they were
+        nodes[i].trivia.indent = "".join(t.as_string() for t in trailing) + nodes[i].trivia.indent
+    elif i > 0:
+        for item in trailing:
+            nodes[i - 1].value.append(None, item)
+    else:
+        return trailing
+    return []

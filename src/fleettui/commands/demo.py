@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import tomli_w
+import tomlkit
 
 from fleettui.agent.config import SIM_NODES_MAX
 from fleettui.fsutil import atomic_write
@@ -209,7 +209,7 @@ class DemoFleet:
             nodes.append(node)
         doc = {"defaults": {"poll_interval_s": self.poll_interval_s}, "node": nodes}
         path = self.tmp / "projects.toml"
-        atomic_write(path, "# written by `fleet demo`; deleted on exit\n" + tomli_w.dumps(doc))
+        atomic_write(path, "# written by `fleet demo`; deleted on exit\n" + tomlkit.dumps(doc))
         return path
 
     @property
