@@ -21,14 +21,23 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from fake_nodes import ASIAI_SNAPSHOT, FakeAsiai, FakeOllama, running
 from fakes import snapshot_dict
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.commands.export import ExportError, fleet_families, parse_listen
-from fleettui.promtext import labelled, render, snapshot_families
+from fleettui.promtext import Family, FamilyCollector, exposition, labelled, snapshot_families
 from fleettui.wire import NodeSnapshot
+
+
+def render(families: list[Family], accept: str | None = None) -> str:
+    """The page the agent and `fleet export` serve for these families (one renderer)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FamilyCollector(lambda: families))
+    return exposition(reg, accept)[0].decode()
+
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ("_bytes", "_watts", "_joules_total", "_seconds", "_ratio", "_celsius", "_total", "_info")
@@ -342,6 +351,15 @@ def test_export_serves_one_merged_exposition_of_a_mixed_fleet(sim_agent, tmp_pat
             nodes_with_engines = {s.labels["node"] for s in fams["fleet_engine_up"].samples}
             assert nodes_with_engines == {"gpu1", "mac", "oll"}
             assert {s.labels["node"] for s in fams["fleet_energy_joules"].samples} == {"gpu1"}
+
+            # prometheus_client renders it: OpenMetrics when the scraper asks, text otherwise
+            assert httpx.get(exp.url).headers["content-type"].startswith("text/plain; version=0")
+            om = httpx.get(
+                exp.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            )
+            assert om.headers["content-type"].startswith("application/openmetrics-text")
+            assert om.text.endswith("# EOF\n") and 'fleet_up{node="gpu1"} 1.0' in om.text
+            assert 'fleet_energy_joules_total{node="gpu1"}' in om.text
 
             base = exp.url.removesuffix("/metrics")
             assert httpx.get(f"{base}/healthz").json() == {"ok": True, "nodes": 4}

@@ -1,23 +1,26 @@
-"""Prometheus metric families of a NodeSnapshot, and the text exposition format.
+"""Prometheus metric families of a NodeSnapshot, and their one renderer (prometheus_client).
 
-Both the agent's `/metrics` (through prometheus_client) and `fleet export` (one merged page for
-the whole fleet, without prometheus_client) build their families here, so every metric name is
-defined once and docs/prometheus.md can be checked against this module. Names follow the
+Both the agent's `/metrics` and `fleet export` (one merged page for the whole fleet) build
+their families here and render them through prometheus_client (text 0.0.4, or OpenMetrics
+when the scraper asks), so every metric name is defined once and docs/prometheus.md can be
+checked against this module. Names follow the
 Prometheus conventions: prefix `fleet_`, base units (`_bytes`, `_watts`, `_joules`, `_seconds`,
 `_ratio` for 0-1), counters end in `_total`, identity in an `_info` gauge that is always 1.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from fleettui.wire import NodeSnapshot
 
 MB = 1024 * 1024
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GPU_LABELS = ("gpu", "name", "uuid")
 
 
@@ -254,34 +257,33 @@ def merge(groups: Iterable[Iterable[Family]]) -> list[Family]:
     return list(by_name.values())
 
 
-def _escape_label(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
-
-
-def render(families: Iterable[Family]) -> str:
-    """Text exposition format 0.0.4. A repeated label set keeps its first sample only."""
-    lines: list[str] = []
+def metric_families(families: Iterable[Family]) -> Iterator[Metric]:
+    """The families as prometheus_client's, which renders text 0.0.4 and OpenMetrics."""
     for f in families:
-        lines.append(f"# HELP {f.name} {_escape_help(f.help)}")
-        lines.append(f"# TYPE {f.name} {f.type}")
-        for values, v in f.unique():
-            if values:
-                pairs = ",".join(
-                    f'{k}="{_escape_label(x)}"' for k, x in zip(f.labels, values, strict=True)
-                )
-                lines.append(f"{f.name}{{{pairs}}} {_number(v)}")
-            else:
-                lines.append(f"{f.name} {_number(v)}")
-    return "\n".join(lines) + "\n"
+        if f.type == "counter":
+            fam: CounterMetricFamily | GaugeMetricFamily = CounterMetricFamily(
+                f.name, f.help, labels=list(f.labels)
+            )
+            for values, value in f.unique():
+                fam.add_metric(list(values), value, created=f.created)
+        else:
+            fam = GaugeMetricFamily(f.name, f.help, labels=list(f.labels))
+            for values, value in f.unique():
+                fam.add_metric(list(values), value)
+        yield fam
+
+
+class FamilyCollector(Collector):
+    """A prometheus_client collector of the families `families()` gives at scrape time."""
+
+    def __init__(self, families: Callable[[], Iterable[Family]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from metric_families(self._families())
+
+
+def exposition(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """The page and its content type: OpenMetrics when the scraper asks for it, else text."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -34,8 +34,9 @@ from fleettui.agent.conns import (
     quiet_repeated_errors,
 )
 from fleettui.agent.guard import HostGuard, HostPolicy
-from fleettui.agent.metrics import exposition, registry_for
+from fleettui.agent.metrics import registry_for
 from fleettui.agent.node import NodeAgent
+from fleettui.promtext import exposition
 
 log = logging.getLogger(__name__)
 PING_EVERY_S = 15.0

@@ -3,9 +3,10 @@
 One FleetAggregator watches every node (fleettui agents over SSE, asiai and Ollama nodes by
 polling) and each scrape of `/metrics` renders one merged exposition: every family declared
 once, a `node` label on every sample, `fleet_up{node}` per node, the snapshot families of the
-nodes that answered. It needs neither prometheus_client nor a web framework, so `fleet` runs
-without the agent extra: the HTTP side is a few lines on an anyio listener that answers GET
-and HEAD on `/metrics`, `/healthz` and `/`, and closes every connection after one answer.
+nodes that answered, rendered by prometheus_client like the agent's page (OpenMetrics when
+the scraper's Accept asks for it). No web framework: h11 reads each request on an anyio
+listener that answers GET and HEAD on `/metrics`, `/healthz` and `/`, and closes every
+connection after one answer.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
+import h11
+from prometheus_client import CollectorRegistry
 
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
-from fleettui.promtext import CONTENT_TYPE, Family, labelled, merge, render, snapshot_families
+from fleettui.promtext import (
+    Family,
+    FamilyCollector,
+    exposition,
+    labelled,
+    merge,
+    snapshot_families,
+)
 from fleettui.views.columns import plural
 
 if TYPE_CHECKING:
@@ -130,25 +139,34 @@ def fleet_families(views: list[NodeView]) -> list[Family]:
 
 
 class Exporter:
-    """Renders the exposition at most once per aggregator generation."""
+    """Answers the scrapes: the merged families rendered by prometheus_client, at most once
+    per aggregator generation and exposition format."""
 
     def __init__(self, agg: FleetAggregator) -> None:
         self.agg = agg
-        self._generation = -1
-        self._body = b""
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FamilyCollector(lambda: fleet_families(self.agg.snapshots())))
+        self._cache: dict[str, tuple[int, bytes, str]] = {}
 
-    def metrics(self) -> bytes:
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
         gen = self.agg.generation
-        if gen != self._generation:
-            self._body = render(fleet_families(self.agg.snapshots())).encode()
-            self._generation = gen
-        return self._body
+        key = accept or ""
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != gen:
+            body, ctype = exposition(self.registry, accept)
+            if len(self._cache) > 8:  # scrapers send one or two Accept values, not hundreds
+                self._cache.clear()
+            self._cache[key] = hit = (gen, body, ctype)
+        return hit[1], hit[2]
 
-    def answer(self, method: str, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def answer(
+        self, method: str, path: str, accept: str | None
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET and HEAD\n", {"Allow": "GET, HEAD"}
         if path == "/metrics":
-            return 200, CONTENT_TYPE, self.metrics(), {}
+            body, ctype = self.metrics(accept)
+            return 200, ctype, body, {}
         if path == "/healthz":
             body = json.dumps({"ok": True, "nodes": len(self.agg.names)}).encode()
             return 200, "application/json", body, {}
@@ -157,21 +175,25 @@ class Exporter:
         return 404, "text/plain", b"not found; metrics are at /metrics\n", {}
 
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
+        """One request per connection: h11 reads the head (any malformed one is a 400)."""
         async with stream:
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
             try:
                 with anyio.fail_after(READ_TIMEOUT_S):
-                    head = await BufferedByteReceiveStream(stream).receive_until(
-                        b"\r\n\r\n", MAX_HEAD
-                    )
-            except (TimeoutError, anyio.DelimiterNotFound):
+                    event = conn.next_event()
+                    while event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive())
+                        event = conn.next_event()
+            except (TimeoutError, h11.RemoteProtocolError):
                 return await self._send(stream, "GET", 400, "text/plain", b"bad request\n", {})
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-                return await self._send(stream, "GET", 400, "text/plain", b"bad request\n", {})
-            method, target = parts[0], parts[1]
-            status, ctype, body, extra = self.answer(method, target.split("?", 1)[0])
+            if not isinstance(event, h11.Request):  # the peer closed before a request
+                return
+            method = event.method.decode("latin-1")
+            target = event.target.decode("latin-1")
+            accept = ", ".join(v.decode("latin-1") for k, v in event.headers if k == b"accept")
+            status, ctype, body, extra = self.answer(method, target.split("?", 1)[0], accept)
             await self._send(stream, method, status, ctype, body, extra)
 
     @staticmethod
