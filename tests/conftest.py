@@ -73,6 +73,24 @@ class AgentProc:
         return self.stderr_path.read_text() if self.stderr_path else ""
 
 
+_STARTED: list[AgentProc] = []  # every agent start_agent started, for the fixture below
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_outlives_its_test() -> Iterator[None]:
+    """An agent a test started and never stopped (an assert failed before its stop(), a fixture
+    failed after starting one) would hold its ports and a core for the rest of the session and
+    beyond: stopped here. Agents of module-scoped fixtures are started before this runs and
+    are left to their fixture."""
+    first = len(_STARTED)
+    try:
+        yield
+    finally:
+        for agent in _STARTED[first:]:
+            agent.stop()
+        del _STARTED[first:]
+
+
 def start_agent(
     *args: str, nodes: int = 1, tmp: Path, env: dict[str, str] | None = None
 ) -> AgentProc:
@@ -86,6 +104,7 @@ def start_agent(
         env={**os.environ, **(env or {})},
     )
     agent = AgentProc(proc, stderr_path=err)
+    _STARTED.append(agent)
     deadline = time.monotonic() + 30
     assert proc.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
@@ -113,9 +132,11 @@ def agent_factory(tmp_path: Path, xdg_home: Path) -> Iterator:
         started.append(a)
         return a
 
-    yield factory
-    for a in started:
-        a.stop()
+    try:
+        yield factory
+    finally:
+        for a in started:
+            a.stop()
 
 
 @pytest.fixture

@@ -108,7 +108,8 @@ class _Server:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread.ident is not None:  # shutdown() waits for serve_forever: only if it ran
+            self.server.shutdown()
         self.server.server_close()
 
 

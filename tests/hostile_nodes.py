@@ -162,9 +162,9 @@ def hostile_fleet() -> Iterator[dict[str, HostileAgent]]:
         for name, body in hostile_snapshots().items()
     }
     nodes["h-500"] = HostileAgent("h-500", None)
-    for n in nodes.values():
-        n.start()
-    try:
+    try:  # one that fails to start must not leave the others serving
+        for n in nodes.values():
+            n.start()
         yield nodes
     finally:
         for n in nodes.values():

@@ -149,8 +149,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, AgentPr
     agent = start_agent(
         "--simulate", "--name", "alpha", "--config", str(e.config), "-v", tmp=tmp, env=e.env
     )
-    yield e, agent
-    agent.stop()
+    try:
+        yield e, agent
+    finally:
+        agent.stop()
 
 
 # --- authentication ------------------------------------------------------------------------

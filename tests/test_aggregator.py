@@ -54,8 +54,10 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
     agent = start_agent(
         "--simulate", "--nodes", "2", "--interval", "0.3", nodes=2, tmp=tmp, env=agent_env(tmp)
     )
-    yield agent
-    agent.stop()
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 def healthy_nodes(sims: AgentProc) -> list[tuple[str, str]]:

@@ -188,10 +188,12 @@ class LiveFleet:
 @pytest.fixture
 def live(tmp_path: Path, xdg_home: Path):
     lf = LiveFleet(tmp_path, xdg_home)
-    lf.start()
-    lf.act()
-    yield lf
-    lf.stop()
+    try:  # act() can fail after start(): the agent must not outlive it (fixed ports)
+        lf.start()
+        lf.act()
+        yield lf
+    finally:
+        lf.stop()
 
 
 def fast_config(lf: LiveFleet, names: list[str]) -> FleetConfig:
