@@ -289,3 +289,44 @@ def test_an_unknown_key_is_named_without_its_control_characters(tmp_path: Path) 
     cfg = load_fleet_config(p)
     assert cfg.nodes == [] and cfg.skipped == ["node[0] 'a'"]
     assert "\x1b" not in cfg.warnings[0] and "'x\\x1b]0;pwned\\x07'" in cfg.warnings[0]
+
+
+def test_add_and_remove_clear_the_temp_files_a_killed_edit_left(tmp_path: Path) -> None:
+    """A `fleet add` killed between writing its temp file and renaming it leaves the temp, which
+    can hold an inline token; the next edit removes it (only its own pattern, only if stale)."""
+    import subprocess
+    import sys
+    import time
+
+    p = write(tmp_path, GOOD)
+    killed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "from fleettui import fsutil\n"
+            "os.replace = lambda *a: time.sleep(60)  # killed before the rename\n"
+            "fsutil.atomic_write(sys.argv[1], 'token = \"s3cret\"\\n')\n",
+            str(p),
+        ]
+    )
+    deadline = time.monotonic() + 20
+    while not (stale := list(tmp_path.glob(f".{p.name}.*.tmp"))):
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    assert "s3cret" in stale[0].read_text()
+    old = time.time() - 120
+    os.utime(stale[0], (old, old))
+    in_flight = tmp_path / f".{p.name}.abcd1234.tmp"  # another edit's, a second old: left alone
+    in_flight.write_text("x")
+    other = tmp_path / ".other.toml.abcd1234.tmp"  # not this file's
+    other.write_text("x")
+    os.utime(other, (old, old))
+    add_node(p, NodeConfig(name="gpu9", url="http://gpu9:8899"))
+    assert not stale[0].exists() and in_flight.exists() and other.exists()
+    os.utime(in_flight, (old, old))
+    remove_node(p, "gpu9")
+    assert not in_flight.exists() and other.exists()
+    assert [n.name for n in load_fleet_config(p).nodes] == ["gpu1", "mac1"]

@@ -36,7 +36,13 @@ from pydantic import (
 )
 from tomlkit.items import AoT, Comment, Item, Whitespace
 
-from fleettui.fsutil import UnsafePathError, atomic_write, refuse_symlink
+from fleettui.fsutil import (
+    STALE_TEMP_S,
+    UnsafePathError,
+    atomic_write,
+    refuse_symlink,
+    remove_stale_temps,
+)
 
 APP_NAME = "fleettui"
 CONFIG_ENV = "FLEET_CONFIG"
@@ -432,7 +438,8 @@ def load_fleet_config(path: Path | None = None) -> FleetConfig:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the config between concurrent `fleet add` calls."""
+    """Serialise read-modify-write of the config between concurrent `fleet add` calls; also
+    the moment to remove the temp files a killed one left (they can hold inline tokens)."""
     lock = path.parent / f".{path.name}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -447,6 +454,7 @@ def _locked(path: Path) -> Iterator[None]:
         raise FleetConfigError(f"{path}: cannot create {where}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        remove_stale_temps(path.parent, path.name, older_than_s=STALE_TEMP_S)
         yield
     finally:
         os.close(fd)

@@ -60,6 +60,9 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
+STALE_TEMP_S = 60.0  # older than any atomic_write still in flight in another process
+
+
 def remove_stale_temps(directory: Path, name: str, *, older_than_s: float) -> list[Path]:
     """Delete temp files a killed writer of `name` left in `directory` (mkstemp's
     `.NAME.XXXXXXXX` with or without `.tmp`), at least `older_than_s` old so a write in flight

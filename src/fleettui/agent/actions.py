@@ -55,7 +55,7 @@ from fleettui.agent.config import DEFAULT_ENGINE_URLS
 from fleettui.agent.ratelimit import RateLimiter, address_key, retry_after_header
 from fleettui.agent.refusals import RefusalLog, Rejection
 from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
-from fleettui.fsutil import remove_stale_temps
+from fleettui.fsutil import STALE_TEMP_S, remove_stale_temps
 from fleettui.wire import (
     ACTION_TIMEOUTS_S,
     AUDIT_PROBLEM_PREFIX,
@@ -79,7 +79,6 @@ KEEP_BYTES = 16 * 1024
 DRAIN_AFTER_EXIT_S = 0.5
 AUDIT_PAGE_DEFAULT = 100
 AUDIT_PAGE_MAX = 1000
-STALE_TEMP_S = 60.0  # older than any write in flight in another process
 MAX_PENDING = 4096  # refusals held while the chain is verified; past it they are only counted
 VERIFYING = "audit chain being verified: "  # not AUDIT_PROBLEM_PREFIX: nothing is damaged
 REQUEST_FIELDS = ("action", "engine", "model")
