@@ -204,7 +204,7 @@ class NodeConfig(BaseModel):
             d["role"] = self.role
         if self.tags:
             d["tags"] = list(self.tags)
-        if self.kind != "fleettui":
+        if self.kind != type(self).model_fields["kind"].default:
             d["kind"] = self.kind
         if self.nickname is not None:
             d["nickname"] = self.nickname

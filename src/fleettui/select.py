@@ -342,12 +342,6 @@ class Selector:
     def matches(self, view: NodeView) -> bool:
         return self._pred(view)
 
-    def __call__(self, view: NodeView) -> bool:
-        return self._pred(view)
-
-    def filter(self, views: Iterable[NodeView]) -> list[NodeView]:
-        return [v for v in views if self._pred(v)]
-
 
 def parse(expr: str) -> Selector:
     """Compile a filter expression; raises SelectError pointing at the problem."""

@@ -44,7 +44,3 @@ def clean_block(text: str) -> str:
     if text.isprintable():
         return text
     return _UNSAFE_BLOCK.sub(_stand_in, text)
-
-
-def clean_opt(text: str | None) -> str | None:
-    return None if text is None else clean(text)

@@ -335,7 +335,7 @@ class FleetAggregator:
         w = self._by_name.get(name)
         if w is None:
             raise FetchError(f"no node named {name!r}", reachable=False)
-        if w.cfg.kind != "fleettui":
+        if not w.kind.audited:
             raise FetchError(f"{w.cfg.kind} nodes keep no fleettui audit log", reachable=True)
         limit = max(1, min(limit, 500))
         timeout = w.defaults.http_timeout_s

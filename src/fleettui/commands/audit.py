@@ -11,6 +11,7 @@ import argparse
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from fleettui.aggregator.kinds import kind_for
     from fleettui.aggregator.pins import PinStore, node_key
     from fleettui.commands.io import err, load_config
 
@@ -22,7 +23,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
         err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
-    if node.kind != "fleettui":
+    if not kind_for(node.kind).audited:
         err(f"{node.name} is an {node.kind} node: it keeps no fleettui audit log, so no pin")
         return 2
     store = PinStore.default()

@@ -23,6 +23,7 @@ import anyio.abc
 import h11
 from prometheus_client import CollectorRegistry
 
+from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.promtext import (
     Family,
@@ -129,11 +130,12 @@ def fleet_families(views: list[NodeView]) -> list[Family]:
             seen.add((v.name,), v.last_seen)
         if v.chain in (ChainStatus.OK, ChainStatus.BROKEN):
             chain.add((v.name,), 1.0 if v.chain is ChainStatus.OK else 0.0)
-        if v.kind == "fleettui":
+        kind = kind_for(v.kind)
+        if kind.streams:
             stream.add((v.name,), 1.0 if v.stream_ok else 0.0)
         # a node that did not answer has only its last snapshot: old facts, not exported
         if answered and v.snapshot is not None:
-            fams = snapshot_families(v.snapshot, agent=v.kind == "fleettui")
+            fams = snapshot_families(v.snapshot, agent=kind.keeps_books)
             per_node.append(labelled(fams, "node", v.name))
     return merge([[up, state, info, latency, seen, chain, stream], *per_node])
 

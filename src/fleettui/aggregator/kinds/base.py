@@ -32,6 +32,8 @@ class NodeKind(ABC):
     streams: ClassVar[bool] = False  # serves the fleettui SSE stream (GET /api/v1/events)
     audited: ClassVar[bool] = False  # keeps a hash-chained audit log fleet can verify
     needs_token: ClassVar[bool] = True  # actions are refused locally without one
+    # keeps its own energy, cost and audit books (our agent): other kinds leave them at zero
+    keeps_books: ClassVar[bool] = False
 
     @abstractmethod
     async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:

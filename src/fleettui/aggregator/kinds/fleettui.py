@@ -22,6 +22,7 @@ class FleettuiKind(NodeKind):
     name = "fleettui"
     streams = True
     audited = True
+    keeps_books = True
     needs_token = True
 
     async def fetch_snapshot(self, client: NodeClient, url: str, timeout_s: float) -> NodeSnapshot:
