@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from httpx_sse import ServerSentEvent
 
 from fleettui.aggregator.chaincheck import ChainCheck
 from fleettui.aggregator.eventstream import EventStreamReader
-from fleettui.aggregator.http import Endpoint, NodeClient
 from fleettui.aggregator.node import NodeWorker
 from fleettui.aggregator.state import ChainStatus, FleetEvent
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.framing import Endpoint
+from fleettui.aggregator.transport.sse import ServerSentEvent
 from fleettui.config import Defaults, NodeConfig
 from fleettui.testing.sample import sample_views
 from fleettui.wire import AuditHead, NodeSnapshot
