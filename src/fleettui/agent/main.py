@@ -88,8 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             label = agent.simulated.name if agent.simulated else socket.gethostname()
             shown = f"[{host}]" if ":" in host else host  # an IPv6 literal in a URL
             later = ""
-            if isinstance(agent.actions, ActionService) and (v := agent.actions.verifying()):
-                later = f" (reads now; actions refused while the {v})"
+            if isinstance(agent.actions, ActionService) and (p := agent.actions.audit.progress):
+                later = f" (reads now; actions once its audit chain is verified: {p.describe()})"
             print(f"fleet agent: serving {label} on http://{shown}:{port}{later}", flush=True)
 
     level = "info" if args.verbose else "warning"
