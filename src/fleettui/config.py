@@ -581,6 +581,8 @@ def _drop_table(nodes: AoT, i: int) -> list[Item]:
     trailing: list[Item] = []
     while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace | Comment):
         trailing.insert(0, body.pop()[1])
+    while trailing and isinstance(trailing[0], Whitespace):  # what came before separates
+        trailing.pop(0)
     del nodes[i]
     if i < len(nodes):  # above the next [[node]] header, where they were
         nodes[i].trivia.indent = "".join(t.as_string() for t in trailing) + nodes[i].trivia.indent
