@@ -134,7 +134,7 @@ def test_increase_matches_true_energy_across_restarts(tmp_path: Path, xdg_home: 
             assert time.monotonic() < deadline, "Prometheus never scraped the agent"
             time.sleep(0.5)
         begin = time.time()
-        segment_s = 12.0
+        segment_s = 6.0
         for _ in range(2):  # two restarts, the way a service manager stops it
             time.sleep(segment_s)
             agent.proc.send_signal(signal.SIGTERM)
