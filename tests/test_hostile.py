@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -388,12 +389,18 @@ def test_status_ping_rich_push_and_ls_name_every_node_and_leak_nothing(
         assert by["h-markup"]["engines"][0]["name"] == f"ollama{MARKUP}"
         assert doc["summary"]["online"] == 2 and doc["summary"]["degraded"] == len(nodes)
 
-        outputs = {
-            "status": fleet_cli("status", "--timeout", "10", config=cfg),
-            "rich": fleet_cli("--rich", "--once", config=cfg),
-            "push": fleet_cli("push", "h-markup", "restart", "--engine", "ollama", config=cfg),
-            **{f"ping {n}": fleet_cli("ping", n, config=cfg) for n in nodes},
+        runs = {
+            "status": ("status", "--timeout", "10"),
+            "rich": ("--rich", "--once"),
+            "push": ("push", "h-markup", "restart", "--engine", "ollama"),
+            **{f"ping {n}": ("ping", n) for n in nodes},
         }
+        # a few at a time: each is mostly a Python start-up, which two cores run side by side
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = {
+                what: pool.submit(fleet_cli, *argv, config=cfg) for what, argv in runs.items()
+            }
+            outputs = {what: f.result() for what, f in futures.items()}
         for what, out in outputs.items():
             text = _text(out.stdout) + _text(out.stderr)
             assert not leaks(text), (what, leaks(text))
