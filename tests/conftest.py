@@ -7,6 +7,7 @@ import queue
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,14 @@ from pathlib import Path
 import pytest
 
 SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
+
+# Temp dirs (tmp_path, and the children's TMPDIR) on tmpfs where there is one: on ext4 every
+# rewrite of a small file (fake sysfs counters, thousands per test) is flushed at close, 1 ms
+# and more each on a busy disk. Nothing asserted depends on the filesystem. FLEET_TEST_TMPDIR
+# picks another place (e.g. a real disk).
+_TMP = os.environ.get("FLEET_TEST_TMPDIR") or os.environ.get("TMPDIR") or "/dev/shm"
+if os.path.isdir(_TMP) and os.access(_TMP, os.W_OK | os.X_OK):
+    os.environ["TMPDIR"] = tempfile.tempdir = _TMP
 
 
 @pytest.fixture
