@@ -277,10 +277,15 @@ async def test_forget_repins_deliberately_and_a_running_view_follows(
     name = live.live_nodes["rewrite"]
     live.write_config([name])
     assert status_audit(live.env)[name]["chain"] == "ok"
+    pins = PinStore(xdg_home / ".local/state/fleettui/audit-pins")
+    [pin_file] = pins.root.glob("*.json")
+    before = pin_file.stat()
+    assert status_audit(live.env)[name]["chain"] == "ok"  # read whole again, nothing new:
+    after = pin_file.stat()  # the pin is not rewritten (an fsync'd write per node per run)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     live.stop()
     tamper(live.log(name), "rewrite")
     live.start()
-    pins = PinStore(xdg_home / ".local/state/fleettui/audit-pins")
     async with FleetAggregator(fast_config(live, [name]), pins=pins) as agg:
         await wait_for(lambda: agg.node(name).chain is ChainStatus.BROKEN, 15)
         assert status_audit(live.env)[name]["chain"] == "BROKEN"
