@@ -27,8 +27,9 @@ AUDIT = "fleettui.commands.audit"
 
 
 class Declared(Sequence[str]):
-    """Choices another module declares (wire.ACTIONS, kinds.KINDS), read on first use: the
-    flag offers exactly what the rule accepts, and `fleet --help` never imports pydantic."""
+    """Choices another module declares (wire.ACTIONS, config.KIND_NAMES), read on first use:
+    the flag offers exactly what the rule accepts, and `fleet --help` never imports pydantic
+    (so each such flag names a metavar: argparse would list the choices to build one)."""
 
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
@@ -199,7 +200,8 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         "--kind",
         default="fleettui",
         choices=KINDS,
-        help="fleettui (default), asiai or ollama",
+        metavar="KIND",
+        help="%(choices)s (default %(default)s)",
     )
     add.add_argument(
         "--nickname", help="with --kind asiai: the node's fleet nickname (default self)"
@@ -217,7 +219,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     push = sub.add_parser("push", help="run one action on one node")
     _fleet_config(push)
     push.add_argument("node")
-    push.add_argument("action", choices=ACTIONS)
+    push.add_argument("action", choices=ACTIONS, metavar="ACTION", help="%(choices)s")
     push.add_argument("--engine")
     push.add_argument("--model")
     _json(push)
@@ -225,7 +227,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
 
     bulk = sub.add_parser("bulk", help="run one action on many nodes at once")
     _fleet_config(bulk)
-    bulk.add_argument("action", choices=ACTIONS)
+    bulk.add_argument("action", choices=ACTIONS, metavar="ACTION", help="%(choices)s")
     bulk.add_argument("--names", action="append", default=[], help="node name (repeatable)")
     bulk.add_argument("--filter", help="selection expression, e.g. 'state=ONLINE and engine=vllm'")
     bulk.add_argument("--all", action="store_true", help="every node (instead of --names/--filter)")

@@ -18,12 +18,10 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import platformdirs
-import tomlkit
-import tomlkit.exceptions
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,7 +32,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from tomlkit.items import AoT, Comment, Item, Whitespace
 
 from fleettui.fsutil import (
     STALE_TEMP_S,
@@ -43,6 +40,10 @@ from fleettui.fsutil import (
     refuse_symlink,
     remove_stale_temps,
 )
+
+if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
+    from tomlkit.items import AoT, Item
 
 APP_NAME = "fleettui"
 CONFIG_ENV = "FLEET_CONFIG"
@@ -495,10 +496,13 @@ def _raw_nodes(data: dict[str, Any]) -> list[Any]:
     return nodes if isinstance(nodes, list) else []
 
 
-def _document(path: Path, text: str) -> tomlkit.TOMLDocument:
+def _document(path: Path, text: str) -> TOMLDocument:
     """The file as tomlkit reads it: every comment, blank line and key order kept for the
     write back. The text already parsed with tomllib, so this only fails on what tomlkit
-    alone refuses."""
+    alone refuses. (tomlkit is imported by the edits only: `fleet ls` loads without it.)"""
+    import tomlkit
+    import tomlkit.exceptions
+
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
@@ -507,8 +511,10 @@ def _document(path: Path, text: str) -> tomlkit.TOMLDocument:
         ) from None
 
 
-def _checked(path: Path, doc: tomlkit.TOMLDocument, want: dict[str, Any]) -> str:
+def _checked(path: Path, doc: TOMLDocument, want: dict[str, Any]) -> str:
     """The edited text, once it is known to read back as exactly `want`."""
+    import tomlkit
+
     text = tomlkit.dumps(doc)
     if tomllib.loads(text) != want:
         raise FleetConfigError(f"{path}: cannot edit this TOML layout safely; edit it by hand")
@@ -528,6 +534,9 @@ def add_node(path: Path, node: NodeConfig) -> None:
                     f"{path}: a node named {node.name!r} already exists (node[{i}]); "
                     f"remove it first with `fleet remove {node.name}`"
                 )
+        import tomlkit
+        from tomlkit.items import AoT
+
         doc = _document(path, text)
         entry = node.to_toml_dict()
         if "node" not in doc:
@@ -557,6 +566,8 @@ def remove_node(path: Path, name: str) -> None:
         if not idx:
             raise NodeNotFound(f"{path}: no node named {name!r}")
         want = {**data, "node": [e for i, e in enumerate(raw) if i not in idx]}
+        from tomlkit.items import AoT
+
         doc = _document(path, text)
         nodes = doc["node"]
         left: list[Item] = []
@@ -578,6 +589,8 @@ def _drop_table(nodes: AoT, i: int) -> list[Item]:
     that table, but they sit above the next header and belong to what follows. Returns those
     it had nowhere to put (the array is empty now)."""
     body = nodes[i].value.body
+    from tomlkit.items import Comment, Whitespace
+
     trailing: list[Item] = []
     while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace | Comment):
         trailing.insert(0, body.pop()[1])
