@@ -66,8 +66,8 @@ def best(fn, n: int) -> float:
 
 
 def h11_get(n: int) -> None:
-    f = framing.Framing()
-    for _ in range(n):
+    for _ in range(n):  # as NodeClient does: a fresh framing per exchange
+        f = framing.Framing()
         f.send(framing.request(EP, "GET", "/api/v1/snapshot", {}, "tok"))
         f.feed(ANSWER)
         assert f.done and f.reusable

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import anyio
 import anyio.abc
+import h11
 
 from fleettui.aggregator.transport import framing
 from fleettui.aggregator.transport.errors import (
@@ -64,7 +65,9 @@ class Connection:
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
-        self.framing = Framing()
+        # the exchange in progress; none while the connection waits idle, so a kept connection
+        # holds no parser state (an h11 machine and the last head: about 1.6 KB a node)
+        self.framing: Framing | None = None
         self._pending = b""  # body bytes that arrived with the head
 
     @classmethod
@@ -84,11 +87,21 @@ class Connection:
             raise FetchError(describe_connect_error(exc), reachable=False) from None
         return cls(stream)
 
-    async def send(self, data: bytes) -> None:
-        """Send a request and read the answer's status and headers."""
-        f = self.framing
+    @property
+    def answer(self) -> Framing:
+        assert self.framing is not None, "no exchange in progress"
+        return self.framing
+
+    def rest(self) -> None:
+        """The exchange is over and the connection kept: drop its state."""
+        self.framing = None
+
+    async def exchange(self, req: h11.Request, body: bytes) -> None:
+        """Send a request and read the answer's status and headers (a fresh framing per
+        exchange, which is what h11 would reset to for the next one anyway)."""
+        self.framing = f = Framing()
         try:
-            await self._stream.send(data)
+            await self._stream.send(f.send(req, body))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise dropped(exc) from None
         self._pending = b""
@@ -106,7 +119,7 @@ class Connection:
 
     async def receive(self) -> bytes:
         """The next piece of the body; b"" once it is complete."""
-        f = self.framing
+        f = self.answer
         if self._pending:
             out, self._pending = self._pending, b""
             return out
@@ -119,7 +132,7 @@ class Connection:
 
     async def read_capped(self, cap: int) -> bytes:
         """The body, at most `cap` bytes; FetchError past the cap."""
-        announced = self.framing.announced_over(cap)
+        announced = self.answer.announced_over(cap)
         if announced is not None:
             raise FetchError(f"body over {mib(cap)} ({announced} bytes announced)", reachable=True)
         body = bytearray()
@@ -210,30 +223,31 @@ class NodeClient:
                     conn, self._idle = self._idle, None
                 if conn is not None:
                     try:
-                        await conn.send(conn.framing.send(req, body))
+                        await conn.exchange(req, body)
                     except FetchError:
-                        if conn.framing.received:
+                        if conn.answer.received:
                             raise
                         await conn.aclose()  # the node closed it while idle: once more, fresh
                         conn = None
                 if conn is None:
                     conn = await Connection.connect(self.endpoint)
-                    await conn.send(conn.framing.send(req, body))
+                    await conn.exchange(req, body)
                 return await self._answer(conn, cap, strict)
         except TimeoutError:
             raise FetchError(timeout_reason(timeout_s), reachable=False) from None
         finally:
-            if conn is not None and not (conn.framing.reusable and self._keep(conn)):
+            if conn is not None and not (conn.answer.reusable and self._keep(conn)):
                 await conn.aclose()
 
     def _keep(self, conn: Connection) -> bool:
         if self._idle is not None or self.closed:
             return False
+        conn.rest()
         self._idle = conn
         return True
 
     async def _answer(self, conn: Connection, cap: int, strict: bool) -> Reply:
-        f = conn.framing
+        f = conn.answer
         if f.status != 200 and (strict or not 200 <= f.status < 300):
             body = await conn.read_reason_body()
             if strict:

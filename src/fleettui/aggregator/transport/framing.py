@@ -81,7 +81,7 @@ def request(
 
 
 class Framing:
-    """One connection's exchanges, one after another: request bytes out, body bytes in.
+    """One exchange on a connection: request bytes out, body bytes in.
 
     `feed` takes what the socket delivered and returns the body bytes it completes; the head
     (`status`, `headers`) is set as soon as it is whole. Errors are StreamBroken with a reason.
@@ -96,12 +96,8 @@ class Framing:
         self.received = False  # any byte of the current answer arrived
 
     def send(self, req: h11.Request, body: bytes = b"") -> bytes:
-        """The bytes of the next request (the previous answer must be complete)."""
+        """The bytes of the request (one exchange per Framing)."""
         h = self._h11
-        if h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-        self.status, self.headers = 0, {}
-        self.head_done = self.done = self.received = False
         data = h.send(req) or b""
         if body:
             data += h.send(h11.Data(data=body)) or b""
