@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -505,3 +506,33 @@ def test_start_up_verification_reports_progress_and_can_be_stopped(tmp_path: Pat
     fresh.open()
     assert fresh.progress is None and fresh.problem is None
     assert watched is not None and watched.describe() == "4100 of 4100 entries"
+
+
+def test_a_page_never_serves_an_entry_past_its_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page read while an append is between writing its line and moving the head (held in
+    its fsync here) waits for it: a page whose entries pass its head reads as a truncated log
+    to every verifier (seen by hand: `fleet bulk` beside a running dashboard went BROKEN)."""
+    log = make_log(tmp_path, 3)
+    gate, entered = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        entered.set()
+        gate.wait(5)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    writer = threading.Thread(target=log.append, args=(fields(99),))
+    writer.start()
+    assert entered.wait(5)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(log.page_json(2, 10)))
+    reader.start()
+    reader.join(0.3)  # the line is on disk, the head not yet moved
+    gate.set()
+    writer.join(5)
+    reader.join(5)
+    page = AuditPage.model_validate_json(got[0])
+    assert [e.seq for e in page.entries] == [3, 4] and page.head.seq == 4

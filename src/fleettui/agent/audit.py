@@ -694,9 +694,14 @@ class AuditLog:
     # -- reading
     def page_json(self, after: int, limit: int) -> bytes:
         """The `/api/v1/audit` page as JSON: entries with seq > after, oldest first, at most
-        `limit`, served as the bytes on disk (so verifiers hash exactly what was written)."""
-        head = self.head().model_dump_json().encode()
-        lines = self._page_lines(after, limit)
+        `limit`, served as the bytes on disk (so verifiers hash exactly what was written).
+
+        Read under the writers' thread lock: an append (the action's thread) writes its line
+        before it moves the head, and a page holding that line with the old head would read as
+        a truncated log to every verifier."""
+        with self._tlock:
+            lines = self._page_lines(after, limit)
+            head = self.head().model_dump_json().encode()
         return b'{"entries":[' + b",".join(lines) + b'],"head":' + head + b"}"
 
     def _page_lines(self, after: int, limit: int) -> list[bytes]:
