@@ -372,6 +372,7 @@ class AuditLog:
         self._intents: dict[int, dict[str, Any]] = {}
         self._problem_seen: object = None  # the files as they were when `problem` was found
         self._tlock = threading.Lock()
+        self._appending = False
         self.progress: Progress | None = Progress()  # None once open() has verified the chain
 
     # -- state
@@ -566,7 +567,11 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self._locked():
                 self._check_before_write()
-                return self._append_locked(fields)
+                self._appending = True  # its line reaches the file before the head moves
+                try:
+                    return self._append_locked(fields)
+                finally:
+                    self._appending = False
         except OSError as exc:  # nothing written (no descriptor left...): refuse this one only
             raise AuditError(f"cannot open the audit log: {exc.strerror or exc}") from None
 
@@ -696,12 +701,16 @@ class AuditLog:
         """The `/api/v1/audit` page as JSON: entries with seq > after, oldest first, at most
         `limit`, served as the bytes on disk (so verifiers hash exactly what was written).
 
-        Read under the writers' thread lock: an append (the action's thread) writes its line
-        before it moves the head, and a page holding that line with the old head would read as
-        a truncated log to every verifier."""
-        with self._tlock:
-            lines = self._page_lines(after, limit)
-            head = self.head().model_dump_json().encode()
+        An append (the action's thread) writes its line before it moves the head, so a page
+        read meanwhile can hold a line past the head it serves, which every verifier must take
+        for a truncated log: such lines are left for the next page. (No lock: reads are served
+        while the start-up verification holds the writers' lock.)"""
+        head_model = self.head()
+        head = head_model.model_dump_json().encode()
+        lines = self._page_lines(after, limit)
+        if self._appending or self.seq != head_model.seq:  # only then can a line pass the head
+            while lines and _line_seq(lines[-1]) > head_model.seq:
+                lines.pop()
         return b'{"entries":[' + b",".join(lines) + b'],"head":' + head + b"}"
 
     def _page_lines(self, after: int, limit: int) -> list[bytes]:
@@ -888,3 +897,12 @@ def cmd_seal(args: argparse.Namespace) -> int:
         "next write; aggregators that pinned the old chain will report it rewritten."
     )
     return 0
+
+
+def _line_seq(line: bytes) -> int:
+    """The seq of a raw log line (-1 when it has none: such a line is served as it is)."""
+    try:
+        seq = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return -1
+    return seq if isinstance(seq, int) else -1
