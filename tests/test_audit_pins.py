@@ -318,7 +318,7 @@ async def test_forget_repins_deliberately_and_a_running_view_follows(
     bad = fleet(live.env, "audit", "forget", "nosuch")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        f"fleet: no node named 'nosuch' in {live.fleet_toml} (known: {name}, mac)"
+        f"fleet: no node named 'nosuch' in {live.fleet_toml} (known: {name}, mac; see `fleet ls`)"
     ]
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from fleettui.commands.io import console, err, load_fleet, print_json
+from fleettui.commands.io import console, err, load_fleet, named_node, print_json
 from fleettui.views.columns import plural
 from fleettui.wire import ActionRequest, action_problem, describe_action
 
@@ -190,9 +190,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     cfg = _prepare(args)
     if cfg is None:
         return 2
-    node = cfg.node(args.node)
+    node = named_node(cfg, args.node)
     if node is None:
-        err(f"no node named {args.node!r} in {cfg.path}; see `fleet ls`")
         return 2
     return _act(args, cfg, [node], ask=False)
 

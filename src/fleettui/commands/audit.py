@@ -13,15 +13,13 @@ import argparse
 def cmd_forget(args: argparse.Namespace) -> int:
     from fleettui.aggregator.kinds import kind_for
     from fleettui.aggregator.pins import PinStore, node_key
-    from fleettui.commands.io import err, load_config
+    from fleettui.commands.io import err, load_config, named_node
 
     cfg = load_config(args)
     if cfg is None:
         return 2
-    node = cfg.node(args.name)
+    node = named_node(cfg, args.name)
     if node is None:
-        known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
-        err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
     if not kind_for(node.kind).audited:
         err(f"{node.name} is an {node.kind} node: it keeps no fleettui audit log, so no pin")

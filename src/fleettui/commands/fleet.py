@@ -26,6 +26,7 @@ from fleettui.commands.io import (
     load_config,
     load_fleet,
     markup_safe,
+    named_node,
     print_json,
     print_warnings,
 )
@@ -274,10 +275,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if cfg is None:
         return 2
-    node = cfg.node(args.name)
+    node = named_node(cfg, args.name)
     if node is None:
-        known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
-        err(f"no node named {args.name!r} in {cfg.path} (known: {known})")
         return 2
 
     import anyio

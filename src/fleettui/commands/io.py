@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from fleettui.config import FleetConfig
+    from fleettui.config import FleetConfig, NodeConfig
 
 
 def err(msg: str) -> None:
@@ -71,6 +71,16 @@ def load_config(args: argparse.Namespace) -> FleetConfig | None:
         err(f"--config {cfg.path}: no such file (`fleet add ... --config` creates one)")
         return None
     return cfg
+
+
+def named_node(cfg: FleetConfig, name: str) -> NodeConfig | None:
+    """The node called `name`, or None after saying which names the config does hold."""
+    node = cfg.node(name)
+    if node is None:
+        known = ", ".join(n.name for n in cfg.nodes[:10]) or "none"
+        more = f" and {len(cfg.nodes) - 10} more" if len(cfg.nodes) > 10 else ""
+        err(f"no node named {name!r} in {cfg.path} (known: {known}{more}; see `fleet ls`)")
+    return node
 
 
 def print_warnings(cfg: FleetConfig) -> None:
