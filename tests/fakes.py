@@ -24,6 +24,13 @@ from fleettui.wire import GENESIS_HASH, audit_hash
 CHUNK = b"x" * 65536
 
 
+def free_port() -> int:
+    """A port nothing listens on right now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def snapshot_dict(name: str, *, ts: float | None = None, audit: dict | None = None) -> dict:
     """A healthy, valid NodeSnapshot as an agent would serve it."""
     return {

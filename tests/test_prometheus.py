@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from fake_nodes import ASIAI_SNAPSHOT, FakeAsiai, FakeOllama, running
-from fakes import snapshot_dict
+from fakes import free_port, snapshot_dict
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.commands.export import ExportError, fleet_families, parse_listen
 from fleettui.promtext import Family, FamilyCollector, exposition, labelled, snapshot_families
@@ -305,12 +305,6 @@ class Export:
                 self.proc.wait()
                 raise
         return self.proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_export_serves_one_merged_exposition_of_a_mixed_fleet(sim_agent, tmp_path: Path) -> None:

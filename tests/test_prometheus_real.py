@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from conftest import AgentProc, start_agent
+from fakes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = shutil.which("prometheus")
@@ -70,12 +71,6 @@ class RaplWriter:
     def run(self) -> None:
         while not self.stop.wait(0.02):
             self.write()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def agents_scrape_config(target: str) -> str:
