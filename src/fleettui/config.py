@@ -364,7 +364,7 @@ def parse_fleet_config(text: str, path: Path) -> FleetConfig:
     """Validate a projects.toml text; raises FleetConfigError only for invalid TOML."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a 4300+ digit integer
         raise FleetConfigError(f"{path}: not valid TOML: {exc}") from None
     warnings: list[str] = []
     for key in data:
@@ -478,7 +478,7 @@ def _read_for_edit(path: Path) -> tuple[str, dict[str, Any]]:
         raise FleetConfigError(f"{path}: not UTF-8 text: {exc}") from None
     try:
         return text, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a 4300+ digit integer
         raise FleetConfigError(f"{path}: not valid TOML, not editing it: {exc}") from None
 
 

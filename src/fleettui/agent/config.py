@@ -65,7 +65,7 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a number
 
 
 def _argv(v: list[str]) -> list[str]:
@@ -241,7 +241,8 @@ def load_agent_config(path: Path | None, *, required: bool = False) -> AgentConf
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: an integer past Python's 4300-digit conversion limit
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
         return AgentConfig.model_validate(data)
