@@ -153,6 +153,9 @@ def test_unusable_files_raise_naming_the_file(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe")
     with pytest.raises(FleetConfigError, match="not UTF-8"):
         load_fleet_config(binary)
+    huge = write(tmp_path, "[defaults]\npoll_interval_s = 1" + "0" * 5000 + "\n", "huge.toml")
+    with pytest.raises(FleetConfigError, match=rf"^{huge}: not valid TOML"):  # past int()'s limit
+        load_fleet_config(huge)
     with pytest.raises(FleetConfigError, match="is a directory"):
         load_fleet_config(tmp_path)
     missing = load_fleet_config(tmp_path / "missing.toml")  # a first run, not an error
