@@ -15,7 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from fleettui.textsafe import clean, clean_block
 
-SCHEMA_VERSION = 1
+# 2: the residency ledger (Model's context/slots/sources, Engine.available and .settings,
+# Gpu.processes, NodeSnapshot.budget). Version-1 agents still read: every new field is optional.
+SCHEMA_VERSION = 2
 GENESIS_HASH = "0" * 64
 
 # --- what a node may send ------------------------------------------------------------------
@@ -47,6 +49,10 @@ Count = Annotated[int, Field(ge=0, le=1_000_000)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 HttpStatus = Annotated[int, Field(ge=0, le=599)]  # 0: no request was answered
+Tokens = Annotated[int, Field(ge=0, le=100_000_000)]  # a context length
+Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Params = Annotated[int, Field(ge=0, le=10**14)]  # a parameter count
+Ratio = Annotated[float, _num(0, 1)]
 MAX_GPUS = 256
 MAX_ENGINES = 64
 MAX_MODELS = 1024
@@ -104,6 +110,12 @@ class Memory(WireModel):
     )
 
 
+class GpuProcess(WireModel):
+    pid: Pid
+    used_mb: MiB | None = None
+    engine: Name | None = Field(None, description="The engine this process serves, if known.")
+
+
 class Gpu(WireModel):
     index: Count
     name: Name
@@ -116,6 +128,20 @@ class Gpu(WireModel):
         None, description="GPU energy counter since driver load, joules (NVML, Volta or newer)."
     )
     temp_c: Celsius | None = None
+    processes: list[GpuProcess] = Field(
+        default_factory=list,
+        max_length=MAX_MODELS,
+        description="Compute processes holding memory on this GPU (NVML), with the engine each "
+        "belongs to where the agent could attribute it by PID or port.",
+    )
+    attributed_mb: MiB | None = Field(
+        None, description="Memory held by processes attributed to an engine, MiB."
+    )
+    other_mb: MiB | None = Field(
+        None,
+        description="used - attributed: memory nobody accounts for (other users, "
+        "the driver, processes of unknown engines), MiB.",
+    )
 
 
 PartKind = Literal["gpu", "cpu-package", "dram", "psys", "soc", "wall"]
@@ -210,11 +236,91 @@ class Cost(WireModel):
     )
 
 
+# Where a ledger figure comes from: `reported` by the engine itself, `measured` by the agent
+# (the process's memory, NVML), `estimated` by fleettui.capacity from metadata.
+Source = Literal["reported", "measured", "estimated"]
+SOURCES: tuple[str, ...] = get_args(Source)
+
+
+class ModelMeta(WireModel):
+    """What the memory maths needs to know of a model, read from the engine (Ollama
+    `/api/show` model_info, llama.cpp `/v1/models` meta), a GGUF header or a Hugging Face
+    config.json. Every field is optional: the estimator names what it lacks."""
+
+    source: Name = Field(description="ollama-show, llamacpp-meta, lmstudio, gguf, hf-config...")
+    arch: Name | None = Field(None, description="general.architecture: llama, gemma3, qwen2...")
+    params: Params | None = None
+    file_mb: MiB | None = Field(None, description="Size of the weights file(s), MiB.")
+    quant: Name | None = Field(None, description="Q4_K_M, Q8_0, F16, bf16...")
+    bits_per_weight: Annotated[float, _num(0, 64)] | None = None
+    n_layers: Count | None = Field(None, description="{arch}.block_count.")
+    n_heads: Count | None = None
+    n_kv_heads: Count | None = Field(None, description="Grouped-query attention: KV heads.")
+    kv_heads_per_layer: list[Count] | None = Field(
+        None, max_length=4096, description="Where KV heads differ per layer (GGUF array)."
+    )
+    key_length: Count | None = Field(None, description="Per-head key size; default embd/heads.")
+    value_length: Count | None = None
+    embedding_length: Count | None = None
+    vocab_size: Count | None = None
+    ctx_train: Tokens | None = Field(None, description="{arch}.context_length.")
+    sliding_window: Tokens | None = Field(None, description="Window of sliding-window layers.")
+    sliding_layers: Count | None = Field(None, description="How many layers use the window.")
+    kv_lora_rank: Count | None = Field(None, description="MLA: compressed KV size per token.")
+    rope_dim: Count | None = Field(None, description="MLA: the uncompressed RoPE part of K.")
+    recurrent_layers: Count | None = Field(None, description="SSM / recurrent layers.")
+
+
 class Model(WireModel):
+    """A resident model: one line of the node's residency ledger."""
+
+    name: Name
+    size_mb: MiB | None = Field(None, description="Total resident memory, MiB.")
+    vram_mb: MiB | None = Field(None, description="Of which on GPU, MiB (0 on a CPU-only run).")
+    quant: Name | None = None
+    gpus: list[Count] = Field(
+        default_factory=list, max_length=MAX_GPUS, description="GPU indices, where known."
+    )
+    ctx: Tokens | None = Field(None, description="Context length per slot, tokens.")
+    parallel: Count | None = Field(None, description="Parallel slots (sequences).")
+    kv_type: Name | None = Field(None, description="KV cache type: f16, q8_0, q4_0...")
+    expires_at: UnixTime | None = Field(None, description="When the engine unloads it, if idle.")
+    busy: bool | None = Field(None, description="Serving a request now (None: unknown).")
+    pid: Pid | None = Field(None, description="The process holding it, where known.")
+    sources: dict[str, Source] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Where each figure comes from, by field name: reported / measured / estimated.",
+    )
+    meta: ModelMeta | None = None
+
+
+class DiskModel(WireModel):
+    """A model present on the node's disk (pulled, not loaded)."""
+
     name: Name
     size_mb: MiB | None = None
-    vram_mb: MiB | None = None
     quant: Name | None = None
+    params: Params | None = None
+    meta: ModelMeta | None = None
+
+
+class EngineSettings(WireModel):
+    """Engine-wide settings that change how much memory a load takes, where the engine tells."""
+
+    default_ctx: Tokens | None = None
+    num_parallel: Count | None = Field(None, description="Ollama OLLAMA_NUM_PARALLEL, slots.")
+    max_loaded: Count | None = Field(None, description="Ollama OLLAMA_MAX_LOADED_MODELS.")
+    kv_type: Name | None = None
+    gpu_memory_utilization: Ratio | None = Field(
+        None, description="vLLM: the share of each GPU it claims at start, whatever it holds."
+    )
+    num_gpu_blocks: Count | None = None
+    block_size: Count | None = None
+    kv_usage_pct: Percent | None = Field(None, description="vLLM KV cache in use, 0-100.")
+    requests_running: Count | None = None
+    requests_waiting: Count | None = None
+    router: bool = Field(False, description="llama.cpp router mode: loads models on request.")
 
 
 EngineStatus = Literal["up", "down"]
@@ -226,12 +332,41 @@ class Engine(WireModel):
     status: EngineStatus
     version: Name | None = None
     models: list[Model] = Field(default_factory=list, max_length=MAX_MODELS)
+    available: list[DiskModel] = Field(
+        default_factory=list, max_length=MAX_MODELS, description="Models on disk, not loaded."
+    )
+    settings: EngineSettings | None = None
+    pids: list[Pid] = Field(
+        default_factory=list, max_length=MAX_MODELS, description="The engine's processes."
+    )
     error: Line | None = Field(None, description="Why the engine is down or its answer unusable.")
 
 
 # How a snapshot's `problems[]` line about the agent's own audit log begins (agent/actions.py
 # writes it): the aggregator never calls a chain `ok` that its own agent reports damaged.
 AUDIT_PROBLEM_PREFIX = "audit log: "
+
+
+BudgetKind = Literal["gpu", "unified", "ram"]
+
+
+class Budget(WireModel):
+    """The memory a model can use on this node, and how it is taken now.
+
+    gpu: the GPUs' memory (NVML); unified: Apple Silicon, min(GPU working-set limit, RAM - an
+    OS reserve); ram: a CPU-only node, RAM. free = total - used, never below 0."""
+
+    kind: BudgetKind
+    total_mb: MiB
+    used_mb: MiB
+    engines_mb: MiB = Field(0.0, description="Of used, what the engines' resident models hold.")
+    other_mb: MiB = Field(0.0, description="Of used, what nobody accounts for.")
+    free_mb: MiB
+    limit: Name = Field(description="What sets total_mb: 'GPU memory', 'iogpu.wired_limit_mb'...")
+    inputs: dict[str, Annotated[float, _num(-1e12, 1e12)]] = Field(
+        default_factory=dict, max_length=32, description="The figures total_mb came from, MiB."
+    )
+    ram_free_mb: MiB | None = Field(None, description="RAM free for a partial CPU offload.")
 
 
 class AuditHead(WireModel):
@@ -252,6 +387,7 @@ class NodeSnapshot(WireModel):
     cost: Cost = Field(default_factory=Cost)
     engines: list[Engine] = Field(default_factory=list, max_length=MAX_ENGINES)
     audit: AuditHead = Field(default_factory=AuditHead)
+    budget: Budget | None = Field(None, description="Memory a model can use (schema 2).")
     problems: list[Line] = Field(
         default_factory=list,
         max_length=MAX_PROBLEMS,
