@@ -205,7 +205,7 @@ def test_export_leaves_out_an_offline_nodes_latency_and_names_asiai_power() -> N
     fams = parse(render(fleet_families(views)))
     assert sample_map(fams["fleet_node_latency_seconds"], "node") == {("a",): 0.012, ("m",): 0.005}
     info = {s.labels["node"]: s.labels for s in fams["fleet_power_info"].samples}
-    assert (info["m"]["scope"], info["m"]["source"]) == ("SoC", "asiai")
+    assert (info["m"]["scope"], info["m"]["source"]) == ("SoC (CPU+GPU+ANE+DRAM)", "asiai")
     assert sample_map(fams["fleet_power_watts"], "node")[("m",)] == 41.5
 
 

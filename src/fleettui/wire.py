@@ -97,6 +97,14 @@ class NodeInfo(WireModel):
 class Cpu(WireModel):
     percent: Percent | None = Field(None, description="Whole-machine CPU utilisation, 0-100.")
     cores: Count | None = Field(None, description="Logical CPU count.")
+    thermal: Name | None = Field(
+        None,
+        description="Thermal pressure where the OS tells (macOS `pmset -g therm`): 'nominal', "
+        "or what it recorded ('CPU speed limit 62%', 'thermal warning level 2').",
+    )
+
+
+PressureLevel = Literal["normal", "warn", "critical"]
 
 
 class Memory(WireModel):
@@ -108,6 +116,11 @@ class Memory(WireModel):
         description="Linux PSI: seconds some task waited for memory since boot "
         "(/proc/pressure/memory `some total`); absent without PSI.",
     )
+    pressure_level: PressureLevel | None = Field(
+        None, description="macOS kern.memorystatus_vm_pressure_level: 1 normal, 2 warn, 4 critical."
+    )
+    swap_used_mb: MiB | None = None
+    swap_total_mb: MiB | None = None
 
 
 class GpuProcess(WireModel):
@@ -152,12 +165,21 @@ PART_NAMES: dict[str, tuple[str, str]] = {
     "cpu-package": ("CPU package", "C"),
     "dram": ("DRAM", "M"),
     "psys": ("platform (psys)", "P"),
-    "soc": ("SoC", "S"),
+    "soc": ("SoC (CPU+GPU+ANE+DRAM)", "S"),  # Apple Silicon's IOReport energy rails
     "wall": ("wall", "W"),
 }
-# How a figure is measured. *-energy and rapl read a hardware energy counter (exact between two
-# readings); nvml-power, ipmi and redfish integrate sampled power (a declared approximation).
-ENERGY_SOURCES = ("nvml-energy", "nvml-power", "rapl", "ipmi", "redfish", "simulated", "asiai")
+# How a figure is measured. *-energy, rapl and ioreport read a hardware energy counter (exact
+# between two readings); nvml-power, ipmi and redfish integrate sampled power (an approximation).
+ENERGY_SOURCES = (
+    "nvml-energy",
+    "nvml-power",
+    "rapl",
+    "ioreport",
+    "ipmi",
+    "redfish",
+    "simulated",
+    "asiai",
+)
 
 
 class _HasKind(Protocol):
