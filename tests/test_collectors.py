@@ -207,6 +207,8 @@ async def test_a_real_source_with_an_odd_gpu_still_publishes_the_node(xdg_home: 
     assert [g.power_w for g in snap.gpus] == [None, 312.5]
     assert any(p.startswith("nvml: GPU 0: temp_c") for p in snap.problems)
     assert snap.cpu.cores and snap.memory.total_mb  # the rest of the node is there
+    assert snap.budget is not None and snap.budget.kind == "gpu"  # over the GPU that reads
+    assert (snap.budget.total_mb, snap.budget.used_mb) == (8192, 2048)
 
 
 def test_odd_host_figures_are_dropped_not_fatal(monkeypatch) -> None:

@@ -16,6 +16,7 @@ import httpx
 
 from fleettui import __version__
 from fleettui.agent.broker import EventBroker
+from fleettui.agent.collect.budget import node_budget
 from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, zone
 from fleettui.agent.collect.host import HostCollector
 from fleettui.agent.collect.nvml import NvmlCollector, gpu_readings
@@ -218,6 +219,7 @@ class RealSource:
             power=power,
             cost=ledger.cost(now),
             engines=engines,
+            budget=node_budget(mem, self._gpus, engines),
             problems=problems,
         )
 

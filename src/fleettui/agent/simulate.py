@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleettui import __version__
+from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, day_start, local_day
 from fleettui.wire import (
     Cpu,
@@ -177,6 +178,12 @@ class SimulatedNode:
         pressure = max(
             5.0, min(99.0, 100 * (0.25 + 0.3 * self.load_bias + 0.1 * load - purge_relief))
         )
+        memory = Memory(
+            total_mb=self.mem_total_mb,
+            used_mb=round(self.mem_total_mb * pressure / 100, 1),
+            pressure_pct=round(pressure, 1),
+        )
+        unified = unified_budget(self.mem_total_mb, wired_limit_mb=0.0) if self.mac else None
         return NodeSnapshot(
             node=NodeInfo(
                 hostname=self.name,
@@ -188,11 +195,7 @@ class SimulatedNode:
             ),
             ts=t,
             cpu=Cpu(percent=round(100 * load * 0.6, 1), cores=self.cores),
-            memory=Memory(
-                total_mb=self.mem_total_mb,
-                used_mb=round(self.mem_total_mb * pressure / 100, 1),
-                pressure_pct=round(pressure, 1),
-            ),
+            memory=memory,
             gpus=gpus,
             power=Power(
                 watts=watts,
@@ -204,6 +207,7 @@ class SimulatedNode:
             ),
             cost=ledger.cost(t),
             engines=engines,
+            budget=node_budget(memory, gpus, engines, unified=unified),
             problems=problems,
         )
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 import anyio
 import anyio.lowlevel
 
+from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.wire import (
@@ -141,6 +142,8 @@ def _snapshot(
         )
         for i, (gname, total, gmax) in enumerate(gpus)
     ]
+    memory = Memory(total_mb=262144, used_mb=98304, pressure_pct=37.5)
+    unified = unified_budget(memory.total_mb or 0.0, wired_limit_mb=0.0) if mac else None
     return NodeSnapshot(
         node=NodeInfo(
             hostname=host,
@@ -152,11 +155,12 @@ def _snapshot(
         ),
         ts=ts,
         cpu=Cpu(percent=round(util * 0.4, 1), cores=24 if mac else 64),
-        memory=Memory(total_mb=262144, used_mb=98304, pressure_pct=37.5),
+        memory=memory,
         gpus=gpu_list,
         power=_power(watts, [g.power_w or 0.0 for g in gpu_list], mac=mac, wall=wall),
         cost=_cost(daily),
         engines=engines,
+        budget=node_budget(memory, gpu_list, engines, unified=unified),
         audit=AuditHead(seq=seq, head_hash="ab" * 32),
         problems=problems or [],
     )
