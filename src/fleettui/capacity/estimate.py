@@ -1,0 +1,465 @@
+"""How many bytes a model takes once loaded: weights + KV cache + compute buffers + footprint.
+
+Pure: metadata and settings in, an `Estimate` out (each term with its formula in words and
+its numbers), so the operator's `fleet fit`, the agent's load check and the MCP tool give one
+answer. With too little input it names what is missing instead of guessing; docs/capacity.md
+has every formula and where each input comes from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from fleettui.wire import EngineSettings, ModelMeta
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+Platform = Literal["cuda", "metal", "cpu"]
+Label = Literal["exact", "heuristic"]
+# Where a term's figure is held: `budget` counts in the total (the GPU memory, the unified
+# memory or the RAM of a CPU-only node); `host` is system RAM beside a GPU budget (not counted).
+Where = Literal["budget", "host"]
+
+# --- the constants, in one place, with why -------------------------------------------------
+# KV cache bytes per element by cache type (ggml block sizes: q8_0 holds 32 values in 34
+# bytes, q4_0 in 18, q4_1 in 20, q5_0 in 22, q5_1 in 24, iq4_nl in 18).
+KV_TYPES: dict[str, float] = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q4_0": 18 / 32,
+    "q4_1": 20 / 32,
+    "q5_0": 22 / 32,
+    "q5_1": 24 / 32,
+    "iq4_nl": 18 / 32,
+}
+# GGUF tensor types: (weights per block, bytes per block), gguf-py GGML_QUANT_SIZES. Only a
+# fallback when the file size is unknown: a Q4_K_M file mixes types per tensor.
+GGUF_BLOCKS: dict[str, tuple[int, int]] = {
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "BF16": (1, 2),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q5_0": (32, 22),
+    "Q5_1": (32, 24),
+    "Q8_0": (32, 34),
+    "IQ4_NL": (32, 18),
+    "Q2_K": (256, 84),
+    "Q3_K": (256, 110),
+    "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
+    "Q6_K": (256, 210),
+}
+# llama.cpp's default micro-batch (-ub 512): the compute graph is reserved for this many tokens.
+N_UBATCH = 512
+# mlx_lm processes a prompt in steps of this many tokens (its prefill_step_size).
+MLX_PREFILL_STEP = 2048
+# Activations per token of a micro-batch, in multiples of n_embd f32 values, beside the logits.
+# With flash attention (llama.cpp's default where the backend has it) no ctx x ctx matrix is
+# materialised; the graph allocator reuses buffers, so a few rows of n_embd remain.
+ACTIVATION_ROWS = 4
+# Without vocab/embedding sizes the compute buffer cannot be worked out: this stands in
+# (the label becomes heuristic and a note says so).
+COMPUTE_FALLBACK = 256 * MIB
+# Per-platform footprint. cuda: the CUDA context, 250 MiB of VRAM and 150 MiB of host RAM
+# (gguf-parser-go). cpu/metal: the process itself (binary, libraries, threads) plus the
+# tokenizer's tables, which grow with the vocabulary; fitted to llama-server's measured VmRSS
+# for gemma-3-270m (docs/capacity.md, "Measured").
+CUDA_VRAM_FOOTPRINT = 250 * MIB
+CUDA_HOST_FOOTPRINT = 150 * MIB
+PROCESS_FOOTPRINT = 48 * MIB
+TOKENIZER_BYTES_PER_TOKEN = 96
+# llama.cpp: --fit keeps this much free on each GPU; --cache-ram's default host prompt cache.
+LLAMACPP_FIT_MARGIN = 1024 * MIB
+LLAMACPP_CACHE_RAM = 8192 * MIB
+# vLLM's default share of a GPU when /metrics does not say.
+VLLM_DEFAULT_UTILIZATION = 0.9
+# Ollama's default context by total VRAM (docs/context-length): below 24 GiB, below 48 GiB, else.
+OLLAMA_CTX_TIERS: tuple[tuple[int, int], ...] = ((24 * GIB, 4096), (48 * GIB, 32768))
+OLLAMA_CTX_TOP = 262144
+# Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth
+# layer is full attention, the others slide (gemma2 alternates, gemma3 is 5 sliding : 1 full).
+SLIDING_PATTERNS: dict[str, int] = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
+# Engines that run ggml (llama.cpp's runtime): same buffers, same sliding-window cache rule.
+GGML_ENGINES = frozenset({"llamacpp", "ollama", "lmstudio"})
+ENGINES = ("ollama", "llamacpp", "vllm", "lmstudio", "mlx")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of the total: its bytes, how they were worked out (in words, with the
+    numbers) and where its input came from (reported / measured / estimated)."""
+
+    name: str
+    bytes: int
+    formula: str
+    source: str
+    where: Where = "budget"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    terms: tuple[Term, ...]
+    total_bytes: int | None
+    label: Label
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def host_bytes(self) -> int:
+        """Host RAM beside a GPU budget (the CUDA context's share, llama.cpp's prompt cache)."""
+        return sum(t.bytes for t in self.terms if t.where == "host")
+
+
+def mib(n: float) -> str:
+    """'1,024 MiB': the one way this module writes a size."""
+    return f"{n / MIB:,.0f} MiB" if n >= 10 * MIB or n == 0 else f"{n / MIB:,.1f} MiB"
+
+
+def quant_bits(quant: str | None) -> float | None:
+    """Bits per weight of a GGUF type or file type name: 'Q4_K_M' -> Q4_K's 4.5; None if unknown.
+
+    A file type (Q4_K_M, Q5_K_S) names its main tensor type; the others differ, so this is a
+    fallback for when the file size is unknown, never a replacement for it."""
+    if not quant:
+        return None
+    q = quant.strip().upper().replace("-", "_").replace(" ", "")
+    for name in sorted(GGUF_BLOCKS, key=len, reverse=True):
+        if q == name or q.startswith(name + "_"):
+            per, size = GGUF_BLOCKS[name]
+            return size * 8 / per
+    return None
+
+
+def ollama_default_ctx(vram_bytes: int) -> int:
+    """Ollama's context when neither the request nor OLLAMA_CONTEXT_LENGTH sets it."""
+    for limit, ctx in OLLAMA_CTX_TIERS:
+        if vram_bytes < limit:
+            return ctx
+    return OLLAMA_CTX_TOP
+
+
+def _weights(meta: ModelMeta, missing: list[str], notes: list[str]) -> Term | None:
+    if meta.file_mb:
+        src = "measured" if meta.source == "gguf" else "reported"
+        size = round(meta.file_mb * MIB)
+        return Term("weights", size, f"the weights file: {mib(size)}", src)
+    bits, how = meta.bits_per_weight, "bits per weight"
+    if not bits and (bits := quant_bits(meta.quant)):
+        how = f"bits per weight of {meta.quant}'s main tensor type"
+    if meta.params and bits:
+        size = math.ceil(meta.params * bits / 8)
+        notes.append("weights from parameters x bits per weight: the file size would be exact")
+        return Term(
+            "weights",
+            size,
+            f"{meta.params:,} parameters x {bits:g} {how} / 8 = {mib(size)}",
+            "estimated",
+        )
+    missing.append("weights: the file size (or parameter count and bits per weight)")
+    return None
+
+
+def _kv_layers(meta: ModelMeta, notes: list[str]) -> tuple[int, int, int] | None:
+    """(full-attention layers, sliding-window layers, recurrent layers), or None."""
+    n = meta.n_layers or (len(meta.kv_heads_per_layer) if meta.kv_heads_per_layer else None)
+    if not n:
+        return None
+    recurrent = min(meta.recurrent_layers or 0, n)
+    sliding = 0
+    if meta.sliding_window:
+        if meta.sliding_layers is not None:
+            sliding = meta.sliding_layers
+        elif (every := SLIDING_PATTERNS.get(meta.arch or "")) is not None:
+            sliding = n - n // every
+        else:
+            notes.append(
+                f"a sliding window of {meta.sliding_window} but not which layers use it: "
+                "counted every layer as full attention (an upper bound)"
+            )
+    sliding = min(sliding, n - recurrent)
+    return n - sliding - recurrent, sliding, recurrent
+
+
+def _kv(
+    meta: ModelMeta,
+    engine: str,
+    ctx: int,
+    parallel: int,
+    kv_type: str,
+    missing: list[str],
+    notes: list[str],
+    inexact: list[str],
+) -> Term | None:
+    per_elem = KV_TYPES.get(kv_type.lower())
+    if per_elem is None:
+        missing.append(f"KV cache type {kv_type!r}: one of {', '.join(KV_TYPES)}")
+    layers = _kv_layers(meta, notes)
+    if layers is None:
+        missing.append("KV cache: the number of layers")
+    if per_elem is None or layers is None:
+        return None
+    full, sliding, recurrent = layers
+    n = full + sliding + recurrent
+    if recurrent:
+        notes.append(
+            f"{recurrent} recurrent layers hold a fixed state this estimate does not count "
+            "(unsupported)"
+        )
+        inexact.append("recurrent state")
+    if meta.kv_lora_rank:  # MLA: one compressed latent plus the RoPE part of K, per token
+        width = meta.kv_lora_rank + (meta.rope_dim or 0)
+        per_layer = [width] * n
+        how = f"(kv_lora_rank {meta.kv_lora_rank} + rope {meta.rope_dim or 0}) per layer (MLA)"
+        if meta.rope_dim is None:
+            notes.append("MLA without the RoPE dimension: counted as 0")
+            inexact.append("rope_dim")
+    else:
+        k, v = meta.key_length, meta.value_length
+        if k is None or v is None:
+            if not (meta.embedding_length and meta.n_heads):
+                missing.append("KV cache: key/value length (or embedding length and head count)")
+                return None
+            head = meta.embedding_length // meta.n_heads
+            k, v = k or head, v or head
+        if meta.kv_heads_per_layer:
+            heads = list(meta.kv_heads_per_layer[:n]) + [meta.n_kv_heads or 0] * (
+                n - len(meta.kv_heads_per_layer)
+            )
+            how = f"(key {k} + value {v}) x the KV heads of each layer"
+        elif meta.n_kv_heads or meta.n_heads:
+            kvh = meta.n_kv_heads or meta.n_heads or 0
+            if not meta.n_kv_heads:
+                notes.append("no KV head count: took the attention head count (no GQA)")
+            heads = [kvh] * n
+            how = f"(key {k} + value {v}) x {kvh} KV heads"
+        else:
+            missing.append("KV cache: the KV head count")
+            return None
+        per_layer = [(k + v) * h for h in heads]
+    # Which layers slide: the pattern's non-full ones; with only a count, the first ones.
+    every = SLIDING_PATTERNS.get(meta.arch or "")
+    if sliding and every and meta.sliding_layers is None:
+        slide_idx = {i for i in range(n) if (i + 1) % every != 0}
+    else:
+        slide_idx = set(range(sliding))
+    rest = [i for i in range(n) if i not in slide_idx]
+    if not meta.kv_heads_per_layer:  # uniform layers: which ones are recurrent does not matter
+        rest = rest[recurrent:]
+    full_elems = sum(per_layer[i] for i in rest)
+    slide_elems = sum(per_layer[i] for i in slide_idx)
+    window_tokens = 0
+    if sliding and meta.sliding_window:
+        # ggml engines keep window + one micro-batch of cells per sequence (llama.cpp's SWA cache)
+        extra = N_UBATCH if engine in GGML_ENGINES else 0
+        window_tokens = min(ctx, meta.sliding_window + extra)
+    full_bytes = ctx * parallel * full_elems * per_elem
+    slide_bytes = window_tokens * parallel * slide_elems * per_elem
+    total = math.ceil(full_bytes + slide_bytes)
+    per_token = full_elems * per_elem
+    formula = (
+        f"{ctx:,} ctx x {parallel} parallel x {full} full-attention layers x {how} "
+        f"x {per_elem:g} bytes ({kv_type}) = {mib(full_bytes)} ({per_token / 1024:g} KiB per token)"
+    )
+    if sliding:
+        formula += (
+            f"; {sliding} sliding-window layers hold {window_tokens:,} tokens x {parallel} "
+            f"parallel = {mib(slide_bytes)}"
+        )
+    return Term("kv cache", total, formula, "estimated")
+
+
+def _compute(
+    meta: ModelMeta,
+    engine: str,
+    platform: Platform,
+    parallel: int,
+    notes: list[str],
+    inexact: list[str],
+) -> Term:
+    vocab, embd = meta.vocab_size, meta.embedding_length
+    if not (vocab and embd):
+        notes.append(
+            f"no vocab/embedding sizes: the compute buffer taken as {mib(COMPUTE_FALLBACK)}"
+        )
+        inexact.append("compute buffer")
+        return Term(
+            "compute buffer", COMPUTE_FALLBACK, "a stand-in: vocab/embedding unknown", "estimated"
+        )
+    if engine == "mlx":
+        act = 4 * MLX_PREFILL_STEP * ACTIVATION_ROWS * embd
+        logits = 4 * vocab * parallel
+        return Term(
+            "compute buffer",
+            act + logits,
+            f"4 bytes x {MLX_PREFILL_STEP} prefill tokens x {ACTIVATION_ROWS} x {embd} embd "
+            f"+ 4 bytes x {vocab:,} vocab x {parallel} parallel = {mib(act + logits)}",
+            "estimated",
+        )
+    act = 4 * N_UBATCH * ACTIVATION_ROWS * embd
+    if platform == "cpu":
+        # Host pages are committed when first written: generation writes one row of logits per
+        # sequence, not the n_ubatch rows the graph reserves.
+        rows, why = parallel, f"{parallel} parallel"
+    else:
+        rows, why = N_UBATCH, f"{N_UBATCH} ubatch"
+    logits = 4 * vocab * rows
+    return Term(
+        "compute buffer",
+        act + logits,
+        f"4 bytes x {N_UBATCH} ubatch x {ACTIVATION_ROWS} x {embd} embd + 4 bytes x {vocab:,} "
+        f"vocab x {why} (logits) = {mib(act + logits)}",
+        "estimated",
+    )
+
+
+def _footprint(meta: ModelMeta | None, platform: Platform) -> list[Term]:
+    if platform == "cuda":
+        return [
+            Term(
+                "platform footprint",
+                CUDA_VRAM_FOOTPRINT,
+                f"CUDA context on the GPU: {mib(CUDA_VRAM_FOOTPRINT)}",
+                "estimated",
+            ),
+            Term(
+                "host footprint",
+                CUDA_HOST_FOOTPRINT,
+                f"CUDA context in host RAM: {mib(CUDA_HOST_FOOTPRINT)}",
+                "estimated",
+                "host",
+            ),
+        ]
+    vocab = (meta.vocab_size or 0) if meta else 0
+    tok = vocab * TOKENIZER_BYTES_PER_TOKEN
+    return [
+        Term(
+            "process footprint",
+            PROCESS_FOOTPRINT + tok,
+            f"the process {mib(PROCESS_FOOTPRINT)} + {TOKENIZER_BYTES_PER_TOKEN} bytes x "
+            f"{vocab:,} vocab (tokenizer) = {mib(PROCESS_FOOTPRINT + tok)}",
+            "estimated",
+        )
+    ]
+
+
+def _vllm(
+    settings: EngineSettings | None,
+    gpu_total_bytes: int | None,
+    missing: list[str],
+    notes: list[str],
+    inexact: list[str],
+) -> Term | None:
+    util = settings.gpu_memory_utilization if settings else None
+    src = "reported"
+    if util is None:
+        util, src = VLLM_DEFAULT_UTILIZATION, "estimated"
+        notes.append(f"gpu_memory_utilization not reported: took vLLM's default {util:g}")
+        inexact.append("gpu_memory_utilization")
+    if not gpu_total_bytes:
+        missing.append("vLLM: the GPU's total memory")
+        return None
+    claim = math.floor(util * gpu_total_bytes)
+    return Term(
+        "vLLM claim",
+        claim,
+        f"gpu_memory_utilization {util:g} x {mib(gpu_total_bytes)} GPU = {mib(claim)}, "
+        "whatever the model (weights, KV cache and buffers live inside it)",
+        src,
+    )
+
+
+def estimate(
+    meta: ModelMeta | None,
+    *,
+    engine: str,
+    ctx: int | None,
+    parallel: int | None,
+    kv_type: str = "f16",
+    platform: Platform = "cuda",
+    settings: EngineSettings | None = None,
+    gpu_total_bytes: int | None = None,
+) -> Estimate:
+    """The bytes `meta` takes loaded by `engine` at `ctx` x `parallel` on `platform`.
+
+    ctx/parallel None: the engine's default (its settings, Ollama's VRAM tiers, the model's
+    training context for llama.cpp and vLLM). Never raises on missing or odd input: the
+    `missing` list says what lacks and `total_bytes` is None."""
+    missing: list[str] = []
+    notes: list[str] = []
+    inexact: list[str] = []
+    terms: list[Term] = []
+    if engine == "vllm":
+        if (term := _vllm(settings, gpu_total_bytes, missing, notes, inexact)) is not None:
+            terms.append(term)
+        return _done(terms, missing, notes, inexact)
+    if meta is None:
+        missing.append("model metadata (no node has the model, no --gguf file)")
+        return _done(terms, missing, notes, inexact)
+    if ctx is None:
+        ctx = _default_ctx(meta, engine, settings, gpu_total_bytes, notes, inexact)
+    if parallel is None:
+        parallel = (settings.num_parallel if settings else None) or 1
+        if not (settings and settings.num_parallel):
+            notes.append("parallel slots not given: took 1")
+    if settings and settings.kv_type and kv_type == "f16":
+        kv_type = settings.kv_type
+    if (term := _weights(meta, missing, notes)) is not None:
+        terms.append(term)
+        if term.source == "estimated":
+            inexact.append("weights")
+    if ctx is None:
+        missing.append("context length (give --ctx: the engine's default is not known)")
+    elif ctx <= 0 or parallel <= 0:
+        missing.append("a positive context length and parallel slot count")
+    elif (term := _kv(meta, engine, ctx, parallel, kv_type, missing, notes, inexact)) is not None:
+        terms.append(term)
+    if engine == "mlx":
+        notes.append("MLX grows its KV cache as tokens arrive: this is the cache at a full context")
+    terms.append(_compute(meta, engine, platform, max(parallel, 1), notes, inexact))
+    terms.extend(_footprint(meta, platform))
+    if engine == "llamacpp":
+        terms.append(
+            Term(
+                "host prompt cache (up to)",
+                LLAMACPP_CACHE_RAM,
+                f"--cache-ram default {mib(LLAMACPP_CACHE_RAM)} of host RAM, filled as prompts "
+                "are cached (not at load)",
+                "estimated",
+                "host",
+            )
+        )
+    return _done(terms, missing, notes, inexact)
+
+
+def _default_ctx(
+    meta: ModelMeta,
+    engine: str,
+    settings: EngineSettings | None,
+    gpu_total_bytes: int | None,
+    notes: list[str],
+    inexact: list[str],
+) -> int | None:
+    if settings and settings.default_ctx:
+        return settings.default_ctx
+    if engine == "ollama" and gpu_total_bytes is not None:
+        ctx = ollama_default_ctx(gpu_total_bytes)
+        notes.append(f"Ollama's default context for {mib(gpu_total_bytes)} of VRAM: {ctx:,}")
+        return ctx
+    if engine in ("llamacpp", "vllm") and meta.ctx_train:
+        notes.append(
+            f"the engine's default context: the model's training context {meta.ctx_train:,}"
+        )
+        return meta.ctx_train
+    return None
+
+
+def _done(terms: list[Term], missing: list[str], notes: list[str], inexact: list[str]) -> Estimate:
+    total = None if missing else sum(t.bytes for t in terms if t.where == "budget")
+    label: Label = "exact" if not missing and not inexact else "heuristic"
+    return Estimate(tuple(terms), total, label, tuple(missing), tuple(notes))

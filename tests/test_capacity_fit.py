@@ -1,0 +1,223 @@
+"""check_fit over fixed node snapshots: room, an idle model to evict, no room, no budget."""
+
+from __future__ import annotations
+
+import json
+
+from fleettui.capacity.estimate import GIB, MIB
+from fleettui.capacity.fit import FitRequest, check_fit, find_meta, smallest_set
+from fleettui.wire import (
+    Budget,
+    DiskModel,
+    Engine,
+    EngineSettings,
+    Gpu,
+    Model,
+    ModelMeta,
+    NodeInfo,
+    NodeSnapshot,
+)
+
+META = ModelMeta(
+    source="ollama-show",
+    arch="llama",
+    n_layers=32,
+    n_heads=32,
+    n_kv_heads=8,
+    key_length=128,
+    value_length=128,
+    embedding_length=4096,
+    vocab_size=128256,
+    file_mb=4693,
+)
+WANT = FitRequest("llama3.1:8b", ctx=8192, parallel=1)
+
+
+def node(
+    total_gib: float,
+    used_gib: float,
+    models: list[Model],
+    *,
+    engine: str = "ollama",
+    kind: str = "gpu",
+    ram_free_mb: float | None = None,
+    settings: EngineSettings | None = None,
+    available: list[DiskModel] | None = None,
+) -> NodeSnapshot:
+    total, used = total_gib * 1024, used_gib * 1024
+    gpus = (
+        [Gpu(index=0, name="GPU", memory_total_mb=total, memory_used_mb=used)]
+        if kind == "gpu"
+        else []
+    )
+    return NodeSnapshot(
+        node=NodeInfo(hostname="n", os="Linux", arch="x86_64", agent_version="t", uptime_s=1),
+        ts=1.0,
+        gpus=gpus,
+        engines=[
+            Engine(
+                name=engine,
+                url="http://127.0.0.1:11434",
+                status="up",
+                models=models,
+                settings=settings,
+                available=available or [],
+            )
+        ],
+        budget=Budget(
+            kind=kind,
+            total_mb=total,
+            used_mb=used,
+            free_mb=total - used,
+            limit="GPU memory" if kind == "gpu" else "RAM",
+            ram_free_mb=ram_free_mb,
+        ),
+    )
+
+
+def resident(name: str, gib: float, busy: bool | None = False) -> Model:
+    return Model(name=name, size_mb=gib * 1024, vram_mb=gib * 1024, busy=busy)
+
+
+def test_three_nodes_fits_evict_no() -> None:
+    room = check_fit("room", node(24, 2, []), META, WANT)
+    assert room.verdict == "fits" and room.evict == ()
+    assert room.need_bytes is not None and room.need_bytes > 5 * GIB
+    assert "to spare" in room.reasons[0] and "safety margin" in room.reasons[0]
+
+    crowded = node(
+        24,
+        22,
+        [
+            resident("big:70b", 4, busy=True),
+            resident("qwen:7b", 6),
+            resident("phi:3b", 3),
+            resident("tiny:1b", 1),
+        ],
+    )
+    ev = check_fit("crowded", crowded, META, WANT)
+    assert ev.verdict == "evict"
+    assert ev.evict == ("qwen:7b",)  # one model frees enough; the busy one is never named
+    assert "after unloading idle qwen:7b" in ev.reasons[0]
+
+    full = node(8, 7, [resident("busy:7b", 6, busy=True)])
+    no = check_fit("full", full, META, WANT)
+    assert no.verdict == "no" and no.evict == ()
+    assert "short" in no.reasons[0]
+    assert any("busy model never evicted" in r for r in no.reasons)
+
+
+def test_evict_picks_the_fewest_then_the_least_memory() -> None:
+    crowded = node(24, 22, [resident("a", 2), resident("b", 2), resident("c", 5), resident("d", 6)])
+    ev = check_fit("n", crowded, META, WANT)
+    assert ev.verdict == "evict" and ev.evict == ("c",)  # 5 GiB frees enough; 6 would waste
+    assert smallest_set([], 1) is None and smallest_set([], 0) == []
+
+
+def test_smallest_set_with_many_candidates_takes_the_largest_first() -> None:
+    eng = node(24, 2, []).engines[0]
+    other = eng.model_copy(update={"name": "lmstudio"})
+    cands = [(f"m{i:02}", (i + 1) * MIB, eng) for i in range(20)]
+    assert [c[0] for c in smallest_set(cands, 39 * MIB) or []] == ["m19", "m18"]
+    assert smallest_set(cands, 10**12) is None
+    mixed = [(f"o{i:02}", 100 * MIB, other) for i in range(17)] + [("mine", MIB, eng)]
+    assert [c[0] for c in smallest_set(mixed, 50 * MIB, must=eng) or []] == ["mine", "o00"]
+
+
+def test_already_loaded_fits() -> None:
+    snap = node(8, 7.5, [resident("llama3.1:8b", 6)])
+    fit = check_fit("n", snap, None, WANT)
+    assert fit.verdict == "fits" and fit.reasons == ("already loaded",)
+    tagged = node(8, 7.5, [resident("llama3.1:latest", 6)])
+    assert check_fit("n", tagged, None, FitRequest("llama3.1")).reasons == ("already loaded",)
+
+
+def test_no_budget_is_unknown_with_the_reason() -> None:
+    snap = node(24, 2, []).model_copy(update={"budget": None})
+    fit = check_fit("old", snap, META, WANT)
+    assert fit.verdict == "unknown" and "schema 2" in fit.reasons[0]
+
+
+def test_missing_metadata_is_unknown_naming_it() -> None:
+    fit = check_fit("n", node(24, 2, []), None, WANT)
+    assert fit.verdict == "unknown" and "metadata" in fit.reasons[0]
+    bare = check_fit("n", node(24, 2, []), ModelMeta(source="x"), WANT)
+    assert bare.verdict == "unknown" and any("weights" in r for r in bare.reasons)
+
+
+def test_meta_comes_from_the_node_or_any_node() -> None:
+    disk = [DiskModel(name="llama3.1:8b", size_mb=4693, meta=META)]
+    snap = node(24, 2, [], available=disk)
+    assert check_fit("n", snap, None, WANT).verdict == "fits"
+    assert find_meta({"a": node(24, 2, []), "b": snap}, "llama3.1:8b") == META
+    assert find_meta({"a": snap}, "other") is None
+
+
+def test_cpu_only_node_budget_is_ram() -> None:
+    snap = node(16, 4, [], engine="llamacpp", kind="ram")
+    fit = check_fit("cpu", snap, META, WANT)
+    assert fit.verdict == "fits"
+    terms = {t.name for t in fit.estimate.terms} if fit.estimate else set()
+    assert "process footprint" in terms and "platform footprint" not in terms
+    tight = check_fit("cpu", node(8, 4, [], engine="llamacpp", kind="ram"), META, WANT)
+    assert tight.verdict == "no"
+
+
+def test_partial_offload_when_ram_covers_the_rest() -> None:
+    snap = node(8, 4, [], engine="llamacpp", ram_free_mb=64 * 1024)
+    fit = check_fit("n", snap, META, WANT)
+    assert fit.verdict == "fits" and fit.offload_bytes > 0
+    assert "partial CPU offload" in fit.reasons[0]
+    vllm = check_fit("n", node(8, 4, [], engine="vllm", ram_free_mb=64 * 1024), META, WANT)
+    assert vllm.verdict != "fits" or vllm.offload_bytes == 0
+
+
+def test_llamacpp_keeps_its_fit_margin_per_gpu() -> None:
+    fit = check_fit("n", node(24, 2, [], engine="llamacpp"), META, WANT)
+    assert fit.margin_bytes == 1024 * MIB and "--fit" in fit.reasons[0]
+
+
+def test_ollama_max_loaded_models_forces_an_eviction() -> None:
+    s = EngineSettings(max_loaded=2)
+    snap = node(80, 10, [resident("a:1b", 1), resident("b:2b", 2)], settings=s)
+    fit = check_fit("n", snap, META, WANT)
+    assert fit.verdict == "evict" and fit.evict == ("a:1b",)
+    assert "OLLAMA_MAX_LOADED_MODELS" in fit.reasons[1]
+    busy = node(80, 10, [resident("a:1b", 1, True), resident("b:2b", 2, True)], settings=s)
+    assert check_fit("n", busy, META, WANT).verdict == "no"
+
+
+def test_vllm_node_needs_its_whole_claim() -> None:
+    s = EngineSettings(gpu_memory_utilization=0.9)
+    ok = check_fit("v", node(80, 0.5, [], engine="vllm", settings=s), None, WANT)
+    assert ok.verdict == "fits" and ok.need_bytes == round(0.9 * 80 * GIB)
+    busy = check_fit("v", node(80, 20, [], engine="vllm", settings=s), None, WANT)
+    assert busy.verdict == "no"
+
+
+def test_engine_not_on_the_node() -> None:
+    fit = check_fit("n", node(24, 2, []), META, FitRequest("m", ctx=1, engine="vllm"))
+    assert fit.verdict == "no" and "no vllm engine" in fit.reasons[0]
+
+
+def test_to_json_is_a_stable_document() -> None:
+    fit = check_fit("room", node(24, 2, []), META, WANT)
+    doc = fit.to_json()
+    assert json.loads(json.dumps(doc)) == doc
+    assert list(doc) == [
+        "schema",
+        "node",
+        "model",
+        "verdict",
+        "engine",
+        "need_bytes",
+        "free_bytes",
+        "margin_bytes",
+        "offload_bytes",
+        "evict",
+        "reasons",
+        "label",
+        "estimate",
+    ]
+    assert doc["verdict"] == "fits" and doc["model"] == "llama3.1:8b"
+    assert {t["name"] for t in doc["estimate"]["terms"]} >= {"weights", "kv cache"}
