@@ -75,10 +75,16 @@ class FakeNvml:
     class NVMLError(Exception):
         pass
 
-    def __init__(self, fail_init: bool = False, energy_supported: bool = True) -> None:
+    def __init__(
+        self,
+        fail_init: bool = False,
+        energy_supported: bool = True,
+        processes: dict[int, list[tuple[object, object]]] | None = None,
+    ) -> None:
         self.fail_init = fail_init
         self.energy_supported = energy_supported
         self.shutdown = False
+        self.processes = processes or {}  # GPU -> [(pid, usedGpuMemory bytes or None)]
 
     def nvmlInit(self) -> None:
         if self.fail_init:
@@ -115,6 +121,13 @@ class FakeNvml:
 
     def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
         return 61
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        """pynvml's friendly objects: usedGpuMemory None where the driver cannot tell."""
+        return [
+            SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0, computeInstanceId=0)
+            for pid, used in self.processes.get(h, [])
+        ]
 
 
 def test_nvml_absent_means_no_gpus_not_an_error() -> None:
@@ -254,3 +267,251 @@ def test_the_meter_drops_impossible_readings_and_books_the_rest() -> None:
         "energy: gpu0: watts nan dropped, not a plausible reading "
         "(Input should be a finite number)",
     ]
+
+
+GIB = 1024**3
+
+
+def test_nvml_per_process_memory_is_read_each_gpu_on_its_own() -> None:
+    fake = FakeNvml(processes={0: [(4242, 3 * GIB), (4243, None), (4244, 2**64 - 1)]})
+    gpus = NvmlCollector(fake).gpus(problems := [])
+    assert problems == []
+    assert [(p.pid, p.used_mb, p.engine) for p in gpus[0].processes] == [
+        (4242, 3072.0, None),
+        (4243, None, None),  # WDDM, some vGPUs: pynvml says None
+        (4244, None, None),  # NVML_VALUE_NOT_AVAILABLE as the raw unsigned value
+    ]
+    assert gpus[0].attributed_mb == 0.0 and gpus[1].processes == []  # read, none attributed yet
+
+
+class OldDriverNvml(FakeNvml):
+    """A driver without the v3 symbol: pynvml's plain call raises, the _v2 one answers."""
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        raise self.NVMLError("Function Not Found")
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+        return super().nvmlDeviceGetComputeRunningProcesses(h)
+
+
+def test_nvml_process_query_falls_back_to_v2() -> None:
+    gpus = NvmlCollector(OldDriverNvml(processes={1: [(7, GIB)]})).gpus(problems := [])
+    assert problems == [] and [(p.pid, p.used_mb) for p in gpus[1].processes] == [(7, 1024.0)]
+
+
+class NoProcessesNvml(OldDriverNvml):
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+        raise self.NVMLError("Insufficient Permissions")
+
+
+def test_an_unreadable_process_list_is_a_problem_line_and_the_gpu_stays() -> None:
+    problems: list[str] = []
+    gpus = NvmlCollector(NoProcessesNvml()).gpus(problems)
+    assert problems == [
+        "nvml: GPU 0: processes unreadable: Function Not Found",
+        "nvml: GPU 1: processes unreadable: Function Not Found",
+    ]
+    g = gpus[0]
+    assert g.processes == [] and g.attributed_mb is None  # unknown, not "nothing attributed"
+    assert g.memory_total_mb == 8192 and g.power_w == 312.5  # the rest of the GPU is there
+
+
+def test_hostile_per_process_values_are_dropped_one_by_one() -> None:
+    procs: list[tuple[object, object]] = [
+        (1, 10**30),  # a yottabyte
+        (2, -(2**40)),
+        (3, "lots"),
+        (4, float("nan")),
+        (-5, GIB),  # no such pid
+        (2**40, GIB),
+        (6, GIB),  # the one true reading
+        (7, 10**5000),
+    ]
+    problems: list[str] = []
+    gpus = NvmlCollector(FakeNvml(processes={0: procs})).gpus(problems)
+    assert [(p.pid, p.used_mb) for p in gpus[0].processes] == [
+        (1, None),
+        (2, None),
+        (3, None),
+        (4, None),
+        (6, 1024.0),
+        (7, None),
+    ]
+    assert len(problems) == 7 and all(line.startswith("nvml: GPU 0: ") for line in problems)
+    assert "used_mb" in problems[0] and "process 1" in problems[0]
+    assert "a process: pid -5" in problems[4] and "bit number" in problems[6]
+
+
+def test_more_processes_than_the_bound_keeps_the_biggest_and_says_so() -> None:
+    from fleettui.wire import MAX_MODELS, NodeSnapshot
+
+    procs = [(pid, pid * 1024**2) for pid in range(1, MAX_MODELS + 501)]  # pid n holds n MiB
+    problems: list[str] = []
+    gpus = NvmlCollector(FakeNvml(processes={0: procs})).gpus(problems)
+    kept = gpus[0].processes
+    assert len(kept) == MAX_MODELS and kept[0].pid == 501 and kept[-1].pid == MAX_MODELS + 500
+    assert problems == [
+        f"nvml: GPU 0: {MAX_MODELS + 500} processes, the {MAX_MODELS} holding most memory kept"
+    ]
+    NodeSnapshot.model_validate(  # what the aggregator reads of it: valid
+        {
+            "node": {"hostname": "h", "os": "o", "arch": "a", "agent_version": "v", "uptime_s": 1},
+            "ts": 1,
+            "gpus": [g.model_dump() for g in gpus],
+        }
+    )
+
+
+def test_one_pid_listed_per_mig_instance_is_one_process_with_their_sum() -> None:
+    procs: list[tuple[object, object]] = [(9, GIB), (9, 2 * GIB), (9, None)]
+    gpus = NvmlCollector(FakeNvml(processes={0: procs})).gpus([])
+    assert [(p.pid, p.used_mb) for p in gpus[0].processes] == [(9, 3072.0)]
+    half_a_petabyte = 6 * 10**8 * 1024**2  # each plausible on its own, the sum is not
+    problems: list[str] = []
+    gpus = NvmlCollector(FakeNvml(processes={0: [(9, half_a_petabyte)] * 2})).gpus(problems)
+    assert [(p.pid, p.used_mb) for p in gpus[0].processes] == [(9, None)]
+    assert len(problems) == 1 and "process 9: used_mb" in problems[0]
+
+
+def _gpu(index: int, used: float, procs: list[tuple[int, float | None]]):
+    from fleettui.wire import Gpu, GpuProcess
+
+    return Gpu(
+        index=index,
+        name="H100",
+        memory_total_mb=81559,
+        memory_used_mb=used,
+        processes=[GpuProcess(pid=p, used_mb=u) for p, u in procs],
+        attributed_mb=0.0,  # the collector's "read, not attributed yet"
+    )
+
+
+# a made-up process tree: ollama serve 10 -> runners 11 and 12 (12 under 11); vllm 20 -> 21
+TREE = {11: [10, 1], 12: [11, 10, 1], 21: [20, 1], 99: [1], 10: [1], 20: [1]}
+
+
+def test_gpu_processes_are_attributed_to_engines_through_their_parents() -> None:
+    from fleettui.agent.collect.attribute import attribute
+    from fleettui.wire import Engine, Model
+
+    ollama = Engine(
+        name="ollama",
+        url="http://127.0.0.1:11434",
+        status="up",
+        pids=[10],
+        models=[
+            Model(name="llama3.1:8b", vram_mb=5000, pid=12),
+            Model(name="qwen2.5:7b", vram_mb=4000, pid=11, gpus=[3]),  # the engine said
+            Model(name="nomic", vram_mb=300),  # no pid: placed nowhere
+        ],
+    )
+    vllm = Engine(
+        name="vllm",
+        url="http://127.0.0.1:8000",
+        status="up",
+        pids=[20],
+        models=[Model(name="meta-llama/Llama-3.1-8B-Instruct")],  # vLLM reports no memory
+    )
+    gpus = [
+        _gpu(0, 30_000, [(12, 5200.0), (11, 4100.0), (99, 1500.0)]),
+        _gpu(1, 70_000, [(21, 69_000.0), (12, None)]),
+    ]
+    problems: list[str] = []
+    out, engines = attribute(gpus, [ollama, vllm], problems, TREE.get)
+    assert problems == []
+    assert [(p.pid, p.engine) for p in out[0].processes] == [
+        (12, "ollama"),
+        (11, "ollama"),
+        (99, None),
+    ]
+    assert (out[0].attributed_mb, out[0].other_mb) == (9300, 20_700)
+    assert (out[1].attributed_mb, out[1].other_mb) == (69_000, 1000)
+    llama, qwen, nomic = engines[0].models
+    assert llama.gpus == [0, 1] and llama.sources == {"gpus": "measured"}
+    assert llama.vram_mb == 5000  # the engine's own figure is kept
+    assert qwen.gpus == [3] and nomic.gpus == []
+    served = engines[1].models[0]
+    assert served.gpus == [1] and served.vram_mb == 69_000  # one model a server: NVML's figure
+    assert served.sources == {"gpus": "measured", "vram_mb": "measured"}
+
+
+def test_no_engine_pid_known_or_no_process_list_means_unattributed_not_zero() -> None:
+    from fleettui.agent.collect.attribute import attribute
+    from fleettui.wire import Engine
+
+    gpu = _gpu(0, 30_000, [(12, 5200.0)])
+    unread = gpu.model_copy(update={"attributed_mb": None})
+    eng = Engine(name="ollama", url="http://127.0.0.1:11434", status="up")
+    out, _ = attribute([gpu, unread], [eng], [], TREE.get)
+    assert [(g.attributed_mb, g.other_mb) for g in out] == [(None, None), (None, None)]
+    down = eng.model_copy(update={"status": "down", "pids": [10]})  # a stale pid: not trusted
+    out, _ = attribute([gpu], [down], [], TREE.get)
+    assert out[0].attributed_mb is None
+    out, _ = attribute([gpu, unread], [eng.model_copy(update={"pids": [10]})], [], TREE.get)
+    assert [(g.attributed_mb, g.other_mb) for g in out] == [(5200, 24_800), (None, None)]
+
+
+def test_attributed_beyond_used_leaves_other_at_zero_and_sums_past_the_bound_are_named() -> None:
+    from fleettui.agent.collect.attribute import attribute
+    from fleettui.wire import Engine, Model
+
+    eng = Engine(
+        name="vllm", url="http://127.0.0.1:8000", status="up", pids=[20], models=[Model(name="m")]
+    )
+    out, _ = attribute([_gpu(0, 1000, [(21, 4000.0)])], [eng], [], TREE.get)
+    assert (out[0].attributed_mb, out[0].other_mb) == (4000, 0)
+    huge = [(21, 9e8), (20, 9e8)]  # each within the bound, their sum past it
+    problems: list[str] = []
+    out, engines = attribute([_gpu(0, 1000, huge)], [eng], problems, TREE.get)
+    assert out[0].attributed_mb is None and out[0].other_mb is None
+    assert engines[0].models[0].vram_mb is None
+    assert [line.split(":")[0:2] for line in problems] == [
+        ["nvml", " GPU 0"],
+        ["engine vllm", " model m"],
+    ]
+
+
+def test_the_real_parent_walk_finds_an_engine_child_process() -> None:
+    """psutil on this machine: a real child of this test process is attributed to an engine
+    whose PID is this process."""
+    import os
+    import subprocess
+    import sys
+
+    from fleettui.agent.collect.attribute import attribute, process_ancestors
+    from fleettui.wire import Engine
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert os.getpid() in process_ancestors(child.pid)
+        eng = Engine(name="llamacpp", url="http://127.0.0.1:8080", status="up", pids=[os.getpid()])
+        out, _ = attribute([_gpu(0, 8000, [(child.pid, 4000.0)])], [eng], [])
+        assert out[0].processes[0].engine == "llamacpp" and out[0].other_mb == 4000
+    finally:
+        child.kill()
+        child.wait()
+    assert process_ancestors(child.pid) == []  # gone: no parents, no exception
+
+
+@pytest.mark.anyio
+async def test_a_real_source_publishes_gpu_processes_and_a_budget(xdg_home: Path) -> None:
+    from fleettui.agent.config import AgentConfig
+    from fleettui.agent.node import NodeAgent
+
+    config = AgentConfig(auto_detect=False, rapl_root=str(xdg_home / "no-rapl"))
+    agent = NodeAgent.real(config, nvml=FakeNvml(processes={0: [(4242, GIB)]}))
+    try:
+        snap = await agent.tick()
+    finally:
+        await agent.source.aclose()
+    g = snap.gpus[0]
+    assert [(p.pid, p.used_mb, p.engine) for p in g.processes] == [(4242, 1024.0, None)]
+    assert g.attributed_mb is None  # no engine here, so no PID to attribute to
+    b = snap.budget
+    assert b is not None and (b.kind, b.total_mb, b.used_mb, b.engines_mb) == (
+        "gpu",
+        16384,
+        4096,
+        0,
+    )
+    assert b.inputs["resident_vram_mb"] == 0 and b.ram_free_mb is not None

@@ -16,6 +16,7 @@ import httpx
 
 from fleettui import __version__
 from fleettui.agent.broker import EventBroker
+from fleettui.agent.collect.attribute import attribute
 from fleettui.agent.collect.budget import node_budget
 from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, zone
 from fleettui.agent.collect.host import HostCollector
@@ -197,6 +198,11 @@ class RealSource:
         (info, cpu, mem, problems), engines = await _gather(
             anyio.to_thread.run_sync, lambda: self._host_facts(ledger), self._engines
         )
+        # NVML's processes by engine: the parent walk reads /proc, so off the event loop
+        if any(g.processes for g in self._gpus):
+            gpus, engines = await anyio.to_thread.run_sync(attribute, self._gpus, engines, problems)
+        else:
+            gpus, engines = attribute(self._gpus, engines, problems)
         power = meter_power(self.meter)
         if not power.parts:
             problems.append("power: no readable source (no NVIDIA GPU, RAPL unreadable)")
@@ -215,11 +221,11 @@ class RealSource:
             ts=now,
             cpu=cpu,
             memory=mem,
-            gpus=self._gpus,
+            gpus=gpus,
             power=power,
             cost=ledger.cost(now),
             engines=engines,
-            budget=node_budget(mem, self._gpus, engines),
+            budget=node_budget(mem, gpus, engines),
             problems=problems,
         )
 

@@ -8,10 +8,17 @@ from typing import Any
 
 from fleettui.agent.collect.bounds import bounded, measured
 from fleettui.agent.collect.energy import Reading
-from fleettui.wire import Gpu
+from fleettui.wire import MAX_MODELS, Gpu, GpuProcess
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+# pynvml's plain name calls the newest struct version (v3); a driver older than that one lacks
+# the symbol (NVMLError_FunctionNotFound), so the older versions are tried after it.
+PROCESS_CALLS = (
+    "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetComputeRunningProcesses_v2",
+)
+NOT_AVAILABLE = 2**64 - 1  # NVML_VALUE_NOT_AVAILABLE as an unsigned long long
 
 
 def _load_pynvml() -> ModuleType | None:
@@ -80,6 +87,7 @@ class NvmlCollector:
             energy_mj = self._try(n.nvmlDeviceGetTotalEnergyConsumption, h)
             temp = self._try(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
             where = f"nvml: GPU {i}"
+            processes = self._processes(h, where, problems)
             out.append(
                 Gpu(
                     index=i,
@@ -96,9 +104,62 @@ class NvmlCollector:
                         energy_j=_scaled(energy_mj, None, 1000.0, 3),
                         temp_c=_scaled(temp, None, 1, 1),
                     ),
+                    processes=processes or [],
+                    # read, nothing attributed yet (attribute.py does that with the engines);
+                    # None: the process list was unreadable, so nothing can be attributed.
+                    attributed_mb=None if processes is None else 0.0,
                 )
             )
         return out
+
+    def _processes(self, h: Any, where: str, problems: list[str]) -> list[GpuProcess] | None:
+        """The compute processes on one GPU and the memory each holds; None (and a problem
+        line) when the driver cannot list them. One PID listed several times (one entry per
+        MIG instance) is one process holding their sum; past MAX_MODELS the biggest are kept."""
+        raw: Any = None
+        error: Exception | None = None
+        for call in PROCESS_CALLS:
+            fn = getattr(self._nvml, call, None)
+            if fn is None:
+                continue
+            try:
+                raw = fn(h)
+                break
+            except Exception as exc:  # NotSupported, FunctionNotFound, NoPermission...
+                error = error or exc
+        if raw is None:
+            if error is not None:
+                problems.append(f"{where}: processes unreadable: {error}")
+            return None
+        try:
+            entries = list(raw)
+        except TypeError:
+            problems.append(f"{where}: processes unreadable: not a list")
+            return None
+        held: dict[int, float | None] = {}
+        for entry in entries:
+            pid = bounded(
+                GpuProcess, "pid", getattr(entry, "pid", None), f"{where}: a process", problems
+            )
+            if pid is None:
+                continue
+            used = getattr(entry, "usedGpuMemory", None)
+            used = None if used == NOT_AVAILABLE else _scaled(used, None, MB, 1)
+            used = bounded(GpuProcess, "used_mb", used, f"{where}: process {pid}", problems)
+            before = held.get(pid)
+            held[pid] = used if before is None else before + (used or 0.0)
+        if len(held) > MAX_MODELS:
+            problems.append(
+                f"{where}: {len(held)} processes, the {MAX_MODELS} holding most memory kept"
+            )
+            top = set(sorted(held, key=lambda p: -(held[p] or 0.0))[:MAX_MODELS])
+            held = {p: u for p, u in held.items() if p in top}
+        # a sum of MIG entries is bounded again: many plausible parts can add up to nonsense
+        held = {
+            p: bounded(GpuProcess, "used_mb", u, f"{where}: process {p}", problems)
+            for p, u in held.items()
+        }
+        return [GpuProcess(pid=pid, used_mb=used) for pid, used in held.items()]
 
 
 def _scaled(raw: Any, attr: str | None, unit: float, digits: int) -> Any:
