@@ -29,6 +29,16 @@ from fleettui.agent.config import ConfigError, load_agent_config
         ('allowed_hosts = "gpu1.lan"', "allowed_hosts"),
         ('timezone = ""', "timezone"),
         ('timezone = "../../etc/passwd"', "timezone"),
+        ('[engines.ollama]\npull = "yes"', "engines.ollama.pull"),
+        ("[engines.ollama]\npull = 1", "engines.ollama.pull"),
+        ("[engines.vllm]\npull = true", "pull applies to ollama, not vllm"),
+        ('[engines.lmstudio]\nlms = "lms"', "engines.lmstudio.lms: Value error, must be an abs"),
+        ('[engines.lmstudio]\nlms = ["/bin/lms"]', "engines.lmstudio.lms"),
+        ('[engines.lmstudio]\nlms = "/bin/lms\\u0000x"', "engines.lmstudio.lms"),
+        ('[engines.ollama]\nlms = "/bin/lms"', "lms applies to lmstudio, not ollama"),
+        ("[engines.vllm.commands]\nload = []", "engines.vllm.commands.load"),
+        ('[engines.vllm.commands]\nload = "vllm serve {model}"', "engines.vllm.commands.load"),
+        ('[engines.vllm.commands]\nload = ["x", ""]', "engines.vllm.commands.load"),
     ],
 )
 def test_hostile_values_are_one_clear_error(tmp_path: Path, toml: str, needle: str) -> None:
@@ -49,8 +59,12 @@ def test_strict_still_takes_what_toml_means(tmp_path: Path) -> None:
         "header_timeout_s = 5\nauth_failures_per_min = 3\n"
         '[engines.ollama]\ncommands = { restart = ["systemctl", "restart", "ollama"] }\n'
         '[wall_power]\nsource = "ipmi"\n'
+        '[engines.lmstudio]\nlms = "/opt/lms"\n[engines.vllm.commands]\nload = ["/x", "{model}"]\n'
+        "[engines.ollama2]\nkind = 'ollama'\npull = true\n"
     )
     got = load_agent_config(cfg)
     assert got.header_timeout_s == 5.0 and got.auth_failures_per_min == 3
     assert got.engines["ollama"].kind == "ollama" and got.wall_power is not None
     assert got.wall_power.source == "ipmi"
+    assert got.engines["lmstudio"].lms == "/opt/lms" and got.engines["ollama2"].pull
+    assert got.engines["vllm"].commands["load"] == ["/x", "{model}"]

@@ -421,14 +421,17 @@ class NodeSnapshot(WireModel):
 # The one definition of what may be asked of a node: the agent refuses, the kinds and the CLI
 # check before sending, the TUI offers keys for, exactly these.
 
-ActionName = Literal["purge", "unload", "stop", "start", "restart"]
+ActionName = Literal["purge", "unload", "load", "stop", "start", "restart"]
 ACTIONS: tuple[str, ...] = get_args(ActionName)
-NEEDS_ENGINE = frozenset({"unload", "stop", "start", "restart"})  # purge alone is node-wide
-TAKES_MODEL = frozenset({"unload"})
-# How long each action may run on the node; callers wait a little longer than this.
+NEEDS_ENGINE = frozenset({"unload", "load", "stop", "start", "restart"})  # purge alone is node-wide
+TAKES_MODEL = frozenset({"unload", "load"})
+NEEDS_MODEL = frozenset({"load"})  # unload without a model unloads every resident one
+# How long each action may run on the node; callers wait a little longer than this. A load
+# reads the weights from disk (and, where the agent is told to pull, downloads them first).
 ACTION_TIMEOUTS_S: dict[str, float] = {
     "purge": 30.0,
     "unload": 60.0,
+    "load": 300.0,
     "stop": 60.0,
     "start": 120.0,
     "restart": 120.0,
@@ -440,6 +443,18 @@ ENGINE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 ENGINE_RE = re.compile(ENGINE_PATTERN)
 MODEL_RE = re.compile(MODEL_PATTERN)
+# KV cache types the engines take (llama.cpp -ctk/-ctv, OLLAMA_KV_CACHE_TYPE); the estimator
+# knows the bytes per element of each (capacity/estimate.py KV_TYPES).
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
+KV_TYPES: tuple[str, ...] = get_args(KvType)
+# Load parameters: bounds no real model reaches (16M tokens, 1024 slots), so a typo or a
+# hostile value is refused before an engine allocates for it.
+CTX_MAX = 1 << 24
+PARALLEL_MAX = 1024
+# Ollama's keep_alive: a duration ("30m", "2h", "90s", "300": seconds) or -1 (keep loaded).
+KEEP_ALIVE_PATTERN = r"^(-1|[0-9]{1,6}(s|m|h)?)$"
+KEEP_ALIVE_RE = re.compile(KEEP_ALIVE_PATTERN)
+LOAD_PARAMS = ("ctx", "parallel", "kv_type", "keep_alive", "force")
 
 
 @dataclass(frozen=True)
@@ -447,7 +462,7 @@ class ActionProblem:
     """Why an action's arguments are refused: the field, and a sentence whose `{value}` the
     caller fills the way it must show a hostile value (the agent scrubs secrets first)."""
 
-    field: Literal["action", "engine", "model"]
+    field: Literal["action", "engine", "model", "ctx", "parallel", "kv_type", "keep_alive", "force"]
     template: str
     value: str
     detail: dict[str, Any]
@@ -456,7 +471,68 @@ class ActionProblem:
         return self.template.format(value=show(self.value))
 
 
-def action_problem(action: str, engine: str | None, model: str | None) -> ActionProblem | None:
+def _count_problem(name: Literal["ctx", "parallel"], v: object, hi: int) -> ActionProblem | None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return ActionProblem(name, f"{name} must be an integer, not a {type(v).__name__}", "", {})
+    if not 1 <= v <= hi:
+        shown = str(v) if abs(v) < 10**12 else f"of {v.bit_length()} bits"
+        return ActionProblem(name, f"{name} {shown} is not between 1 and {hi}", "", {"max": hi})
+    return None
+
+
+def _load_problem(
+    action: str, ctx: object, parallel: object, kv_type: object, keep_alive: object, force: object
+) -> ActionProblem | None:
+    if action != "load":
+        given = (("ctx", ctx), ("parallel", parallel), ("kv_type", kv_type))
+        for name, v in (*given, ("keep_alive", keep_alive)):
+            if v is not None:
+                return ActionProblem(name, f"{name} only applies to load, not {action}", "", {})  # type: ignore[arg-type]
+    if not isinstance(force, bool):
+        return ActionProblem(
+            "force", f"force must be true or false, not a {type(force).__name__}", "", {}
+        )
+    if force and action != "load":
+        return ActionProblem("force", f"force only applies to load, not {action}", "", {})
+    if ctx is not None and (p := _count_problem("ctx", ctx, CTX_MAX)):
+        return p
+    if parallel is not None and (p := _count_problem("parallel", parallel, PARALLEL_MAX)):
+        return p
+    if kv_type is not None and kv_type not in KV_TYPES:
+        shown = kv_type if isinstance(kv_type, str) else f"<{type(kv_type).__name__}>"
+        return ActionProblem(
+            "kv_type", "kv_type {value} is not a KV cache type", shown, {"allowed": list(KV_TYPES)}
+        )
+    if keep_alive is not None:
+        if not isinstance(keep_alive, str) or not KEEP_ALIVE_RE.fullmatch(keep_alive):
+            shown = keep_alive if isinstance(keep_alive, str) else f"<{type(keep_alive).__name__}>"
+            return ActionProblem(
+                "keep_alive",
+                "keep_alive {value} is not a duration like 30m, 2h, 90s or -1",
+                shown,
+                {"pattern": KEEP_ALIVE_PATTERN},
+            )
+        if keep_alive.rstrip("smh").strip("0") == "":
+            return ActionProblem(
+                "keep_alive",
+                "keep_alive {value} would unload the model at once (send unload for that)",
+                keep_alive,
+                {},
+            )
+    return None
+
+
+def action_problem(
+    action: str,
+    engine: str | None,
+    model: str | None,
+    *,
+    ctx: object = None,
+    parallel: object = None,
+    kv_type: object = None,
+    keep_alive: object = None,
+    force: object = False,
+) -> ActionProblem | None:
     """The one rule for an action and its arguments; None when it may be sent."""
     if action not in ACTIONS:
         return ActionProblem("action", "unknown action {value}", action, {"allowed": list(ACTIONS)})
@@ -476,35 +552,82 @@ def action_problem(action: str, engine: str | None, model: str | None) -> Action
         )
     if action in NEEDS_ENGINE and engine is None:
         return ActionProblem("engine", f"{action} needs an engine", action, {})
+    if action in NEEDS_MODEL and model is None:
+        return ActionProblem("model", f"{action} needs a model", action, {})
     if action not in TAKES_MODEL and model is not None:
-        return ActionProblem("model", f"model only applies to unload, not {action}", model, {})
-    return None
+        return ActionProblem(
+            "model", f"model only applies to unload and load, not {action}", model, {}
+        )
+    return _load_problem(action, ctx, parallel, kv_type, keep_alive, force)
 
 
-def describe_action(action: str, engine: str | None, model: str | None) -> str:
-    """`restart ollama`, `unload ollama llama3:8b`, `purge`: how the operator would say it."""
-    return " ".join(x for x in (action, engine, model) if x)
+def describe_action(
+    action: str,
+    engine: str | None,
+    model: str | None,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """`restart ollama`, `unload ollama llama3:8b`, `load ollama qwen3:8b ctx=8192`, `purge`:
+    how the operator would say it."""
+    shown = [f"{k}={'true' if v is True else v}" for k, v in (params or {}).items() if v]
+    return " ".join(x for x in (action, engine, model, *shown) if x)
 
 
 class ActionRequest(WireModel):
     """Body of POST /api/v1/actions. A request that exists is one `action_problem` allows, so
-    the kinds and the agent's runners never check it again."""
+    the kinds and the agent's runners never check it again. Unset load parameters are left
+    out of the body, so an agent from before `load` reads every other request as before."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # the patterns are documented in the schema and enforced, with one message, by _allowed
+    # the patterns and bounds are documented in the schema and enforced, with one message, by
+    # _allowed; strict: "4096" or 4096.0 is not a context length, 1 is not true
     action: ActionName
     engine: str | None = Field(None, json_schema_extra={"pattern": ENGINE_PATTERN})
     model: str | None = Field(None, json_schema_extra={"pattern": MODEL_PATTERN})
+    ctx: int | None = Field(
+        None,
+        strict=True,
+        description="load: context length per slot, tokens (default: the engine's).",
+        json_schema_extra={"minimum": 1, "maximum": CTX_MAX},
+    )
+    parallel: int | None = Field(
+        None,
+        strict=True,
+        description="load: parallel slots, where the engine takes it per model.",
+        json_schema_extra={"minimum": 1, "maximum": PARALLEL_MAX},
+    )
+    kv_type: KvType | None = Field(None, description="load: KV cache type the fit assumes.")
+    keep_alive: str | None = Field(
+        None,
+        description="load, Ollama: how long the model stays loaded when idle.",
+        json_schema_extra={"pattern": KEEP_ALIVE_PATTERN},
+    )
+    force: bool = Field(
+        False,
+        strict=True,
+        description="load: load even when the agent's fit check says it does not fit "
+        "(audited as such).",
+    )
 
     @model_validator(mode="after")
     def _allowed(self) -> ActionRequest:
-        if problem := action_problem(self.action, self.engine, self.model):
+        if problem := action_problem(self.action, self.engine, self.model, **self.params()):
             raise ValueError(problem.text())
         return self
 
+    def params(self) -> dict[str, Any]:
+        """The load parameters, as action_problem takes them."""
+        return {k: getattr(self, k) for k in LOAD_PARAMS}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON to send: what is set, nothing at its default."""
+        return self.model_dump(exclude_defaults=True) | {"action": self.action}
+
     def describe(self) -> str:
-        return describe_action(self.action, self.engine, self.model)
+        return describe_action(
+            self.action, self.engine, self.model, {k: v for k, v in self.params().items() if v}
+        )
 
 
 class ActionResult(WireModel):

@@ -59,6 +59,7 @@ from fleettui.fsutil import STALE_TEMP_S, remove_stale_temps
 from fleettui.wire import (
     ACTION_TIMEOUTS_S,
     AUDIT_PROBLEM_PREFIX,
+    LOAD_PARAMS,
     ActionEvent,
     ActionRequest,
     ActionResult,
@@ -81,7 +82,7 @@ AUDIT_PAGE_DEFAULT = 100
 AUDIT_PAGE_MAX = 1000
 MAX_PENDING = 4096  # refusals held while the chain is verified; past it they are only counted
 VERIFYING = "audit chain being verified: "  # not AUDIT_PROBLEM_PREFIX: nothing is damaged
-REQUEST_FIELDS = ("action", "engine", "model")
+REQUEST_FIELDS = ("action", "engine", "model", *LOAD_PARAMS)
 ACTIONS_PATH = "/api/v1/actions"
 # Said alike to a client that sent no token and to one whose token is wrong or revoked, so it
 # must fit both: telling someone who sent a token to send one sends them the wrong way.
@@ -112,10 +113,12 @@ def audit_view(
         return None, {}
     action = data.get("action")
     args: dict[str, Any] = {}
-    for key in ("engine", "model"):
+    for key in REQUEST_FIELDS[1:]:
         v = data.get(key)
         if isinstance(v, str):
             args[key] = scrub(v, secret)
+        elif isinstance(v, bool) or (isinstance(v, int) and abs(v) < 10**12):
+            args[key] = v
         elif v is not None:
             args[key] = f"<{type(v).__name__}>"
     extra = sorted(scrub(str(k), secret, 40) for k in data if k not in REQUEST_FIELDS)
@@ -135,26 +138,29 @@ def request_from(body: Body, secret: str | None = None) -> ActionRequest:
     if unknown:
         names = [scrub(str(k), secret, 40) for k in unknown[:5]]
         raise Rejection(400, "unknown field", {"fields": names, "allowed": list(REQUEST_FIELDS)})
-    for key in REQUEST_FIELDS:
+    for key in ("action", "engine", "model"):  # the load parameters' types: action_problem
         v = data.get(key)
         if (v is None and key == "action") or (v is not None and not isinstance(v, str)):
             what = "missing" if v is None else f"a {type(v).__name__}"
             raise Rejection(400, f"{key} must be a string", {"field": key, "got": what})
     action, engine, model = data["action"], data.get("engine"), data.get("model")
-    for key, v in (("action", action), ("engine", engine), ("model", model)):
+    params = {k: data[k] for k in LOAD_PARAMS if data.get(k) is not None}
+    texts = [("action", action), ("engine", engine), ("model", model)]
+    texts += [(k, v) for k, v in params.items() if isinstance(v, str)]
+    for key, v in texts:
         if v is not None and ((secret and secret in v) or SECRET_SHAPE_RE.search(v)):
             raise Rejection(
                 400,
                 f"{key} looks like an access token; refusing to use or record it",
                 {"field": key},
             )
-    if problem := action_problem(action, engine, model):
+    if problem := action_problem(action, engine, model, **params):
         raise Rejection(
             400,
             problem.text(lambda v: _show(v, secret)),
             {"field": problem.field, **problem.detail},
         )
-    return ActionRequest(action=action, engine=engine, model=model)
+    return ActionRequest(action=action, engine=engine, model=model, **params)
 
 
 def bearer(header: str | None) -> str | None:

@@ -83,8 +83,23 @@ class EngineConfig(_Strict):
     url: str | None = None
     timeout_s: float = Field(1.5, gt=0, le=30)
     commands: dict[ActionName, Argv] = Field(
-        default_factory=dict, description="argv per action (wire.ACTIONS) for this engine."
+        default_factory=dict,
+        description="argv per action (wire.ACTIONS) for this engine; `{engine}`, `{model}`, "
+        "and for load `{ctx}`, `{parallel}`, `{kv_type}` are replaced as whole items.",
     )
+    pull: bool = Field(False, description="Ollama: POST /api/pull before each load.")
+    lms: str | None = Field(
+        None,
+        description="LM Studio: absolute path of the `lms` CLI, for loads where the server "
+        "has no REST load endpoint (before 0.4).",
+    )
+
+    @field_validator("lms")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("/") and "\x00" not in v and len(v) <= 4096):
+            raise ValueError("must be an absolute path, e.g. /home/me/.lmstudio/bin/lms")
+        return v
 
 
 class WallPowerConfig(_Strict):
@@ -173,6 +188,10 @@ class AgentConfig(_Strict):
                 eng.kind = name  # type: ignore[assignment]
             if eng.url is None:
                 eng.url = DEFAULT_ENGINE_URLS[eng.kind]
+            if eng.pull and eng.kind != "ollama":
+                raise ValueError(f"engine {name!r}: pull applies to ollama, not {eng.kind}")
+            if eng.lms is not None and eng.kind != "lmstudio":
+                raise ValueError(f"engine {name!r}: lms applies to lmstudio, not {eng.kind}")
         return v
 
     @field_validator("timezone")

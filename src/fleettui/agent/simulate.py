@@ -242,6 +242,14 @@ class SimulatedNode:
             if model is not None and gone == 0:
                 return False, f"model {model!r} not resident in {eng.name}"
             return True, f"unloaded {gone} model(s) from {eng.name} (simulated)"
+        if action == "load" and model is not None:
+            if any(m[0] == model for m in eng.models):
+                return True, f"{model} already loaded in {eng.name} (simulated)"
+            known = {m[0]: m for m in MODEL_POOL.get(eng.name, [])}
+            if model not in known:
+                return False, f"model {model!r} not on this node's disk for {eng.name}"
+            eng.models.append(known[model])
+            return True, f"loaded {model} in {eng.name} (simulated)"
         return False, f"unknown action {action!r}"
 
 

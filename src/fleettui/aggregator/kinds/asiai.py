@@ -165,6 +165,11 @@ class AsiaiKind(NodeKind):
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise shape_error(SNAPSHOT_PATH, exc) from None
 
+    def refuse(self, req: ActionRequest) -> str | None:
+        if req.action == "load":  # asiai's command API has no load
+            return "asiai has no load command; load needs a fleettui agent on that machine"
+        return None
+
     async def act(
         self,
         client: NodeClient,

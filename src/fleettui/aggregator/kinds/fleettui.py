@@ -38,7 +38,7 @@ class FleettuiKind(NodeKind):
         node: NodeConfig,
         req: ActionRequest,
     ) -> Sent:
-        body = req.model_dump()
+        body = req.body()  # only what is set: an agent from before `load` reads the rest
         try:
             reply = await client.post(
                 ACTIONS_PATH, body, timeout_s=self.action_timeout_s(req.action)

@@ -22,7 +22,7 @@ from fleettui.views.tui.table import FleetTable
 from fleettui.views.tui.widgets import ConfigBanner, EventLog, TotalsBar
 
 # One key per wire action (tests pin that they are the same set).
-ACTION_KEYS = {"R": "restart", "U": "unload", "P": "purge", "X": "stop", "T": "start"}
+ACTION_KEYS = {"R": "restart", "U": "unload", "L": "load", "P": "purge", "X": "stop", "T": "start"}
 
 
 class MainScreen(Screen[None]):
@@ -178,7 +178,7 @@ class MainScreen(Screen[None]):
         )
 
     def action_node_action(self, action: str) -> None:
-        """R/U/P/X/T: hand the targets to the bulk-action layer (never bound when read-only)."""
+        """R/U/L/P/X/T: hand the targets to the bulk-action layer (never bound when read-only)."""
         targets = self.table.targets()
         if not targets:
             self.notify("no node to act on", severity="warning")
