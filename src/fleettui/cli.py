@@ -24,6 +24,7 @@ EXPORT = "fleettui.commands.export"
 COMPLETION = "fleettui.completion"
 CONFIG = "fleettui.config"
 AUDIT = "fleettui.commands.audit"
+MCP = "fleettui.commands.mcp"
 
 
 class Declared(Sequence[str]):
@@ -258,6 +259,12 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     _fleet_config(forget)
     forget.add_argument("name")
     forget.set_defaults(func=_to(AUDIT, "cmd_forget"))
+
+    mcp = sub.add_parser(
+        "mcp", help="serve the fleet to AI agents as a read-only MCP server on stdio"
+    )
+    _fleet_config(mcp)
+    mcp.set_defaults(func=_to(MCP, "cmd_mcp"))
 
     completion = sub.add_parser(
         "completion", help="print a shell completion script: source <(fleet completion bash)"

@@ -1,0 +1,79 @@
+"""`fleet mcp`: the fleet as a read-only MCP server on stdio, for AI agents (docs/mcp.md).
+
+It watches the configured fleet with its own FleetAggregator, like the dashboard, and answers
+from that live state; it never acts on a node. The MCP SDK is an optional extra
+(`fleettui[mcp]`): without it the command says how to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+from typing import TYPE_CHECKING
+
+import anyio
+
+from fleettui.commands.io import err, load_fleet
+
+if TYPE_CHECKING:
+    from fleettui.config import FleetConfig
+
+INSTALL_HINT = (
+    "fleet mcp needs the MCP SDK (mcp 2.x): pip install 'fleettui[mcp]' "
+    "(or pip install 'mcp>=2,<3' beside fleettui)"
+)
+STALE_MIN_S = 10.0  # a node's figures older than this (or 3 poll intervals) are stale
+
+
+def secrets_of(cfg: FleetConfig) -> dict[str, list[str]]:
+    """Per node, what no answer may show: its token and the token file's path."""
+    out: dict[str, list[str]] = {}
+    for n in cfg.nodes:
+        found = [n.resolve_token() or ""]
+        if n.token_file is not None:
+            found += [str(n.token_file), str(n.token_file.expanduser())]
+            try:
+                found.append(str(n.token_file.resolve()))
+            except OSError:
+                pass
+        out[n.name] = [s for s in found if s]
+    return out
+
+
+async def serve_stdio(cfg: FleetConfig) -> None:
+    """Watch the fleet and serve MCP on stdin/stdout until the client hangs up (or a signal)."""
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.pins import PinStore
+    from fleettui.views.mcp.server import build_server
+    from fleettui.views.mcp.state import FleetState, Redactor
+
+    redactor = Redactor(await anyio.to_thread.run_sync(secrets_of, cfg))
+    stale = max(STALE_MIN_S, 3 * cfg.defaults.poll_interval_s)
+    async with (
+        FleetAggregator(cfg, pins=PinStore.default()) as agg,
+        anyio.create_task_group() as tg,
+    ):
+        state = FleetState(agg, stale_after_s=stale, redactor=redactor)
+        tg.start_soon(state.record)
+        tg.start_soon(_stop_on_signals, tg.cancel_scope)
+        await build_server(state).run_stdio_async()
+        tg.cancel_scope.cancel()
+
+
+async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("mcp") is None:
+        err(INSTALL_HINT)
+        return 2
+    cfg = load_fleet(args)
+    if cfg is None:
+        return 2
+    anyio.run(serve_stdio, cfg)
+    return 0

@@ -1,0 +1,331 @@
+"""Each tool's answer, built from the server's FleetState: plain functions, no SDK, so the
+same documents serve the tools, the resources and the tests.
+
+Every per-node part carries its freshness (the node's collection time, its age, whether it
+is stale) and is scrubbed of that node's secrets before it becomes a model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fleettui.aggregator.state import NodeView
+from fleettui.select import SelectError, parse
+from fleettui.views.mcp.models import (
+    Event,
+    Events,
+    ModelSearch,
+    NodeDetail,
+    NodeList,
+    Summary,
+)
+from fleettui.views.mcp.state import FleetState
+
+
+class Refused(Exception):
+    """A call this server cannot answer (unknown node, bad argument): the message says why."""
+
+
+def unknown_node(state: FleetState, name: str) -> Refused:
+    names = state.reader.names
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return Refused(f"no node named {name!r} (the fleet has: {shown or 'no nodes'})")
+
+
+def _audit(v: NodeView) -> dict[str, Any]:
+    snap = v.snapshot
+    return {
+        "chain": v.chain.value,
+        "detail": v.chain_detail,
+        "seq": snap.audit.seq if snap else None,
+    }
+
+
+def node_row(state: FleetState, v: NodeView, now: float) -> dict[str, Any]:
+    snap, facts = v.snapshot, v.facts
+    mem = facts.gpu_mem_mb if facts else None
+    budget = snap.budget if snap else None
+    row = {
+        "name": v.name,
+        "kind": v.kind,
+        "role": v.role,
+        "tags": list(v.tags),
+        "freshness": state.freshness(v, now),
+        "reasons": list(v.reasons),
+        "latency_ms": v.latency_ms,
+        "stream": v.stream_ok,
+        "hostname": snap.node.hostname if snap else None,
+        "simulated": snap.node.simulated if snap else False,
+        "power_w": snap.power.watts if snap else None,
+        "power_scope": snap.power.scope if snap else None,
+        "power_source": snap.power.source if snap else None,
+        "cost_7d": snap.cost.total_7d if snap else None,
+        "currency": snap.cost.currency if snap else None,
+        "gpus": len(snap.gpus) if snap else 0,
+        "gpu_mem_used_mb": mem[0] if mem else None,
+        "gpu_mem_total_mb": mem[1] if mem else None,
+        "budget": (
+            {
+                "kind": budget.kind,
+                "total_mb": budget.total_mb,
+                "free_mb": budget.free_mb,
+                "limit": budget.limit,
+            }
+            if budget
+            else None
+        ),
+        "engines": [
+            {
+                "name": e.name,
+                "status": e.status,
+                "models": [m.name for m in e.models] if e.status == "up" else [],
+            }
+            for e in (snap.engines if snap else [])
+        ],
+        "audit": _audit(v),
+    }
+    return state.redact.node(v.name, row)
+
+
+def list_nodes(state: FleetState, expr: str | None = None) -> NodeList:
+    views = state.views()
+    total = len(views)
+    if expr is not None and expr.strip():
+        try:
+            sel = parse(expr)
+        except SelectError as exc:
+            raise Refused(f"filter: {exc}") from None
+        views = [v for v in views if sel.matches(v)]
+    now = time.time()
+    return NodeList.model_validate(
+        {
+            "observed_at": now,
+            "stale_after_s": state.stale_after_s,
+            "filter": expr,
+            "total": total,
+            "nodes": [node_row(state, v, now) for v in views],
+        }
+    )
+
+
+def get_node(state: FleetState, name: str) -> NodeDetail:
+    v = state.view(name)
+    if v is None:
+        raise unknown_node(state, name)
+    now = time.time()
+    snap = v.snapshot
+    doc: dict[str, Any] = {
+        "observed_at": now,
+        "stale_after_s": state.stale_after_s,
+        "name": v.name,
+        "kind": v.kind,
+        "url": v.url,
+        "role": v.role,
+        "tags": list(v.tags),
+        "freshness": state.freshness(v, now),
+        "reasons": list(v.reasons),
+        "last_error": v.last_error,
+        "latency_ms": v.latency_ms,
+        "stream": v.stream_ok,
+        "host": None,
+        "gpus": [],
+        "engines": [],
+        "ledger": [],
+        "budget": None,
+        "power": None,
+        "cost": None,
+        "problems": [],
+        "audit": _audit(v),
+    }
+    if snap is not None:
+        dump = snap.model_dump(mode="json")
+        doc |= {
+            "host": {"info": dump["node"], "cpu": dump["cpu"], "memory": dump["memory"]},
+            "gpus": dump["gpus"],
+            "engines": [
+                {
+                    k: e[k]
+                    for k in (
+                        "name",
+                        "url",
+                        "status",
+                        "version",
+                        "error",
+                        "settings",
+                        "pids",
+                        "available",
+                    )
+                }
+                for e in dump["engines"]
+            ],
+            "ledger": [{**m, "engine": e["name"]} for e in dump["engines"] for m in e["models"]],
+            "budget": dump["budget"],
+            "power": dump["power"],
+            "cost": dump["cost"],
+            "problems": dump["problems"],
+        }
+    return NodeDetail.model_validate(state.redact.node(v.name, doc))
+
+
+def find_model(state: FleetState, model: str) -> ModelSearch:
+    query = model.strip().lower()
+    if not query:
+        raise Refused("model: give a model name (or part of one), e.g. llama3.1:8b")
+    now = time.time()
+    places: list[dict[str, Any]] = []
+    for v in state.views():
+        snap = v.snapshot
+        if snap is None:
+            continue
+        fresh = None
+        for e in snap.engines:
+            settings = e.settings
+            found: list[dict[str, Any]] = []
+            for m in e.models:
+                if query in m.name.lower():
+                    found.append(
+                        {
+                            "name": m.name,
+                            "where": "resident",
+                            "size_mb": m.size_mb,
+                            "vram_mb": m.vram_mb,
+                            "quant": m.quant,
+                            "ctx": m.ctx,
+                            "parallel": m.parallel,
+                            "kv_type": m.kv_type,
+                            "busy": m.busy,
+                            "expires_at": m.expires_at,
+                            "sources": dict(m.sources),
+                        }
+                    )
+            for d in e.available:
+                if query in d.name.lower():
+                    found.append(
+                        {
+                            "name": d.name,
+                            "where": "disk",
+                            "size_mb": d.size_mb,
+                            "vram_mb": None,
+                            "quant": d.quant,
+                            "ctx": settings.default_ctx if settings else None,
+                            "parallel": settings.num_parallel if settings else None,
+                            "kv_type": settings.kv_type if settings else None,
+                            "busy": None,
+                            "expires_at": None,
+                            "sources": {},
+                        }
+                    )
+            if found:
+                fresh = fresh or state.freshness(v, now)
+                for f in found:
+                    place = {
+                        "node": v.name,
+                        "freshness": fresh,
+                        "engine": e.name,
+                        "engine_status": e.status,
+                        **f,
+                    }
+                    places.append(state.redact.node(v.name, place))
+    exact = [p for p in places if p["name"].lower() == query]
+    return ModelSearch.model_validate(
+        {
+            "observed_at": now,
+            "stale_after_s": state.stale_after_s,
+            "model": model,
+            "exact": bool(exact),
+            "matches": exact or places,
+        }
+    )
+
+
+def fleet_summary(state: FleetState) -> Summary:
+    views = state.views()
+    now = time.time()
+    states = {"INITIALIZING": 0, "ONLINE": 0, "DEGRADED": 0, "OFFLINE": 0}
+    stale = power_nodes = resident = down = 0
+    power = 0.0
+    cost_7d: dict[str, float] = {}
+    cost_today: dict[str, float] = {}
+    by_kind: dict[str, dict[str, float]] = {}
+    largest: dict[str, Any] | None = None
+    for v in views:
+        states[v.state.value] += 1
+        fresh = state.freshness(v, now)
+        stale += fresh["stale"]
+        snap, facts = v.snapshot, v.facts
+        if snap is None or facts is None:
+            continue
+        if facts.watts is not None:
+            power += facts.watts
+            power_nodes += 1
+        cur = facts.currency
+        cost_7d[cur] = cost_7d.get(cur, 0.0) + facts.cost_7d
+        cost_today[cur] = cost_today.get(cur, 0.0) + snap.cost.today
+        resident += facts.models
+        down += facts.engines_down
+        b = snap.budget
+        if b is None or fresh["stale"]:
+            continue
+        k = by_kind.setdefault(b.kind, {"nodes": 0, "total_mb": 0.0, "free_mb": 0.0})
+        k["nodes"] += 1
+        k["total_mb"] += b.total_mb
+        k["free_mb"] += b.free_mb
+        free = int(b.free_mb * 2**20)
+        if largest is None or free > largest["free_bytes"]:
+            largest = {
+                "node": v.name,
+                "free_bytes": free,
+                "budget_kind": b.kind,
+                "limit": state.redact.node(v.name, b.limit),
+            }
+    return Summary.model_validate(
+        {
+            "observed_at": now,
+            "stale_after_s": state.stale_after_s,
+            "nodes": len(views),
+            "states": states,
+            "stale": stale,
+            "power_w": round(power, 1),
+            "power_nodes": power_nodes,
+            "cost_7d": {k: round(c, 4) for k, c in cost_7d.items()},
+            "cost_today": {k: round(c, 4) for k, c in cost_today.items()},
+            "free_by_kind": by_kind,
+            "largest_fit": largest,
+            "resident_models": resident,
+            "engines_down": down,
+        }
+    )
+
+
+def recent_events(state: FleetState, limit: int, kinds: Sequence[str] | None) -> Events:
+    wanted = set(kinds) if kinds else None
+    out: list[dict[str, Any]] = []
+    for ev in reversed(state.events):
+        if len(out) >= limit:
+            break
+        if wanted is not None and ev.kind not in wanted:
+            continue
+        data = ev.data if ev.kind == "state" and isinstance(ev.data, dict) else {}
+        out.append(
+            state.redact.fleet(
+                state.redact.node(
+                    ev.node,
+                    {
+                        "ts": ev.ts,
+                        "node": ev.node,
+                        "kind": ev.kind,
+                        "summary": ev.summary,
+                        "from_state": data.get("from"),
+                        "to_state": data.get("to"),
+                    },
+                )
+            )
+        )
+    return Events(
+        observed_at=time.time(),
+        since=state.since,
+        kept=state.events.maxlen or 0,
+        events=[Event.model_validate(e) for e in out],
+    )

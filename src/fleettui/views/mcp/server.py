@@ -1,0 +1,157 @@
+"""The MCP server: the tools and resources over FleetState, on the official SDK (`mcp` 2.x).
+
+Every tool is read-only and closed-world (it reads what the aggregator already holds, it
+reaches nothing else); arguments are typed and bounded, so the SDK's schema says what a
+call may carry and refuses the rest with a reason. A call that cannot be answered (an
+unknown node, a bad filter) is a tool error with the reason in its text, which is how MCP
+tells a model it can correct itself (spec 2025-11-25, SEP-1303).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from fleettui import __version__
+from fleettui.views.mcp import documents as docs
+from fleettui.views.mcp.models import (
+    EventKind,
+    Events,
+    ModelSearch,
+    NodeDetail,
+    NodeList,
+    Summary,
+)
+from fleettui.views.mcp.state import FleetState
+
+INSTRUCTIONS = (
+    "fleettui watches a fleet of LLM-inference machines (GPUs, engines such as Ollama, "
+    "llama.cpp, vLLM, LM Studio, MLX; the models resident on each and on disk; power, cost "
+    "and audit state). Every tool is read-only: nothing here can change a node. Each answer "
+    "says when it was observed and how old each node's figures are (`freshness`); a stale "
+    "node's figures are its last known ones. Start with fleet_summary or list_nodes."
+)
+
+Tool = TypeVar("Tool", bound=Callable[..., Any])
+NodeName = Annotated[str, Field(min_length=1, max_length=63, description="A node's name.")]
+ModelName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="A model name, e.g. llama3.1:8b."),
+]
+
+
+def _tool(mcp: MCPServer, title: str) -> Callable[[Tool], Tool]:
+    """Register a read-only, closed-world tool; its docstring, on one line, describes it."""
+
+    def register(fn: Tool) -> Tool:
+        mcp.add_tool(
+            fn,
+            title=title,
+            description=" ".join((fn.__doc__ or "").split()),
+            annotations=ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False),
+        )
+        return fn
+
+    return register
+
+
+def build_server(state: FleetState) -> MCPServer:
+    """The server with its tools and resources, reading `state` (served by the caller)."""
+    mcp = MCPServer(
+        "fleettui",
+        title="fleettui",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+    )
+
+    @_tool(mcp, "List nodes")
+    async def list_nodes(
+        filter: Annotated[
+            str | None,
+            Field(
+                max_length=1000,
+                description="Keep only the nodes this expression selects, in the grammar of "
+                "the dashboard's `/` and `fleet bulk --filter`: fields name role tag state "
+                "engine model (text) and power cost gpu_mem latency (numbers); operators "
+                "= != > < >= <= ~ (regex); and, or, not, parentheses. E.g. "
+                "'state=ONLINE and engine=vllm', 'gpu_mem<50', 'model~llama'.",
+            ),
+        ] = None,
+    ) -> NodeList:
+        """Every node (or those the filter selects) with the dashboard table's facts: state
+        and why, freshness, power (and its source), 7-day cost, GPU memory, the model-memory
+        budget, engines and their resident models, audit chain status."""
+        try:
+            return docs.list_nodes(state, filter)
+        except docs.Refused as exc:
+            raise ToolError(str(exc)) from None
+
+    @_tool(mcp, "Get one node")
+    async def get_node(name: NodeName) -> NodeDetail:
+        """One node in full: host (OS, CPU, memory), GPUs (with per-process memory), engines
+        (settings, models on disk), the residency ledger (each resident model's size, share
+        on GPU, context, slots, KV type, expiry, busy, and the source of each figure), the
+        memory budget, power and cost, problems and the audit chain status."""
+        try:
+            return docs.get_node(state, name)
+        except docs.Refused as exc:
+            raise ToolError(str(exc)) from None
+
+    @_tool(mcp, "Find a model")
+    async def find_model(model: ModelName) -> ModelSearch:
+        """Where a model is resident or on disk across the fleet, with its context and slots
+        (on disk: the engine's defaults for a load). Exact name matches (ignoring case) when
+        there are any, otherwise every name containing the text."""
+        try:
+            return docs.find_model(state, model)
+        except docs.Refused as exc:
+            raise ToolError(str(exc)) from None
+
+    @_tool(mcp, "Fleet summary")
+    async def fleet_summary() -> Summary:
+        """The fleet at a glance: nodes by state and how many are stale, total power and
+        cost, free model memory by budget kind (gpu, unified, ram), the largest model by
+        bytes that fits anywhere now, resident models and engines down."""
+        return docs.fleet_summary(state)
+
+    @_tool(mcp, "Recent events")
+    async def recent_events(
+        limit: Annotated[int, Field(ge=1, le=500, description="At most this many.")] = 50,
+        kinds: Annotated[
+            list[EventKind] | None,
+            Field(max_length=4, description="Only these kinds (default: all)."),
+        ] = None,
+    ) -> Events:
+        """What happened since this server started, newest first: state transitions
+        (ONLINE -> OFFLINE and why), actions run on nodes (by anyone), audit entries and
+        errors such as a BROKEN audit chain."""
+        return docs.recent_events(state, limit, kinds)
+
+    @mcp.resource(
+        "fleet://nodes",
+        name="nodes",
+        description="Every node with the table's facts (list_nodes without a filter).",
+        mime_type="application/json",
+    )
+    async def nodes_resource() -> str:
+        return docs.list_nodes(state).model_dump_json()
+
+    @mcp.resource(
+        "fleet://nodes/{name}",
+        name="node",
+        description="One node in full (get_node).",
+        mime_type="application/json",
+    )
+    async def node_resource(name: str) -> str:
+        try:
+            return docs.get_node(state, name).model_dump_json()
+        except docs.Refused as exc:
+            raise ResourceError(str(exc)) from None
+
+    return mcp

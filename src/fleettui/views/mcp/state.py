@@ -1,0 +1,111 @@
+"""What the MCP server reads: the aggregator through a narrow Protocol with no way to act,
+node views cached by version (a tool call parses only the snapshots that changed since the
+last one), the recent events, and the scrubbing of secrets out of every answer."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
+
+RECORDED = ("state", "action", "audit", "error")  # every kind but the per-tick snapshot
+EVENTS_KEPT = 1000
+REDACTED = "[redacted]"
+
+
+class FleetReader(Protocol):
+    """The slice of FleetAggregator this server uses: reading only (no `act`)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def changed(self, known: Mapping[str, int]) -> list[NodeView]: ...
+
+    def events(self, kinds: Iterable[str] | None = None) -> AsyncIterator[FleetEvent]: ...
+
+
+class Redactor:
+    """Replaces each node's secrets (its token, its token file's path) in that node's part of
+    an answer. Per node, so the cost stays flat however many nodes have tokens; the token
+    file's path turns up in reasons ("token file X is readable by others")."""
+
+    def __init__(self, secrets: Mapping[str, Sequence[str]]) -> None:
+        self._by_node = {
+            node: tuple(sorted({s for s in found if s}, key=len, reverse=True))
+            for node, found in secrets.items()
+        }
+        self._by_node = {n: s for n, s in self._by_node.items() if s}
+        self._all = tuple(sorted({s for s in self._by_node.values() for s in s}, key=len))[::-1]
+
+    def node(self, name: str, obj: Any) -> Any:
+        found = self._by_node.get(name)
+        return _scrub(obj, found) if found else obj
+
+    def fleet(self, obj: Any) -> Any:
+        """For text that belongs to no one node (an event's summary can name another)."""
+        return _scrub(obj, self._all) if self._all else obj
+
+
+def _scrub(obj: Any, found: tuple[str, ...]) -> Any:
+    if isinstance(obj, str):
+        for s in found:
+            if s in obj:
+                obj = obj.replace(s, REDACTED)
+        return obj
+    if isinstance(obj, dict):
+        return {_scrub(k, found): _scrub(v, found) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_scrub(v, found) for v in obj]
+    return obj
+
+
+class FleetState:
+    """The server's view of the fleet: fresh copies on demand and the last events."""
+
+    def __init__(
+        self,
+        reader: FleetReader,
+        *,
+        stale_after_s: float,
+        redactor: Redactor | None = None,
+        kept: int = EVENTS_KEPT,
+    ) -> None:
+        self.reader = reader
+        self.stale_after_s = stale_after_s
+        self.redact = redactor or Redactor({})
+        self._views: dict[str, NodeView] = {}
+        self._versions: dict[str, int] = {}
+        self.events: deque[FleetEvent] = deque(maxlen=kept)
+        self.since = time.time()
+
+    def views(self) -> list[NodeView]:
+        """Every node in config order, refreshed: only the changed ones are copied."""
+        for v in self.reader.changed(self._versions):
+            self._views[v.name] = v
+            self._versions[v.name] = v.version
+        return [self._views[n] for n in self.reader.names if n in self._views]
+
+    def view(self, name: str) -> NodeView | None:
+        self.views()
+        return self._views.get(name)
+
+    async def record(self) -> None:
+        """Keep the last events of the kinds worth telling (runs beside the server)."""
+        async for ev in self.reader.events(RECORDED):
+            self.events.append(ev)
+
+    def freshness(self, v: NodeView, now: float) -> dict[str, Any]:
+        snap = v.snapshot
+        ts = snap.ts if snap else None
+        age = round(max(0.0, now - ts), 3) if ts is not None else None
+        answering = v.state in (NodeState.ONLINE, NodeState.DEGRADED)
+        return {
+            "state": v.state.value,
+            "collected_at": ts,
+            "age_s": age,
+            "last_seen": v.last_seen,
+            "stale": not answering or age is None or age > self.stale_after_s,
+        }

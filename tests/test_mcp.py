@@ -1,0 +1,288 @@
+"""`fleet mcp`: the SDK's own clients against the server, in process and as a real stdio
+subprocess, over real simulated agents (one of them with a token, one dead node whose token
+file others can read, so its reason names that file)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jsonschema
+import pytest
+from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
+
+from actionfleet import ActionFleet
+from fakes import wait_for
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.commands import mcp as mcp_command
+from fleettui.views.mcp.server import build_server
+from fleettui.views.mcp.state import FleetState, Redactor
+from fleettui.wire import ActionRequest
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ("list_nodes", "get_node", "find_model", "fleet_summary", "recent_events")
+ENV_SECRET = "env-secret-4b1d0c2f9e"
+
+
+def _load_gen() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gen_mcp_tools", ROOT / "scripts" / "gen_mcp_tools.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_tool_list_is_the_committed_one() -> None:
+    """Names, descriptions, input/output schemas and annotations: a change is deliberate."""
+    committed = (ROOT / "docs" / "mcp-tools.json").read_text()
+    assert committed == _load_gen().render(), "run: python scripts/gen_mcp_tools.py"
+    listed = json.loads(committed)
+    assert tuple(t["name"] for t in listed["tools"]) == TOOLS
+    for t in listed["tools"]:
+        assert t["annotations"]["readOnlyHint"] is True, t["name"]
+        assert t["annotations"]["openWorldHint"] is False, t["name"]
+        assert t["description"] and t["outputSchema"]["type"] == "object", t["name"]
+    assert [r["uri"] for r in listed["resources"]] == ["fleet://nodes"]
+    assert [r["uriTemplate"] for r in listed["resource_templates"]] == ["fleet://nodes/{name}"]
+
+
+# --- the fleet ------------------------------------------------------------------------------
+
+
+def secrets_and_config(fleet: ActionFleet, tmp: Path) -> tuple[list[str], str]:
+    """projects.toml for the three agents and a dead node, each token source once."""
+    names = list(fleet.urls)
+    good = tmp / "good.token"
+    good.write_text(fleet.secret + "\n")
+    good.chmod(0o600)
+    leaky = tmp / "leaky.token"  # readable by others: not used, and the reason names it
+    leaky.write_text("leaky-secret-77aa\n")
+    leaky.chmod(0o644)
+    text = "[defaults]\nhttp_timeout_s = 1\npoll_interval_s = 0.3\nbackoff_max_s = 0.5\n"
+    text += f'[[node]]\nname = "{names[0]}"\nurl = "{fleet.urls[names[0]]}"\n'
+    text += f'token_file = "{good}"\n'
+    text += f'[[node]]\nname = "{names[1]}"\nurl = "{fleet.urls[names[1]]}"\n'
+    text += 'token_env = "MCP_TEST_TOKEN"\ntags = ["gpu"]\n'
+    text += f'[[node]]\nname = "{names[2]}"\nurl = "{fleet.urls[names[2]]}"\n'
+    text += f'[[node]]\nname = "dead"\nurl = "{fleet.dead_url}"\ntoken_file = "{leaky}"\n'
+    return [fleet.secret, ENV_SECRET, "leaky-secret-77aa", str(good), str(leaky)], text
+
+
+def assert_no_secret(answers: list[str], secrets: list[str]) -> None:
+    assert answers
+    for text in answers:
+        for s in secrets:
+            assert s not in text, f"{s!r} in an answer"
+
+
+def check_schema(tool: Any, result: Any) -> dict:
+    """The structured content is valid against the tool's output schema, and the text
+    content says the same."""
+    assert not result.is_error, result.content
+    jsonschema.validate(result.structured_content, tool.output_schema)
+    assert json.loads(result.content[0].text) == result.structured_content
+    return result.structured_content
+
+
+async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
+    """Every tool once with real arguments (and the error cases); returns every answer's
+    JSON text for the secret scan."""
+    answers: list[str] = []
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert tuple(tools) == TOOLS
+
+    async def call(name: str, args: dict) -> dict:
+        result = await client.call_tool(name, args)
+        answers.append(result.model_dump_json())
+        return check_schema(tools[name], result)
+
+    summary = await call("fleet_summary", {})
+    assert summary["nodes"] == 4
+    assert summary["states"]["ONLINE"] == 3 and summary["states"]["OFFLINE"] == 1
+    assert summary["stale"] == 1  # the dead node
+    assert summary["power_w"] > 0 and summary["power_nodes"] == 3
+    assert summary["largest_fit"]["node"] in names
+
+    listed = await call("list_nodes", {})
+    assert [n["name"] for n in listed["nodes"]] == [*names, "dead"]
+    dead = listed["nodes"][-1]
+    assert dead["freshness"]["stale"] and dead["freshness"]["state"] == "OFFLINE"
+    assert any("[redacted]" in r for r in dead["reasons"]), dead["reasons"]
+    live = listed["nodes"][0]
+    assert not live["freshness"]["stale"] and live["freshness"]["age_s"] < 10
+    assert live["power_source"] == "simulated" and live["audit"]["chain"] == "ok"
+
+    gpu = await call("list_nodes", {"filter": "tag=gpu and state=ONLINE"})
+    assert [n["name"] for n in gpu["nodes"]] == [names[1]] and gpu["total"] == 4
+
+    node = await call("get_node", {"name": names[0]})
+    assert node["host"]["info"]["hostname"] == names[0]
+    assert node["ledger"] and all(m["engine"] for m in node["ledger"])
+    assert node["budget"]["total_mb"] > 0
+    assert {e["name"] for e in node["engines"]} >= {m["engine"] for m in node["ledger"]}
+    model = node["ledger"][0]["name"]
+    dead = await call("get_node", {"name": "dead"})
+    assert dead["host"] is None and dead["freshness"]["stale"]
+
+    found = await call("find_model", {"model": model.upper()})
+    assert found["exact"] and found["matches"]
+    assert all(m["name"] == model and m["where"] == "resident" for m in found["matches"])
+    assert names[0] in {m["node"] for m in found["matches"]}
+    part = await call("find_model", {"model": model[:3]})
+    assert not part["exact"] or all(m["name"].lower() == model[:3] for m in part["matches"])
+    assert (await call("find_model", {"model": "no-such-model-anywhere"}))["matches"] == []
+
+    events = await call("recent_events", {"limit": 500})
+    kinds = {e["kind"] for e in events["events"]}
+    assert "state" in kinds
+    assert [e["ts"] for e in events["events"]] == sorted(
+        (e["ts"] for e in events["events"]), reverse=True
+    )
+    only = await call("recent_events", {"limit": 1, "kinds": ["state"]})
+    assert len(only["events"]) == 1 and only["events"][0]["kind"] == "state"
+
+    # errors: MCP tool errors carrying the reason
+    bad = [
+        ("get_node", {"name": "nope"}, "no node named 'nope'"),
+        ("get_node", {"name": ""}, "at least 1 character"),
+        ("get_node", {}, "name"),
+        ("list_nodes", {"filter": "power>>"}, "expected a value after power>"),
+        ("list_nodes", {"filter": "nosuchfield=1"}, "nosuchfield"),
+        ("find_model", {"model": "   "}, "give a model name"),
+        ("recent_events", {"limit": 0}, "greater than or equal to 1"),
+        ("recent_events", {"kinds": ["snapshot"]}, "kinds"),
+        ("no_such_tool", {}, "Unknown tool"),
+    ]
+    for name, args, reason in bad:
+        result = await client.call_tool(name, args)
+        answers.append(result.model_dump_json())
+        assert result.is_error, (name, args)
+        assert result.structured_content is None
+        assert reason in result.content[0].text, (name, args, result.content[0].text)
+
+    # the resources mirror list_nodes and get_node
+    res = await client.read_resource("fleet://nodes")
+    answers.append(res.model_dump_json())
+    assert [n["name"] for n in json.loads(res.contents[0].text)["nodes"]] == [*names, "dead"]
+    res = await client.read_resource(f"fleet://nodes/{names[1]}")
+    answers.append(res.model_dump_json())
+    assert json.loads(res.contents[0].text)["name"] == names[1]
+    with pytest.raises(MCPError, match="no node named 'nope'"):
+        await client.read_resource("fleet://nodes/nope")
+    return answers
+
+
+@pytest.fixture
+def fleet_toml(fleet: ActionFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MCP_TEST_TOKEN", ENV_SECRET)
+    secrets, text = secrets_and_config(fleet, tmp_path)
+    path = tmp_path / "projects.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path, secrets
+
+
+async def test_in_process_every_tool_answers_from_the_live_fleet(fleet_toml, fleet) -> None:
+    from fleettui.config import load_fleet_config
+
+    path, secrets = fleet_toml
+    cfg = load_fleet_config(path)
+    names = list(fleet.urls)
+    agg = FleetAggregator(cfg)
+    state = FleetState(agg, stale_after_s=5.0, redactor=Redactor(mcp_command.secrets_of(cfg)))
+    async with agg, anyio.create_task_group() as tg:
+        tg.start_soon(state.record)
+        await wait_for(
+            lambda: [v.state.value for v in agg.snapshots()] == ["ONLINE"] * 3 + ["OFFLINE"],
+            10,
+            what="three nodes ONLINE, the dead one OFFLINE",
+        )
+        # an action by someone else (fleet bulk, the dashboard) shows as events
+        envelope = await agg.act([names[0]], ActionRequest(action="restart", engine="ollama"))
+        assert envelope.succeeded == [names[0]], envelope.failed
+        await wait_for(
+            lambda: {"action", "audit"} <= {e.kind for e in state.events}, 5, what="events"
+        )
+        async with Client(build_server(state), raise_exceptions=True) as client:
+            answers = await drive(client, names)
+            acted = await client.call_tool("recent_events", {"kinds": ["action", "audit"]})
+            answers.append(acted.model_dump_json())
+            summaries = [e["summary"] for e in acted.structured_content["events"]]
+            assert any("restart ollama" in s for s in summaries), summaries
+        tg.cancel_scope.cancel()
+    assert_no_secret(answers, secrets)
+
+
+async def test_as_a_real_stdio_subprocess(fleet_toml, fleet, tmp_path: Path) -> None:
+    path, secrets = fleet_toml
+    names = list(fleet.urls)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "fleettui", "mcp", "--config", str(path)],
+        env={**os.environ, "MCP_TEST_TOKEN": ENV_SECRET},
+    )
+    errlog = (tmp_path / "mcp-stderr.log").open("w+")
+    with anyio.fail_after(60):
+        async with stdio_client(params, errlog=errlog) as (r, w), ClientSession(r, w) as s:
+            init = await s.initialize()
+            assert init.server_info.name == "fleettui"
+            assert "read-only" in (init.instructions or "")
+
+            async def settled() -> bool:
+                got = await s.call_tool("fleet_summary", {})
+                states = got.structured_content["states"]
+                return states["ONLINE"] == 3 and states["OFFLINE"] == 1
+
+            while not await settled():
+                await anyio.sleep(0.1)
+            answers = await drive(s, names)
+    errlog.seek(0)
+    log = errlog.read()
+    assert "Traceback" not in log, log
+    assert_no_secret([*answers, log], secrets)
+
+
+def test_without_the_sdk_the_command_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mcp" else real(name, *a)
+    )
+    assert mcp_command.cmd_mcp(argparse.Namespace()) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"fleet: {mcp_command.INSTALL_HINT}" and "fleettui[mcp]" in err
+
+
+def test_a_missing_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "fleettui", "mcp", "--config", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "no such file" in r.stderr
+
+
+def test_the_redactor_scrubs_each_node_part_and_fleet_text() -> None:
+    red = Redactor({"a": ["s3cret", "/t/a.token", ""], "b": []})
+    assert red.node("a", {"r": ["token file /t/a.token leaks s3cret"], "k": 1}) == {
+        "r": ["token file [redacted] leaks [redacted]"],
+        "k": 1,
+    }
+    assert red.node("b", "s3cret") == "s3cret"  # b's part: b has no secret
+    assert red.fleet("a said s3cret") == "a said [redacted]"
+    assert Redactor({}).fleet("s3cret") == "s3cret"
