@@ -31,6 +31,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("list_nodes", "get_node", "find_model", "fleet_summary", "recent_events")
 ENV_SECRET = "env-secret-4b1d0c2f9e"
+SETTLED = ["ONLINE"] * 3 + ["DEGRADED", "OFFLINE"]
 
 
 def _load_gen() -> Any:
@@ -60,14 +61,19 @@ def test_the_tool_list_is_the_committed_one() -> None:
 # --- the fleet ------------------------------------------------------------------------------
 
 
-def secrets_and_config(fleet: ActionFleet, tmp: Path) -> tuple[list[str], str]:
-    """projects.toml for the three agents and a dead node, each token source once."""
+def secrets_and_config(
+    fleet: ActionFleet, locked: tuple[str, str], tmp: Path
+) -> tuple[list[str], str]:
+    """projects.toml for the three agents, a node that wants a read token (given in a file
+    others can read: not sent, and the reason names the file) and a dead node; each token
+    source once."""
     names = list(fleet.urls)
     good = tmp / "good.token"
     good.write_text(fleet.secret + "\n")
     good.chmod(0o600)
-    leaky = tmp / "leaky.token"  # readable by others: not used, and the reason names it
-    leaky.write_text("leaky-secret-77aa\n")
+    locked_url, locked_secret = locked
+    leaky = tmp / "leaky.token"
+    leaky.write_text(locked_secret + "\n")
     leaky.chmod(0o644)
     text = "[defaults]\nhttp_timeout_s = 1\npoll_interval_s = 0.3\nbackoff_max_s = 0.5\n"
     text += f'[[node]]\nname = "{names[0]}"\nurl = "{fleet.urls[names[0]]}"\n'
@@ -75,8 +81,10 @@ def secrets_and_config(fleet: ActionFleet, tmp: Path) -> tuple[list[str], str]:
     text += f'[[node]]\nname = "{names[1]}"\nurl = "{fleet.urls[names[1]]}"\n'
     text += 'token_env = "MCP_TEST_TOKEN"\ntags = ["gpu"]\n'
     text += f'[[node]]\nname = "{names[2]}"\nurl = "{fleet.urls[names[2]]}"\n'
-    text += f'[[node]]\nname = "dead"\nurl = "{fleet.dead_url}"\ntoken_file = "{leaky}"\n'
-    return [fleet.secret, ENV_SECRET, "leaky-secret-77aa", str(good), str(leaky)], text
+    text += f'token = "{fleet.secret}"\n'
+    text += f'[[node]]\nname = "locked"\nurl = "{locked_url}"\ntoken_file = "{leaky}"\n'
+    text += f'[[node]]\nname = "dead"\nurl = "{fleet.dead_url}"\n'
+    return [fleet.secret, ENV_SECRET, locked_secret, str(good), str(leaky)], text
 
 
 def assert_no_secret(answers: list[str], secrets: list[str]) -> None:
@@ -108,23 +116,23 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
         return check_schema(tools[name], result)
 
     summary = await call("fleet_summary", {})
-    assert summary["nodes"] == 4
-    assert summary["states"]["ONLINE"] == 3 and summary["states"]["OFFLINE"] == 1
-    assert summary["stale"] == 1  # the dead node
+    assert summary["nodes"] == 5
+    assert summary["states"] == {"INITIALIZING": 0, "ONLINE": 3, "DEGRADED": 1, "OFFLINE": 1}
+    assert summary["stale"] == 2  # locked (never answered with a snapshot) and dead
     assert summary["power_w"] > 0 and summary["power_nodes"] == 3
     assert summary["largest_fit"]["node"] in names
 
     listed = await call("list_nodes", {})
-    assert [n["name"] for n in listed["nodes"]] == [*names, "dead"]
-    dead = listed["nodes"][-1]
+    assert [n["name"] for n in listed["nodes"]] == [*names, "locked", "dead"]
+    locked, dead = listed["nodes"][-2:]
     assert dead["freshness"]["stale"] and dead["freshness"]["state"] == "OFFLINE"
-    assert any("[redacted]" in r for r in dead["reasons"]), dead["reasons"]
+    assert any("chmod 600 [redacted]" in r for r in locked["reasons"]), locked["reasons"]
     live = listed["nodes"][0]
     assert not live["freshness"]["stale"] and live["freshness"]["age_s"] < 10
     assert live["power_source"] == "simulated" and live["audit"]["chain"] == "ok"
 
     gpu = await call("list_nodes", {"filter": "tag=gpu and state=ONLINE"})
-    assert [n["name"] for n in gpu["nodes"]] == [names[1]] and gpu["total"] == 4
+    assert [n["name"] for n in gpu["nodes"]] == [names[1]] and gpu["total"] == 5
 
     node = await call("get_node", {"name": names[0]})
     assert node["host"]["info"]["hostname"] == names[0]
@@ -174,7 +182,8 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
     # the resources mirror list_nodes and get_node
     res = await client.read_resource("fleet://nodes")
     answers.append(res.model_dump_json())
-    assert [n["name"] for n in json.loads(res.contents[0].text)["nodes"]] == [*names, "dead"]
+    listed = json.loads(res.contents[0].text)["nodes"]
+    assert [n["name"] for n in listed] == [*names, "locked", "dead"]
     res = await client.read_resource(f"fleet://nodes/{names[1]}")
     answers.append(res.model_dump_json())
     assert json.loads(res.contents[0].text)["name"] == names[1]
@@ -184,9 +193,22 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def fleet_toml(fleet: ActionFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def locked(agent_factory, tmp_path: Path) -> tuple[str, str]:
+    """A node that answers only with a read token: its URL and its token."""
+    from fleettui.agent.tokens import create_token, tokens_path
+
+    agent_toml = tmp_path / "locked" / "agent.toml"
+    agent_toml.parent.mkdir()
+    agent_toml.write_text("read_token_required = true\n")
+    _, secret = create_token(tokens_path(agent_toml), "reader")
+    agent = agent_factory("--simulate", "--name", "locked", "--config", str(agent_toml))
+    return agent.urls["locked"], secret
+
+
+@pytest.fixture
+def fleet_toml(fleet: ActionFleet, locked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MCP_TEST_TOKEN", ENV_SECRET)
-    secrets, text = secrets_and_config(fleet, tmp_path)
+    secrets, text = secrets_and_config(fleet, locked, tmp_path)
     path = tmp_path / "projects.toml"
     path.write_text(text)
     path.chmod(0o600)
@@ -204,9 +226,9 @@ async def test_in_process_every_tool_answers_from_the_live_fleet(fleet_toml, fle
     async with agg, anyio.create_task_group() as tg:
         tg.start_soon(state.record)
         await wait_for(
-            lambda: [v.state.value for v in agg.snapshots()] == ["ONLINE"] * 3 + ["OFFLINE"],
+            lambda: [v.state.value for v in agg.snapshots()] == SETTLED,
             10,
-            what="three nodes ONLINE, the dead one OFFLINE",
+            what="three nodes ONLINE, locked DEGRADED, dead OFFLINE",
         )
         # an action by someone else (fleet bulk, the dashboard) shows as events
         envelope = await agg.act([names[0]], ActionRequest(action="restart", engine="ollama"))
@@ -242,7 +264,7 @@ async def test_as_a_real_stdio_subprocess(fleet_toml, fleet, tmp_path: Path) -> 
             async def settled() -> bool:
                 got = await s.call_tool("fleet_summary", {})
                 states = got.structured_content["states"]
-                return states["ONLINE"] == 3 and states["OFFLINE"] == 1
+                return [states[s] for s in ("ONLINE", "DEGRADED", "OFFLINE")] == [3, 1, 1]
 
             while not await settled():
                 await anyio.sleep(0.1)
