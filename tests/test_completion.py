@@ -82,7 +82,7 @@ def test_bash_completes_commands_options_choices_and_nodes(
     assert c("agent", "token", "r") == ["revoke", "rotate"]
     assert c("status", "--") == ["--config", "--full-audit", "--help", "--json", "--timeout"]
     assert c("add", "new", "--kind", "") == ["asiai", "fleettui", "ollama"]
-    assert c("bulk", "") == ["purge", "restart", "start", "stop", "unload"]
+    assert c("bulk", "") == ["load", "purge", "restart", "start", "stop", "unload"]
     assert c("bulk", "--engine", "ollama", "re") == ["restart"]  # the option's value is skipped
     assert c("bulk", "restart", "--names", "") == ["gpu1", "gpu2", "mac"]
     assert c("push", "") == ["gpu1", "gpu2", "mac"]
@@ -104,7 +104,7 @@ def test_scripts_cover_every_command_of_the_parser() -> None:
     assert {"", "agent token create", "bulk", "export", "completion"} <= paths
     z, f, b = zsh(cmds), fish(cmds), bash(cmds)
     assert "compdef _fleet fleet" in z and "'rotate:revoke a token and issue" in z
-    assert "complete -c fleet -n '__fleet_pos \\'bulk\\' 0' -a 'purge unload stop start" in f
+    assert "complete -c fleet -n '__fleet_pos \\'bulk\\' 0' -a 'purge unload load stop start" in f
     assert "-l kind -x -a 'fleettui asiai ollama'" in f
     assert f'"{FILES}") _files' in z and f'"{NODES}") compadd' in z
     assert f'"{FILES}") compopt' in b and f'"{NODES}") COMPREPLY' in b
