@@ -396,6 +396,8 @@ def test_export_refuses_a_taken_port_and_an_empty_config(tmp_path: Path) -> None
 def all_metric_names() -> set[str]:
     snap = full_snapshot()
     snap.memory.stall_s_total = 1.0
+    snap.memory.pressure_level, snap.memory.swap_used_mb, snap.memory.swap_total_mb = "warn", 1, 2
+    snap.cpu.thermal = "nominal"  # what a Mac adds
     views = [
         view("a", NodeState.ONLINE, snapshot=snap, chain=ChainStatus.OK, latency_ms=3,
              last_seen=1.0)

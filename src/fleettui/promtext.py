@@ -112,6 +112,7 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
         )
         stall.add((), s.memory.stall_s_total)
         out.append(stall)
+    out += _mac_families(s)
     out += _gpu_families(s)
     out += _engine_families(s)
     if agent:
@@ -124,6 +125,34 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
     problems = _gauge("fleet_problems", "Problems the node reports about itself")
     problems.add((), len(s.problems))
     out.append(problems)
+    return out
+
+
+def _mac_families(s: NodeSnapshot) -> list[Family]:
+    """What macOS says of memory and heat (agent/collect/macos.py); absent elsewhere."""
+    m = s.memory
+    out = _one(
+        "fleet_memory_swap_used_bytes", "Swap in use (macOS vm.swapusage)", m.swap_used_mb, MB
+    )
+    out += _one(
+        "fleet_memory_swap_total_bytes", "Swap size (macOS vm.swapusage)", m.swap_total_mb, MB
+    )
+    if m.pressure_level is not None:
+        level = _gauge(
+            "fleet_memory_pressure_level",
+            "macOS memory pressure (kern.memorystatus_vm_pressure_level); 1 for the level now",
+            ("level",),
+        )
+        level.add((m.pressure_level,), 1)
+        out.append(level)
+    if s.cpu.thermal is not None:
+        thermal = _gauge(
+            "fleet_thermal_info",
+            "Thermal pressure as macOS records it (pmset -g therm)",
+            ("state",),
+        )
+        thermal.add((s.cpu.thermal,), 1)
+        out.append(thermal)
     return out
 
 

@@ -7,6 +7,7 @@ delays only the next tick, never a reader.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Protocol
 
@@ -17,9 +18,11 @@ import httpx
 from fleettui import __version__
 from fleettui.agent.broker import EventBroker
 from fleettui.agent.collect.attribute import attribute
-from fleettui.agent.collect.budget import node_budget
+from fleettui.agent.collect.budget import Cap, node_budget, unified_budget
 from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, zone
 from fleettui.agent.collect.host import HostCollector
+from fleettui.agent.collect.ioreport import IOReportCollector
+from fleettui.agent.collect.macos import MacCollector, MacFacts
 from fleettui.agent.collect.nvml import NvmlCollector, gpu_readings
 from fleettui.agent.collect.rapl import RaplCollector
 from fleettui.agent.collect.wall import WallCollector
@@ -52,6 +55,19 @@ def sample_every(interval_s: float) -> float:
 
 class Source(Protocol):
     meter: EnergyMeter
+
+    def _unified_cap(self, mem: Memory) -> Cap | None:
+        """On a Mac, the unified-memory cap from this tick's figures. A wired limit set with
+        sysctl is the figure in force: Metal's working set follows it, but is read once at
+        agent start, so it is passed only while the sysctl is 0 (the OS default)."""
+        if self.mac is None or mem.total_mb is None:
+            return None
+        facts = self.mac_facts
+        return unified_budget(
+            mem.total_mb,
+            wired_limit_mb=facts.wired_limit_mb,
+            metal_working_set_mb=None if facts.wired_limit_mb else facts.working_set_mb,
+        )
 
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot: ...
 
@@ -96,15 +112,27 @@ def book(meter: EnergyMeter, ledger: EnergyLedger, t: float, readings: list[Read
 
 
 class RealSource:
-    """Facts about this machine: psutil, NVML, RAPL, a BMC and the engines over HTTP."""
+    """Facts about this machine: psutil, NVML, RAPL, a BMC, on a Mac IOReport and the macOS
+    tools, and the engines over HTTP. `mac` and `zeus` are seams: tests force the macOS
+    collectors on with a recorded-output runner and a fake zeus module."""
 
     def __init__(
-        self, config: AgentConfig, ledger: EnergyLedger, *, nvml: object | None = None
+        self,
+        config: AgentConfig,
+        ledger: EnergyLedger,
+        *,
+        nvml: object | None = None,
+        mac: MacCollector | None = None,
+        zeus: object | None = None,
     ) -> None:
         self.config = config
         self.host = HostCollector()
         self.nvml = NvmlCollector(nvml)
         self.rapl = RaplCollector(config.rapl_root)
+        darwin = sys.platform == "darwin"
+        self.mac = mac if mac is not None else MacCollector() if darwin else None
+        self.ioreport = IOReportCollector(zeus) if zeus is not None or darwin else None
+        self.mac_facts = MacFacts()
         w = config.wall_power
         self.wall = (
             WallCollector(
@@ -143,6 +171,8 @@ class RealSource:
         readings = gpu_readings(self._gpus)
         if self.rapl.available:
             readings += self.rapl.readings(problems)
+        if self.ioreport is not None:
+            readings += self.ioreport.readings(problems)
         if self.wall is not None:
             readings += self.wall.readings(problems)
         book(self.meter, ledger, time.time(), readings)
@@ -156,6 +186,10 @@ class RealSource:
         info = self.host.node_info(__version__)
         cpu = self.host.cpu(problems)
         mem = self.host.memory(problems)
+        if self.mac is not None:
+            self.mac_facts = facts = self.mac.collect(problems)
+            cpu = cpu.model_copy(update=facts.cpu)
+            mem = mem.model_copy(update=facts.memory)
         self._sample(ledger)
         return info, cpu, mem, problems + self._sample_problems
 
@@ -194,6 +228,19 @@ class RealSource:
                 claimed.add(url)
         return out
 
+    def _unified_cap(self, mem: Memory) -> Cap | None:
+        """On a Mac, the unified-memory cap from this tick's figures. A wired limit set with
+        sysctl is the figure in force: Metal's working set follows it, but is read once at
+        agent start, so it is passed only while the sysctl is 0 (the OS default)."""
+        if self.mac is None or mem.total_mb is None:
+            return None
+        facts = self.mac_facts
+        return unified_budget(
+            mem.total_mb,
+            wired_limit_mb=facts.wired_limit_mb,
+            metal_working_set_mb=None if facts.wired_limit_mb else facts.working_set_mb,
+        )
+
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot:
         (info, cpu, mem, problems), engines = await _gather(
             anyio.to_thread.run_sync, lambda: self._host_facts(ledger), self._engines
@@ -203,8 +250,11 @@ class RealSource:
             gpus, engines = await anyio.to_thread.run_sync(attribute, self._gpus, engines, problems)
         else:
             gpus, engines = attribute(self._gpus, engines, problems)
+        gpus += self.mac_facts.gpus
         power = meter_power(self.meter)
-        if not power.parts:
+        if self.ioreport is not None and self.ioreport.reason:
+            problems.append(self.ioreport.reason)
+        elif not power.parts:
             problems.append("power: no readable source (no NVIDIA GPU, RAPL unreadable)")
         now = time.time()
         for eng in engines:
@@ -225,7 +275,7 @@ class RealSource:
             power=power,
             cost=ledger.cost(now),
             engines=engines,
-            budget=node_budget(mem, gpus, engines),
+            budget=node_budget(mem, gpus, engines, unified=self._unified_cap(mem)),
             problems=problems,
         )
 
@@ -250,6 +300,19 @@ class SimulatedSource:
     def __init__(self, node: SimulatedNode, sample_s: float) -> None:
         self.node = node
         self.meter = EnergyMeter(sample_s=sample_s, started=node.clock())
+
+    def _unified_cap(self, mem: Memory) -> Cap | None:
+        """On a Mac, the unified-memory cap from this tick's figures. A wired limit set with
+        sysctl is the figure in force: Metal's working set follows it, but is read once at
+        agent start, so it is passed only while the sysctl is 0 (the OS default)."""
+        if self.mac is None or mem.total_mb is None:
+            return None
+        facts = self.mac_facts
+        return unified_budget(
+            mem.total_mb,
+            wired_limit_mb=facts.wired_limit_mb,
+            metal_working_set_mb=None if facts.wired_limit_mb else facts.working_set_mb,
+        )
 
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot:
         return self.node.snapshot(ledger, self.meter)
@@ -286,14 +349,21 @@ class NodeAgent:
         self._collected_problems: list[str] = []  # the last tick's, before the write side's
 
     @classmethod
-    def real(cls, config: AgentConfig, *, nvml: object | None = None) -> NodeAgent:
+    def real(
+        cls,
+        config: AgentConfig,
+        *,
+        nvml: object | None = None,
+        mac: MacCollector | None = None,
+        zeus: object | None = None,
+    ) -> NodeAgent:
         ledger = EnergyLedger(
             config.state_path() / "energy.json",
             config.price_per_kwh,
             config.currency,
             tz=zone(config.timezone),
         )
-        return cls(config, RealSource(config, ledger, nvml=nvml), ledger)
+        return cls(config, RealSource(config, ledger, nvml=nvml, mac=mac, zeus=zeus), ledger)
 
     @classmethod
     def simulate(cls, config: AgentConfig, name: str) -> NodeAgent:

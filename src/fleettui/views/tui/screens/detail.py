@@ -32,7 +32,7 @@ from fleettui.views.columns import (
     fmt_watts,
 )
 from fleettui.views.sparkline import sparkline, sparkline_rows
-from fleettui.wire import Power
+from fleettui.wire import NodeSnapshot, Power
 
 AUDIT_LIMIT = 10
 
@@ -87,6 +87,8 @@ def header(view: NodeView, now: float) -> RenderableType:
             else "—"
         )
         rows.append(("load", Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")))
+        if mac := mac_facts(snap):
+            rows.append(("macos", Text(mac)))
     poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
     if view.chain is not ChainStatus.NOT_APPLICABLE:  # asiai / bare Ollama nodes never stream
         poll += " · event stream " + ("connected" if view.stream_ok else "down")
@@ -100,6 +102,18 @@ def header(view: NodeView, now: float) -> RenderableType:
         chain.append(f"  (head seq {snap.audit.seq})", style="dim")
     rows.append(("audit chain", chain))
     return Group(line, _kv(rows))
+
+
+def mac_facts(snap: NodeSnapshot) -> str:
+    """What macOS says of memory and heat (pressure level, swap, pmset); '' elsewhere."""
+    m, parts = snap.memory, []
+    if m.pressure_level is not None:
+        parts.append(f"memory pressure {m.pressure_level}")
+    if m.swap_used_mb is not None:
+        parts.append(f"swap {fmt_mb(m.swap_used_mb)}/{fmt_mb(m.swap_total_mb)}")
+    if snap.cpu.thermal is not None:
+        parts.append(f"thermal {snap.cpu.thermal}")
+    return " · ".join(parts)
 
 
 def problems(view: NodeView) -> RenderableType:
