@@ -421,6 +421,12 @@ async def test_a_mac_agent_serves_its_facts_to_the_snapshot_the_dashboard_and_me
         assert (m.pressure_level, m.swap_used_mb, m.swap_total_mb) == ("warn", 407.5, 1024.0)
         assert snap.cpu.thermal == "nominal"
         assert (snap.power.source, snap.power.scope) == ("ioreport", "SoC (CPU+GPU+ANE+DRAM)")
+        b = snap.budget  # this machine's RAM, the recorded Mac's limits
+        assert b is not None and b.kind == "unified" and snap.memory.total_mb is not None
+        assert b.inputs["metal_working_set_mb"] == 10922.7 and b.inputs["wired_limit_mb"] == 0
+        assert b.inputs["ram_mb"] == snap.memory.total_mb
+        reserve = max(4096.0, 0.1 * snap.memory.total_mb)
+        assert b.total_mb == pytest.approx(min(10922.7, snap.memory.total_mb - reserve), abs=0.2)
         assert not any(p.startswith(("macos", "ioreport", "power:")) for p in snap.problems)
         assert 'fleet_memory_pressure_level{level="warn"} 1.0' in metrics
         assert 'fleet_thermal_info{state="nominal"} 1.0' in metrics
@@ -452,3 +458,19 @@ async def test_a_mac_agent_serves_its_facts_to_the_snapshot_the_dashboard_and_me
                 assert "SoC (CPU+GPU+ANE+DRAM)" in text("#d-power")
                 assert "ioreport" in text("#d-power")
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_raised_wired_limit_is_the_budgets_working_set(xdg_home: Path) -> None:
+    """Metal's figure is read once at agent start; a sysctl set since is the one in force."""
+    run = RecordedMac(wired=data("sysctl-wired-limit-raised-14000.txt"))
+    agent = mac_agent(run, FakeZeus(RAILS_100_400, time.time), xdg_home)
+    try:
+        snap = await agent.tick()
+    finally:
+        await agent.source.aclose()
+    b, ram = snap.budget, snap.memory.total_mb
+    assert b is not None and ram is not None and b.kind == "unified"
+    assert b.inputs["wired_limit_mb"] == 14000 and "metal_working_set_mb" not in b.inputs
+    assert b.total_mb == pytest.approx(min(14000.0, ram - max(4096.0, 0.1 * ram)), abs=0.2)
+    assert snap.gpus[0].memory_total_mb == 14000.0

@@ -56,19 +56,6 @@ def sample_every(interval_s: float) -> float:
 class Source(Protocol):
     meter: EnergyMeter
 
-    def _unified_cap(self, mem: Memory) -> Cap | None:
-        """On a Mac, the unified-memory cap from this tick's figures. A wired limit set with
-        sysctl is the figure in force: Metal's working set follows it, but is read once at
-        agent start, so it is passed only while the sysctl is 0 (the OS default)."""
-        if self.mac is None or mem.total_mb is None:
-            return None
-        facts = self.mac_facts
-        return unified_budget(
-            mem.total_mb,
-            wired_limit_mb=facts.wired_limit_mb,
-            metal_working_set_mb=None if facts.wired_limit_mb else facts.working_set_mb,
-        )
-
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot: ...
 
     async def sample(self, ledger: EnergyLedger) -> None: ...
@@ -250,7 +237,7 @@ class RealSource:
             gpus, engines = await anyio.to_thread.run_sync(attribute, self._gpus, engines, problems)
         else:
             gpus, engines = attribute(self._gpus, engines, problems)
-        gpus += self.mac_facts.gpus
+        gpus = gpus + self.mac_facts.gpus  # a new list: attribute() may hand back self._gpus
         power = meter_power(self.meter)
         if self.ioreport is not None and self.ioreport.reason:
             problems.append(self.ioreport.reason)
@@ -300,19 +287,6 @@ class SimulatedSource:
     def __init__(self, node: SimulatedNode, sample_s: float) -> None:
         self.node = node
         self.meter = EnergyMeter(sample_s=sample_s, started=node.clock())
-
-    def _unified_cap(self, mem: Memory) -> Cap | None:
-        """On a Mac, the unified-memory cap from this tick's figures. A wired limit set with
-        sysctl is the figure in force: Metal's working set follows it, but is read once at
-        agent start, so it is passed only while the sysctl is 0 (the OS default)."""
-        if self.mac is None or mem.total_mb is None:
-            return None
-        facts = self.mac_facts
-        return unified_budget(
-            mem.total_mb,
-            wired_limit_mb=facts.wired_limit_mb,
-            metal_working_set_mb=None if facts.wired_limit_mb else facts.working_set_mb,
-        )
 
     async def collect(self, ledger: EnergyLedger) -> NodeSnapshot:
         return self.node.snapshot(ledger, self.meter)
