@@ -464,7 +464,8 @@ async def test_agent_with_interval_120_reads_energy_between_ticks(tmp_path: Path
     snap = await agent.tick()
     assert first.power.energy_j == 0.0
     assert snap.power.energy_j == pytest.approx(truth, rel=1e-6)
-    assert snap.power.scope == "wall" and snap.power.source == "simulated"
+    assert node.mac  # a simulated Mac: measured by its SoC rails, like a real one
+    assert snap.power.scope == "SoC (CPU+GPU+ANE+DRAM)" and snap.power.source == "simulated"
 
 
 # --- wall power -------------------------------------------------------------------------------

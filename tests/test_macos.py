@@ -474,3 +474,17 @@ async def test_a_raised_wired_limit_is_the_budgets_working_set(xdg_home: Path) -
     assert b.inputs["wired_limit_mb"] == 14000 and "metal_working_set_mb" not in b.inputs
     assert b.total_mb == pytest.approx(min(14000.0, ram - max(4096.0, 0.1 * ram)), abs=0.2)
     assert snap.gpus[0].memory_total_mb == 14000.0
+
+
+@pytest.mark.anyio
+async def test_a_simulated_mac_sends_the_fields_a_real_one_does() -> None:
+    agent = NodeAgent.simulate(AgentConfig(), "sim-120")  # this name draws a Mac
+    assert agent.simulated is not None and agent.simulated.mac
+    snap = await agent.tick()
+    (gpu,) = snap.gpus
+    assert gpu.name == "Apple M2 Ultra GPU" and snap.budget is not None
+    assert snap.budget.kind == "unified" and gpu.memory_total_mb == snap.budget.total_mb
+    assert snap.memory.pressure_level in ("normal", "warn", "critical")
+    assert snap.memory.swap_total_mb == 4096.0 and snap.cpu.thermal == "nominal"
+    assert {p.kind for p in snap.power.parts} == {"soc"}
+    assert snap.power.scope == "SoC (CPU+GPU+ANE+DRAM)"

@@ -49,6 +49,7 @@ MODEL_POOL = {
     "lmstudio": [("meta-llama-3.1-8b-instruct", 4920, "Q4_K_M")],
     "mlx": [("mlx-community/Qwen2.5-7B-Instruct-4bit", 4300, "4bit")],
 }
+SOC_RAILS = {"soc-cpu": 0.3, "soc-gpu": 0.55, "soc-ane": 0.05, "soc-dram": 0.1}
 GPU_KINDS = [
     ("NVIDIA RTX 4090", 24564, 450.0),
     ("NVIDIA L40S", 46068, 350.0),
@@ -85,9 +86,10 @@ class SimulatedNode:
             if not self.mac
             else rng.choice([65536, 131072, 196608])
         )
+        self.wired_limit_mb = 0.0  # a Mac's iogpu.wired_limit_mb: 0 is the OS default
         if self.mac:
             self.gpus_spec: list[tuple[str, float, float]] = [
-                ("Apple M2 Ultra", self.mem_total_mb, 90.0)
+                ("Apple M2 Ultra GPU", self.mem_total_mb, 90.0)
             ]
         else:
             kind = rng.choice(GPU_KINDS)
@@ -131,8 +133,14 @@ class SimulatedNode:
             ledger.days.setdefault(day.isoformat(), (wh, ledger.price_per_kwh))
 
     def readings(self) -> list[Reading]:
-        """The synthetic machine measured whole, as a BMC would: one wall part."""
+        """The synthetic machine measured whole, as a BMC would: one wall part; a Mac by its
+        SoC's rails, as IOReport splits them (collect/ioreport.py)."""
         w = self.watts(self.clock())
+        if self.mac:
+            return [
+                Reading(name=n, kind="soc", source="simulated", key=n, watts=w * k)
+                for n, k in SOC_RAILS.items()
+            ]
         return [Reading(name="wall", kind="wall", source="simulated", key="wall", watts=w)]
 
     def snapshot(self, ledger: EnergyLedger, meter: EnergyMeter) -> NodeSnapshot:
@@ -183,7 +191,24 @@ class SimulatedNode:
             used_mb=round(self.mem_total_mb * pressure / 100, 1),
             pressure_pct=round(pressure, 1),
         )
-        unified = unified_budget(self.mem_total_mb, wired_limit_mb=0.0) if self.mac else None
+        unified = (
+            unified_budget(self.mem_total_mb, wired_limit_mb=self.wired_limit_mb)
+            if self.mac
+            else None
+        )
+        if self.mac and unified is not None:  # what collect/macos.py reads on a real Mac
+            gpus = [g.model_copy(update={"memory_total_mb": unified.total_mb}) for g in gpus]
+            memory = memory.model_copy(
+                update={
+                    "pressure_level": "normal"
+                    if pressure < 70
+                    else "warn"
+                    if pressure < 90
+                    else "critical",
+                    "swap_used_mb": round(max(0.0, pressure - 60) * 40, 1),
+                    "swap_total_mb": 4096.0,
+                }
+            )
         return NodeSnapshot(
             node=NodeInfo(
                 hostname=self.name,
@@ -194,7 +219,11 @@ class SimulatedNode:
                 simulated=True,
             ),
             ts=t,
-            cpu=Cpu(percent=round(100 * load * 0.6, 1), cores=self.cores),
+            cpu=Cpu(
+                percent=round(100 * load * 0.6, 1),
+                cores=self.cores,
+                thermal="nominal" if self.mac else None,
+            ),
             memory=memory,
             gpus=gpus,
             power=Power(
