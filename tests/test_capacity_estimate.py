@@ -147,8 +147,23 @@ def test_mla_counts_the_compressed_latent_per_layer() -> None:
 def test_gqa_heads_per_layer() -> None:
     heads = [8, 4] * 16  # alternating KV heads per layer (an OpenELM-like model)
     meta = LLAMA_8B.model_copy(update={"kv_heads_per_layer": heads, "n_kv_heads": None})
-    est = estimate(meta, engine="llamacpp", ctx=1000, parallel=1)
+    est = estimate(meta, engine="mlx", ctx=1000, parallel=1)
     assert term(est, "kv cache") == 1000 * sum(h * 256 * 2 for h in heads)
+
+
+def test_llamacpp_pads_each_sequence_to_256_cells_and_unified_shares_one_pool() -> None:
+    est = estimate(LLAMA_8B, engine="llamacpp", ctx=1000, parallel=1)
+    assert term(est, "kv cache") == 1024 * 128 * 1024
+    assert "padded to 256" in next(t.formula for t in est.terms if t.name == "kv cache")
+    # -c 8192 -np 2: two slots of 4096 (what /props reports as n_ctx)
+    two = estimate(GEMMA_270M, engine="llamacpp", ctx=4096, parallel=2, platform="cpu")
+    per_cell = 512 * 2  # (key 256 + value 256) x 1 KV head x 2 bytes
+    assert term(two, "kv cache") == 2 * 4096 * 3 * per_cell + 2 * 1024 * 15 * per_cell
+    # -np unset: 4 slots share one pool of -c cells; the SWA pool holds 4 windows + a ubatch
+    uni = estimate(
+        GEMMA_270M, engine="llamacpp", ctx=8192, parallel=4, platform="cpu", kv_unified=True
+    )
+    assert term(uni, "kv cache") == 8192 * 3 * per_cell + (4 * 512 + 512) * 15 * per_cell
 
 
 def test_key_length_defaults_to_embedding_over_heads_and_kv_heads_to_heads() -> None:

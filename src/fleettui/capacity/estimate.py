@@ -55,6 +55,8 @@ GGUF_BLOCKS: dict[str, tuple[int, int]] = {
     "Q5_K": (256, 176),
     "Q6_K": (256, 210),
 }
+# llama.cpp pads its KV cache (per sequence) to a multiple of this many cells.
+KV_PAD = 256
 # llama.cpp's default micro-batch (-ub 512): the compute graph is reserved for this many tokens.
 N_UBATCH = 512
 # mlx_lm processes a prompt in steps of this many tokens (its prefill_step_size).
@@ -186,11 +188,16 @@ def _kv_layers(meta: ModelMeta, notes: list[str]) -> tuple[int, int, int] | None
     return n - sliding - recurrent, sliding, recurrent
 
 
+def _pad(cells: int) -> int:
+    return -(-cells // KV_PAD) * KV_PAD
+
+
 def _kv(
     meta: ModelMeta,
     engine: str,
     ctx: int,
     parallel: int,
+    unified: bool,
     kv_type: str,
     missing: list[str],
     notes: list[str],
@@ -253,23 +260,33 @@ def _kv(
         rest = rest[recurrent:]
     full_elems = sum(per_layer[i] for i in rest)
     slide_elems = sum(per_layer[i] for i in slide_idx)
-    window_tokens = 0
+    ggml = engine in GGML_ENGINES
+    cells = _pad(ctx) if ggml else ctx  # per sequence; llama.cpp pads its cache to 256 cells
+    full_cells = cells if unified else cells * parallel
+    window_cells = 0
     if sliding and meta.sliding_window:
-        # ggml engines keep window + one micro-batch of cells per sequence (llama.cpp's SWA cache)
-        extra = N_UBATCH if engine in GGML_ENGINES else 0
-        window_tokens = min(ctx, meta.sliding_window + extra)
-    full_bytes = ctx * parallel * full_elems * per_elem
-    slide_bytes = window_tokens * parallel * slide_elems * per_elem
+        if ggml:  # llama.cpp's SWA cache: the window (per sequence) + one micro-batch, per stream
+            per_stream = meta.sliding_window * (parallel if unified else 1) + N_UBATCH
+            window_cells = min(cells, _pad(per_stream)) * (1 if unified else parallel)
+        else:
+            window_cells = min(ctx, meta.sliding_window) * parallel
+    full_bytes = full_cells * full_elems * per_elem
+    slide_bytes = window_cells * slide_elems * per_elem
     total = math.ceil(full_bytes + slide_bytes)
     per_token = full_elems * per_elem
+    shape = f"{ctx:,} ctx x {parallel} parallel"
+    if unified:
+        shape = f"{ctx:,} ctx shared by {parallel} slots (unified KV)"
+    if full_cells != (ctx if unified else ctx * parallel):
+        shape += f" = {full_cells:,} cells (padded to 256)"
     formula = (
-        f"{ctx:,} ctx x {parallel} parallel x {full} full-attention layers x {how} "
-        f"x {per_elem:g} bytes ({kv_type}) = {mib(full_bytes)} ({per_token / 1024:g} KiB per token)"
+        f"{shape} x {full} full-attention layers x {how} x {per_elem:g} bytes ({kv_type}) "
+        f"= {mib(full_bytes)} ({per_token / 1024:g} KiB per token)"
     )
     if sliding:
         formula += (
-            f"; {sliding} sliding-window layers hold {window_tokens:,} tokens x {parallel} "
-            f"parallel = {mib(slide_bytes)}"
+            f"; {sliding} sliding-window layers hold {window_cells:,} cells in all "
+            f"(window {meta.sliding_window}) = {mib(slide_bytes)}"
         )
     return Term("kv cache", total, formula, "estimated")
 
@@ -384,12 +401,14 @@ def estimate(
     platform: Platform = "cuda",
     settings: EngineSettings | None = None,
     gpu_total_bytes: int | None = None,
+    kv_unified: bool = False,
 ) -> Estimate:
     """The bytes `meta` takes loaded by `engine` at `ctx` x `parallel` on `platform`.
 
     ctx/parallel None: the engine's default (its settings, Ollama's VRAM tiers, the model's
-    training context for llama.cpp and vLLM). Never raises on missing or odd input: the
-    `missing` list says what lacks and `total_bytes` is None."""
+    training context for llama.cpp and vLLM). kv_unified: llama-server's one KV pool shared by
+    all slots (its default when -np is not given): ctx cells in all, not ctx x parallel.
+    Never raises on missing or odd input: `missing` says what lacks, `total_bytes` is None."""
     missing: list[str] = []
     notes: list[str] = []
     inexact: list[str] = []
@@ -417,7 +436,9 @@ def estimate(
         missing.append("context length (give --ctx: the engine's default is not known)")
     elif ctx <= 0 or parallel <= 0:
         missing.append("a positive context length and parallel slot count")
-    elif (term := _kv(meta, engine, ctx, parallel, kv_type, missing, notes, inexact)) is not None:
+    elif (
+        term := _kv(meta, engine, ctx, parallel, kv_unified, kv_type, missing, notes, inexact)
+    ) is not None:
         terms.append(term)
     if engine == "mlx":
         notes.append("MLX grows its KV cache as tokens arrive: this is the cache at a full context")
