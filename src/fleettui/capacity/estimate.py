@@ -221,11 +221,11 @@ def _kv(
         inexact.append("recurrent state")
     if meta.kv_lora_rank:  # MLA: one compressed latent plus the RoPE part of K, per token
         width = meta.kv_lora_rank + (meta.rope_dim or 0)
-        per_layer = [width] * n
         how = f"(kv_lora_rank {meta.kv_lora_rank} + rope {meta.rope_dim or 0}) per layer (MLA)"
         if meta.rope_dim is None:
             notes.append("MLA without the RoPE dimension: counted as 0")
             inexact.append("rope_dim")
+        heads: list[int] | None = None
     else:
         k, v = meta.key_length, meta.value_length
         if k is None or v is None:
@@ -238,28 +238,27 @@ def _kv(
             heads = list(meta.kv_heads_per_layer[:n]) + [meta.n_kv_heads or 0] * (
                 n - len(meta.kv_heads_per_layer)
             )
+            width = k + v
             how = f"(key {k} + value {v}) x the KV heads of each layer"
         elif meta.n_kv_heads or meta.n_heads:
             kvh = meta.n_kv_heads or meta.n_heads or 0
             if not meta.n_kv_heads:
                 notes.append("no KV head count: took the attention head count (no GQA)")
-            heads = [kvh] * n
+            heads, width = None, (k + v) * kvh
             how = f"(key {k} + value {v}) x {kvh} KV heads"
         else:
             missing.append("KV cache: the KV head count")
             return None
-        per_layer = [(k + v) * h for h in heads]
-    # Which layers slide: the pattern's non-full ones; with only a count, the first ones.
-    every = SLIDING_PATTERNS.get(meta.arch or "")
-    if sliding and every and meta.sliding_layers is None:
-        slide_idx = {i for i in range(n) if (i + 1) % every != 0}
-    else:
-        slide_idx = set(range(sliding))
-    rest = [i for i in range(n) if i not in slide_idx]
-    if not meta.kv_heads_per_layer:  # uniform layers: which ones are recurrent does not matter
-        rest = rest[recurrent:]
-    full_elems = sum(per_layer[i] for i in rest)
-    slide_elems = sum(per_layer[i] for i in slide_idx)
+    if heads is None:  # every layer alike: which ones slide or recur does not matter
+        full_elems, slide_elems = width * full, width * sliding
+    else:  # which layers slide: the pattern's non-full ones; with only a count, the first ones
+        every = SLIDING_PATTERNS.get(meta.arch or "")
+        if sliding and every and meta.sliding_layers is None:
+            slides = [(i + 1) % every != 0 for i in range(n)]
+        else:
+            slides = [i < sliding for i in range(n)]
+        full_elems = width * sum(h for h, s in zip(heads, slides, strict=True) if not s)
+        slide_elems = width * sum(h for h, s in zip(heads, slides, strict=True) if s)
     ggml = engine in GGML_ENGINES
     cells = _pad(ctx) if ggml else ctx  # per sequence; llama.cpp pads its cache to 256 cells
     full_cells = cells if unified else cells * parallel
