@@ -98,6 +98,30 @@ def test_vllm_claims_its_share_of_the_gpu_whatever_the_model() -> None:
     assert nogpu.total_bytes is None and "GPU's total memory" in nogpu.missing[0]
 
 
+def test_vllm_refuses_a_model_that_outgrows_its_claim() -> None:
+    s = EngineSettings(gpu_memory_utilization=0.9)
+    fits = estimate(
+        LLAMA_8B, engine="vllm", ctx=8192, parallel=None, settings=s, gpu_total_bytes=80 * 10**9
+    )
+    assert not fits.problems and any("inside the claim" in n for n in fits.notes)
+    big = LLAMA_8B.model_copy(update={"file_mb": 140_000.0})  # a 70B model at bf16
+    est = estimate(
+        big, engine="vllm", ctx=8192, parallel=None, settings=s, gpu_total_bytes=80 * 10**9
+    )
+    assert est.total_bytes == 72 * 10**9
+    assert est.problems and "would refuse to start" in est.problems[0]
+
+
+def test_kv_type_defaults_to_the_engines_setting() -> None:
+    s = EngineSettings(kv_type="q8_0")
+    est = estimate(LLAMA_8B, engine="ollama", ctx=8192, parallel=1, settings=s)
+    assert term(est, "kv cache") == GIB * 34 // 64
+    own = estimate(LLAMA_8B, engine="ollama", ctx=8192, parallel=1, settings=s, kv_type="f16")
+    assert term(own, "kv cache") == GIB
+    fp8 = estimate(LLAMA_8B, engine="mlx", ctx=8192, parallel=1, kv_type="fp8")
+    assert term(fp8, "kv cache") == GIB // 2
+
+
 def test_gemma3_sliding_layers_hold_the_window_not_the_context() -> None:
     est = estimate(GEMMA_270M, engine="llamacpp", ctx=8192, parallel=1, platform="cpu")
     full = 8192 * 3 * (256 + 256) * 1 * 2  # 3 full-attention layers
@@ -114,6 +138,19 @@ def test_gemma3_sliding_layers_hold_the_window_not_the_context() -> None:
     est2 = estimate(odd, engine="llamacpp", ctx=8192, parallel=1, platform="cpu")
     assert term(est2, "kv cache") == 8192 * 18 * 512 * 2
     assert any("upper bound" in n for n in est2.notes)
+
+
+def test_per_layer_heads_follow_the_sliding_pattern() -> None:
+    uniform = estimate(GEMMA_270M, engine="llamacpp", ctx=8192, parallel=1, platform="cpu")
+    listed = GEMMA_270M.model_copy(update={"kv_heads_per_layer": [1] * 18})
+    assert term(
+        estimate(listed, engine="llamacpp", ctx=8192, parallel=1, platform="cpu"), "kv cache"
+    ) == term(uniform, "kv cache")
+    # two KV heads on the full-attention layers (5, 11, 17) only: their share doubles
+    heads = [2 if (i + 1) % 6 == 0 else 1 for i in range(18)]
+    mixed = GEMMA_270M.model_copy(update={"kv_heads_per_layer": heads})
+    est = estimate(mixed, engine="llamacpp", ctx=8192, parallel=1, platform="cpu")
+    assert term(est, "kv cache") == 8192 * 3 * 2 * 1024 + 1024 * 15 * 1024
 
 
 def test_gemma3_270m_total_is_near_the_measured_rss() -> None:

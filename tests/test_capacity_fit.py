@@ -193,6 +193,9 @@ def test_vllm_node_needs_its_whole_claim() -> None:
     assert ok.verdict == "fits" and ok.need_bytes == round(0.9 * 80 * GIB)
     busy = check_fit("v", node(80, 20, [], engine="vllm", settings=s), None, WANT)
     assert busy.verdict == "no"
+    huge = META.model_copy(update={"file_mb": 140_000.0})
+    refused = check_fit("v", node(80, 0.5, [], engine="vllm", settings=s), huge, WANT)
+    assert refused.verdict == "no" and "would refuse to start" in refused.reasons[0]
 
 
 def test_engine_not_on_the_node() -> None:

@@ -36,6 +36,11 @@ KV_TYPES: dict[str, float] = {
     "q5_0": 22 / 32,
     "q5_1": 24 / 32,
     "iq4_nl": 18 / 32,
+    # vLLM's cache_dtype values: fp8 variants are one byte; auto is the model's 16-bit dtype
+    "fp8": 1.0,
+    "fp8_e4m3": 1.0,
+    "fp8_e5m2": 1.0,
+    "auto": 2.0,
 }
 # GGUF tensor types: (weights per block, bytes per block), gguf-py GGML_QUANT_SIZES. Only a
 # fallback when the file size is unknown: a Q4_K_M file mixes types per tensor.
@@ -111,6 +116,8 @@ class Estimate:
     label: Label
     missing: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # Why the engine would refuse this load whatever is free (vLLM: the model outgrows its claim)
+    problems: tuple[str, ...] = ()
 
     @property
     def host_bytes(self) -> int:
@@ -396,7 +403,7 @@ def estimate(
     engine: str,
     ctx: int | None,
     parallel: int | None,
-    kv_type: str = "f16",
+    kv_type: str | None = None,
     platform: Platform = "cuda",
     settings: EngineSettings | None = None,
     gpu_total_bytes: int | None = None,
@@ -405,28 +412,30 @@ def estimate(
     """The bytes `meta` takes loaded by `engine` at `ctx` x `parallel` on `platform`.
 
     ctx/parallel None: the engine's default (its settings, Ollama's VRAM tiers, the model's
-    training context for llama.cpp and vLLM). kv_unified: llama-server's one KV pool shared by
+    training context for llama.cpp and vLLM). kv_type None: the engine's setting, else f16.
+    kv_unified: llama-server's one KV pool shared by
     all slots (its default when -np is not given): ctx cells in all, not ctx x parallel.
     Never raises on missing or odd input: `missing` says what lacks, `total_bytes` is None."""
     missing: list[str] = []
     notes: list[str] = []
     inexact: list[str] = []
     terms: list[Term] = []
+    kv_type = kv_type or (settings.kv_type if settings else None) or "f16"
     if engine == "vllm":
-        if (term := _vllm(settings, gpu_total_bytes, missing, notes, inexact)) is not None:
-            terms.append(term)
-        return _done(terms, missing, notes, inexact)
+        if (term := _vllm(settings, gpu_total_bytes, missing, notes, inexact)) is None:
+            return _done(terms, missing, notes, inexact)
+        terms.append(term)
+        inside = _vllm_inside(meta, ctx, kv_type, term.bytes)
+        return _done(terms, missing, notes + inside[:1], inexact, tuple(inside[1:]))
     if meta is None:
         missing.append("model metadata (no node has the model, no --gguf file)")
         return _done(terms, missing, notes, inexact)
     if ctx is None:
-        ctx = _default_ctx(meta, engine, settings, gpu_total_bytes, notes, inexact)
+        ctx = _default_ctx(meta, engine, settings, gpu_total_bytes, notes)
     if parallel is None:
         parallel = (settings.num_parallel if settings else None) or 1
         if not (settings and settings.num_parallel):
             notes.append("parallel slots not given: took 1")
-    if settings and settings.kv_type and kv_type == "f16":
-        kv_type = settings.kv_type
     if (term := _weights(meta, missing, notes)) is not None:
         terms.append(term)
         if term.source == "estimated":
@@ -463,7 +472,6 @@ def _default_ctx(
     settings: EngineSettings | None,
     gpu_total_bytes: int | None,
     notes: list[str],
-    inexact: list[str],
 ) -> int | None:
     if settings and settings.default_ctx:
         return settings.default_ctx
@@ -479,7 +487,36 @@ def _default_ctx(
     return None
 
 
-def _done(terms: list[Term], missing: list[str], notes: list[str], inexact: list[str]) -> Estimate:
+def _vllm_inside(meta: ModelMeta | None, ctx: int | None, kv_type: str, claim: int) -> list[str]:
+    """[what the model needs inside vLLM's claim, and a problem if it outgrows it] or []: vLLM
+    must hold the weights and one sequence of max_model_len tokens in its claim, or refuses."""
+    if meta is None or (ctx := ctx or meta.ctx_train) is None:
+        return []
+    scratch: list[str] = []
+    weights = _weights(meta, scratch, scratch)
+    kv = _kv(meta, "vllm", ctx, 1, False, kv_type, scratch, scratch, scratch)
+    if weights is None or kv is None:
+        return []
+    need = weights.bytes + kv.bytes
+    said = [
+        f"inside the claim: weights {mib(weights.bytes)} + one {ctx:,}-token sequence's "
+        f"KV {mib(kv.bytes)} = {mib(need)} of {mib(claim)}"
+    ]
+    if need > claim:
+        said.append(
+            f"vLLM would refuse to start: the weights and one {ctx:,}-token sequence "
+            f"need {mib(need)}, more than its claim of {mib(claim)}"
+        )
+    return said
+
+
+def _done(
+    terms: list[Term],
+    missing: list[str],
+    notes: list[str],
+    inexact: list[str],
+    problems: tuple[str, ...] = (),
+) -> Estimate:
     total = None if missing else sum(t.bytes for t in terms if t.where == "budget")
     label: Label = "exact" if not missing and not inexact else "heuristic"
-    return Estimate(tuple(terms), total, label, tuple(missing), tuple(notes))
+    return Estimate(tuple(terms), total, label, tuple(missing), tuple(notes), problems)

@@ -89,6 +89,7 @@ class Fit:
                 "label": est.label,
                 "missing": list(est.missing),
                 "notes": list(est.notes),
+                "problems": list(est.problems),
                 "terms": [
                     {
                         "name": t.name,
@@ -234,13 +235,12 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
     meta = meta or _node_meta(snap, req.model)
     platform = PLATFORMS[budget.kind]
     gpu_total = _gpu_total(snap)
-    kv_type = req.kv_type or (eng.settings.kv_type if eng.settings else None) or "f16"
     est = estimate(
         meta,
         engine=eng.name,
         ctx=req.ctx,
         parallel=req.parallel,
-        kv_type=kv_type,
+        kv_type=req.kv_type,
         platform=platform,
         settings=eng.settings,
         gpu_total_bytes=gpu_total,
@@ -252,6 +252,8 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
         return out("unknown", [f"cannot estimate: {m}" for m in est.missing], **common)
     need = est.total_bytes
     common |= {"need_bytes": need, "label": est.label}
+    if est.problems:
+        return out("no", est.problems, **common)
     short = need + margin - free
     head = f"needs {mib(need)} + {margin_why}; {mib(free)} free ({budget.limit})"
     slots = _ollama_slots(snap, eng)
