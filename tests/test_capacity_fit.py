@@ -99,6 +99,7 @@ def test_three_nodes_fits_evict_no() -> None:
     assert ev.verdict == "evict"
     assert ev.evict == ("qwen:7b",)  # one model frees enough; the busy one is never named
     assert "after unloading idle qwen:7b" in ev.reasons[0]
+    assert not any("busy state" in n for n in ev.notes)  # every resident said idle or busy
 
     full = node(8, 7, [resident("busy:7b", 6, busy=True)])
     no = check_fit("full", full, META, WANT)
@@ -122,6 +123,14 @@ def test_smallest_set_with_many_candidates_takes_the_largest_first() -> None:
     assert smallest_set(cands, 10**12) is None
     mixed = [(f"o{i:02}", 100 * MIB, other) for i in range(17)] + [("mine", MIB, eng)]
     assert [c[0] for c in smallest_set(mixed, 50 * MIB, must=eng) or []] == ["mine", "o00"]
+
+
+def test_unreported_busy_state_counts_as_idle_and_says_so() -> None:
+    crowded = node(24, 22, [resident("quiet:7b", 6, busy=None)])
+    fit = check_fit("n", crowded, META, WANT)
+    assert fit.verdict == "evict" and fit.evict == ("quiet:7b",)
+    assert "busy state not reported for quiet:7b: counted as idle" in fit.notes
+    assert fit.to_json()["notes"] == list(fit.notes)
 
 
 def test_already_loaded_fits() -> None:
@@ -219,6 +228,7 @@ def test_to_json_is_a_stable_document() -> None:
         "offload_bytes",
         "evict",
         "reasons",
+        "notes",
         "label",
         "estimate",
     ]

@@ -80,6 +80,7 @@ class Fit:
             "offload_bytes": self.offload_bytes,
             "evict": list(self.evict),
             "reasons": list(self.reasons),
+            "notes": list(self.notes),
             "label": self.label,
             "estimate": None
             if est is None
@@ -247,7 +248,13 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
     )
     free = round(budget.free_mb * MIB)
     margin, margin_why = margin_for(budget, len(snap.gpus), eng.name)
-    common = {"engine": eng.name, "estimate": est, "free_bytes": free, "margin_bytes": margin}
+    common = {
+        "engine": eng.name,
+        "estimate": est,
+        "free_bytes": free,
+        "margin_bytes": margin,
+        "notes": est.notes,
+    }
     if est.total_bytes is None:
         return out("unknown", [f"cannot estimate: {m}" for m in est.missing], **common)
     need = est.total_bytes
@@ -266,11 +273,9 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
         return _evicted(out, chosen, head, extra, common)
     if slots:
         mine = any(c[2] is eng for c in cands)
-        why = (
-            f"{head}: evicting every idle model is not enough"
-            if mine
-            else (f"no idle {eng.name} model to unload")
-        )
+        why = f"{head}: evicting every idle model is not enough"
+        if not mine:
+            why = f"no idle {eng.name} model to unload"
         return out("no", [slots, why], **common)
     offload = _offload(eng.name, budget.kind, budget.ram_free_mb, short)
     if offload:
@@ -298,6 +303,14 @@ def _evicted(
 ) -> Fit:
     names = tuple(c[0] for c in chosen)
     freed = sum(c[1] for c in chosen)
+    unsure = [n for n, _, e in chosen if any(m.name == n and m.busy is None for m in e.models)]
+    if unsure:
+        common = common | {
+            "notes": (
+                *common.get("notes", ()),
+                f"busy state not reported for {', '.join(unsure)}: counted as idle",
+            )
+        }
     listed = ", ".join(f"{c[0]} ({mib(c[1])})" for c in chosen)
     return out(
         "evict",
