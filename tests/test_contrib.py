@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from fleettui.cli import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib" / "fleet-agent.service"
 PLIST = ROOT / "contrib" / "dev.fleettui.agent.plist"
+USER_PLIST = ROOT / "contrib" / "dev.fleettui.agent.user.plist"
 INSTALLED = "/opt/fleettui/bin/fleet"
 VENV_FLEET = Path(sys.executable).parent / "fleet"
 
@@ -128,6 +130,11 @@ def test_exec_start_as_written_serves_healthz(xdg_home: Path, tmp_path: Path) ->
     argv[0] = str(VENV_FLEET)
     assert argv[1:] == ["agent", "serve", "--host", "127.0.0.1", "--port", "0"]
 
+    serve_as_written(argv, env, "/")
+
+
+def serve_as_written(argv: list[str], env: dict[str, str], cwd: str) -> None:
+    """Run a service file's argv as its supervisor would, check it serves, stop it cleanly."""
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | env
     proc = subprocess.Popen(
         argv,
@@ -135,7 +142,7 @@ def test_exec_start_as_written_serves_healthz(xdg_home: Path, tmp_path: Path) ->
         stderr=subprocess.PIPE,
         text=True,
         env=child_env,
-        cwd="/",
+        cwd=cwd,
     )
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
@@ -155,7 +162,7 @@ def test_exec_start_as_written_serves_healthz(xdg_home: Path, tmp_path: Path) ->
         snap = httpx.get(f"{url}/api/v1/snapshot").json()
         assert snap["node"]["simulated"] is False  # the real collectors, as on a node
     finally:
-        proc.terminate()  # what `systemctl stop` sends
+        proc.terminate()  # what `systemctl stop` and `launchctl bootout` send
         rc = proc.wait(timeout=10)
     assert rc == 0  # a clean stop, not death by signal (systemd would log it as a failure)
 
@@ -173,3 +180,26 @@ def test_launchd_plist_runs_the_agent_as_an_unprivileged_user() -> None:
     assert str(args.config).startswith("/usr/local/etc/fleettui/")
     for limits in ("SoftResourceLimits", "HardResourceLimits"):  # launchd's default is 256
         assert plist[limits]["NumberOfFiles"] == WANT_NOFILE
+
+
+def test_the_user_launch_agent_runs_as_written_without_root(xdg_home: Path) -> None:
+    """The per-user LaunchAgent for Apple Silicon: the user's own job (no UserName, no root),
+    its paths under the home directory the install step substitutes, and the agent extra it
+    installs brings zeus-apple-silicon on macOS."""
+    home = str(xdg_home)
+    plist = plistlib.loads(USER_PLIST.read_bytes().replace(b"__HOME__", home.encode()))
+    assert plist["Label"] == "dev.fleettui.agent.user" and "UserName" not in plist
+    assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["Umask"] == 0o077 and plist["WorkingDirectory"] == home
+    assert plist["StandardOutPath"].startswith(f"{home}/Library/Logs/")
+    for limits in ("SoftResourceLimits", "HardResourceLimits"):
+        assert plist[limits]["NumberOfFiles"] == WANT_NOFILE
+    argv = plist["ProgramArguments"]
+    assert argv[0] == f"{home}/.local/fleettui/bin/fleet"
+    args = build_parser().parse_args(argv[1:])
+    assert (args.agent_cmd, args.host, args.port, args.config) == ("serve", "127.0.0.1", 8899, None)
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "zeus-apple-silicon>=1.0; sys_platform == 'darwin'" in extra["agent"]
+    # as launchd runs it: HOME set, the default config under it (none yet: defaults)
+    argv[0], argv[argv.index("8899")] = str(VENV_FLEET), "0"
+    serve_as_written(argv, {"HOME": home}, plist["WorkingDirectory"])

@@ -51,7 +51,7 @@ from starlette.types import Scope
 
 from fleettui.agent.audit import AUDIT_FILE, AuditError, AuditLog
 from fleettui.agent.body import Body, parse_body
-from fleettui.agent.config import DEFAULT_ENGINE_URLS
+from fleettui.agent.config import DEFAULT_ENGINE_URLS, EngineConfig
 from fleettui.agent.ratelimit import RateLimiter, address_key, retry_after_header
 from fleettui.agent.refusals import RefusalLog, Rejection
 from fleettui.agent.tokens import SECRET_SHAPE_RE, TokenStore, tokens_path
@@ -243,6 +243,25 @@ def fill_argv(template: list[str], req: ActionRequest, key: str) -> list[str]:
     if "" in out:
         raise Rejection(400, f"{key} uses {{engine}}; send an engine", {"field": "engine"})
     return out
+
+
+def service_argv(eng: EngineConfig, action: str, uid: int) -> list[str] | None:
+    """start / stop / restart of an engine run by launchd (`launchctl kickstart -k`, `bootout`,
+    `bootstrap`, in the agent user's domain) or, for LM Studio, by its `lms` CLI."""
+    if (job := eng.launchd) is not None:
+        target = f"{job.domain}/{uid}"
+        service = f"{target}/{job.label}"
+        if action == "restart":
+            return [job.launchctl, "kickstart", "-k", service]
+        if action == "stop":
+            return [job.launchctl, "bootout", service]
+        if action == "start" and job.plist:  # a job booted out is gone: its plist brings it back
+            return [job.launchctl, "bootstrap", target, job.plist]
+        if action == "start":
+            return [job.launchctl, "kickstart", service]
+    if eng.lms is not None and action in ("start", "stop"):
+        return [eng.lms, "server", action]
+    return None
 
 
 def _tail(raw: bytes | str) -> str:
@@ -620,6 +639,7 @@ class ActionService:
         assert req.engine is not None
         key = f"engines.{req.engine}.commands.{req.action}"
         argv = eng_cfg.commands.get(req.action) if eng_cfg else None
+        argv = argv or (service_argv(eng_cfg, req.action, os.getuid()) if eng_cfg else None)
         if argv:
             return Plan(req, "argv", timeout, fill_argv(argv, req, key))
         if sim is not None:

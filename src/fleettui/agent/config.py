@@ -78,6 +78,32 @@ def _argv(v: list[str]) -> list[str]:
 Argv = Annotated[list[str], AfterValidator(_argv)]
 
 
+def _abs_path(v: str | None) -> str | None:
+    if v is not None and not (v.startswith("/") and "\x00" not in v and len(v) <= 4096):
+        raise ValueError("must be an absolute path")
+    return v
+
+
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+# launchd job labels as macOS writes them (homebrew.mxcl.ollama, ai.lmstudio.server): no '/',
+# so a label can never name another domain or service in `DOMAIN/UID/LABEL`
+LAUNCHD_LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class LaunchdConfig(_Strict):
+    """An engine that runs as a launchd job of the agent's own user (macOS): start, stop and
+    restart go through launchctl in that user's domain (`gui/UID/LABEL`), as an argv."""
+
+    label: str = Field(pattern=LAUNCHD_LABEL, description="The job's Label.")
+    plist: AbsPath | None = Field(
+        None, description="The job's plist; start bootstraps it (stop boots the job out)."
+    )
+    domain: Literal["gui", "user"] = Field(
+        "gui", description="gui: a LaunchAgent of the logged-in user; user: without a login."
+    )
+    launchctl: AbsPath = "/bin/launchctl"
+
+
 class EngineConfig(_Strict):
     kind: EngineKind | None = Field(None, description="Defaults to the table's name.")
     url: str | None = None
@@ -91,7 +117,10 @@ class EngineConfig(_Strict):
     lms: str | None = Field(
         None,
         description="LM Studio: absolute path of the `lms` CLI, for loads where the server "
-        "has no REST load endpoint (before 0.4).",
+        "has no REST load endpoint (before 0.4); also start and stop (`lms server start`).",
+    )
+    launchd: LaunchdConfig | None = Field(
+        None, description="macOS: start, stop and restart through this launchd job."
     )
 
     @field_validator("lms")
