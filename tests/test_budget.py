@@ -163,3 +163,34 @@ def test_the_sample_fleet_mac_has_a_unified_budget_the_others_gpu() -> None:
     }
     assert kinds.pop("mac-studio-1") == "unified"
     assert set(kinds.values()) == {"gpu"} and len(kinds) == 8
+
+
+def test_the_simulated_ledger_is_schema_2_complete_and_deterministic() -> None:
+    from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter
+    from fleettui.agent.simulate import SimulatedNode, model_meta
+
+    def snap(name: str):
+        node = SimulatedNode(name, clock=lambda: 1_760_000_000.0)
+        return node.snapshot(EnergyLedger(None, 0.3, "EUR"), EnergyMeter(sample_s=2.0, started=0))
+
+    nvidia = next(s for s in map(snap, (f"sim-{i}" for i in range(40))) if s.gpus[0].processes)
+    assert snap(nvidia.node.hostname) == nvidia  # the same name, the same node
+    for g in nvidia.gpus:
+        assert g.attributed_mb is not None and g.other_mb is not None and g.other_mb >= 600
+        assert g.attributed_mb + g.other_mb == pytest.approx(g.memory_used_mb)
+        assert all(p.engine is not None for p in g.processes if p.pid != 4321)
+    for eng in nvidia.engines:
+        assert eng.pids and eng.settings is not None
+        for m in eng.models:
+            assert m.meta is not None and m.sources and m.gpus == [g.index for g in nvidia.gpus]
+    b = nvidia.budget
+    assert b is not None and b.engines_mb == pytest.approx(
+        sum(g.attributed_mb for g in nvidia.gpus)
+    )
+    llama = model_meta("ollama", "llama3.1:8b", "Q4_K_M")
+    assert llama is not None and (llama.n_layers, llama.n_kv_heads, llama.key_length) == (
+        32,
+        8,
+        128,
+    )
+    assert (llama.vocab_size, llama.ctx_train, llama.source) == (128256, 131072, "ollama-show")

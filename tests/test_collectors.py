@@ -433,6 +433,11 @@ def test_gpu_processes_are_attributed_to_engines_through_their_parents() -> None
     served = engines[1].models[0]
     assert served.gpus == [1] and served.vram_mb == 69_000  # one model a server: NVML's figure
     assert served.sources == {"gpus": "measured", "vram_mb": "measured"}
+    guessed = Model(name="m.gguf", vram_mb=4685, sources={"vram_mb": "estimated"})
+    llamacpp = vllm.model_copy(update={"name": "llamacpp", "models": [guessed]})
+    _, engines = attribute(gpus, [ollama, llamacpp], [], TREE.get)
+    assert engines[1].models[0].vram_mb == 69_000  # a measurement replaces an estimate
+    assert engines[1].models[0].sources["vram_mb"] == "measured"
 
 
 def test_no_engine_pid_known_or_no_process_list_means_unattributed_not_zero() -> None:

@@ -14,19 +14,26 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 from fleettui import __version__
+from fleettui.agent.collect.attribute import attribute
 from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter, Reading, day_start, local_day
 from fleettui.wire import (
     Cpu,
+    DiskModel,
     Engine,
+    EngineSettings,
     Gpu,
+    GpuProcess,
     Memory,
     Model,
+    ModelMeta,
     NodeInfo,
     NodeSnapshot,
     Power,
+    Source,
     scope_label,
     source_label,
 )
@@ -50,6 +57,99 @@ MODEL_POOL = {
     "mlx": [("mlx-community/Qwen2.5-7B-Instruct-4bit", 4300, "4bit")],
 }
 SOC_RAILS = {"soc-cpu": 0.3, "soc-gpu": 0.55, "soc-ane": 0.05, "soc-dram": 0.1}
+# What the engines' metadata says of each model (published config.json / GGUF header
+# figures); file_mb is the weights file, the pool's size the resident total.
+_LLAMA31_8B = dict(
+    arch="llama", params=8_030_261_248, n_layers=32, n_heads=32, n_kv_heads=8,
+    key_length=128, value_length=128, embedding_length=4096, vocab_size=128256,
+    ctx_train=131072,
+)  # fmt: skip
+_QWEN25_7B = dict(
+    arch="qwen2", params=7_615_616_512, n_layers=28, n_heads=28, n_kv_heads=4,
+    key_length=128, value_length=128, embedding_length=3584, vocab_size=152064,
+    ctx_train=32768,
+)  # fmt: skip
+_ARCH: dict[str, tuple[dict[str, object], float, float]] = {  # name -> (arch, file MiB, bpw)
+    "llama3.1:8b": (_LLAMA31_8B, 4692, 4.89),
+    "qwen2.5-coder:7b": (_QWEN25_7B, 4466, 4.91),
+    "mistral-nemo:12b": (
+        dict(
+            arch="llama", params=12_247_782_400, n_layers=40, n_heads=32, n_kv_heads=8,
+            key_length=128, value_length=128, embedding_length=5120, vocab_size=131072,
+            ctx_train=1_024_000,
+        ),
+        6757, 4.5,
+    ),
+    "gemma3:27b": (
+        dict(
+            arch="gemma3", params=27_432_406_640, n_layers=62, n_heads=32, n_kv_heads=16,
+            key_length=128, value_length=128, embedding_length=5376, vocab_size=262208,
+            ctx_train=131072, sliding_window=1024, sliding_layers=52,
+        ),
+        16504, 4.9,
+    ),
+    "nomic-embed-text:latest": (
+        dict(
+            arch="nomic-bert", params=136_731_648, n_layers=12, n_heads=12, n_kv_heads=12,
+            key_length=64, value_length=64, embedding_length=768, vocab_size=30522,
+            ctx_train=2048,
+        ),
+        262, 16.0,
+    ),
+    "deepseek-r1:14b": (
+        dict(
+            arch="qwen2", params=14_770_033_664, n_layers=48, n_heads=40, n_kv_heads=8,
+            key_length=128, value_length=128, embedding_length=5120, vocab_size=152064,
+            ctx_train=131072,
+        ),
+        8583, 4.87,
+    ),
+    "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf": (_LLAMA31_8B, 4692, 4.89),
+    "meta-llama/Llama-3.1-8B-Instruct": (_LLAMA31_8B, 15317, 16.0),
+    "Qwen/Qwen2.5-32B-Instruct-AWQ": (
+        dict(
+            arch="qwen2", params=32_763_876_352, n_layers=64, n_heads=40, n_kv_heads=8,
+            key_length=128, value_length=128, embedding_length=5120, vocab_size=152064,
+            ctx_train=32768,
+        ),
+        18650, 4.25,
+    ),
+    "meta-llama-3.1-8b-instruct": (_LLAMA31_8B, 4692, 4.89),
+    "mlx-community/Qwen2.5-7B-Instruct-4bit": (_QWEN25_7B, 4100, 4.5),
+}  # fmt: skip
+META_SOURCE = {
+    "ollama": "ollama-show",
+    "llamacpp": "llamacpp-meta",
+    "vllm": "hf-config",
+    "lmstudio": "lmstudio",
+    "mlx": "hf-config",
+}
+# Which figures each engine reports itself (the rest are measured by the agent or absent),
+# as the probes in agent/engines.py read them.
+REPORTED = {
+    "ollama": ("size_mb", "vram_mb", "ctx", "expires_at"),
+    "llamacpp": ("size_mb", "ctx", "parallel", "busy"),
+    "vllm": ("ctx", "kv_type", "busy"),
+    "lmstudio": ("size_mb", "ctx", "parallel"),
+    "mlx": (),
+}
+STRAY_PID, STRAY_MB = 4321, 384.0  # someone's notebook on GPU 0: part of the "other" memory
+DRIVER_MB = 600.0  # what each GPU holds before any model (context, driver, the stray)
+
+
+@cache
+def model_meta(engine: str, name: str, quant: str) -> ModelMeta | None:
+    """The metadata an engine would report for one of the pool's models (one shared object
+    per model: a thousand simulated nodes build their snapshots every tick)."""
+    found = _ARCH.get(name)
+    if found is None:
+        return None
+    arch, file_mb, bpw = found
+    return ModelMeta(
+        source=META_SOURCE[engine], file_mb=file_mb, quant=quant, bits_per_weight=bpw, **arch
+    )
+
+
 GPU_KINDS = [
     ("NVIDIA RTX 4090", 24564, 450.0),
     ("NVIDIA L40S", 46068, 350.0),
@@ -152,8 +252,9 @@ class SimulatedNode:
         parts = meter.parts()
         engines: list[Engine] = []
         problems: list[str] = []
-        resident_mb = 0.0
-        for e in self.engines:
+        placed: list[tuple[int, float]] = []  # (pid holding it, MiB over all GPUs)
+        tree: dict[int, list[int]] = {}  # pid -> its parents, nearest first
+        for ei, e in enumerate(self.engines):
             url = f"http://127.0.0.1:{ENGINE_PORTS[e.name]}"
             if e.stopped or t < e.down_until:
                 engines.append(
@@ -161,27 +262,40 @@ class SimulatedNode:
                 )
                 problems.append(f"engine {e.name} down: connection refused")
                 continue
-            models = [Model(name=m, size_mb=s, vram_mb=s, quant=q) for m, s, q in e.models]
-            resident_mb += sum(s for _, s, _ in e.models)
-            engines.append(
-                Engine(name=e.name, url=url, status="up", version=_version(e.name), models=models)
-            )
+            eng, held = self._engine(e, 1000 + 100 * ei, url, t, load)
+            engines.append(eng)
+            for pid, mb in held:
+                placed.append((pid, mb))
+                if pid not in eng.pids:
+                    tree[pid] = [eng.pids[0], 1]
         gpus: list[Gpu] = []
-        per_gpu_mb = resident_mb / max(1, len(self.gpus_spec))
+        n_gpus = max(1, len(self.gpus_spec))
+        per_gpu_mb = sum(mb for _, mb in placed) / n_gpus
         for i, (gname, gmem, gmax) in enumerate(self.gpus_spec):
             gw = round(gmax * (0.1 + 0.85 * load), 1)
+            used = round(min(gmem, DRIVER_MB + per_gpu_mb), 1)
+            # what a GPU cannot hold the engines offloaded: the processes' shares shrink to fit
+            scale = min(1.0, (used - DRIVER_MB) / per_gpu_mb) if per_gpu_mb else 1.0
+            procs = [GpuProcess(pid=STRAY_PID, used_mb=STRAY_MB)] if i == 0 else []
+            procs += [
+                GpuProcess(pid=pid, used_mb=round(mb / n_gpus * scale, 1)) for pid, mb in placed
+            ]
             gpus.append(
                 Gpu(
                     index=i,
                     name=gname,
                     uuid=f"GPU-sim-{seed_of(self.name + str(i)) % 10**12:012d}",
                     memory_total_mb=gmem,
-                    memory_used_mb=round(min(gmem, 600 + per_gpu_mb), 1),
+                    memory_used_mb=used,
                     util_pct=round(100 * load, 1),
                     power_w=gw,
                     temp_c=round(35 + 45 * load, 1),
+                    # Apple's GPU has no NVML process list: nothing to attribute there
+                    processes=[] if self.mac else procs,
+                    attributed_mb=None if self.mac else 0.0,
                 )
             )
+        gpus, engines = attribute(gpus, engines, problems, lambda pid: tree.get(pid, [1]))
         purge_relief = 0.0 if t - self.purged_at > 30 else 0.15
         pressure = max(
             5.0, min(99.0, 100 * (0.25 + 0.3 * self.load_bias + 0.1 * load - purge_relief))
@@ -240,6 +354,80 @@ class SimulatedNode:
             problems=problems,
         )
 
+    def _engine(
+        self, e: _SimEngine, pid: int, url: str, t: float, load: float
+    ) -> tuple[Engine, list[tuple[int, float]]]:
+        """One engine that answers, as its probe would read it: the residency ledger (context,
+        slots, expiry, busy, metadata, which figure is reported), what is on disk, its
+        settings; and which of its processes holds how much of each model."""
+        kind = e.name
+        ctx, parallel, kv = {
+            "ollama": (4096, 1, "f16"),
+            "llamacpp": (8192, 4, "f16"),
+            "vllm": (None, None, "bf16"),
+            "lmstudio": (4096, 1, "f16"),
+            "mlx": (None, None, None),
+        }[kind]
+        models: list[Model] = []
+        held: list[tuple[int, float]] = []
+        for k, (name, size, quant) in enumerate(e.models):
+            meta = model_meta(kind, name, quant)
+            m_ctx = ctx
+            if kind == "vllm" and meta is not None:
+                m_ctx = meta.ctx_train  # vLLM's max_model_len defaults to the model's
+            # Ollama runs a runner process per model, vLLM an engine-core child; the others
+            # serve from the one server process
+            holder = pid + 1 + k if kind in ("ollama", "vllm") else pid
+            busy = load > 0.3 and seed_of(f"{self.name}:{name}:{int(t // 20)}") % 2 == 0
+            fields: dict[str, object] = {
+                "size_mb": size,
+                "vram_mb": size,  # on a Mac too: Ollama and mlx run on Metal, in unified memory
+                "ctx": m_ctx,
+                "parallel": parallel,
+                "kv_type": kv,
+                "busy": busy,
+                "expires_at": round(t) + 60 + seed_of(f"{self.name}:{name}") % 240
+                if kind == "ollama"
+                else None,
+            }
+            sources: dict[str, Source] = {
+                f: "reported" for f in REPORTED[kind] if fields.get(f) is not None
+            }
+            for f in ("size_mb", "vram_mb"):  # vLLM and mlx tell no size: NVML, the process
+                sources.setdefault(f, "measured")
+            models.append(
+                Model(name=name, quant=quant, pid=holder, meta=meta, sources=sources, **fields)
+            )
+            held.append((holder, size))
+        available = _on_disk(kind, frozenset(m.name for m in models))
+        settings = {
+            "ollama": EngineSettings(
+                default_ctx=4096, num_parallel=1, max_loaded=3 * len(self.gpus_spec), kv_type="f16"
+            ),
+            "llamacpp": EngineSettings(default_ctx=8192, num_parallel=4, kv_type="f16"),
+            "vllm": EngineSettings(
+                gpu_memory_utilization=0.9,
+                num_gpu_blocks=9000 * len(self.gpus_spec),
+                block_size=16,
+                kv_usage_pct=round(80 * load, 1),
+                requests_running=int(8 * load),
+                requests_waiting=int(4 * max(0.0, load - 0.7) * 10),
+            ),
+            "lmstudio": EngineSettings(default_ctx=4096, num_parallel=1),
+            "mlx": None,
+        }[kind]
+        eng = Engine(
+            name=kind,
+            url=url,
+            status="up",
+            version=_version(kind),
+            models=models,
+            available=list(available),
+            settings=settings,
+            pids=[pid],
+        )
+        return eng, held
+
     # --- actions -------------------------------------------------------------------------
     def engine(self, name: str) -> _SimEngine | None:
         return next((e for e in self.engines if e.name == name), None)
@@ -280,6 +468,18 @@ class SimulatedNode:
             eng.models.append(known[model])
             return True, f"loaded {model} in {eng.name} (simulated)"
         return False, f"unknown action {action!r}"
+
+
+@cache
+def _on_disk(kind: str, resident: frozenset[str]) -> tuple[DiskModel, ...]:
+    """The pool's models an Ollama or LM Studio node has pulled and not loaded."""
+    if kind not in ("ollama", "lmstudio"):
+        return ()
+    return tuple(
+        DiskModel(name=name, size_mb=meta.file_mb, quant=quant, params=meta.params, meta=meta)
+        for name, _, quant in MODEL_POOL[kind]
+        if name not in resident and (meta := model_meta(kind, name, quant)) is not None
+    )
 
 
 def _version(engine: str) -> str:

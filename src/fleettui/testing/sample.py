@@ -17,7 +17,9 @@ from dataclasses import replace
 import anyio
 import anyio.lowlevel
 
+from fleettui.agent.collect.attribute import attribute
 from fleettui.agent.collect.budget import node_budget, unified_budget
+from fleettui.agent.simulate import MODEL_POOL, model_meta
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.wire import (
@@ -28,8 +30,11 @@ from fleettui.wire import (
     Cost,
     Cpu,
     DailyCost,
+    DiskModel,
     Engine,
+    EngineSettings,
     Gpu,
+    GpuProcess,
     Memory,
     Model,
     NodeInfo,
@@ -99,19 +104,112 @@ def _power(watts: float, gpu_watts: list[float], *, mac: bool, wall: bool) -> Po
     )
 
 
+PORTS = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080, "mlx": 8081, "lmstudio": 1234}
+SETTINGS = {
+    "ollama": EngineSettings(default_ctx=4096, num_parallel=1, max_loaded=3, kv_type="f16"),
+    "llamacpp": EngineSettings(default_ctx=8192, num_parallel=4, kv_type="f16"),
+    "vllm": EngineSettings(
+        gpu_memory_utilization=0.9, num_gpu_blocks=27000, block_size=16, kv_usage_pct=41.5
+    ),
+}
+# what each engine reports of a resident model itself (the rest the agent measures)
+REPORTED = {
+    "ollama": ("size_mb", "vram_mb", "ctx", "expires_at"),
+    "llamacpp": ("size_mb", "ctx", "parallel", "busy"),
+    "vllm": ("ctx", "kv_type", "busy"),
+}
+STRAY_PID = 4321  # someone's notebook on GPU 0: part of each GPU node's "other" memory
+
+
 def _engine(
     name: str, models: list[tuple[str, float, str]], up: bool = True, error: str | None = None
 ) -> Engine:
-    ports = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080, "mlx": 8081, "lmstudio": 1234}
+    """An engine as the agent reports it: the residency ledger (the first model busy, the
+    others idle), the engine's process (PID = its port; Ollama's runners and vLLM's engine
+    core are its children, PID port+1...), its settings and, for Ollama, what is on disk."""
     versions = {"ollama": "0.11.4", "vllm": "0.10.1", "llamacpp": "b6100", "mlx": "0.26.0"}
+    port = PORTS.get(name, 9000)
+    ctx, parallel, kv = {
+        "ollama": (4096, 1, "f16"),
+        "llamacpp": (8192, 4, "f16"),
+        "vllm": (32768, None, "bf16"),
+    }.get(name, (None, None, None))
+    ledger = []
+    for k, (m, size, quant) in enumerate(models if up else []):
+        fields: dict[str, object] = {
+            "size_mb": size,
+            "vram_mb": size,
+            "ctx": ctx,
+            "parallel": parallel,
+            "kv_type": kv,
+            "busy": k == 0,
+            "expires_at": SAMPLE_NOW + 240 + 60 * k if name == "ollama" else None,
+        }
+        sources = {f: "reported" for f in REPORTED.get(name, ()) if fields.get(f) is not None}
+        sources = {"size_mb": "measured", "vram_mb": "measured", **sources}
+        ledger.append(
+            Model(
+                name=m,
+                quant=quant,
+                pid=port + 1 + k if name == "ollama" else None,
+                meta=model_meta(name, m, quant),
+                sources=sources,
+                **fields,
+            )
+        )
+    resident = {m for m, _, _ in models}
+    available = [
+        DiskModel(name=m, size_mb=meta.file_mb, quant=q, params=meta.params, meta=meta)
+        for m, _, q in MODEL_POOL["ollama"]
+        if name == "ollama" and up and m not in resident and (meta := model_meta(name, m, q))
+    ]
     return Engine(
         name=name,
-        url=f"http://127.0.0.1:{ports.get(name, 9000)}",
+        url=f"http://127.0.0.1:{port}",
         status="up" if up else "down",
         version=versions.get(name) if up else None,
-        models=[Model(name=m, size_mb=s, vram_mb=s, quant=q) for m, s, q in models] if up else [],
+        models=ledger,
+        available=available,
+        settings=SETTINGS.get(name) if up else None,
+        pids=[port] if up else [],
         error=error,
     )
+
+
+def _gpu_processes(gpus: list[Gpu], engines: list[Engine]) -> tuple[list[Gpu], list[Engine]]:
+    """NVML's view of the sample GPUs: each model's process holding an even share of it on
+    every GPU, vLLM's engine core its claim (0.9 of the GPU), a stray process on GPU 0, all
+    within what the GPU has in use; then the agent's own attribution."""
+    tree: dict[int, list[int]] = {}
+    shares: list[tuple[int, float]] = []  # (pid, MiB per GPU)
+    claims: list[int] = []
+    n = max(1, len(gpus))
+    for eng in engines:
+        if eng.status != "up":
+            continue
+        if eng.name == "vllm":
+            claims.append(eng.pids[0] + 1)
+            tree[eng.pids[0] + 1] = [eng.pids[0], 1]
+            continue
+        for m in eng.models:
+            pid = m.pid if m.pid is not None else eng.pids[0]
+            tree.setdefault(pid, [eng.pids[0], 1] if pid != eng.pids[0] else [1])
+            shares.append((pid, (m.vram_mb or 0.0) / n))
+    out = []
+    for g in gpus:
+        room = max(0.0, (g.memory_used_mb or 0.0) - 600.0)
+        listed = [(STRAY_PID, min(384.0, room))] if g.index == 0 else []
+        left = room - sum(mb for _, mb in listed)
+        total = sum(mb for _, mb in shares)
+        scale = min(1.0, left / total) if total else 1.0
+        listed += [(pid, mb * scale) for pid, mb in shares]
+        left -= total * scale
+        for pid in claims:
+            claim = min(0.9 * (g.memory_total_mb or 0.0), left) / len(claims)
+            listed.append((pid, claim))
+        procs = [GpuProcess(pid=pid, used_mb=round(mb, 1)) for pid, mb in listed]
+        out.append(g.model_copy(update={"processes": procs, "attributed_mb": 0.0}))
+    return attribute(out, engines, [], lambda pid: tree.get(pid, [1]))
 
 
 def _snapshot(
@@ -144,6 +242,8 @@ def _snapshot(
     ]
     memory = Memory(total_mb=262144, used_mb=98304, pressure_pct=37.5)
     unified = unified_budget(memory.total_mb or 0.0, wired_limit_mb=0.0) if mac else None
+    if not mac:  # Apple's GPU has no NVML process list
+        gpu_list, engines = _gpu_processes(gpu_list, engines)
     return NodeSnapshot(
         node=NodeInfo(
             hostname=host,

@@ -38,7 +38,7 @@ def attribute(
 ) -> tuple[list[Gpu], list[Engine]]:
     """The GPUs with each process's engine, `attributed_mb` and `other_mb` filled, and the
     engines' models with the GPUs they sit on (`Model.gpus`, and `vram_mb` where the engine
-    does not report it: NVML's figure, `measured`).
+    does not report it or it was only estimated: NVML's figure, `measured`).
 
     A GPU whose process list was unreadable (`attributed_mb` None from the collector) stays
     unattributed; so does every GPU when no engine that answers has a known PID: 0 there
@@ -115,7 +115,7 @@ def _placed(
             continue
         sources = {**m.sources, "gpus": "measured"}
         update: dict[str, object] = {"gpus": sorted(on), "sources": sources}
-        if m.vram_mb is None:
+        if m.vram_mb is None or m.sources.get("vram_mb") == "estimated":  # measured wins
             where = f"engine {eng.name}: model {m.name}"
             vram = bounded(Model, "vram_mb", round(sum(on.values()), 1), where, problems)
             if vram is not None:
