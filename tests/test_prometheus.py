@@ -52,6 +52,7 @@ UNITLESS = {
     "fleet_energy_price_per_kwh",
     "fleet_audit_chain_verified",
     "fleet_event_stream_up",
+    "fleet_memory_pressure_level",  # a state set: 1 for the level now (macOS)
 }
 
 
@@ -151,7 +152,8 @@ def test_agent_metrics_are_conventional_and_come_from_promtext(sim_agent) -> Non
     assert ours == expected
     # the process's own metrics, from prometheus_client's collectors
     assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= set(fams)
-    assert fams["fleet_power_info"].samples[0].labels == {"scope": "wall", "source": "simulated"}
+    power = {"scope": snap.power.scope, "source": "simulated"}  # alpha is a Mac: its SoC
+    assert fams["fleet_power_info"].samples[0].labels == power
     assert fams["fleet_energy_joules"].type == "counter"
     assert fams["fleet_audit_entries"].type == "counter"
     info = fams["fleet_agent_info"].samples[0].labels
