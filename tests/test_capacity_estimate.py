@@ -290,7 +290,7 @@ engine_st = st.sampled_from(["ollama", "llamacpp", "vllm", "lmstudio", "mlx", "o
 platform_st = st.sampled_from(["cuda", "metal", "cpu"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     meta_st,
     engine_st,
@@ -316,7 +316,7 @@ def test_never_raises_never_negative(meta, engine, platform, ctx, parallel, kv) 
         assert est.total_bytes >= 0 and not est.missing
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     meta_st,
     engine_st,

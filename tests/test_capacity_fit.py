@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fleettui.capacity.estimate import GIB, MIB
 from fleettui.capacity.fit import FitRequest, check_fit, find_meta, smallest_set
 from fleettui.wire import (
@@ -234,3 +237,80 @@ def test_to_json_is_a_stable_document() -> None:
     ]
     assert doc["verdict"] == "fits" and doc["model"] == "llama3.1:8b"
     assert {t["name"] for t in doc["estimate"]["terms"]} >= {"weights", "kv cache"}
+
+
+resident_st = st.builds(
+    Model,
+    name=st.sampled_from(["a", "b", "c", "d", "e", "llama3.1:8b", "f:latest"]),
+    size_mb=st.one_of(st.none(), st.floats(0, 100_000)),
+    vram_mb=st.one_of(st.none(), st.floats(0, 100_000)),
+    busy=st.one_of(st.none(), st.booleans()),
+)
+engine_st = st.builds(
+    Engine,
+    name=st.sampled_from(["ollama", "llamacpp", "vllm", "lmstudio", "mlx"]),
+    url=st.just("http://127.0.0.1:1"),
+    status=st.sampled_from(["up", "down"]),
+    models=st.lists(resident_st, max_size=8),
+    settings=st.one_of(
+        st.none(),
+        st.builds(
+            EngineSettings,
+            num_parallel=st.one_of(st.none(), st.integers(0, 8)),
+            max_loaded=st.one_of(st.none(), st.integers(0, 4)),
+            gpu_memory_utilization=st.one_of(st.none(), st.floats(0, 1)),
+            router=st.booleans(),
+        ),
+    ),
+)
+
+
+@st.composite
+def snapshot_st(draw: st.DrawFn) -> NodeSnapshot:
+    kind = draw(st.sampled_from(["gpu", "unified", "ram"]))
+    total = draw(st.floats(0, 200_000))
+    used = draw(st.floats(0, 200_000))
+    budget = Budget(
+        kind=kind,
+        total_mb=total,
+        used_mb=used,
+        free_mb=max(total - used, 0),
+        limit="x",
+        ram_free_mb=draw(st.one_of(st.none(), st.floats(0, 500_000))),
+    )
+    gpus = [Gpu(index=i, name="g", memory_total_mb=total) for i in range(draw(st.integers(0, 3)))]
+    return NodeSnapshot(
+        node=NodeInfo(hostname="n", os="Linux", arch="x", agent_version="t", uptime_s=1),
+        ts=1.0,
+        gpus=gpus if kind == "gpu" else [],
+        engines=draw(st.lists(engine_st, max_size=3)),
+        budget=draw(st.one_of(st.none(), st.just(budget))),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    snapshot_st(),
+    st.one_of(st.none(), st.just(META)),
+    st.builds(
+        FitRequest,
+        model=st.sampled_from(["llama3.1:8b", "new:7b", "f"]),
+        ctx=st.one_of(st.none(), st.integers(1, 200_000)),
+        parallel=st.one_of(st.none(), st.integers(1, 16)),
+        kv_type=st.sampled_from([None, "f16", "q4_0", "bogus"]),
+        engine=st.sampled_from([None, "ollama", "vllm", "llamacpp"]),
+    ),
+)
+def test_check_fit_never_raises_and_keeps_its_promises(snap, meta, req) -> None:
+    fit = check_fit("n", snap, meta, req)
+    assert fit.verdict in ("fits", "evict", "no", "unknown") and fit.reasons
+    json.dumps(fit.to_json())
+    busy = {m.name for e in snap.engines for m in e.models if m.busy}
+    idle = {m.name for e in snap.engines for m in e.models if not m.busy}
+    assert not set(fit.evict) & (busy - idle)  # a busy model is never proposed
+    assert (fit.verdict == "evict") == bool(fit.evict)
+    if fit.verdict == "fits" and fit.reasons != ("already loaded",):
+        assert fit.need_bytes is not None and fit.free_bytes is not None
+        assert fit.margin_bytes is not None
+        if not fit.offload_bytes and "OLLAMA" not in " ".join(fit.reasons):
+            assert fit.need_bytes + fit.margin_bytes <= fit.free_bytes
