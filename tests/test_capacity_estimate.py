@@ -256,6 +256,19 @@ def test_ollama_defaults_context_by_vram_and_slots_by_num_parallel() -> None:
     assert term(set_ctx, "kv cache") == GIB
 
 
+def test_compute_buffer_is_the_larger_of_attention_and_output_steps() -> None:
+    # llama.cpp on a GPU, flash attention on: the output step, 4 x 512 x (4096 + 128,256)
+    fa = estimate(LLAMA_8B, engine="llamacpp", ctx=8192, parallel=1)
+    assert term(fa, "compute buffer") == 4 * 512 * (4096 + 128256)  # 258.5 MiB
+    # Ollama (no flash attention unless told): the scores of ctx x parallel cells x 32 heads
+    ol = estimate(LLAMA_8B, engine="ollama", ctx=4096, parallel=2)
+    assert term(ol, "compute buffer") == 4 * 512 * (1 + 4 * 4096 + 8192 * 33)
+    told = estimate(LLAMA_8B, engine="ollama", ctx=4096, parallel=2, flash_attention=True)
+    assert term(told, "compute buffer") == term(fa, "compute buffer")
+    no_fa = estimate(LLAMA_8B, engine="llamacpp", ctx=8192, parallel=2, flash_attention=False)
+    assert term(no_fa, "compute buffer") == 4 * 512 * (1 + 4 * 4096 + 8192 * 33)  # per sequence
+
+
 def test_llamacpp_prompt_cache_is_host_ram_outside_the_total() -> None:
     est = estimate(LLAMA_8B, engine="llamacpp", ctx=8192, parallel=1)
     counted = sum(t.bytes for t in est.terms if t.where == "budget")

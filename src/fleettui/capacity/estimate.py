@@ -70,6 +70,9 @@ MLX_PREFILL_STEP = 2048
 # With flash attention (llama.cpp's default where the backend has it) no ctx x ctx matrix is
 # materialised; the graph allocator reuses buffers, so a few rows of n_embd remain.
 ACTIVATION_ROWS = 4
+# Engines that run without flash attention unless told (OLLAMA_FLASH_ATTENTION): their graph
+# holds a micro-batch's attention scores, ubatch x ctx x heads.
+NO_FLASH_BY_DEFAULT = frozenset({"ollama"})
 # Without vocab/embedding sizes the compute buffer cannot be worked out: this stands in
 # (the label becomes heuristic and a note says so).
 COMPUTE_FALLBACK = 256 * MIB
@@ -301,7 +304,9 @@ def _compute(
     meta: ModelMeta,
     engine: str,
     platform: Platform,
+    ctx: int,
     parallel: int,
+    flash: bool,
     notes: list[str],
     inexact: list[str],
 ) -> Term:
@@ -324,19 +329,42 @@ def _compute(
             f"+ 4 bytes x {vocab:,} vocab x {parallel} parallel = {mib(act + logits)}",
             "estimated",
         )
-    act = 4 * N_UBATCH * ACTIVATION_ROWS * embd
+    ub = N_UBATCH
     if platform == "cpu":
         # Host pages are committed when first written: generation writes one row of logits per
         # sequence, not the n_ubatch rows the graph reserves.
-        rows, why = parallel, f"{parallel} parallel"
+        act, logits = 4 * ub * ACTIVATION_ROWS * embd, 4 * vocab * parallel
+        return Term(
+            "compute buffer",
+            act + logits,
+            f"4 bytes x {ub} ubatch x {ACTIVATION_ROWS} x {embd} embd + 4 bytes x {vocab:,} "
+            f"vocab x {parallel} parallel (the logits written) = {mib(act + logits)}",
+            "estimated",
+        )
+    # The graph reserved for one micro-batch: the larger of the attention step and the output
+    # step (Ollama's own GraphSize for llama-like models). Flash attention keeps no scores.
+    out = 4 * ub * (embd + vocab)
+    if flash:
+        attn = 4 * ub * (1 + ACTIVATION_ROWS * embd)
+        how = f"4 bytes x {ub} ubatch x (1 + {ACTIVATION_ROWS} x {embd} embd) (flash attention)"
     else:
-        rows, why = N_UBATCH, f"{N_UBATCH} ubatch"
-    logits = 4 * vocab * rows
+        heads = meta.n_heads or 0
+        if not heads:
+            notes.append("no head count: the attention scores left out of the compute buffer")
+            inexact.append("heads")
+        # Ollama holds one cache of ctx x parallel; llama.cpp attends one sequence's cells
+        cells = ctx * parallel if engine == "ollama" else ctx
+        attn = 4 * ub * (1 + ACTIVATION_ROWS * embd + cells * (1 + heads))
+        how = (
+            f"4 bytes x {ub} ubatch x (1 + {ACTIVATION_ROWS} x {embd} embd + {cells:,} ctx x "
+            f"(1 + {heads} heads))"
+        )
+    size = max(attn, out)
     return Term(
         "compute buffer",
-        act + logits,
-        f"4 bytes x {N_UBATCH} ubatch x {ACTIVATION_ROWS} x {embd} embd + 4 bytes x {vocab:,} "
-        f"vocab x {why} (logits) = {mib(act + logits)}",
+        size,
+        f"the larger of {how} = {mib(attn)} and 4 bytes x {ub} ubatch x ({embd} embd + "
+        f"{vocab:,} vocab) = {mib(out)}",
         "estimated",
     )
 
@@ -408,6 +436,7 @@ def estimate(
     settings: EngineSettings | None = None,
     gpu_total_bytes: int | None = None,
     kv_unified: bool = False,
+    flash_attention: bool | None = None,
 ) -> Estimate:
     """The bytes `meta` takes loaded by `engine` at `ctx` x `parallel` on `platform`.
 
@@ -415,6 +444,7 @@ def estimate(
     training context for llama.cpp and vLLM). kv_type None: the engine's setting, else f16.
     kv_unified: llama-server's one KV pool shared by
     all slots (its default when -np is not given): ctx cells in all, not ctx x parallel.
+    flash_attention None: the engine's default (on for llama.cpp and LM Studio, off for Ollama).
     Never raises on missing or odd input: `missing` says what lacks, `total_bytes` is None."""
     missing: list[str] = []
     notes: list[str] = []
@@ -450,7 +480,13 @@ def estimate(
         terms.append(term)
     if engine == "mlx":
         notes.append("MLX grows its KV cache as tokens arrive: this is the cache at a full context")
-    terms.append(_compute(meta, engine, platform, max(parallel, 1), notes, inexact))
+    if flash_attention is None:
+        flash_attention = engine not in NO_FLASH_BY_DEFAULT
+    terms.append(
+        _compute(
+            meta, engine, platform, ctx or 0, max(parallel, 1), flash_attention, notes, inexact
+        )
+    )
     terms.extend(_footprint(meta, platform))
     if engine == "llamacpp":
         terms.append(
