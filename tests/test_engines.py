@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from fake_engines import LLAMACPP, LMSTUDIO, MLX, OLLAMA, VLLM, fake_engine, js
-from fleettui.agent.engines import probe_engine
+from fake_engines import (
+    LLAMA_PROPS,
+    LLAMACPP,
+    LLAMACPP_OLD,
+    LLAMACPP_ROUTER,
+    LMSTUDIO,
+    LMSTUDIO_V1,
+    MLX,
+    OLLAMA,
+    OLLAMA_FULL,
+    VLLM,
+    VLLM_METRICS_OLD,
+    fake_engine,
+    js,
+)
+from fleettui.agent import procs
+from fleettui.agent.engines import Probing, probe_engine
 
 pytestmark = pytest.mark.anyio
 
 
-async def probe(kind: str, url: str, timeout: float = 2.0):
+async def probe(kind: str, url: str, timeout: float = 2.0, probing: Probing | None = None):
     async with httpx.AsyncClient(trust_env=False) as c:
-        return await probe_engine(c, kind, kind, url, timeout)
+        return await probe_engine(c, kind, kind, url, timeout, probing)
 
 
 async def test_ollama_reports_resident_models_with_vram() -> None:
@@ -31,12 +52,16 @@ async def test_ollama_reports_resident_models_with_vram() -> None:
     ].vram_mb == pytest.approx(6144.0)
 
 
-async def test_llamacpp_model_from_props_and_size_from_models() -> None:
-    with fake_engine(LLAMACPP) as eng:
-        e = await probe("llamacpp", eng.url)
+async def test_llamacpp_older_server_model_from_props_and_size_from_models() -> None:
+    with fake_engine(LLAMACPP_OLD) as eng:
+        e = await probe("llamacpp", eng.url, probing=Probing(gpus=True))
     assert e.status == "up" and e.version == "b6100-1a2b3c4d"
     assert [m.name for m in e.models] == ["Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"]
-    assert e.models[0].size_mb == pytest.approx(4685.3, abs=0.1)
+    m = e.models[0]
+    assert m.size_mb == pytest.approx(4685.3, abs=0.1) and m.sources["size_mb"] == "reported"
+    # no /slots, no model_ftype (older servers): context and slots from /props, busy unknown
+    assert (m.ctx, m.parallel, m.busy, m.quant) == (8192, 1, None, None)
+    assert m.meta is not None and m.meta.params == 8030261312
 
 
 async def test_llamacpp_loading_is_down_with_reason() -> None:
@@ -53,11 +78,13 @@ async def test_vllm_lists_served_models_but_not_lora_adapters() -> None:
     assert [m.name for m in e.models] == ["meta-llama/Llama-3.1-8B-Instruct"]
 
 
-async def test_lmstudio_only_loaded_models() -> None:
-    with fake_engine(LMSTUDIO) as eng:
+async def test_lmstudio_before_0_4_loaded_models_and_the_rest_on_disk() -> None:
+    with fake_engine(LMSTUDIO) as eng:  # no /api/v1/models: /api/v0/models
         e = await probe("lmstudio", eng.url)
     assert e.status == "up" and e.version == "0.3.24"
     assert [(m.name, m.quant) for m in e.models] == [("meta-llama-3.1-8b-instruct", "Q4_K_M")]
+    assert e.models[0].meta is not None and e.models[0].meta.ctx_train == 131072
+    assert [(d.name, d.quant) for d in e.available] == [("qwen2-vl-7b-instruct", "4bit")]
 
 
 async def test_mlx_up_and_not_confused_with_llamacpp() -> None:
@@ -223,3 +250,260 @@ async def test_odd_model_figures_are_dropped_and_named_the_engine_stays_up() -> 
     assert "engine ollama: model weird:1b: size_mb -1024.0 dropped" in e.error
     assert "vram_mb 9.5367431640625e+23 dropped" in e.error
     assert "engine ollama: a model: name 'nnnn" in e.error
+
+
+# --- the residency ledger: what each probe fills -----------------------------------------------
+
+HERE = Path(__file__).parent
+
+
+def rss_mb(pid: int | None = None) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+@contextmanager
+def engine_process(routes: str, *args: str, env: dict[str, str] | None = None):
+    """A fake engine in a process of its own (its own PID, command line and environment)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_engines.py"), routes, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc, proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_ollama_ledger_context_expiry_metadata_and_models_on_disk() -> None:
+    with fake_engine(OLLAMA_FULL) as eng:
+        e = await probe("ollama", eng.url)
+    assert e.status == "up" and e.error is None
+    qwen, big = e.models
+    assert qwen.ctx == 4096 and big.ctx is None  # context_length: newer servers only
+    assert qwen.expires_at == pytest.approx(1754483008.7482)
+    assert big.expires_at is None  # keep_alive -1: "never", a date in 2318
+    assert qwen.sources == {
+        "size_mb": "reported",
+        "vram_mb": "reported",
+        "ctx": "reported",
+        "expires_at": "reported",
+    }
+    m = qwen.meta
+    assert m is not None and m.source == "ollama-show"
+    assert (m.arch, m.n_layers, m.n_heads, m.n_kv_heads) == ("qwen2", 28, 28, 4)
+    assert (m.key_length, m.value_length) == (128, 128)  # embedding_length / head_count
+    assert m.ctx_train == 32768 and m.params == 7615616512 and m.quant == "Q4_K_M"
+    assert m.file_mb == pytest.approx(4683087332 / 2**20, abs=0.1)  # from /api/tags
+    assert big.meta is None  # /api/show does not know it: no metadata, no problem
+    disk = {d.name: d for d in e.available}
+    assert set(disk) == {"llama3.1:8b", "gemma3:270m"}
+    assert disk["llama3.1:8b"].params == 8_000_000_000 and disk["llama3.1:8b"].quant == "Q4_K_M"
+    assert disk["llama3.1:8b"].size_mb == pytest.approx(4692.8, abs=0.1)
+    g = disk["gemma3:270m"].meta
+    assert g is not None and (g.key_length, g.sliding_window, g.sliding_layers) == (256, 512, 15)
+    assert disk["llama3.1:8b"].meta is not None and disk["llama3.1:8b"].meta.n_kv_heads == 8
+
+
+async def test_ollama_show_is_cached_by_digest_not_asked_every_tick() -> None:
+    p = Probing()
+    with fake_engine(OLLAMA_FULL) as eng:
+        for _ in range(3):
+            e = await probe("ollama", eng.url, probing=p)
+    shows = [json.loads(b)["model"] for path, b in eng.bodies if path == "/api/show"]
+    # the resident qwen once; llama3:70b is unknown to /api/show and asked again next tick
+    assert shows.count("qwen2.5-coder:7b") == 1 and shows.count("llama3:70b") == 3
+    assert shows.count("llama3.1:8b") == 1 and shows.count("gemma3:270m") == 1
+    assert e.models[0].meta is not None and e.models[0].meta.n_layers == 28
+
+
+async def test_ollama_settings_from_its_environment_and_its_pids() -> None:
+    env = {
+        "OLLAMA_NUM_PARALLEL": "4",
+        "OLLAMA_KV_CACHE_TYPE": "Q8_0",
+        "OLLAMA_CONTEXT_LENGTH": "8192",
+        "OLLAMA_MAX_LOADED_MODELS": "lots",
+    }
+    with engine_process("OLLAMA_FULL", env=env) as (proc, url):
+        e = await probe("ollama", url)
+    assert e.status == "up" and e.pids[0] == proc.pid
+    assert e.settings is not None
+    assert (e.settings.num_parallel, e.settings.kv_type, e.settings.default_ctx) == (
+        4,
+        "q8_0",
+        8192,
+    )
+    assert e.settings.max_loaded is None
+    assert "engine ollama: OLLAMA_MAX_LOADED_MODELS 'lots' is not a number" in (e.error or "")
+    assert all(m.pid is None for m in e.models)  # Ollama's runners hold the models, not it
+
+
+async def test_llamacpp_ledger_on_a_gpu_node() -> None:
+    with fake_engine(LLAMACPP) as eng:
+        e = await probe("llamacpp", eng.url, probing=Probing(gpus=True))
+    assert e.status == "up" and e.version == "b6500-9f8e7d6c" and e.error is None
+    (m,) = e.models
+    assert m.name == "gemma-3-270m-q4_k_m.gguf" and m.quant == "Q4_K_M"
+    assert (m.ctx, m.parallel, m.busy) == (4096, 2, True)  # slot 1 is processing
+    assert m.size_mb == pytest.approx(241.0, abs=0.1) and m.sources["size_mb"] == "reported"
+    assert m.vram_mb == m.size_mb and m.sources["vram_mb"] == "estimated"
+    assert m.pid == os.getpid() and os.getpid() in e.pids  # the fake listens in this process
+    assert m.meta is not None and m.meta.source == "llamacpp-meta"
+    assert (m.meta.ctx_train, m.meta.embedding_length, m.meta.vocab_size) == (32768, 640, 262144)
+    assert m.meta.quant == "Q4_K_M" and m.meta.file_mb == pytest.approx(241.0, abs=0.1)
+    assert e.settings is not None and (e.settings.default_ctx, e.settings.num_parallel) == (4096, 2)
+    assert e.settings.router is False
+
+
+async def test_llamacpp_on_a_node_without_gpu_is_ram_measured_not_vram() -> None:
+    with engine_process("LLAMACPP") as (proc, url):
+        e = await probe("llamacpp", url, probing=Probing(gpus=False))
+        want = rss_mb(proc.pid)
+    (m,) = e.models
+    assert m.vram_mb == 0 and m.sources["vram_mb"] == "measured"
+    assert m.pid == proc.pid and e.pids == [proc.pid]
+    # on a CPU run the process's resident set is the model's total: weights, KV, buffers
+    assert m.size_mb == pytest.approx(want, rel=0.2) and m.sources["size_mb"] == "measured"
+    assert m.meta is not None and m.meta.file_mb == pytest.approx(241.0, abs=0.1)
+
+
+async def test_llamacpp_without_health_is_up_when_props_answer() -> None:
+    routes = {k: v for k, v in LLAMACPP.items() if k != "/health"}
+    with fake_engine(routes) as eng:
+        e = await probe("llamacpp", eng.url)
+    assert e.status == "up" and [m.name for m in e.models] == ["gemma-3-270m-q4_k_m.gguf"]
+
+
+async def test_llama_cpp_python_is_llamacpp_never_mlx() -> None:
+    with engine_process("LLAMA_CPP_PYTHON") as (proc, url):
+        e = await probe("llamacpp", url)
+        wrong = await probe("mlx", url)
+    assert e.status == "up" and e.version is None
+    (m,) = e.models
+    assert m.name == "qwen2.5-0.5b-instruct-q4_k_m.gguf" and m.pid == proc.pid
+    assert m.sources == {"size_mb": "measured", "vram_mb": "measured"}  # its RSS: no /props
+    assert wrong.status == "down" and "llama-cpp-python" in (wrong.error or "")
+
+
+async def test_llamacpp_router_mode_loaded_loading_and_on_disk() -> None:
+    with fake_engine(LLAMACPP_ROUTER) as eng:
+        e = await probe("llamacpp", eng.url, probing=Probing(gpus=True))
+    assert e.status == "up" and e.error is None
+    assert e.settings is not None and e.settings.router and e.settings.max_loaded == 4
+    loaded, loading = e.models
+    assert loaded.name == "ggml-org/gemma-3-270m-GGUF:Q4_K_M"
+    # the child's /props and /slots, asked with autoload=false (the fake refuses otherwise)
+    assert (loaded.ctx, loaded.parallel, loaded.busy) == (8192, 1, False)
+    assert loaded.meta is not None and loaded.meta.params == 268098176
+    assert loaded.pid is None  # the router's children hold the models
+    assert loading.name == "unsloth/Qwen3-4B-GGUF:Q4_K_M" and loading.ctx is None
+    assert [d.name for d in e.available] == [
+        "ggml-org/Qwen3-0.6B-GGUF:Q8_0",
+        "bartowski/Llama-3.2-1B-GGUF:Q4_K_M",  # sleeping: weights freed
+    ]
+    assert not any("autoload=true" in h or h.endswith("/props?model=") for h in eng.hits)
+
+
+async def test_llamacpp_sleeping_server_holds_nothing() -> None:
+    routes = {**LLAMACPP, "/props": js({**LLAMA_PROPS, "is_sleeping": True})}
+    with fake_engine(routes) as eng:
+        e = await probe("llamacpp", eng.url)
+    assert e.status == "up" and e.models == []
+    assert [d.name for d in e.available] == ["gemma-3-270m-q4_k_m.gguf"]
+
+
+async def test_vllm_cache_config_usage_and_requests_from_metrics() -> None:
+    with fake_engine(VLLM) as eng:
+        e = await probe("vllm", eng.url, probing=Probing(gpus=True))
+    assert e.status == "up" and e.error is None
+    s = e.settings
+    assert s is not None
+    assert (s.gpu_memory_utilization, s.num_gpu_blocks, s.block_size) == (0.9, 27349, 16)
+    assert (s.kv_type, s.kv_usage_pct) == ("auto", 25.0)
+    assert (s.requests_running, s.requests_waiting) == (3, 1)
+    (m,) = e.models
+    assert (m.ctx, m.busy, m.kv_type) == (131072, True, "auto")
+    assert m.sources == {"ctx": "reported", "kv_type": "reported", "busy": "reported"}
+
+
+async def test_vllm_older_metrics_and_none_at_all() -> None:
+    old = {**VLLM, "/metrics": (200, VLLM_METRICS_OLD.encode(), {})}
+    with fake_engine(old) as eng:
+        e = await probe("vllm", eng.url)
+    s = e.settings
+    assert s is not None and (s.kv_usage_pct, s.kv_type, s.gpu_memory_utilization) == (
+        50.0,
+        "fp8",
+        0.85,
+    )
+    assert e.models[0].busy is False
+    bare = {k: v for k, v in VLLM.items() if k != "/metrics"}
+    with fake_engine(bare) as eng:
+        e = await probe("vllm", eng.url)
+    assert e.status == "up" and e.settings is None and e.models[0].busy is None
+    assert e.models[0].ctx == 131072
+
+
+async def test_lmstudio_0_4_instances_context_parallel_and_on_disk() -> None:
+    with fake_engine(LMSTUDIO_V1) as eng:
+        e = await probe("lmstudio", eng.url)
+    assert e.status == "up" and e.version == "0.4.1" and e.error is None
+    (m,) = e.models
+    assert (m.name, m.quant, m.ctx, m.parallel) == ("qwen/qwen3-4b", "Q4_K_M", 8192, 4)
+    assert m.size_mb == pytest.approx(2381.6, abs=0.1)
+    assert m.meta is not None
+    assert (m.meta.arch, m.meta.bits_per_weight, m.meta.params, m.meta.ctx_train) == (
+        "qwen3",
+        4.8,
+        4_000_000_000,
+        40960,
+    )
+    disk = {d.name: d for d in e.available}
+    assert set(disk) == {"google/gemma-3-12b", "text-embedding-nomic-embed-text-v1.5"}
+    assert disk["google/gemma-3-12b"].params == 12_000_000_000
+    assert disk["google/gemma-3-12b"].quant == "Q3_K_L"
+
+
+async def test_mlx_resident_model_is_its_model_flag_and_its_memory_measured() -> None:
+    name = "mlx-community/Qwen2.5-7B-Instruct-4bit"
+    with engine_process("MLX", "--model", name) as (proc, url):
+        e = await probe("mlx", url, probing=Probing(gpus=True))
+        want = rss_mb(proc.pid)
+    assert e.status == "up"
+    (m,) = e.models
+    assert m.name == name and m.pid == proc.pid
+    assert m.size_mb == pytest.approx(want, rel=0.2) and m.sources == {"size_mb": "measured"}
+    assert e.available == []
+    with fake_engine(MLX) as eng:  # no --model known: its list is what is on disk
+        e = await probe("mlx", eng.url, probing=Probing(gpus=True))
+    assert e.models == [] and [d.name for d in e.available] == [name]
+
+
+def test_local_hosts() -> None:
+    assert procs.is_local("127.0.0.1") and procs.is_local("localhost") and procs.is_local("[::1]")
+    assert not procs.is_local("192.0.2.7")  # TEST-NET-1: never this machine
+
+
+async def test_a_remote_engine_gets_no_pid_and_no_ram_claim() -> None:
+    # the same fake through a name that is not this machine's: nothing measured, nothing claimed
+    async with httpx.AsyncClient(trust_env=False, transport=_Rewrite()) as c:
+        with fake_engine(LLAMACPP) as eng:
+            _Rewrite.target = eng.url
+            e = await probe_engine(c, "llamacpp", "llamacpp", "http://192.0.2.7:8080", 2.0)
+    (m,) = e.models
+    assert e.pids == [] and m.pid is None and m.vram_mb is None
+    assert m.sources["size_mb"] == "reported"
+
+
+class _Rewrite(httpx.AsyncHTTPTransport):
+    """Sends every request to `target`: an engine that looks remote but answers here."""
+
+    target = ""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        t = httpx.URL(self.target)
+        request.url = request.url.copy_with(host=t.host, port=t.port)
+        return await super().handle_async_request(request)

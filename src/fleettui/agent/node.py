@@ -7,6 +7,7 @@ delays only the next tick, never a reader.
 from __future__ import annotations
 
 import logging
+import platform
 import sys
 import time
 from typing import Protocol
@@ -27,7 +28,7 @@ from fleettui.agent.collect.nvml import NvmlCollector, gpu_readings
 from fleettui.agent.collect.rapl import RaplCollector
 from fleettui.agent.collect.wall import WallCollector
 from fleettui.agent.config import DEFAULT_ENGINE_URLS, AgentConfig
-from fleettui.agent.engines import probe_engine
+from fleettui.agent.engines import Probing, probe_engine
 from fleettui.agent.simulate import SimulatedNode
 from fleettui.wire import (
     AuditHead,
@@ -139,6 +140,10 @@ class RealSource:
         )
         self.meter.accept_handover(*ledger.handover_for(self.host.boot_time))
         self._gpus: list[Gpu] = []
+        # engines on a node without a GPU hold their models in RAM (NVIDIA's, or Apple's)
+        self.probing = Probing(
+            gpus=self.nvml.available or (darwin and platform.machine() == "arm64")
+        )
         self._sample_problems: list[str] = []
         # trust_env=False: engines are local; a proxy from the environment must not intercept.
         self.client = httpx.AsyncClient(
@@ -196,7 +201,7 @@ class RealSource:
         results: list[Engine | None] = [None] * len(targets)
 
         async def one(i: int, name: str, kind: str, url: str, timeout: float) -> None:
-            results[i] = await probe_engine(self.client, name, kind, url, timeout)
+            results[i] = await probe_engine(self.client, name, kind, url, timeout, self.probing)
 
         async with anyio.create_task_group() as tg:
             for i, (name, kind, url, timeout, _) in enumerate(targets):

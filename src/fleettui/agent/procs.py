@@ -1,0 +1,125 @@
+"""An engine's own processes, found by the port it listens on (psutil), and what they hold.
+
+The engines do not say which process they are, so the agent looks for the process listening on
+the engine's port: its PID (and its children's: Ollama's runners, vLLM's engine core) lets NVML
+memory be attributed to the engine, and its resident set is a `measured` size where an engine
+reports none. Blocking (psutil reads /proc): run it in a worker thread. Never raises: a process
+of another user, a port forwarded by Docker, a platform where listing sockets needs root, all
+mean "not known", not an error.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+# Loopback names and wildcard binds: an engine reached through one of these runs here.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+# Processes that listen for a port on behalf of another (a container's, a tunnel's): their own
+# memory says nothing about the engine's.
+FORWARDERS = frozenset({"docker-proxy", "rootlessport", "slirp4netns", "ssh", "sshd", "kubectl"})
+MAX_FAMILY = 64  # the engine and its children: more is a fork bomb, not an engine
+# The only environment the probes read: Ollama's settings that change what a load takes.
+ENV_KEYS = frozenset(
+    {
+        "OLLAMA_NUM_PARALLEL",
+        "OLLAMA_MAX_LOADED_MODELS",
+        "OLLAMA_CONTEXT_LENGTH",
+        "OLLAMA_KV_CACHE_TYPE",
+    }
+)
+
+
+@dataclass
+class ProcFacts:
+    """The engine's listening process and its children, where they could be seen."""
+
+    pid: int | None = None
+    pids: list[int] = field(default_factory=list)
+    rss_bytes: int | None = None
+    cmdline: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def is_local(host: str) -> bool:
+    """Whether `host` (from an engine URL) is this machine: loopback, a wildcard, our name or
+    one of our interface addresses."""
+    host = host.strip("[]").lower()
+    if host in LOCAL_HOSTS or host.startswith("127.") or host == socket.gethostname().lower():
+        return True
+    try:
+        addrs = psutil.net_if_addrs()
+    except (OSError, psutil.Error):
+        return False
+    return any(a.address.split("%", 1)[0].lower() == host for al in addrs.values() for a in al)
+
+
+def _conns(p: psutil.Process) -> list[Any]:
+    method = getattr(p, "net_connections", None) or p.connections  # psutil < 6 names it so
+    return list(method(kind="tcp"))
+
+
+def _listens(p: psutil.Process, port: int) -> bool:
+    try:
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in _conns(p)
+        )
+    except (OSError, psutil.Error):
+        return False
+
+
+def listening_pid(port: int, cached: int | None = None) -> int | None:
+    """The PID listening on TCP `port`; `cached` (last tick's answer) is checked first, so the
+    whole process table is scanned only when the engine restarted or moved."""
+    if cached is not None:
+        try:
+            if _listens(psutil.Process(cached), port):
+                return cached
+        except (OSError, psutil.Error):
+            pass
+    try:
+        # Linux without root: sockets of other users' processes come back with pid None
+        listeners = [
+            c
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+    except (OSError, psutil.Error):  # macOS needs root for the system-wide list
+        listeners = None
+    if listeners is not None:
+        pids = [c.pid for c in listeners if c.pid]
+        if pids or not listeners:
+            return pids[0] if pids else None
+    for p in psutil.process_iter():
+        if _listens(p, port):
+            return p.pid
+    return None
+
+
+def facts(port: int, cached: int | None = None) -> ProcFacts:
+    """The listening process on `port`, its children, its resident set, its command line and
+    the Ollama settings in its environment (each left empty where the OS does not show it)."""
+    pid = listening_pid(port, cached)
+    if pid is None:
+        return ProcFacts()
+    try:
+        p = psutil.Process(pid)
+        if p.name() in FORWARDERS:
+            return ProcFacts()
+        out = ProcFacts(pid=pid, pids=[pid])
+        out.pids += [c.pid for c in p.children(recursive=True)][: MAX_FAMILY - 1]
+        out.rss_bytes = p.memory_info().rss
+    except (OSError, psutil.Error):
+        return ProcFacts()
+    try:
+        out.cmdline = p.cmdline()
+    except (OSError, psutil.Error):
+        pass
+    try:
+        out.env = {k: v for k, v in p.environ().items() if k in ENV_KEYS}
+    except (OSError, psutil.Error):
+        pass
+    return out
