@@ -349,7 +349,7 @@ async def test_llamacpp_ledger_on_a_gpu_node() -> None:
     assert m.name == "gemma-3-270m-q4_k_m.gguf" and m.quant == "Q4_K_M"
     assert (m.ctx, m.parallel, m.busy) == (4096, 2, True)  # slot 1 is processing
     assert m.size_mb == pytest.approx(241.0, abs=0.1) and m.sources["size_mb"] == "reported"
-    assert m.vram_mb == m.size_mb and m.sources["vram_mb"] == "estimated"
+    assert m.vram_mb is None and "vram_mb" not in m.sources  # NVML's, per process (attribute)
     assert m.pid == os.getpid() and os.getpid() in e.pids  # the fake listens in this process
     assert m.meta is not None and m.meta.source == "llamacpp-meta"
     assert (m.meta.ctx_train, m.meta.embedding_length, m.meta.vocab_size) == (32768, 640, 262144)

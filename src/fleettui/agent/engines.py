@@ -557,8 +557,8 @@ def _lookup(url: str, cached: dict[int, int]) -> tuple[bool, procs.ProcFacts]:
 
 def _attribute(kind: str, found: Found, local: bool, proc: procs.ProcFacts, p: Probing) -> None:
     """What the engine's process adds to its answer: the resident mlx model (its --model),
-    PIDs, a measured size where the engine reports none, and RAM-not-VRAM on a node without a
-    GPU (a CPU run holds nothing on a GPU)."""
+    PIDs, a measured size where the engine reports none (or, on a CPU run, its whole resident
+    set), and RAM-not-VRAM on a node without a GPU."""
     if kind == "mlx" and (resident := _mlx_model(proc.cmdline)):
         found.available = [m for m in found.available if m["name"] != resident]
         found.models.append({"name": resident, "sources": {}})
@@ -574,14 +574,10 @@ def _attribute(kind: str, found: Found, local: bool, proc: procs.ProcFacts, p: P
             if proc.rss_bytes and len(found.models) == 1 and (cpu_only or not m.get("size_mb")):
                 m["size_mb"] = _mb(proc.rss_bytes)
                 m["sources"]["size_mb"] = "measured"
+        # (on a GPU node an engine's unreported VRAM is NVML's, per process: collect/attribute)
         if cpu_only and m.get("vram_mb") is None:
             m["vram_mb"] = 0.0
             m["sources"]["vram_mb"] = "measured"
-        elif kind == "llamacpp" and local and p.gpus and m.get("vram_mb") is None:
-            file_mb = m["meta"].file_mb if isinstance(m.get("meta"), ModelMeta) else None
-            if file_mb is not None:  # llama-server's default offloads every layer that fits
-                m["vram_mb"] = file_mb
-                m["sources"]["vram_mb"] = "estimated"
 
 
 # --- onto the wire ---------------------------------------------------------------------------
