@@ -69,8 +69,26 @@ def full_snapshot() -> NodeSnapshot:
             "power_w": 312.5,
             "energy_j": 123456.789,
             "temp_c": 61.0,
+            "processes": [
+                {"pid": 10, "used_mb": 4000.0, "engine": "ollama"},
+                {"pid": 11, "used_mb": 1000.0, "engine": "ollama"},
+                {"pid": 12, "used_mb": None, "engine": "ollama"},
+                {"pid": 99, "used_mb": 2000.0},
+            ],
+            "attributed_mb": 5000.0,
+            "other_mb": 65000.0,
         }
     ]
+    d["budget"] = {
+        "kind": "gpu",
+        "total_mb": 143771.0,
+        "used_mb": 70000.0,
+        "engines_mb": 5000.0,
+        "other_mb": 65000.0,
+        "free_mb": 73771.0,
+        "limit": "GPU memory",
+        "ram_free_mb": 1024.0,
+    }
     d["engines"][0]["models"] = [
         {"name": 'we"ird\\model\nname', "vram_mb": 100.0},
         {"name": "qwen3:8b", "vram_mb": 5000.0},
@@ -128,6 +146,28 @@ def test_families_render_to_valid_text_with_escaped_labels() -> None:
     assert fams["fleet_audit_entries"].samples[0].value == 7
     assert fams["fleet_problems"].samples[0].value == 1
     assert all(s.labels["node"] == "gpu1" for f in fams.values() for s in f.samples)
+
+
+def test_budget_and_gpu_attribution_as_metrics() -> None:
+    fams = parse(render(snapshot_families(full_snapshot())))
+    gib = 2**20  # MiB in bytes
+    assert fams["fleet_gpu_memory_attributed_bytes"].samples[0].value == 5000 * gib
+    assert fams["fleet_gpu_memory_other_bytes"].samples[0].value == 65000 * gib
+    held = sample_map(fams["fleet_gpu_process_memory_bytes"], "gpu", "engine")
+    assert held == {("0", "ollama"): 5000 * gib}  # summed per engine; the stranger is other
+    assert fams["fleet_budget_info"].samples[0].labels == {"kind": "gpu", "limit": "GPU memory"}
+    parts = sample_map(fams["fleet_budget_bytes"], "part")
+    assert parts == {
+        ("total",): 143771 * gib,
+        ("used",): 70000 * gib,
+        ("engines",): 5000 * gib,
+        ("other",): 65000 * gib,
+        ("free",): 73771 * gib,
+    }
+    assert fams["fleet_budget_ram_free_bytes"].samples[0].value == 1024 * gib
+    no_budget = full_snapshot().model_copy(update={"budget": None})  # a schema-1 agent
+    names = {f.name for f in snapshot_families(no_budget)}
+    assert not {"fleet_budget_info", "fleet_budget_bytes"} & names
 
 
 def test_foreign_snapshots_leave_out_the_agents_bookkeeping() -> None:

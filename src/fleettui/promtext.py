@@ -115,6 +115,7 @@ def snapshot_families(s: NodeSnapshot, *, agent: bool = True) -> list[Family]:
     out += _mac_families(s)
     out += _gpu_families(s)
     out += _engine_families(s)
+    out += _budget_families(s)
     if agent:
         out += _cost_families(s)
         a = Family(
@@ -195,7 +196,22 @@ def _gpu_families(s: NodeSnapshot) -> list[Family]:
         "util": _gauge("fleet_gpu_utilization_ratio", "GPU utilisation, 0-1", GPU_LABELS),
         "power": _gauge("fleet_gpu_power_watts", "GPU board power draw (NVML)", GPU_LABELS),
         "temp": _gauge("fleet_gpu_temperature_celsius", "GPU temperature", GPU_LABELS),
+        "attributed": _gauge(
+            "fleet_gpu_memory_attributed_bytes",
+            "GPU memory held by processes attributed to an engine (NVML per process)",
+            GPU_LABELS,
+        ),
+        "other": _gauge(
+            "fleet_gpu_memory_other_bytes",
+            "GPU memory in use that no engine accounts for (used - attributed)",
+            GPU_LABELS,
+        ),
     }
+    by_engine = _gauge(
+        "fleet_gpu_process_memory_bytes",
+        "GPU memory an engine's processes hold (NVML per process, summed per engine)",
+        (*GPU_LABELS, "engine"),
+    )
     energy = Family(
         "fleet_gpu_energy_joules_total",
         "counter",
@@ -210,12 +226,54 @@ def _gpu_families(s: NodeSnapshot) -> list[Family]:
             ("util", g.util_pct, 0.01),
             ("power", g.power_w, 1.0),
             ("temp", g.temp_c, 1.0),
+            ("attributed", g.attributed_mb, MB),
+            ("other", g.other_mb, MB),
         ):
             if val is not None:
                 fams[key].add(lv, val * scale)
         if g.energy_j is not None:
             energy.add(lv, g.energy_j)
-    return [*fams.values(), energy]
+        held: dict[str, float] = {}
+        for p in g.processes:
+            if p.engine is not None:
+                held[p.engine] = held.get(p.engine, 0.0) + (p.used_mb or 0.0)
+        for engine, mb in held.items():
+            by_engine.add((*lv, engine), mb * MB)
+    return [*fams.values(), energy, by_engine]
+
+
+BUDGET_PARTS = ("total", "used", "engines", "other", "free")
+
+
+def _budget_families(s: NodeSnapshot) -> list[Family]:
+    """The node's memory budget: what bounds it on an info metric (so the parts stay the same
+    series when the binding limit changes), its parts by label, RAM for a partial offload."""
+    b = s.budget
+    if b is None:
+        return []
+    info = _gauge(
+        "fleet_budget_info",
+        "What bounds the memory a model can use on the node: kind (gpu, unified, ram) and "
+        "the limit that binds (always 1)",
+        ("kind", "limit"),
+    )
+    info.add((b.kind, b.limit), 1)
+    parts = _gauge(
+        "fleet_budget_bytes",
+        "The node's model memory budget by part: total, used, engines (resident models), "
+        "other (used by nobody accounted), free",
+        ("part",),
+    )
+    for part in BUDGET_PARTS:
+        parts.add((part,), getattr(b, f"{part}_mb") * MB)
+    out = [info, parts]
+    out += _one(
+        "fleet_budget_ram_free_bytes",
+        "RAM available for a model's layers offloaded to the CPU",
+        b.ram_free_mb,
+        MB,
+    )
+    return out
 
 
 def _engine_families(s: NodeSnapshot) -> list[Family]:
