@@ -175,6 +175,27 @@ def test_cpu_only_node_budget_is_ram() -> None:
     assert tight.verdict == "no"
 
 
+def test_apple_unified_budget_with_mlx() -> None:
+    snap = node(36, 20, [], engine="mlx", kind="unified")
+    fit = check_fit("mac", snap, META, WANT)
+    assert fit.verdict == "fits" and fit.engine == "mlx"
+    assert fit.estimate is not None and "cuda" not in str(fit.estimate.terms).lower()
+    full = node(36, 32, [resident("qwen:7b", 5)], engine="mlx", kind="unified")
+    no = check_fit("mac", full, META, WANT)
+    assert no.verdict == "no"  # mlx_lm cannot unload a model by its API: nothing to evict
+
+
+def test_find_meta_takes_the_fullest_metadata() -> None:
+    thin = DiskModel(name="llama3.1:8b", meta=ModelMeta(source="ollama-tags", file_mb=4693))
+    a = node(24, 2, [], available=[thin])
+    b = node(24, 2, [], available=[DiskModel(name="llama3.1:latest", meta=META)])
+    # b has llama3.1:latest, another model: only a's thin metadata is llama3.1:8b's
+    assert find_meta({"a": a, "b": b}, "llama3.1:8b") == thin.meta
+    c = node(24, 2, [resident("llama3.1:8b", 5)], available=[])
+    c.engines[0].models[0].meta = META
+    assert find_meta({"a": a, "c": c}, "llama3.1:8b") == META
+
+
 def test_partial_offload_when_ram_covers_the_rest() -> None:
     snap = node(8, 4, [], engine="llamacpp", ram_free_mb=64 * 1024)
     fit = check_fit("n", snap, META, WANT)
