@@ -131,6 +131,12 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
     assert not live["freshness"]["stale"] and live["freshness"]["age_s"] < 10
     assert live["power_source"] == "simulated" and live["audit"]["chain"] == "ok"
 
+    page = await call("list_nodes", {"limit": 2})
+    assert [n["name"] for n in page["nodes"]] == names[:2]
+    assert (page["matched"], page["offset"], page["next_offset"]) == (5, 0, 2)
+    last = await call("list_nodes", {"limit": 2, "offset": 4})
+    assert [n["name"] for n in last["nodes"]] == ["dead"] and last["next_offset"] is None
+
     gpu = await call("list_nodes", {"filter": "tag=gpu and state=ONLINE"})
     assert [n["name"] for n in gpu["nodes"]] == [names[1]] and gpu["total"] == 5
 
@@ -169,6 +175,7 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
         ("list_nodes", {"filter": "nosuchfield=1"}, "nosuchfield"),
         ("find_model", {"model": "   "}, "give a model name"),
         ("recent_events", {"limit": 0}, "greater than or equal to 1"),
+        ("list_nodes", {"limit": 1001}, "less than or equal to 1000"),
         ("recent_events", {"kinds": ["snapshot"]}, "kinds"),
         ("no_such_tool", {}, "Unknown tool"),
     ]

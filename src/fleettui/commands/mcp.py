@@ -56,6 +56,7 @@ async def serve_stdio(cfg: FleetConfig) -> None:
     ):
         state = FleetState(agg, stale_after_s=stale, redactor=redactor)
         tg.start_soon(state.record)
+        tg.start_soon(state.keep_current)
         tg.start_soon(_stop_on_signals, tg.cancel_scope)
         await build_server(state).run_stdio_async()
         tg.cancel_scope.cancel()

@@ -89,7 +89,10 @@ def node_row(state: FleetState, v: NodeView, now: float) -> dict[str, Any]:
     return state.redact.node(v.name, row)
 
 
-def list_nodes(state: FleetState, expr: str | None = None) -> NodeList:
+def list_nodes(
+    state: FleetState, expr: str | None = None, limit: int | None = None, offset: int = 0
+) -> NodeList:
+    """A page of the nodes the filter selects, in config order (`limit` None: all)."""
     views = state.views()
     total = len(views)
     if expr is not None and expr.strip():
@@ -98,6 +101,7 @@ def list_nodes(state: FleetState, expr: str | None = None) -> NodeList:
         except SelectError as exc:
             raise Refused(f"filter: {exc}") from None
         views = [v for v in views if sel.matches(v)]
+    end = len(views) if limit is None else offset + limit
     now = time.time()
     return NodeList.model_validate(
         {
@@ -105,7 +109,10 @@ def list_nodes(state: FleetState, expr: str | None = None) -> NodeList:
             "stale_after_s": state.stale_after_s,
             "filter": expr,
             "total": total,
-            "nodes": [node_row(state, v, now) for v in views],
+            "matched": len(views),
+            "offset": offset,
+            "next_offset": end if end < len(views) else None,
+            "nodes": [node_row(state, v, now) for v in views[offset:end]],
         }
     )
 

@@ -98,7 +98,13 @@ class NodeList(Doc):
     observed_at: float = Field(description="When this answer was built (Unix seconds).")
     stale_after_s: float
     filter: str | None
-    total: int = Field(description="Nodes in the fleet (before the filter).")
+    total: int = Field(description="Nodes in the fleet.")
+    matched: int = Field(description="Nodes the filter selects (all of them without one).")
+    offset: int
+    next_offset: int | None = Field(
+        description="Where the next page starts (call again with offset=next_offset); "
+        "None on the last page."
+    )
     nodes: list[NodeRow]
 
 

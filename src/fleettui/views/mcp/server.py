@@ -29,6 +29,8 @@ from fleettui.views.mcp.models import (
 )
 from fleettui.views.mcp.state import FleetState
 
+PAGE = 100  # list_nodes' default page: a fleet of 1000 in full is 1.3 MB, past any context
+
 INSTRUCTIONS = (
     "fleettui watches a fleet of LLM-inference machines (GPUs, engines such as Ollama, "
     "llama.cpp, vLLM, LM Studio, MLX; the models resident on each and on disk; power, cost "
@@ -83,12 +85,17 @@ def build_server(state: FleetState) -> MCPServer:
                 "'state=ONLINE and engine=vllm', 'gpu_mem<50', 'model~llama'.",
             ),
         ] = None,
+        limit: Annotated[
+            int, Field(ge=1, le=1000, description="At most this many nodes per answer.")
+        ] = PAGE,
+        offset: Annotated[int, Field(ge=0, le=1_000_000, description="Skip this many.")] = 0,
     ) -> NodeList:
-        """Every node (or those the filter selects) with the dashboard table's facts: state
-        and why, freshness, power (and its source), 7-day cost, GPU memory, the model-memory
-        budget, engines and their resident models, audit chain status."""
+        """The nodes (all, or those the filter selects), a page at a time in config order,
+        with the dashboard table's facts: state and why, freshness, power (and its source),
+        7-day cost, GPU memory, the model-memory budget, engines and their resident models,
+        audit chain status. `matched` and `next_offset` say how many more there are."""
         try:
-            return docs.list_nodes(state, filter)
+            return docs.list_nodes(state, filter, limit, offset)
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 

@@ -9,10 +9,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import anyio
+import anyio.lowlevel
+
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 
 RECORDED = ("state", "action", "audit", "error")  # every kind but the per-tick snapshot
 EVENTS_KEPT = 1000
+# How often the copies are brought up to date between calls: a call then parses only what
+# changed since (a quarter second of a fleet's ticks), not every snapshot (bench/mcp_tools.py).
+REFRESH_S = 0.25
+PARSE_BATCH = 16  # snapshots parsed between two yields to the event loop (~1 ms)
 REDACTED = "[redacted]"
 
 
@@ -21,6 +28,9 @@ class FleetReader(Protocol):
 
     @property
     def names(self) -> list[str]: ...
+
+    @property
+    def generation(self) -> int: ...
 
     def changed(self, known: Mapping[str, int]) -> list[NodeView]: ...
 
@@ -78,15 +88,44 @@ class FleetState:
         self.redact = redactor or Redactor({})
         self._views: dict[str, NodeView] = {}
         self._versions: dict[str, int] = {}
+        self._generation: int | None = None
+        self._ordered: list[NodeView] = []
+        self._unparsed: list[NodeView] = []
+        self._refreshed = -REFRESH_S  # copies keep_current has not parsed yet
         self.events: deque[FleetEvent] = deque(maxlen=kept)
         self.since = time.time()
 
     def views(self) -> list[NodeView]:
-        """Every node in config order, refreshed: only the changed ones are copied."""
-        for v in self.reader.changed(self._versions):
-            self._views[v.name] = v
-            self._versions[v.name] = v.version
-        return [self._views[n] for n in self.reader.names if n in self._views]
+        """Every node in config order, at most REFRESH_S old: only the changed ones are
+        copied (their snapshots parsed when first read, once per version). Each node's
+        `freshness` says how old its figures are whatever this adds."""
+        now = time.monotonic()
+        if now - self._refreshed < REFRESH_S:
+            return self._ordered
+        self._refreshed = now
+        gen = self.reader.generation
+        if gen != self._generation:
+            self._generation = gen
+            for v in self.reader.changed(self._versions):
+                self._views[v.name] = v
+                self._versions[v.name] = v.version
+                self._unparsed.append(v)
+            self._ordered = [self._views[n] for n in self.reader.names if n in self._views]
+        return self._ordered
+
+    async def keep_current(self) -> None:
+        """Refresh the copies every REFRESH_S and parse what changed, a few nodes at a time
+        (runs beside the server): the parsing is spread over time, between calls, instead
+        of landing on the next call or holding the event loop for a whole fleet."""
+        while True:
+            self._refreshed = -REFRESH_S
+            self.views()
+            while self._unparsed:
+                for v in self._unparsed[-PARSE_BATCH:]:
+                    _ = v.snapshot
+                del self._unparsed[-PARSE_BATCH:]
+                await anyio.lowlevel.checkpoint()
+            await anyio.sleep(REFRESH_S)
 
     def view(self, name: str) -> NodeView | None:
         self.views()

@@ -1,0 +1,120 @@
+"""MCP server benchmark: `fleet mcp` on N simulated nodes, each tool's answer time.
+
+    .venv/bin/python bench/mcp_tools.py [--nodes 1000] [--calls 40]
+
+One process serves N simulated agents (`fleet agent serve --simulate --nodes N`, pinned to
+core 1); `fleet mcp --config` runs as the real stdio subprocess an MCP client starts (pinned
+to core 0) and this script drives it with the SDK's stdio client and ClientSession. Once every
+node is ONLINE (and a short warm-up), each tool is called `--calls` times, one after the
+other, and the round trip (request written to the server's stdin -> answer parsed) is timed:
+median, p99, max, and the answer's size. The client's own re-validation of the answer
+against the output schema (jsonschema, the client's cost, not the server's) is switched off.
+Target (issue 18): every tool under 50 ms at 1000 nodes once the fleet is online.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import pct, pinned, report, scratch_env, start_agents, stop  # noqa: E402
+
+TARGET_MS = 50.0
+
+
+def calls(first: str, model: str) -> list[tuple[str, str, dict]]:
+    """(label, tool, arguments): each tool, and list_nodes with a filter too."""
+    return [
+        ("fleet_summary", "fleet_summary", {}),
+        ("list_nodes", "list_nodes", {}),
+        ("list_nodes filter", "list_nodes", {"filter": "state=ONLINE and power>300"}),
+        ("get_node", "get_node", {"name": first}),
+        ("find_model", "find_model", {"model": model}),
+        ("recent_events", "recent_events", {"limit": 50}),
+    ]
+
+
+async def drive(cfg: Path, nodes: int, n_calls: int, warmup: float) -> list[dict]:
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    async def no_validation(self, name, result) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    ClientSession.validate_tool_result = no_validation  # type: ignore[method-assign]
+    argv = pinned([sys.executable, "-m", "fleettui", "mcp", "--config", str(cfg)], 0)
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+    rows: list[dict] = []
+    with open(os.devnull, "w") as devnull:
+        async with (
+            stdio_client(params, errlog=devnull) as (r, w),
+            ClientSession(r, w) as s,
+        ):
+            await s.initialize()
+            t0 = time.monotonic()
+            online_s = None
+            while time.monotonic() - t0 < 120:
+                got = await s.call_tool("fleet_summary", {})
+                if got.structured_content["states"]["ONLINE"] == nodes:
+                    online_s = round(time.monotonic() - t0, 2)
+                    break
+                await anyio.sleep(0.2)
+            await anyio.sleep(warmup)
+            detail = await s.call_tool("list_nodes", {"filter": "state=ONLINE"})
+            first = detail.structured_content["nodes"][0]
+            model = next(m for e in first["engines"] for m in e["models"])
+            for label, tool, args in calls(first["name"], model):
+                times: list[float] = []
+                size = 0
+                for _ in range(n_calls):
+                    t = time.perf_counter()
+                    res = await s.call_tool(tool, args)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert not res.is_error, res.content
+                    size = len(res.content[0].text)
+                rows.append(
+                    {
+                        "nodes": nodes,
+                        "tool": label,
+                        "calls": n_calls,
+                        "p50_ms": round(pct(times, 50), 1),
+                        "p99_ms": round(pct(times, 99), 1),
+                        "max_ms": round(max(times), 1),
+                        "answer_kb": round(size / 1024, 1),
+                        "online_s": online_s,
+                    }
+                )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--calls", type=int, default=40)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    a = ap.parse_args()
+    os.environ.update(scratch_env())
+    proc, urls = start_agents(["--simulate", "--nodes", str(a.nodes)], a.nodes, core=1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "projects.toml"
+            cfg.write_text(
+                "[defaults]\npoll_interval_s = 2\n"
+                + "".join(f'[[node]]\nname = "{n}"\nurl = "{u}"\n' for n, u in urls.items())
+            )
+            rows = anyio.run(drive, cfg, a.nodes, a.calls, a.warmup)
+    finally:
+        stop(proc)
+    report("mcp", rows, {"each tool": f"p99 < {TARGET_MS:g} ms at 1000 nodes, fleet online"})
+
+
+if __name__ == "__main__":
+    main()
