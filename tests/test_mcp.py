@@ -151,8 +151,15 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
 
     found = await call("find_model", {"model": model.upper()})
     assert found["exact"] and found["matches"]
-    assert all(m["name"] == model and m["where"] == "resident" for m in found["matches"])
-    assert names[0] in {m["node"] for m in found["matches"]}
+    assert all(m["name"] == model for m in found["matches"])
+    assert (names[0], "resident") in {(m["node"], m["where"]) for m in found["matches"]}
+    resident = node["ledger"][0]
+    here = next(m for m in found["matches"] if (m["node"], m["where"]) == (names[0], "resident"))
+    assert (here["ctx"], here["parallel"], here["sources"]) == (
+        resident["ctx"],
+        resident["parallel"],
+        resident["sources"],
+    )
     part = await call("find_model", {"model": model[:3]})
     assert not part["exact"] or all(m["name"].lower() == model[:3] for m in part["matches"])
     assert (await call("find_model", {"model": "no-such-model-anywhere"}))["matches"] == []
