@@ -16,8 +16,14 @@ GIB = 1024.0
 RAM = Memory(total_mb=64 * GIB, used_mb=16 * GIB)
 
 
-def engine(*models: Model, status: str = "up") -> Engine:
-    return Engine(name="ollama", url="http://127.0.0.1:11434", status=status, models=list(models))
+def engine(*models: Model, status: str = "up", pids: tuple[int, ...] = ()) -> Engine:
+    return Engine(
+        name="ollama",
+        url="http://127.0.0.1:11434",
+        status=status,
+        models=list(models),
+        pids=list(pids),
+    )
 
 
 def gpu(i: int, total: float | None, used: float | None, attributed: float | None = None) -> Gpu:
@@ -28,7 +34,7 @@ def gpu(i: int, total: float | None, used: float | None, attributed: float | Non
 
 def test_gpu_budget_uses_attribution_where_every_gpu_has_it() -> None:
     gpus = [gpu(0, 80_000, 30_000, 25_000), gpu(1, 80_000, 10_000, 8_000)]
-    b = node_budget(RAM, gpus, [engine(Model(name="m", vram_mb=99_999))])
+    b = node_budget(RAM, gpus, [engine(Model(name="m", vram_mb=99_999), pids=(10,))])
     assert b == Budget(
         kind="gpu",
         total_mb=160_000,
@@ -40,6 +46,20 @@ def test_gpu_budget_uses_attribution_where_every_gpu_has_it() -> None:
         inputs={"gpus": 2, "gpu_total_mb": 160_000, "gpu_used_mb": 40_000, "attributed_mb": 33_000},
         ram_free_mb=48 * GIB,
     )
+
+
+def test_an_engine_without_a_known_pid_counts_its_own_figure_beside_the_attributed() -> None:
+    seen = engine(Model(name="a", vram_mb=99_999), pids=(10,))
+    unseen = Engine(
+        name="vllm",
+        url="http://127.0.0.1:8000",
+        status="up",
+        models=[Model(name="b", vram_mb=6_000)],
+    )
+    b = node_budget(RAM, [gpu(0, 80_000, 30_000, 20_000)], [seen, unseen])
+    assert b is not None and (b.engines_mb, b.other_mb) == (26_000, 4_000)
+    assert b.inputs["attributed_mb"] == 20_000
+    assert b.inputs["unattributed_engines_vram_mb"] == 6_000
 
 
 def test_gpu_budget_falls_back_to_resident_vram_without_attribution() -> None:

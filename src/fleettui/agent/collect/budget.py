@@ -5,9 +5,10 @@ rules are tested without a machine and the simulator draws the same budget a rea
 Three kinds (wire.Budget):
 
 - gpu: the NVIDIA GPUs' memory. total = Σ memory_total, used = Σ memory_used (NVML), engines =
-  Σ the memory NVML attributes to engine processes, or, where attribution is unavailable (the
-  process list unreadable, no engine PID known), Σ the resident models' vram_mb as the
-  engines report it; other = used - engines, free = total - used.
+  Σ the memory NVML attributes to engine processes (plus the reported vram_mb of engines whose
+  process was not found), or, where attribution is unavailable (a process list unreadable, no
+  engine PID known), Σ the resident models' vram_mb as the engines report it;
+  other = used - engines, free = total - used.
 - ram: a node without GPUs. total = RAM, used = RAM not available, engines = Σ the resident
   models' size_mb, free = RAM available.
 - unified: Apple Silicon. total = `unified_budget`'s cap; engines = Σ resident size_mb;
@@ -141,6 +142,12 @@ def gpu_budget(gpus: list[Gpu], engines: list[Engine], ram_free: float | None) -
     if all(g.attributed_mb is not None for g in sized):
         engines_mb = sum(g.attributed_mb or 0.0 for g in sized)
         inputs["attributed_mb"] = engines_mb
+        # an engine whose process the agent could not find (no PID) holds memory NVML shows
+        # among the unattributed processes: its own figure moves that from other to engines
+        unseen = [e for e in engines if not e.pids]
+        if unseen_mb := _resident(unseen, "vram_mb"):
+            engines_mb += unseen_mb
+            inputs["unattributed_engines_vram_mb"] = unseen_mb
     else:
         engines_mb = _resident(engines, "vram_mb")
         inputs["resident_vram_mb"] = engines_mb
