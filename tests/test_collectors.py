@@ -520,3 +520,47 @@ async def test_a_real_source_publishes_gpu_processes_and_a_budget(xdg_home: Path
         0,
     )
     assert b.inputs["resident_vram_mb"] == 0 and b.ram_free_mb is not None
+
+
+@pytest.mark.anyio
+async def test_a_real_agent_attributes_an_engine_child_on_the_gpu_end_to_end(
+    xdg_home: Path,
+) -> None:
+    """The whole path on real parts: a fake vLLM listening here (its PID found by its port,
+    agent/procs.py), a real child process standing for its engine core, which the fake NVML
+    lists on GPU 0 beside a stranger (pid 1); the tick attributes the child by its parent."""
+    import subprocess
+    import sys
+
+    from fake_engines import VLLM, fake_engine
+    from fleettui.agent.config import AgentConfig, EngineConfig
+    from fleettui.agent.node import NodeAgent
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with fake_engine(VLLM) as eng:
+            config = AgentConfig(
+                auto_detect=False,
+                rapl_root=str(xdg_home / "no-rapl"),
+                engines={"vllm": EngineConfig(url=eng.url)},
+            )
+            nvml = FakeNvml(processes={0: [(child.pid, 1536 * 1024**2), (1, 256 * 1024**2)]})
+            agent = NodeAgent.real(config, nvml=nvml)
+            try:
+                snap = await agent.tick()
+            finally:
+                await agent.source.aclose()
+    finally:
+        child.kill()
+        child.wait()
+    vllm = snap.engines[0]
+    assert vllm.status == "up" and vllm.pids, vllm.error
+    g0, g1 = snap.gpus
+    assert [(p.pid, p.engine) for p in g0.processes] == [(child.pid, "vllm"), (1, None)]
+    assert (g0.attributed_mb, g0.other_mb) == (1536, 512)  # the stranger and the unlisted rest
+    assert (g1.attributed_mb, g1.other_mb) == (0, 2048)
+    model = vllm.models[0]
+    assert model.gpus == [0] and model.vram_mb == 1536  # vLLM tells no size: NVML's figure
+    assert model.sources["vram_mb"] == "measured" and model.sources["gpus"] == "measured"
+    b = snap.budget
+    assert b is not None and (b.engines_mb, b.other_mb, b.free_mb) == (1536, 2560, 12288)
