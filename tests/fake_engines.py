@@ -230,6 +230,11 @@ LLAMACPP = {
         }
     ),
 }
+# the same server started in the model's folder (`-m gemma-3-270m-q4_k_m.gguf`): a relative path
+LLAMACPP_HERE = {
+    **LLAMACPP,
+    "/props": js({**LLAMA_PROPS, "model_path": "gemma-3-270m-q4_k_m.gguf"}),
+}
 # llama-cpp-python's server: OpenAI routes only, owned_by "me"
 LLAMA_CPP_PYTHON = {
     "/v1/models": js(

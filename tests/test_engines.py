@@ -30,7 +30,8 @@ from fake_engines import (
     js,
 )
 from fleettui.agent import procs
-from fleettui.agent.engines import Probing, probe_engine
+from fleettui.agent.engines import Probing, _gguf, probe_engine
+from test_capacity_files import write_gguf
 
 pytestmark = pytest.mark.anyio
 
@@ -262,13 +263,17 @@ def rss_mb(pid: int | None = None) -> float:
 
 
 @contextmanager
-def engine_process(routes: str, *args: str, env: dict[str, str] | None = None):
-    """A fake engine in a process of its own (its own PID, command line and environment)."""
+def engine_process(
+    routes: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+):
+    """A fake engine in a process of its own (its own PID, command line, environment and
+    working directory)."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "fake_engines.py"), routes, *args],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     try:
         assert proc.stdout is not None
@@ -295,7 +300,7 @@ async def test_ollama_ledger_context_expiry_metadata_and_models_on_disk() -> Non
     m = qwen.meta
     assert m is not None and m.source == "ollama-show"
     assert (m.arch, m.n_layers, m.n_heads, m.n_kv_heads) == ("qwen2", 28, 28, 4)
-    assert (m.key_length, m.value_length) == (128, 128)  # embedding_length / head_count
+    assert m.key_length is None  # not in model_info: the estimator's default (embd / heads)
     assert m.ctx_train == 32768 and m.params == 7615616512 and m.quant == "Q4_K_M"
     assert m.file_mb == pytest.approx(4683087332 / 2**20, abs=0.1)  # from /api/tags
     assert big.meta is None  # /api/show does not know it: no metadata, no problem
@@ -304,7 +309,8 @@ async def test_ollama_ledger_context_expiry_metadata_and_models_on_disk() -> Non
     assert disk["llama3.1:8b"].params == 8_000_000_000 and disk["llama3.1:8b"].quant == "Q4_K_M"
     assert disk["llama3.1:8b"].size_mb == pytest.approx(4692.8, abs=0.1)
     g = disk["gemma3:270m"].meta
-    assert g is not None and (g.key_length, g.sliding_window, g.sliding_layers) == (256, 512, 15)
+    # gemma3's layers slide in a fixed pattern its GGUF does not spell out: the estimator's
+    assert g is not None and (g.key_length, g.sliding_window, g.sliding_layers) == (256, 512, None)
     assert disk["llama3.1:8b"].meta is not None and disk["llama3.1:8b"].meta.n_kv_heads == 8
 
 
@@ -507,3 +513,35 @@ class _Rewrite(httpx.AsyncHTTPTransport):
         t = httpx.URL(self.target)
         request.url = request.url.copy_with(host=t.host, port=t.port)
         return await super().handle_async_request(request)
+
+
+async def test_llamacpp_local_model_file_gives_the_gguf_header_as_metadata(tmp_path) -> None:
+    write_gguf(tmp_path / "gemma-3-270m-q4_k_m.gguf", layers=6, window=512)
+    with engine_process("LLAMACPP_HERE", cwd=tmp_path) as (_, url):
+        e = await probe("llamacpp", url, probing=Probing(gpus=True))
+    m = e.models[0].meta
+    # what llama.cpp's /v1/models meta leaves out: layers, heads, KV heads, key/value lengths
+    assert m is not None and m.source == "gguf"
+    assert (m.n_layers, m.n_heads, m.n_kv_heads, m.key_length, m.sliding_window) == (
+        6,
+        8,
+        2,
+        64,
+        512,
+    )
+
+
+def test_model_files_the_probe_refuses_to_read(tmp_path) -> None:
+    p = Probing()
+    good = write_gguf(tmp_path / "m.gguf")
+    os.symlink(good, tmp_path / "link.gguf")  # the Hugging Face cache links its blobs
+    os.mkfifo(tmp_path / "fifo.gguf")  # reading it would block the worker thread forever
+    (tmp_path / "dir.gguf").mkdir()
+    (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 64)
+    (tmp_path / "passwd").write_text("root:x:0:0")
+    read = {n: _gguf(str(tmp_path / n), None, p) for n in os.listdir(tmp_path)}
+    assert read["link.gguf"] is not None and read["link.gguf"].n_layers == 4
+    assert all(read[n] is None for n in ("fifo.gguf", "dir.gguf", "junk.gguf", "passwd"))
+    assert _gguf("m.gguf", None, p) is None  # relative, and the engine's folder unknown
+    assert _gguf("m.gguf", str(tmp_path), p) is not None
+    assert _gguf("bad\x00name.gguf", str(tmp_path), p) is None

@@ -9,6 +9,8 @@ is dropped and named there while the engine stays `up`.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleettui.agent import procs
 from fleettui.agent.collect.bounds import bounded, measured
+from fleettui.capacity.files import MetaFileError, meta_from_gguf
 from fleettui.capacity.meta import (
     meta_from_llamacpp,
     meta_from_lmstudio,
@@ -60,6 +63,8 @@ class Probing:
     gpus: bool = False  # the node has a GPU engines can use (NVML, or Apple Silicon's)
     shows: dict[str, tuple[ModelMeta | None, tuple[str, ...]]] = field(default_factory=dict)
     pids: dict[int, int] = field(default_factory=dict)  # port -> the PID last seen listening
+    # GGUF headers of local llama.cpp models, by (path, mtime, size): read once per file
+    ggufs: dict[tuple[str, int, int], ModelMeta | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -279,6 +284,7 @@ def _llamacpp_model(
         "busy": any(s.get("is_processing") is True for s in slot_list) if slot_list else None,
         "meta": meta,
         "sources": _reported("size_mb", "ctx", "parallel", "busy"),
+        "gguf": _str(props.get("model_path")) or _str(entry.get("path")) or _str(entry.get("id")),
     }
 
 
@@ -543,22 +549,57 @@ PROBES: dict[str, Callable[[httpx.AsyncClient, str, Probing], Awaitable[Found]]]
 # --- the engine's process --------------------------------------------------------------------
 
 
-def _lookup(url: str, cached: dict[int, int]) -> tuple[bool, procs.ProcFacts]:
-    """(whether the engine runs on this machine, its process) from its URL (blocking)."""
+def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
+    """The header of a model file the engine names (a relative path is the engine's, from its
+    working directory), read once per file version. Only a regular file named *.gguf: the
+    path comes from the engine's answer, which is not trusted to point anywhere sensible."""
+    try:
+        full = os.path.join(cwd or "", path) if not os.path.isabs(path) else path
+        if not full.lower().endswith(".gguf") or not os.path.isabs(full):
+            return None
+        st = os.stat(full)
+    except (OSError, ValueError):  # gone, unreadable, a NUL in the name
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    key = (full, st.st_mtime_ns, st.st_size)
+    if key not in p.ggufs:
+        while len(p.ggufs) >= SHOW_CACHE_MAX:
+            del p.ggufs[next(iter(p.ggufs))]
+        try:
+            p.ggufs[key] = meta_from_gguf(full)
+        except (MetaFileError, OSError):
+            p.ggufs[key] = None
+    return p.ggufs[key]
+
+
+def _lookup(
+    url: str, p: Probing, files: list[str]
+) -> tuple[bool, procs.ProcFacts, dict[str, ModelMeta | None]]:
+    """(whether the engine runs on this machine, its process, the headers of the model files
+    it names) from its URL (blocking: run in a worker thread)."""
     u = httpx.URL(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     if not procs.is_local(u.host):
-        return False, procs.ProcFacts()
-    facts = procs.facts(port, cached.get(port))
+        return False, procs.ProcFacts(), {}
+    facts = procs.facts(port, p.pids.get(port))
     if facts.pid is not None:
-        cached[port] = facts.pid
-    return True, facts
+        p.pids[port] = facts.pid
+    return True, facts, {f: _gguf(f, facts.cwd, p) for f in files[:ROUTER_DETAILS]}
 
 
-def _attribute(kind: str, found: Found, local: bool, proc: procs.ProcFacts, p: Probing) -> None:
-    """What the engine's process adds to its answer: the resident mlx model (its --model),
+def _attribute(
+    kind: str,
+    found: Found,
+    local: bool,
+    proc: procs.ProcFacts,
+    headers: dict[str, ModelMeta | None],
+    p: Probing,
+) -> None:
+    """What the engine's machine adds to its answer: the resident mlx model (its --model),
     PIDs, a measured size where the engine reports none (or, on a CPU run, its whole resident
-    set), and RAM-not-VRAM on a node without a GPU."""
+    set), RAM-not-VRAM on a node without a GPU, and a local model file's GGUF header as the
+    metadata (layers, heads, window: what llama.cpp's own `meta` leaves out)."""
     if kind == "mlx" and (resident := _mlx_model(proc.cmdline)):
         found.available = [m for m in found.available if m["name"] != resident]
         found.models.append({"name": resident, "sources": {}})
@@ -567,6 +608,8 @@ def _attribute(kind: str, found: Found, local: bool, proc: procs.ProcFacts, p: P
     cpu_only = local and not p.gpus
     for m in found.models:
         m.setdefault("sources", {})
+        if (header := headers.get(m.pop("gguf", None) or "")) is not None:
+            m["meta"] = header
         if found.one_process and proc.pid is not None:
             m["pid"] = proc.pid
             # on a CPU run the process's resident set is the model's total (weights, KV cache,
@@ -656,10 +699,11 @@ async def probe_engine(
     try:
         with anyio.fail_after(timeout_s):
             found = await PROBES[kind](client, base, p)
-            local, proc = await anyio.to_thread.run_sync(
-                _lookup, url, p.pids, abandon_on_cancel=True
+            files = [m["gguf"] for m in found.models if m.get("gguf")]
+            local, proc, headers = await anyio.to_thread.run_sync(
+                _lookup, url, p, files, abandon_on_cancel=True
             )
-        _attribute(kind, found, local, proc, p)
+        _attribute(kind, found, local, proc, headers, p)
         return _up(name, url, found, proc.pids)
     except TimeoutError:
         err = f"no answer within {timeout_s:g} s"

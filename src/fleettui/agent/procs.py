@@ -41,6 +41,7 @@ class ProcFacts:
     pids: list[int] = field(default_factory=list)
     rss_bytes: int | None = None
     cmdline: list[str] = field(default_factory=list)
+    cwd: str | None = None  # where the engine's relative model paths start
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -116,6 +117,7 @@ def facts(port: int, cached: int | None = None) -> ProcFacts:
         return ProcFacts()
     try:
         out.cmdline = p.cmdline()
+        out.cwd = p.cwd()
     except (OSError, psutil.Error):
         pass
     try:

@@ -15,14 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fleettui.capacity.estimate import SLIDING_PATTERNS
 from fleettui.wire import ModelMeta
 
 MB = 1024 * 1024
-# Architectures whose sliding-window layers follow a fixed pattern that their GGUF does not
-# spell out: one layer in N has full attention (llama.cpp llama-model.cpp, set_swa_pattern).
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
-# Architectures made only of recurrent (state-space / RWKV) layers: no KV cache grows with ctx.
-RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv7", "rwkv6qwen2", "arwkv7"})
 _PARAMS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 # llama.cpp's file-type names (llama_model_ftype_name) as the short names files and Ollama use.
@@ -92,10 +88,6 @@ def _mib(n: Any) -> Any:
     return n
 
 
-def _count_true(v: Any) -> Any:
-    return sum(1 for x in v if x is True) if isinstance(v, list) else None
-
-
 def meta_from_ollama_show(show: Any, problems: list[str] | None = None) -> ModelMeta:
     """Ollama `POST /api/show` → ModelMeta, from `model_info` (GGUF keys) and `details`."""
     src = "ollama-show"
@@ -122,9 +114,11 @@ def meta_from_gguf_kv(
 
 
 def _gguf_fields(kv: Mapping[str, Any], arch: str | None) -> dict[str, Any]:
-    """The estimator's inputs from GGUF keys: `{arch}.block_count`, `.attention.head_count`,
-    `.attention.head_count_kv` (an int, or one per layer), key/value lengths (default
-    embedding_length / head_count), context length, sliding window, MLA and recurrent layers."""
+    """The estimator's inputs from GGUF keys, as the file says them (its defaults, such as a
+    key length of embedding_length / head_count or as many KV heads as heads, are the
+    estimator's): `{arch}.block_count`, `.attention.head_count`, `.attention.head_count_kv` (an
+    int, or one per layer), key/value lengths, context length, sliding window, MLA, recurrent
+    layers."""
     fields: dict[str, Any] = {"arch": arch, "params": kv.get("general.parameter_count")}
     if arch is None:
         return fields
@@ -135,20 +129,18 @@ def _gguf_fields(kv: Mapping[str, Any], arch: str | None) -> dict[str, Any]:
     n_layers = key("block_count")
     heads = key("attention.head_count")
     kv_heads = key("attention.head_count_kv")
-    embd = key("embedding_length")
-    if isinstance(heads, list):  # some archs give heads per layer too: the widest sets head size
+    if isinstance(heads, list):  # heads per layer too: the widest sets the head size
         heads = max((h for h in heads if isinstance(h, int)), default=None)
-    if isinstance(kv_heads, list):
-        fields["kv_heads_per_layer"] = kv_heads
-        ints = [h for h in kv_heads if isinstance(h, int) and not isinstance(h, bool)]
+    per_layer = kv_heads if isinstance(kv_heads, list) else None
+    if per_layer is not None:
+        ints = [h for h in per_layer if isinstance(h, int) and not isinstance(h, bool)]
         kv_heads = max(ints, default=None)
-    elif kv_heads is None:
-        kv_heads = heads  # no GQA: as many KV heads as heads
     fields.update(
         n_layers=n_layers,
         n_heads=heads,
         n_kv_heads=kv_heads,
-        embedding_length=embd,
+        kv_heads_per_layer=per_layer,
+        embedding_length=key("embedding_length"),
         vocab_size=key("vocab_size"),
         ctx_train=key("context_length"),
         key_length=key("attention.key_length"),
@@ -156,34 +148,25 @@ def _gguf_fields(kv: Mapping[str, Any], arch: str | None) -> dict[str, Any]:
         sliding_window=key("attention.sliding_window"),
         kv_lora_rank=key("attention.kv_lora_rank"),
     )
-    if isinstance(embd, int) and isinstance(heads, int) and heads > 0:
-        fields["key_length"] = fields["key_length"] or embd // heads
-        fields["value_length"] = fields["value_length"] or embd // heads
     if fields["kv_lora_rank"] is not None:
         fields["rope_dim"] = key("rope.dimension_count")
-    if fields["sliding_window"] is not None:
-        fields["sliding_layers"] = _sliding_layers(
-            key("attention.sliding_window_pattern"), arch, n_layers
-        )
-    if arch in RECURRENT_ARCHS:
-        fields["recurrent_layers"] = n_layers
-    elif any(k.startswith((f"{arch}.ssm.", f"{arch}.wkv.")) for k in kv):
-        per_layer = fields.get("kv_heads_per_layer")
-        if isinstance(per_layer, list):  # hybrid: the layers without KV heads are recurrent
+    pattern = key("attention.sliding_window_pattern")
+    if isinstance(pattern, list):  # one bool per layer: true where the window applies
+        fields["sliding_layers"] = sum(1 for x in pattern if x is True)
+    elif (
+        isinstance(pattern, int)
+        and not isinstance(pattern, bool)
+        and pattern > 0
+        and isinstance(n_layers, int)
+        and arch not in SLIDING_PATTERNS  # the estimator knows those archs' fixed patterns
+    ):
+        fields["sliding_layers"] = n_layers - n_layers // pattern
+    if any(k.startswith((f"{arch}.ssm.", f"{arch}.wkv.")) for k in kv):
+        if per_layer is not None:  # hybrid: the layers without KV heads are recurrent
             fields["recurrent_layers"] = sum(1 for h in per_layer if h == 0)
+        elif not kv_heads:  # no attention at all (mamba, rwkv)
+            fields["recurrent_layers"] = n_layers
     return fields
-
-
-def _sliding_layers(pattern: Any, arch: str, n_layers: Any) -> Any:
-    """How many layers use the window: a per-layer bool array where the GGUF has one, else the
-    arch's fixed pattern (one full-attention layer in N)."""
-    if isinstance(pattern, list):
-        return _count_true(pattern)
-    every = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) else None
-    every = every or SWA_PATTERN.get(arch)
-    if every is None or not isinstance(n_layers, int) or every <= 0:
-        return None
-    return n_layers - n_layers // every
 
 
 def meta_from_llamacpp(meta: Any, props: Any, problems: list[str] | None = None) -> ModelMeta:
