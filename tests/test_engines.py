@@ -545,3 +545,233 @@ def test_model_files_the_probe_refuses_to_read(tmp_path) -> None:
     assert _gguf("m.gguf", None, p) is None  # relative, and the engine's folder unknown
     assert _gguf("m.gguf", str(tmp_path), p) is not None
     assert _gguf("bad\x00name.gguf", str(tmp_path), p) is None
+
+
+# --- hostile values in every new input: a named problem, the engine up, never an exception ----
+
+NAN = float("nan")
+
+
+def _ps(**over: object) -> dict:
+    return {**OLLAMA_FULL, "/api/ps": js({"models": [{"name": "qwen2.5-coder:7b", **over}]})}
+
+
+def _llama(props: dict | None = None, slots: object = None, meta: dict | None = None) -> dict:
+    routes = {**LLAMACPP, "/props": js({**LLAMA_PROPS, **(props or {})})}
+    if slots is not None:
+        routes["/slots"] = js(slots)
+    if meta is not None:
+        entry = {"id": "m.gguf", "owned_by": "llamacpp", "meta": meta}
+        routes["/v1/models"] = js({"data": [entry]})
+    return routes
+
+
+def _metrics(text: str) -> dict:
+    return {**VLLM, "/metrics": (200, text.encode(), {})}
+
+
+def _lms(*models: object) -> dict:
+    return {**LMSTUDIO, "/api/v1/models": js({"models": list(models)})}
+
+
+# (kind, routes, the problems named): at most three each, the lines `Engine.error` shows
+HOSTILE = [
+    (
+        "ollama",
+        _ps(context_length=1e308, expires_at="not a date", size=-1),
+        [
+            "model qwen2.5-coder:7b: ctx 1e+308 dropped",
+            "expires_at 'not a date' dropped",
+            "size_mb -9.5367431640625e-07 dropped",
+        ],
+    ),
+    ("ollama", _ps(context_length=-1, expires_at="x" * 10_000), ["ctx -1", "expires_at 'xxxx"]),
+    (
+        "ollama",
+        {
+            **OLLAMA_FULL,
+            "/api/show": js(
+                {
+                    "model_info": {
+                        "general.architecture": "qwen2",
+                        "general.parameter_count": 10**30,
+                        "qwen2.block_count": NAN,
+                        "qwen2.attention.head_count": -5,
+                    }
+                }
+            ),
+        },
+        [
+            "model qwen2.5-coder:7b: ollama-show: n_layers nan dropped",
+            "ollama-show: n_heads -5 dropped",
+            "ollama-show: params a 100-bit number dropped",
+        ],
+    ),
+    (
+        "ollama",
+        {
+            **OLLAMA_FULL,
+            "/api/show": js(
+                {
+                    "model_info": {
+                        "general.architecture": "qwen2",
+                        "qwen2.attention.head_count_kv": ["a", None, 10**30],
+                        "qwen2.context_length": 1e308,
+                        "qwen2.embedding_length": "wide",
+                    }
+                }
+            ),
+        },
+        [
+            "ollama-show: ctx_train 1e+308 dropped",
+            "ollama-show: embedding_length 'wide' dropped",
+            "ollama-show: kv_heads_per_layer ['a', None,",
+        ],
+    ),
+    (
+        "ollama",
+        {**OLLAMA_FULL, "/api/show": js("just a string")},
+        ["model qwen2.5-coder:7b: ollama-show: not an object"],
+    ),
+    (
+        "ollama",
+        {
+            **OLLAMA,
+            "/api/tags": js(
+                {
+                    "models": [
+                        {"name": "a:1b", "size": -1, "details": {"parameter_size": "9999999T"}},
+                        {"name": "b" * 10_000, "size": 1},
+                        "not a model",
+                    ]
+                }
+            ),
+        },
+        ["model a:1b: size_mb -9.5", "params a 64-bit number dropped", "a model on disk: name"],
+    ),
+    (
+        "llamacpp",
+        _llama({"total_slots": -3}, [{"n_ctx": 1e308, "is_processing": "yes"}]),
+        ["model gemma-3-270m-q4_k_m.gguf: ctx 1e+308", "parallel -3", "settings: num_parallel -3"],
+    ),
+    (
+        "llamacpp",
+        _llama({"model_ftype": 5}),
+        ["llamacpp-meta: quant 5 dropped", "model gemma-3-270m-q4_k_m.gguf: quant 5 dropped"],
+    ),
+    (
+        "llamacpp",
+        _llama(meta={"n_params": 10**30, "size": NAN, "n_ctx_train": -1}),
+        [
+            "model gemma-3-270m-q4_k_m.gguf: llamacpp-meta: ctx_train -1 dropped",
+            "llamacpp-meta: file_mb nan dropped",
+            "llamacpp-meta: params a 100-bit number dropped",
+        ],
+    ),
+    ("llamacpp", _llama(meta={"size": -(2**40)}), ["size_mb -1048576.0 dropped"]),
+    ("llamacpp", _llama({"model_path": "/m/" + "x" * 10_000}), ["a model: name 'xxxx"]),
+    ("vllm", _metrics("\x00\xff{garbage"), ["/metrics: not Prometheus text"]),
+    (
+        "vllm",
+        _metrics(
+            "# TYPE vllm:cache_config_info gauge\n"
+            'vllm:cache_config_info{gpu_memory_utilization="1e308",num_gpu_blocks="-5",'
+            'block_size="nan"} 1.0\n'
+        ),
+        [
+            "settings: gpu_memory_utilization 1e+308 dropped",
+            "settings: num_gpu_blocks -5 dropped",
+            "settings: block_size nan dropped",
+        ],
+    ),
+    (
+        "vllm",
+        _metrics(
+            "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 1e300\n"
+            "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running NaN\n"
+            "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting +Inf\n"
+        ),
+        [
+            "kv_usage_pct 1e+302 dropped",
+            "requests_running nan dropped",
+            "requests_waiting inf dropped",
+        ],
+    ),
+    (
+        "vllm",
+        _metrics(
+            "# TYPE vllm:cache_config_info gauge\n"
+            f'vllm:cache_config_info{{cache_dtype="{"x" * 5000}"}} 1.0\n'
+        ),
+        ["model meta-llama/Llama-3.1-8B-Instruct: kv_type 'xxxx", "settings: kv_type 'xxxx"],
+    ),
+    (
+        "lmstudio",
+        _lms(
+            {
+                "key": "q",
+                "loaded_instances": [
+                    {"id": "q", "config": {"context_length": "huge", "parallel": 10**9}}
+                ],
+            }
+        ),
+        ["model q: ctx 'huge' dropped", "model q: parallel 1000000000 dropped"],
+    ),
+    (
+        "lmstudio",
+        _lms({"key": "q", "size_bytes": -1, "loaded_instances": [{"id": "q"}]}),
+        ["model q: size_mb -9.5", "model q: lmstudio: file_mb -9.5"],
+    ),
+    (
+        "lmstudio",
+        _lms(
+            {
+                "key": "q",
+                "quantization": {"name": "Q4_K_M", "bits_per_weight": 1e308},
+                "params_string": "x" * 100,
+            },
+            {"key": "k" * 10_000, "loaded_instances": "yes"},
+            ["not", "a", "model"],
+        ),
+        ["model q: lmstudio: bits_per_weight 1e+308 dropped", "a model on disk: name 'kkkk"],
+    ),
+]
+
+
+@pytest.mark.parametrize("kind, routes, named", HOSTILE)
+async def test_hostile_figures_are_named_problems_never_exceptions(kind, routes, named) -> None:
+    with fake_engine(routes) as eng:
+        e = await probe(kind, eng.url, probing=Probing(gpus=True))
+    assert e.status == "up", e.error
+    problems = _all_problems(e)
+    for part in named:
+        assert any(part in p for p in problems), f"{part!r} not in {problems}"
+
+
+def _all_problems(e) -> list[str]:
+    """Every problem line: `error` shows the first three, the rest are counted."""
+    return (e.error or "").split("; ")
+
+
+async def test_problem_lines_show_three_and_count_the_rest() -> None:
+    routes = _llama({"total_slots": -3}, [{"n_ctx": -1}], {"n_params": -1, "size": -1})
+    with fake_engine(routes) as eng:
+        e = await probe("llamacpp", eng.url, probing=Probing(gpus=True))
+    # parallel, ctx, size; the settings' num_parallel; the metadata's params and file size
+    assert e.error is not None and e.error.endswith("(and 3 more)")
+
+
+async def test_thousands_of_models_on_disk_are_cut_to_the_wire_limit_and_said() -> None:
+    tags = {"models": [{"name": f"m{i}:1b", "size": 2**30} for i in range(1500)]}
+    with fake_engine({**OLLAMA, "/api/tags": js(tags)}) as eng:
+        e = await probe("ollama", eng.url)
+    assert e.status == "up" and len(e.available) == 1024
+    assert "1500 on disk, the first 1024 shown" in (e.error or "")
+
+
+async def test_ollama_environment_number_past_any_setting_is_named() -> None:
+    env = {"OLLAMA_NUM_PARALLEL": "9" * 40}
+    with engine_process("OLLAMA_FULL", env=env) as (_, url):
+        e = await probe("ollama", url)
+    assert e.status == "up" and (e.settings is None or e.settings.num_parallel is None)
+    assert "OLLAMA_NUM_PARALLEL '9999" in (e.error or "")

@@ -109,8 +109,8 @@ async def _soft_json(client: httpx.AsyncClient, url: str, **params: str) -> Any:
 def _mb(n: Any) -> Any:
     """Bytes as MiB; anything else as sent (None, or left for `bounded` to name)."""
     if isinstance(n, int | float) and not isinstance(n, bool):
-        try:
-            return round(n / MB, 1)
+        try:  # a negative unrounded: -1 B must not become 0.0 and pass
+            return round(n / MB, 1) if n >= 0 else n / MB
         except OverflowError:  # an integer too big for a float
             return n
     return n
@@ -273,7 +273,9 @@ def _llamacpp_model(
     dgs = _obj(props.get("default_generation_settings"))
     meta_json = _obj(entry.get("meta"))
     has_meta = bool(meta_json) or "model_ftype" in props
-    meta = meta_from_llamacpp(meta_json, props, problems) if has_meta else None
+    odd: list[str] = []
+    meta = meta_from_llamacpp(meta_json, props, odd) if has_meta else None
+    problems.extend(f"model {name}: {x}" for x in odd)
     ctx = slot_list[0].get("n_ctx") if slot_list else dgs.get("n_ctx") or meta_json.get("n_ctx")
     return {
         "name": name,
@@ -456,7 +458,9 @@ def _lmstudio_v1(entries: list[Any], version: Any) -> Found:
             continue
         quant = e.get("quantization")
         qname = _obj(quant).get("name") if isinstance(quant, dict) else quant
-        meta = meta_from_lmstudio(e, found.problems)
+        odd: list[str] = []
+        meta = meta_from_lmstudio(e, odd)
+        found.problems.extend(f"model {e['key']}: {x}" for x in odd)
         instances = e.get("loaded_instances")
         if not isinstance(instances, list) or not instances:
             found.available.append(
@@ -503,7 +507,9 @@ async def probe_lmstudio(client: httpx.AsyncClient, base: str, p: Probing) -> Fo
         if not isinstance(m, dict) or not isinstance(m.get("id"), str):
             continue
         entry = {"name": m["id"], "quant": m.get("quantization") or None}
-        entry["meta"] = meta_from_lmstudio(m, found.problems)
+        odd: list[str] = []
+        entry["meta"] = meta_from_lmstudio(m, odd)
+        found.problems.extend(f"model {m['id']}: {x}" for x in odd)
         if m.get("state") == "loaded":
             found.models.append(entry)
         else:

@@ -22,7 +22,7 @@ MB = 1024 * 1024
 _PARAMS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 # llama.cpp's file-type names (llama_model_ftype_name) as the short names files and Ollama use.
-_FTYPE_SIZES = {"Small": "S", "Medium": "M", "Large": "L", "Extra Small": "XS", "XS": "XS"}
+_FTYPE_SIZES = {"Small": "S", "Medium": "M", "Large": "L"}
 
 
 def _num(v: Any) -> Any:
@@ -33,8 +33,13 @@ def _num(v: Any) -> Any:
 
 
 def build_meta(source: str, fields: Mapping[str, Any], problems: list[str] | None) -> ModelMeta:
-    """A ModelMeta of the fields the wire accepts; each refused one is dropped and named."""
+    """A ModelMeta of the fields the wire accepts; each refused one is dropped and named (a
+    bool too: no field here is one, and pydantic's lax mode would read True as 1)."""
     values = {k: _num(v) for k, v in fields.items() if v is not None}
+    for name in [k for k, v in values.items() if isinstance(v, bool)]:
+        if problems is not None:
+            problems.append(f"{source}: {name} {values[name]!r} dropped")
+        del values[name]
     for _ in range(len(values) + 1):
         try:
             return ModelMeta.model_validate({"source": source, **values})
@@ -81,8 +86,8 @@ def quant_name(ftype: Any) -> Any:
 
 def _mib(n: Any) -> Any:
     if isinstance(n, int | float) and not isinstance(n, bool):
-        try:
-            return round(n / MB, 1)
+        try:  # a negative unrounded: -1 B must not become 0.0 and pass
+            return round(n / MB, 1) if n >= 0 else n / MB
         except OverflowError:
             return n
     return n
@@ -103,14 +108,6 @@ def meta_from_ollama_show(show: Any, problems: list[str] | None = None) -> Model
     if fields.get("params") is None:
         fields["params"] = params_from_text(details.get("parameter_size"))
     return build_meta(src, fields, problems)
-
-
-def meta_from_gguf_kv(
-    kv: Mapping[str, Any], source: str, problems: list[str] | None = None
-) -> ModelMeta:
-    """GGUF key/values (as Ollama's model_info or a GGUF header spell them) → ModelMeta."""
-    arch = kv.get("general.architecture")
-    return build_meta(source, _gguf_fields(kv, arch if isinstance(arch, str) else None), problems)
 
 
 def _gguf_fields(kv: Mapping[str, Any], arch: str | None) -> dict[str, Any]:
