@@ -25,12 +25,13 @@ from fake_engines import (
     OLLAMA,
     OLLAMA_FULL,
     VLLM,
+    VLLM_METRICS,
     VLLM_METRICS_OLD,
     fake_engine,
     js,
 )
 from fleettui.agent import procs
-from fleettui.agent.engines import Probing, _gguf, probe_engine
+from fleettui.agent.engines import Probing, _gguf, probe_engine, vllm_metrics
 from test_capacity_files import write_gguf
 
 pytestmark = pytest.mark.anyio
@@ -775,3 +776,35 @@ async def test_ollama_environment_number_past_any_setting_is_named() -> None:
         e = await probe("ollama", url)
     assert e.status == "up" and (e.settings is None or e.settings.num_parallel is None)
     assert "OLLAMA_NUM_PARALLEL '9999" in (e.error or "")
+
+
+def test_mutated_vllm_metrics_never_raise() -> None:
+    """Character-level mutations of a real /metrics page (Hypothesis, bounded, derandomised):
+    the parser's failures are a problem line, never an exception out of the probe."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = VLLM_METRICS
+    edits = st.lists(
+        st.tuples(st.integers(0, len(base)), st.integers(0, 8), st.text(max_size=6)),
+        min_size=1,
+        max_size=4,
+    )
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(edits=edits)
+    def check(edits: list[tuple[int, int, str]]) -> None:
+        text = base
+        for at, cut, ins in edits:
+            text = text[:at] + ins + text[at + cut :]
+        problems: list[str] = []
+        out = vllm_metrics(text, problems)
+        assert isinstance(out, dict) and all(isinstance(p, str) for p in problems)
+
+    check()

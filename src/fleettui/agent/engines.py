@@ -387,7 +387,7 @@ def _label_num(v: Any) -> Any:
 
 
 def _whole(v: float) -> Any:
-    return int(v) if v.is_integer() else v
+    return int(v) if isinstance(v, int) or v.is_integer() else v
 
 
 def vllm_metrics(text: str, problems: list[str]) -> dict[str, Any]:
