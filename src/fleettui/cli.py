@@ -20,6 +20,7 @@ AGENT = "fleettui.agent.main"
 COMMANDS = "fleettui.commands.fleet"
 DASHBOARD = "fleettui.commands.dashboard"
 BULK = "fleettui.commands.act"
+LOAD = "fleettui.commands.load"
 EXPORT = "fleettui.commands.export"
 COMPLETION = "fleettui.completion"
 CONFIG = "fleettui.config"
@@ -47,6 +48,7 @@ class Declared(Sequence[str]):
 
 ACTIONS = Declared("fleettui.wire", "ACTIONS")
 KINDS = Declared("fleettui.config", "KIND_NAMES")
+KV_TYPES = Declared("fleettui.wire", "KV_TYPES")
 
 
 class FleetParser(argparse.ArgumentParser):
@@ -238,6 +240,23 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     bulk.add_argument("--dry-run", action="store_true", help="list the targets, send nothing")
     _json(bulk)
     bulk.set_defaults(func=_to(BULK, "cmd_bulk"))
+
+    load = sub.add_parser(
+        "load", help="load a model on nodes, after showing whether it fits on each"
+    )
+    _fleet_config(load)
+    load.add_argument("model")
+    load.add_argument("--on", action="append", default=[], metavar="NODE", help="(repeatable)")
+    load.add_argument("--engine", help="default: the engine each target's fit picks")
+    load.add_argument("--ctx", type=int, help="context length per slot, tokens")
+    load.add_argument("--parallel", type=int, help="parallel slots")
+    load.add_argument("--kv-type", choices=KV_TYPES, metavar="TYPE", help="%(choices)s")
+    load.add_argument("--keep-alive", help="Ollama: how long it stays loaded idle (30m, -1)")
+    load.add_argument("--force", action="store_true", help="load even where it does not fit")
+    load.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    load.add_argument("--dry-run", action="store_true", help="show each target's fit, send nothing")
+    _json(load)
+    load.set_defaults(func=_to(LOAD, "cmd_load"))
 
     export = sub.add_parser(
         "export", help="serve the whole fleet as one Prometheus endpoint (see docs/prometheus.md)"

@@ -49,6 +49,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
+from fleettui.agent import load
 from fleettui.agent.audit import AUDIT_FILE, AuditError, AuditLog
 from fleettui.agent.body import Body, parse_body
 from fleettui.agent.config import DEFAULT_ENGINE_URLS, EngineConfig
@@ -65,6 +66,7 @@ from fleettui.wire import (
     ActionResult,
     AuditEntry,
     AuditHead,
+    NodeSnapshot,
     action_problem,
 )
 
@@ -223,6 +225,10 @@ class Plan:
     argv: list[str] = field(default_factory=list)
     engine_kind: str | None = None
     engine_url: str | None = None
+    pull: bool = False  # load, Ollama: POST /api/pull first
+    lms: list[str] | None = None  # load, LM Studio without a REST load: the lms CLI
+    fit: load.Fit | None = None  # load: the agent's own check, made before the intent is audited
+    snapshot: NodeSnapshot | None = None  # the fresh one the check was made on
 
     @property
     def busy_key(self) -> str:
@@ -592,7 +598,34 @@ class ActionService:
             return await self._refuse(at, rej, aggregate=not authenticated)
         if (verifying := self.verifying()) is not None:
             return await self._refuse_verifying(at, verifying)
+        if req.action == "load":
+            self.busy.add(plan.busy_key)  # held while the fresh snapshot is collected
+            try:
+                await self._check_load(plan)
+            except Rejection as rej:
+                self.busy.discard(plan.busy_key)
+                if plan.fit is not None:
+                    at.args["fit"] = load.audit_fit(plan.fit)
+                return await self._refuse(at, rej)
         return await self._execute(at, plan)
+
+    async def _check_load(self, plan: Plan) -> None:
+        """On a fresh snapshot of this node: the llama.cpp router check, then the fit gate."""
+        req = plan.req
+        snap = await self.agent.fresh()
+        plan.snapshot = snap
+        if plan.via == "api" and plan.engine_kind == "llamacpp":
+            if not load.engine_router(snap, req.engine or ""):
+                raise Rejection(
+                    400,
+                    f"{req.engine} is not in router mode (llama-server was started with a "
+                    "model): it loads no other; set "
+                    f"engines.{req.engine}.commands.load in agent.toml",
+                    {"configure": f"engines.{req.engine}.commands.load"},
+                )
+        plan.fit = load.fit_for(snap, req)
+        if (rej := load.gate(plan.fit, req)) is not None:
+            raise rej
 
     async def _refuse_verifying(self, at: Attempt, verifying: str) -> JSONResponse:
         progress = self.audit.progress
@@ -641,6 +674,9 @@ class ActionService:
         argv = eng_cfg.commands.get(req.action) if eng_cfg else None
         argv = argv or (service_argv(eng_cfg, req.action, os.getuid()) if eng_cfg else None)
         if argv:
+            if req.action == "load":
+                load.check_applies(req, load.argv_params(argv), key)
+                argv = load.fill_load_placeholders(argv, req, key)
             return Plan(req, "argv", timeout, fill_argv(argv, req, key))
         if sim is not None:
             if sim_has:
@@ -659,16 +695,32 @@ class ActionService:
             kind in ("ollama", "lmstudio") or (kind == "llamacpp" and req.model)
         ):
             return Plan(req, "api", timeout, engine_kind=kind, engine_url=url)
-        example = (
-            '["/usr/local/bin/unload-model", "{model}"]'
-            if req.action == "unload"
-            else f'["systemctl", "{req.action}", "{req.engine}"]'
-        )
-        why = f" ({kind} has no unload API{' without a model' if kind == 'llamacpp' else ''})"
+        if req.action == "load" and kind in load.API_PARAMS:
+            load.check_applies(req, load.API_PARAMS[kind], f"{kind}'s load API")
+            lms = eng_cfg.lms if eng_cfg else None
+            return Plan(
+                req,
+                "api",
+                timeout,
+                engine_kind=kind,
+                engine_url=url,
+                pull=bool(eng_cfg and eng_cfg.pull),
+                lms=[lms] if lms else None,
+            )
+        examples = {
+            "unload": '["/usr/local/bin/unload-model", "{model}"]',
+            "load": '["/usr/local/bin/swap-model", "{model}", "{ctx}"]',
+        }
+        example = examples.get(req.action, f'["systemctl", "{req.action}", "{req.engine}"]')
+        bare = " without a model" if kind == "llamacpp" else ""
+        why = {
+            "unload": f" ({kind} has no unload API{bare})",
+            "load": f" ({kind} has no load API: it serves the model it was started with)",
+        }
         raise Rejection(
             400,
             f"{req.action} is not configured for {req.engine}: set {key} in agent.toml"
-            + (why if req.action == "unload" else ""),
+            + why.get(req.action, ""),
             {"configure": key, "example": example},
         )
 
@@ -683,23 +735,84 @@ class ActionService:
         return None, None
 
     async def _run(self, plan: Plan) -> Outcome:
+        if plan.req.action == "load":
+            return await self._run_load(plan)
+        return await self._run_one(plan)
+
+    async def _run_load(self, plan: Plan) -> Outcome:
+        """Evict what the fit named (not when forced), then load; the output says both."""
+        lines = [load.describe_fit(plan.fit)] if plan.fit else []
+        if plan.req.force and plan.fit is not None and plan.fit.verdict != "fits":
+            lines.append(f"forced: loading although the check said {plan.fit.verdict}")
+        elif plan.fit is not None and plan.fit.evict and plan.snapshot is not None:
+            evicted = await load.evict_first(plan.fit, plan.snapshot, self._unload_one)
+            if evicted is not None:
+                lines += evicted.lines
+                if not evicted.ok:
+                    return Outcome(False, None, _tail("\n".join(lines)), evicted.error)
+        outcome = await self._run_one(plan)
+        text = "\n".join([*lines, outcome.output] if outcome.output else lines)
+        return Outcome(outcome.ok, outcome.exit_code, _tail(text), outcome.error)
+
+    async def _unload_one(self, engine: str, model: str) -> tuple[bool, str]:
+        """One idle model out, through its engine (what the fit said must go first)."""
+        req = ActionRequest(action="unload", engine=engine, model=model)
+        try:
+            plan = self.plan(req)
+        except Rejection as rej:
+            return False, f"cannot evict {model} from {engine}: {rej.message}"
+        out = await self._run_one(plan)
+        return out.ok, out.output.strip() or out.error or f"evicted {model}"
+
+    def _http(self) -> httpx.AsyncClient:
+        """One client for the engines; they are local, so no proxy from the environment."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0))
+        return self._client
+
+    async def _run_one(self, plan: Plan) -> Outcome:
         if plan.via == "argv":
             return await run_argv(plan.argv, plan.timeout_s)
         if plan.via == "api":
-            if (
-                self._client is None
-            ):  # engines are local: a proxy from the environment must not see this
-                self._client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0))
             with anyio.move_on_after(plan.timeout_s):
-                return await _unload_http(self._client, plan)
+                if plan.req.action == "load":
+                    return await self._load_http(plan)
+                return await _unload_http(self._http(), plan)
             return Outcome(False, None, "", f"timed out after {plan.timeout_s:g} s")
         assert self.agent.simulated is not None
         ok, message = self.agent.simulated.act(plan.req.action, plan.req.engine, plan.req.model)
         return Outcome(ok, None, message, None if ok else message)
 
+    async def _load_http(self, plan: Plan) -> Outcome:
+        client, req, t = self._http(), plan.req, plan.timeout_s
+        base, kind = (plan.engine_url or "").rstrip("/"), plan.engine_kind
+
+        async def run(argv: list[str]) -> tuple[bool, str, str | None]:
+            out = await run_argv(argv, t)
+            return out.ok, out.output, out.error
+
+        try:
+            if kind == "ollama":
+                got = await load.load_ollama(client, base, req, pull=plan.pull, timeout_s=t)
+            elif kind == "lmstudio":
+                got = await load.load_lmstudio(
+                    client, base, req, lms=plan.lms, run=run, timeout_s=t
+                )
+            else:
+                got = await load.load_llamacpp_router(client, base, req, timeout_s=t)
+        except httpx.HTTPError as exc:
+            what = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+            return Outcome(False, None, "", f"{kind} at {base}: {what}")
+        return Outcome(got.ok, None, _tail("\n".join(got.lines)), got.error)
+
     async def _execute(self, at: Attempt, plan: Plan) -> Response:
         req = plan.req
         at.action, at.args = req.action, {"engine": req.engine, "model": req.model, "via": plan.via}
+        if req.action == "load":  # what was asked, and what the agent's own check said
+            at.args |= {k: getattr(req, k) for k in load.sent_params(req)}
+            at.args["force"] = req.force
+            if plan.fit is not None:
+                at.args["fit"] = load.audit_fit(plan.fit)
         self.busy.add(plan.busy_key)
         try:  # write-ahead: no record of the intent, no action
             started = await anyio.to_thread.run_sync(

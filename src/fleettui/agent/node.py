@@ -326,6 +326,7 @@ class NodeAgent:
         self.collect_s_total = 0.0
         self.phase_s = 0.0  # delay of the first loop tick (spreads many simulated nodes out)
         self._collected_problems: list[str] = []  # the last tick's, before the write side's
+        self._ticking = anyio.Lock()  # the loop's ticks and a load's fresh() never overlap
 
     @classmethod
     def real(
@@ -400,6 +401,11 @@ class NodeAgent:
         self.ledger.maybe_save(snap.ts)
         return snap
 
+    async def fresh(self) -> NodeSnapshot:
+        """A snapshot collected now (a load checks its fit on this, not on the last tick's)."""
+        async with self._ticking:
+            return await self.tick()
+
     async def run(self) -> None:
         """Collect every interval, keeping cadence (a slow tick shortens the next sleep), and
         read energy in between when the interval is longer than the energy cadence."""
@@ -412,7 +418,8 @@ class NodeAgent:
             while True:
                 now = time.monotonic()
                 if self.latest is None or now >= next_at:
-                    await self.tick()
+                    async with self._ticking:
+                        await self.tick()
                     next_at += interval
                     if next_at < time.monotonic():  # fell behind: do not burst to catch up
                         next_at = time.monotonic() + interval

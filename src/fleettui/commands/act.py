@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleettui.commands.io import console, err, load_fleet, named_node, print_json
 from fleettui.views.columns import plural
@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 POLL_TIMEOUT_S = 10.0
 
 
-def check_arguments(action: str, engine: str | None, model: str | None) -> str | None:
+def check_arguments(
+    action: str, engine: str | None, model: str | None, params: dict[str, Any] | None = None
+) -> str | None:
     """The wire's rule, said with the flag to fix; the agent applies the same rule again."""
-    if problem := action_problem(action, engine, model):
-        return f"{problem.text()} (--{problem.field})"
+    if problem := action_problem(action, engine, model, **(params or {})):
+        return f"{problem.text()} (--{problem.field.replace('_', '-')})"
     return None
 
 

@@ -164,7 +164,8 @@ class FleetApp(App[None]):
         """Ask first: the modal lists the targets and the engines (and models) on them."""
         views = [self.main.views[n] for n in message.targets if n in self.main.views]
         if views:
-            self.push_screen(ConfirmActionScreen(message.action, views), self._confirmed)
+            fleet = list(self.main.views.values())  # a load's model metadata: from any node
+            self.push_screen(ConfirmActionScreen(message.action, views, fleet), self._confirmed)
 
     def _confirmed(self, choice: ActionChoice | None) -> None:
         if choice is None:

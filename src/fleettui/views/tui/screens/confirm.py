@@ -1,7 +1,9 @@
-"""The confirmation modal for R/U/P/X/T: which nodes, which engine (and model), then y or esc.
+"""The confirmation modal for R/U/L/P/X/T: which nodes, which engine (and model), then y or esc.
 
 Nothing is sent until the operator confirms. The engines and models offered are the ones
 present on the target nodes, counted, so a typo cannot send `restart vlm` to forty machines.
+For a load the models are those on the targets' disks (and resident elsewhere), and each
+target's fit is shown with what would be evicted (the agent checks again before loading).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from fleettui.aggregator.state import NodeView
+from fleettui.capacity.estimate import mib
+from fleettui.capacity.fit import Fit, FitRequest, check_fit, find_meta
 from fleettui.views.columns import plural
-from fleettui.wire import NEEDS_ENGINE
+from fleettui.wire import NEEDS_ENGINE, TAKES_MODEL
 
 ALL_MODELS = "\x00all"  # option id of "every resident model"
 MAX_LISTED = 12
@@ -75,6 +79,57 @@ def models_on(views: list[NodeView], engine: str) -> Counter[str]:
     return c
 
 
+def loadable_on(views: list[NodeView], engine: str) -> Counter[str]:
+    """Models a load could name: on the targets' disks for `engine`, or resident in it."""
+    c: Counter[str] = Counter()
+    for v in views:
+        for e in v.snapshot.engines if v.snapshot else []:
+            if e.name == engine:
+                c.update({m.name for m in [*e.available, *e.models]})
+    return c
+
+
+FIT_STYLE = {"fits": "green", "evict": "yellow", "no": "red", "unknown": "dim"}
+
+
+def fits_of(views: list[NodeView], fleet: list[NodeView], engine: str, model: str) -> list[Fit]:
+    """Each target's fit for loading `model` with `engine`, metadata from any node of the fleet."""
+    meta = find_meta({v.name: v.snapshot for v in fleet if v.snapshot is not None}, model)
+    req = FitRequest(model, engine=engine)
+    out = []
+    for v in views:
+        if v.snapshot is None:
+            why = (v.reasons or ["no snapshot yet"])[0]
+            out.append(
+                Fit(v.name, "unknown", None, None, None, None, None, (), (why,), "-", model=model)
+            )
+        else:
+            out.append(check_fit(v.name, v.snapshot, meta, req))
+    return out
+
+
+def fit_table(fits: list[Fit], limit: int = MAX_LISTED) -> Table:
+    """node, verdict, needs / free, what would be evicted, the first reason."""
+    t = Table.grid(padding=(0, 2))
+    for _ in range(4):
+        t.add_column(no_wrap=True)
+    t.add_column(no_wrap=True, overflow="ellipsis")
+    for f in fits[:limit]:
+        need = "?" if f.need_bytes is None else mib(f.need_bytes)
+        free = "?" if f.free_bytes is None else mib(f.free_bytes)
+        evicts = Text(f"evicts {', '.join(f.evict)}", style="yellow") if f.evict else Text("")
+        t.add_row(
+            Text(f.node, style="bold"),
+            Text(f.verdict, style=FIT_STYLE[f.verdict]),
+            Text(f"{need} / {free} free", style="dim"),
+            evicts,
+            Text((f.reasons or ("",))[0], style="dim"),
+        )
+    if len(fits) > limit:
+        t.add_row(Text(f"… and {len(fits) - limit} more", style="dim"), "", "", "", "")
+    return t
+
+
 def targets_table(views: list[NodeView], limit: int = MAX_LISTED) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(no_wrap=True)
@@ -100,12 +155,16 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         Binding("y", "confirm", "Confirm"),
     ]
 
-    def __init__(self, action: str, views: list[NodeView]) -> None:
+    def __init__(
+        self, action: str, views: list[NodeView], fleet: list[NodeView] | None = None
+    ) -> None:
         super().__init__()
         self.action = action
         self.views = views
+        self.fleet = fleet if fleet is not None else views  # where a load's metadata may be
         self.engines = engines_on(views)
         self.down = engines_down(views)
+        self.fits: dict[str, Fit] = {}  # load: each target's, for the model highlighted
 
     @property
     def compact(self) -> bool:
@@ -123,9 +182,11 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
             if self.action in NEEDS_ENGINE:
                 yield Label("Engine", classes="confirm-label")
                 yield OptionList(*self._engine_options(), id="confirm-engine")
-            if self.action == "unload":
+            if self.action in TAKES_MODEL:
                 yield Label("Model", classes="confirm-label")
                 yield OptionList(id="confirm-model")
+            if self.action == "load":
+                yield Static(id="confirm-fit")
             yield Static(id="confirm-summary")
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.action.title(), variant="error", id="confirm-yes")
@@ -182,7 +243,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
 
     @property
     def model(self) -> str | None:
-        if self.action != "unload":
+        if self.action not in TAKES_MODEL:
             return None
         ol = self.query_one("#confirm-model", OptionList)
         if ol.highlighted is None:
@@ -191,15 +252,18 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         return None if mid == ALL_MODELS else mid
 
     def _fill_models(self) -> None:
-        if self.action != "unload":
+        if self.action not in TAKES_MODEL:
             return
         ol = self.query_one("#confirm-model", OptionList)
         ol.clear_options()
         engine = self.engine
         if engine is None:
             return
-        counts = models_on(self.views, engine)
-        ol.add_option(Option("every resident model", id=ALL_MODELS))
+        if self.action == "load":
+            counts = loadable_on(self.views, engine)
+        else:
+            counts = models_on(self.views, engine)
+            ol.add_option(Option("every resident model", id=ALL_MODELS))
         for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             ol.add_option(Option(Text.assemble(name, (f"  on {count}", "dim")), id=name))
         ol.highlighted = 0
@@ -215,6 +279,14 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
             words.append(self.engine)
         if self.action == "unload":
             words.append(self.model or "(every model)")
+        if self.action == "load":
+            if self.model is None:
+                self.query_one("#confirm-summary", Static).update(
+                    Text(f"no model on these nodes' disks for {self.engine}", style="bold red")
+                )
+                return
+            words.append(self.model)
+            self._show_fits(self.engine or "", self.model)
         targets = self.targets
         unsent = sum(1 for v in targets if not v.has_token)
         text = Text(" ".join(words), style="bold")
@@ -228,7 +300,19 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
             lacking = len(self.views) - self.engines[self.engine]
             if lacking:
                 text.append(f"; {lacking} not running {self.engine} will refuse it", style="yellow")
+        if self.action == "load":
+            refused = sum(f.verdict in ("no", "unknown") for f in self.fits.values())
+            if refused:
+                text.append(f"; {refused} that do not fit will refuse it", style="yellow")
+            if evicting := sorted({m for f in self.fits.values() for m in f.evict}):
+                text.append(f"; evicts idle {', '.join(evicting)} first", style="yellow")
         self.query_one("#confirm-summary", Static).update(text)
+
+    def _show_fits(self, engine: str, model: str) -> None:
+        fits = fits_of(self.views, self.fleet, engine, model)
+        limit = MAX_LISTED_COMPACT if self.compact else MAX_LISTED
+        self.query_one("#confirm-fit", Static).update(fit_table(fits, limit))
+        self.fits = {f.node: f for f in fits}
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option_list.id == "confirm-engine":
@@ -237,7 +321,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         """Enter on the engine list moves on to the models; enter on the last list confirms."""
-        if event.option_list.id == "confirm-engine" and self.action == "unload":
+        if event.option_list.id == "confirm-engine" and self.action in TAKES_MODEL:
             self.query_one("#confirm-model", OptionList).focus()
         else:
             self.query_one("#confirm-yes", Button).focus()
@@ -257,7 +341,8 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
 
     def action_confirm(self) -> None:
         targets = self.targets
-        if (self.action in NEEDS_ENGINE and self.engine is None) or not targets:
+        lacking = self.action == "load" and self.model is None
+        if (self.action in NEEDS_ENGINE and self.engine is None) or not targets or lacking:
             self.app.bell()
             return
         self.dismiss(ActionChoice(self.action, [v.name for v in targets], self.engine, self.model))
