@@ -23,6 +23,7 @@ from test_agent_write import Env, audit_entries, make_env, post
 LOADED = js(
     {"model": "m", "created_at": "2025-08-01T10:00:00Z", "done": True, "done_reason": "load"}
 )
+LOAD_PATHS = {"/api/generate", "/api/pull", "/api/v1/models/load", "/models/load"}
 LMS_RECORDER = """\
 import json, sys
 with open({log!r}, "a") as fh:
@@ -44,6 +45,11 @@ class Node:
 
     def sent(self, eng: FakeEngine, path: str) -> list[dict]:
         return [json.loads(b) for p, b in eng.bodies if p == path]
+
+    def loads_sent(self) -> int:
+        """Requests to any load endpoint (the probes' reads, /api/show, are not loads)."""
+        engines = (self.ollama, self.lmstudio, self.lmstudio_old, self.llamacpp)
+        return sum(1 for e in engines for p, _ in e.bodies if p in LOAD_PATHS)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +104,7 @@ def load(node: Node, **body: object) -> tuple[int, dict]:
 
 
 def test_a_load_the_agent_cannot_judge_is_refused_with_the_breakdown(node: Node) -> None:
-    before = len(node.ollama.bodies)
+    before = node.loads_sent()
     status, body = load(node, engine="ollama", model="gemma3:270m", ctx=4096)
     assert status == 409, body
     assert "cannot tell whether gemma3:270m fits" in body["error"]
@@ -106,7 +112,7 @@ def test_a_load_the_agent_cannot_judge_is_refused_with_the_breakdown(node: Node)
     fit = body["detail"]
     assert fit["verdict"] == "unknown" and fit["model"] == "gemma3:270m"
     assert fit["engine"] == "ollama" and fit["reasons"]
-    assert len(node.ollama.bodies) == before  # the engine was never asked
+    assert node.loads_sent() == before  # the engine was never asked
     last = audit_entries(node.agent.url)[-1]
     assert (last.status, last.http_status, last.action) == ("denied", 409, "load")
     assert last.args["fit"]["verdict"] == "unknown" and last.args["ctx"] == 4096
@@ -188,11 +194,11 @@ def test_lmstudio_rest_load_and_the_lms_fallback(node: Node) -> None:
 def test_refused_loads_name_the_reason_and_reach_no_engine(
     node: Node, body: dict, status: int, needle: str
 ) -> None:
-    sent = {e.url: len(e.bodies) for e in (node.ollama, node.lmstudio, node.llamacpp)}
+    sent = node.loads_sent()
     calls = len(node.env.calls_made())
     got, answer = load(node, **body)
     assert got == status and needle in answer["error"], answer
-    assert {e.url: len(e.bodies) for e in (node.ollama, node.lmstudio, node.llamacpp)} == sent
+    assert node.loads_sent() == sent
     assert len(node.env.calls_made()) == calls
     last = audit_entries(node.agent.url)[-1]
     assert last.status == "denied" and last.http_status == status

@@ -1,7 +1,7 @@
 """`fleet load` as a person runs it: real processes, three simulated agents and a dead port.
 
-The simulated nodes carry no model metadata, so a model they do not hold is one their agents
-cannot judge: refused (409) unless forced, which is what the exit codes here show.
+The simulated nodes list models on disk with their metadata, so their agents judge a load of
+those; a model no node knows is one they cannot judge: refused (409) unless forced.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 
 import httpx
 
-from fleettui.agent.simulate import MODEL_POOL
 from test_cli_bulk import fleet_cli, projects  # noqa: F401  (the fixture)
 
 
@@ -65,21 +64,30 @@ def test_load_without_yes_refuses_when_not_interactive(fleet, projects) -> None:
     assert audit_len(fleet.urls["act-000"]) == 0
 
 
-def test_the_agent_refuses_what_it_cannot_judge_and_force_loads(fleet, projects) -> None:  # noqa: F811
+def test_load_where_it_fits_refuse_what_the_agent_cannot_judge_force_it(fleet, projects) -> None:  # noqa: F811
     snap = httpx.get(f"{fleet.urls['act-000']}/api/v1/snapshot").json()
     held = {m["name"] for e in snap["engines"] if e["name"] == "ollama" for m in e["models"]}
-    absent = next(m for m, _, _ in MODEL_POOL["ollama"] if m not in held)
-    r = fleet_cli(projects, "load", absent, "--on", "act-000", "--on", "dead", "--yes", "--json")
+    on_disk = {m["name"] for e in snap["engines"] if e["name"] == "ollama" for m in e["available"]}
+    absent = sorted(on_disk - held)[0]
+    assert dry_run(projects, "act-000", model=absent)["fits"]["act-000"]["verdict"] == "fits"
+    r = fleet_cli(
+        projects, "load", absent, "--on", "act-000", "--on", "dead", "--yes", "--ctx", "8192"
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"loaded {absent} in ollama (simulated)" in r.stdout
+    assert "act-000: ok" in r.stderr and "dead: FAILED: connection refused" in r.stderr
+    assert dry_run(projects, "act-000", model=absent)["fits"]["act-000"]["reasons"] == [
+        "already loaded"
+    ]  # the next snapshot holds it
+    # a model no node knows: the agent cannot judge it and refuses, with the reason
+    r = fleet_cli(projects, "load", "nosuch:1b", "--on", "act-000", "--yes", "--json")
     assert r.returncode == 1, r.stderr
     env = json.loads(r.stdout)
-    assert env["succeeded"] == [] and env["failed"]["dead"] == "connection refused"
-    assert env["failed"]["act-000"].startswith(f"HTTP 409: cannot tell whether {absent} fits")
-    r = fleet_cli(projects, "load", absent, "--on", "act-000", "--yes", "--force", "--ctx", "8192")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"loaded {absent} in ollama (simulated)" in r.stdout
-    assert "act-000: ok" in r.stderr  # progress per node
+    assert env["failed"]["act-000"].startswith("HTTP 409: cannot tell whether nosuch:1b fits")
+    r = fleet_cli(projects, "load", "nosuch:1b", "--on", "act-000", "--yes", "--force")
+    assert r.returncode == 1 and "not on this node's disk" in r.stdout, r.stdout
     entries = httpx.get(f"{fleet.urls['act-000']}/api/v1/audit").json()["entries"]
-    assert [e["status"] for e in entries] == ["denied", "started", "ok"]
-    assert entries[1]["args"]["force"] is True and entries[1]["args"]["ctx"] == 8192
-    doc = dry_run(projects, "act-000", model=absent)
-    assert doc["fits"]["act-000"]["reasons"] == ["already loaded"]  # the next snapshot has it
+    assert [e["status"] for e in entries] == ["started", "ok", "denied", "started", "failed"]
+    assert entries[0]["args"]["ctx"] == 8192 and entries[0]["args"]["fit"]["verdict"] == "fits"
+    assert entries[0]["args"]["force"] is False and entries[3]["args"]["force"] is True
+    assert entries[2]["args"]["fit"]["verdict"] == "unknown"
