@@ -529,6 +529,77 @@ def fake_engine(routes: dict[str, Route | Dynamic], **kw: Any) -> Iterator[FakeE
         eng.stop()
 
 
+class Loading:
+    """Load endpoints whose requests change what the probes read next: Ollama's /api/generate
+    (an empty prompt loads, keep_alive 0 unloads) and /api/pull, llama.cpp router's
+    /models/load, LM Studio's /api/v1/models/load. `routes(base)` wraps a route set."""
+
+    def __init__(
+        self,
+        resident: list[dict[str, Any]],
+        disk: list[dict[str, Any]],
+        shows: dict[str, Any] | None = None,
+    ) -> None:
+        self.resident = resident  # Ollama /api/ps entries
+        self.disk = {m["name"]: m for m in disk}  # Ollama /api/tags entries
+        self.shows = SHOW if shows is None else shows  # /api/show answers
+        self.lock = threading.Lock()
+
+    def ollama(self) -> dict[str, Route | Dynamic]:
+        def ps(query: dict[str, list[str]], body: bytes) -> Route:
+            with self.lock:
+                return js({"models": list(self.resident)})
+
+        def tags(query: dict[str, list[str]], body: bytes) -> Route:
+            return js({"models": list(self.disk.values())})
+
+        def generate(query: dict[str, list[str]], body: bytes) -> Route:
+            req = json.loads(body)
+            name = req["model"]
+            with self.lock:
+                if req.get("keep_alive") == 0:
+                    self.resident[:] = [m for m in self.resident if m["name"] != name]
+                    return js({"model": name, "done": True, "done_reason": "unload"})
+                if name not in self.disk:
+                    return js({"error": f"model '{name}' not found"}, 404)
+                if all(m["name"] != name for m in self.resident):
+                    size = self.disk[name]["size"]
+                    ctx = (req.get("options") or {}).get("num_ctx", 4096)
+                    self.resident.append(
+                        {**self.disk[name], "size_vram": size, "context_length": ctx}
+                    )
+            return js({"model": name, "done": True, "done_reason": "load"})
+
+        return {
+            **OLLAMA,
+            "/api/ps": ps,
+            "/api/tags": tags,
+            "/api/show": ollama_show(self.shows),
+            "/api/generate": generate,
+            "/api/pull": js({"status": "success"}),
+        }
+
+
+def router_loading(models: dict[str, Any]) -> dict[str, Route | Dynamic]:
+    """A llama.cpp router whose POST /models/load {"model"} marks the model loaded."""
+    lock = threading.Lock()
+
+    def listing(query: dict[str, list[str]], body: bytes) -> Route:
+        with lock:
+            return js(models)
+
+    def load(query: dict[str, list[str]], body: bytes) -> Route:
+        name = json.loads(body).get("model")
+        with lock:
+            for d in models["data"]:
+                if d["id"] == name:
+                    d["status"] = {"value": "loaded", "args": ["llama-server", "-ctx", "4096"]}
+                    return js({"success": True})
+        return js({"error": {"code": 404, "message": f"model {name} not found"}}, 404)
+
+    return {**LLAMACPP_ROUTER, "/models": listing, "/v1/models": listing, "/models/load": load}
+
+
 if __name__ == "__main__":  # python fake_engines.py NAME [ARGS...]: ARGS land in its cmdline
     server = FakeEngine(globals()[sys.argv[1]])
     print(server.url, flush=True)

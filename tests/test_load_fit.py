@@ -1,0 +1,174 @@
+"""The agent's own fit check before a load: fits, fits after evicting an idle model, does not
+fit. One real agent in process (its collection, its write side, its audit log) on a node with
+one 16 GiB GPU (NVML stands in: no driver exists here) that holds 4 GiB, and a fake Ollama
+whose loads and unloads change what it reports; the operator side is the real aggregator and
+dashboard, or nothing at all (httpx straight at the agent, as curl would)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import anyio
+import httpx
+import pytest
+
+from fake_engines import SHOW, FakeEngine, Loading
+from fleettui.agent.config import AgentConfig
+from fleettui.agent.node import NodeAgent
+from fleettui.agent.server import bind_sockets, serve
+from fleettui.agent.tokens import create_token, tokens_path
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.config import FleetConfig, NodeConfig
+from fleettui.wire import ActionRequest, AuditPage
+from test_collectors import FakeNvml
+
+pytestmark = pytest.mark.anyio
+GIB = 1 << 30
+
+
+class OneGpu(FakeNvml):
+    """One 16 GiB GPU with 4 GiB in use, whatever is loaded (the fake engine holds nothing)."""
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(total=16 * GIB, used=4 * GIB, free=12 * GIB)
+
+
+def disk_model(name: str, size: int) -> dict:
+    return {"name": name, "model": name, "size": size, "digest": name, "details": {}}
+
+
+@dataclass
+class Node:
+    url: str
+    secret: str
+    ollama: FakeEngine
+    state: Loading
+
+    def resident(self) -> list[str]:
+        return [m["name"] for m in self.state.resident]
+
+    def loads(self) -> list[str]:
+        return [p for p, _ in self.ollama.bodies if p == "/api/generate"]
+
+
+@pytest.fixture
+async def node(xdg_home, tmp_path) -> AsyncIterator[Node]:
+    shows = {**SHOW}
+    for name in ("big:13g", "huge:405b"):  # llama-shaped, sized by their files
+        shows[name] = copy.deepcopy(SHOW["llama3.1:8b"])
+    qwen = {**disk_model("qwen2.5-coder:7b", 5618579456), "size_vram": 5618579456}
+    state = Loading(
+        resident=[qwen],
+        disk=[
+            disk_model("qwen2.5-coder:7b", 5618579456),
+            disk_model("llama3.1:8b", 4920753328),
+            disk_model("big:13g", 13 * GIB),
+            disk_model("huge:405b", 230 * 10**12),
+        ],
+        shows=shows,
+    )
+    ollama = FakeEngine(state.ollama()).start()
+    config = AgentConfig.model_validate(
+        {
+            "interval_s": 3600,  # the agent ticks when a load asks it to, not on a clock
+            "auto_detect": False,
+            "data_dir": str(tmp_path / "data"),
+            "state_dir": str(tmp_path / "state"),
+            "engines": {"ollama": {"url": ollama.url}},
+        }
+    )
+    _, secret = create_token(tokens_path(), "tests")
+    agent = NodeAgent.real(config, nvml=OneGpu())
+    sockets = bind_sockets("127.0.0.1", [0])
+    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    ready = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: serve([agent], sockets, on_ready=ready.set, handle_signals=False))
+            with anyio.fail_after(20):
+                await ready.wait()
+            yield Node(url, secret, ollama, state)
+            tg.cancel_scope.cancel()
+    finally:
+        ollama.stop()
+
+
+async def post(node: Node, **body: object) -> httpx.Response:
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
+        return await c.post(
+            f"{node.url}/api/v1/actions",
+            json={"action": "load", "engine": "ollama", **body},
+            headers={"Authorization": f"Bearer {node.secret}"},
+        )
+
+
+async def audit(node: Node) -> list:
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
+        r = await c.get(f"{node.url}/api/v1/audit", params={"limit": 1000})
+    return AuditPage.model_validate(r.json()).entries
+
+
+async def test_a_load_that_fits_is_loaded_and_audited_with_its_fit(node: Node) -> None:
+    r = await post(node, model="llama3.1:8b", ctx=8192)
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    assert "fit on" in r.json()["output_tail"] and ": fits (needs" in r.json()["output_tail"]
+    assert node.resident() == ["qwen2.5-coder:7b", "llama3.1:8b"]
+    started, done = (await audit(node))[-2:]
+    assert (started.status, done.status) == ("started", "ok")
+    assert started.args["fit"]["verdict"] == "fits" and started.args["force"] is False
+
+
+async def test_a_load_that_does_not_fit_is_refused_even_without_the_operator(
+    node: Node,
+) -> None:
+    """httpx straight at the agent, as curl would: no operator-side check in the way."""
+    r = await post(node, model="huge:405b")
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["error"].startswith("huge:405b does not fit on ")
+    assert "(send force to load anyway)" in body["error"]
+    fit = body["detail"]
+    assert fit["verdict"] == "no" and fit["need_bytes"] > 200 * 10**12
+    assert fit["free_bytes"] == 12 * GIB and fit["estimate"]["terms"]  # the breakdown
+    assert node.loads() == [] and node.resident() == ["qwen2.5-coder:7b"]
+    last = (await audit(node))[-1]
+    assert (last.status, last.http_status) == ("denied", 409)
+    assert last.args["fit"]["verdict"] == "no" and last.args["model"] == "huge:405b"
+    # forced: loaded, and the audit says it was forced past a "no"
+    r = await post(node, model="huge:405b", force=True)
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    assert "forced: loading although the check said no" in r.json()["output_tail"]
+    started = (await audit(node))[-2]
+    assert started.args["force"] is True and started.args["fit"]["verdict"] == "no"
+
+
+async def test_a_load_that_fits_after_evicting_unloads_the_idle_model_first(node: Node) -> None:
+    r = await post(node, model="big:13g")
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    tail = r.json()["output_tail"]
+    assert ": evict (needs" in tail and "unloaded qwen2.5-coder:7b" in tail
+    assert node.resident() == ["big:13g"]
+    sent = [b for p, b in node.ollama.bodies if p == "/api/generate"]
+    assert [b'"keep_alive":0' in b for b in sent] == [True, False]  # evict, then load
+    started = (await audit(node))[-2]
+    assert started.args["fit"]["evict"] == ["qwen2.5-coder:7b"]
+
+
+async def test_load_through_the_aggregator_on_the_chosen_node(node: Node) -> None:
+    cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
+    agg = FleetAggregator(cfg, verify_chain=False)
+    env = await agg.act(
+        ["gpu1"], ActionRequest(action="load", engine="ollama", model="llama3.1:8b"), None
+    )
+    assert env.succeeded == ["gpu1"], env.failed
+    env = await agg.act(
+        ["gpu1"], ActionRequest(action="load", engine="ollama", model="huge:405b"), None
+    )
+    assert env.failed["gpu1"].startswith("HTTP 409: huge:405b does not fit on ")
+    assert node.resident() == ["qwen2.5-coder:7b", "llama3.1:8b"]
