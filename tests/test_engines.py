@@ -195,6 +195,15 @@ url = "{bad.url}"
             "broken": "down",
         }
         assert worst < 0.5, f"snapshot took {worst:.2f}s while an engine hung"
+        # the ledger over the wire; on a machine without a GPU llama.cpp's model is RAM
+        by = {e["name"]: e for e in snap["engines"]}
+        lc = by["llamacpp"]["models"][0]
+        assert (lc["ctx"], lc["parallel"], lc["busy"]) == (4096, 2, True)
+        assert lc["meta"]["ctx_train"] == 32768
+        if not snap["gpus"]:
+            assert lc["vram_mb"] == 0.0 and lc["sources"]["vram_mb"] == "measured"
+        assert by["vllm"]["settings"]["gpu_memory_utilization"] == 0.9
+        assert by["lmstudio"]["available"][0]["name"] == "qwen2-vl-7b-instruct"
         assert any("engine stuck down" in p for p in snap["problems"])
         assert any("engine broken down" in p and "not JSON" in p for p in snap["problems"])
         assert snap["cost"]["currency"] == "USD" and snap["cost"]["price_per_kwh"] == 0.25
