@@ -780,11 +780,12 @@ async def test_thousands_of_models_on_disk_are_cut_to_the_wire_limit_and_said() 
 
 
 async def test_ollama_environment_number_past_any_setting_is_named() -> None:
-    env = {"OLLAMA_NUM_PARALLEL": "9" * 40}
+    env = {"OLLAMA_NUM_PARALLEL": "9" * 40, "OLLAMA_CONTEXT_LENGTH": "²"}
     with engine_process("OLLAMA_FULL", env=env) as (_, url):
         e = await probe("ollama", url)
     assert e.status == "up" and (e.settings is None or e.settings.num_parallel is None)
     assert "OLLAMA_NUM_PARALLEL '9999" in (e.error or "")
+    assert "OLLAMA_CONTEXT_LENGTH '²' is not a number" in (e.error or "")
 
 
 def test_mutated_vllm_metrics_never_raise() -> None:

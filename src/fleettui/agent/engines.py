@@ -177,7 +177,8 @@ def _with_file(meta: ModelMeta | None, tag: dict[str, Any] | None, problems: lis
     """The cached metadata with the file size from /api/tags (what /api/show does not say)."""
     if meta is None or tag is None or meta.file_mb is not None:
         return meta
-    file_mb = bounded(ModelMeta, "file_mb", _mb(tag.get("size")), "/api/tags", problems)
+    where = f"model {tag['name']}: /api/tags"
+    file_mb = bounded(ModelMeta, "file_mb", _mb(tag.get("size")), where, problems)
     return meta if file_mb is None else meta.model_copy(update={"file_mb": file_mb})
 
 
@@ -252,7 +253,7 @@ def _ollama_env(env: dict[str, str], problems: list[str]) -> dict[str, Any]:
         ("OLLAMA_CONTEXT_LENGTH", "default_ctx"),
     ):
         v = env.get(key, "").strip()
-        if v.isdigit() and len(v) <= 12:
+        if v.isascii() and v.isdigit() and len(v) <= 12:  # "²".isdigit(), but int() refuses it
             out[name] = int(v)
         elif v:
             problems.append(f"{key} {v[:40]!r} is not a number")
