@@ -76,7 +76,7 @@ async def node(xdg_home, tmp_path) -> AsyncIterator[Node]:
     ollama = FakeEngine(state.ollama()).start()
     config = AgentConfig.model_validate(
         {
-            "interval_s": 3600,  # the agent ticks when a load asks it to, not on a clock
+            "interval_s": 0.5,
             "auto_detect": False,
             "data_dir": str(tmp_path / "data"),
             "state_dir": str(tmp_path / "state"),
@@ -172,3 +172,30 @@ async def test_load_through_the_aggregator_on_the_chosen_node(node: Node) -> Non
     )
     assert env.failed["gpu1"].startswith("HTTP 409: huge:405b does not fit on ")
     assert node.resident() == ["qwen2.5-coder:7b", "llama3.1:8b"]
+
+
+async def test_dashboard_l_shows_each_fit_and_loads_on_y(node: Node) -> None:
+    from fleettui.views.tui.app import FleetApp
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+    from pilot_util import cell, screen_lines, until
+
+    cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
+    async with FleetAggregator(cfg, verify_chain=False) as agg:
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: cell(app, "gpu1") == "ONLINE", what="online")
+            await pilot.press("L")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="modal")
+            modal = app.screen
+            assert modal.engine == "ollama" and modal.model == "big:13g"  # first on disk
+            await pilot.pause(0.1)
+            text = "\n".join(screen_lines(app))
+            assert "gpu1  evict  needs 14," in text and "12,288 MiB free" in text
+            assert "evicts qwen2.5-coder:7b" in text and "after unloading idle qwen" in text
+            assert "evicts idle qwen2.5-coder:7b first" in text
+            assert node.loads() == []  # nothing sent before y
+            await pilot.press("y")
+            await until(pilot, lambda: app.bulk.last is not None, what="dispatch done")
+            assert app.bulk.last.succeeded == ["gpu1"], app.bulk.last.failed
+            assert cell(app, "gpu1") in ("✓ ok", "ONLINE")
+            assert node.resident() == ["big:13g"]

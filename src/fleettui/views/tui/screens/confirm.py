@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -108,26 +109,29 @@ def fits_of(views: list[NodeView], fleet: list[NodeView], engine: str, model: st
     return out
 
 
-def fit_table(fits: list[Fit], limit: int = MAX_LISTED) -> Table:
-    """node, verdict, needs / free, what would be evicted, the first reason."""
-    t = Table.grid(padding=(0, 2))
-    for _ in range(4):
-        t.add_column(no_wrap=True)
-    t.add_column(no_wrap=True, overflow="ellipsis")
+def fit_lines(fits: list[Fit], limit: int = MAX_LISTED // 2) -> Group:
+    """Two lines per target: node, verdict, needs / free, what would be evicted; the reason."""
+    lines: list[Text] = []
     for f in fits[:limit]:
         need = "?" if f.need_bytes is None else mib(f.need_bytes)
         free = "?" if f.free_bytes is None else mib(f.free_bytes)
-        evicts = Text(f"evicts {', '.join(f.evict)}", style="yellow") if f.evict else Text("")
-        t.add_row(
-            Text(f.node, style="bold"),
-            Text(f.verdict, style=FIT_STYLE[f.verdict]),
-            Text(f"{need} / {free} free", style="dim"),
-            evicts,
-            Text((f.reasons or ("",))[0], style="dim"),
+        line = Text.assemble(
+            (f.node, "bold"),
+            "  ",
+            (f.verdict, FIT_STYLE[f.verdict]),
+            (f"  needs {need}, {free} free", "dim"),
         )
+        if f.evict:
+            line.append(f"  evicts {', '.join(f.evict)}", style="yellow")
+        lines.append(line)
+        first = (f.reasons or ("",))[0]
+        # the figures are on the line above: what follows them is the news
+        reason = Text(f"  {first.split('): ', 1)[-1]}", style="dim")
+        reason.no_wrap, reason.overflow = True, "ellipsis"
+        lines.append(reason)
     if len(fits) > limit:
-        t.add_row(Text(f"… and {len(fits) - limit} more", style="dim"), "", "", "", "")
-    return t
+        lines.append(Text(f"… and {len(fits) - limit} more", style="dim"))
+    return Group(*lines)
 
 
 def targets_table(views: list[NodeView], limit: int = MAX_LISTED) -> Table:
@@ -310,8 +314,8 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
 
     def _show_fits(self, engine: str, model: str) -> None:
         fits = fits_of(self.views, self.fleet, engine, model)
-        limit = MAX_LISTED_COMPACT if self.compact else MAX_LISTED
-        self.query_one("#confirm-fit", Static).update(fit_table(fits, limit))
+        limit = (MAX_LISTED_COMPACT if self.compact else MAX_LISTED) // 2
+        self.query_one("#confirm-fit", Static).update(fit_lines(fits, limit))
         self.fits = {f.node: f for f in fits}
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
