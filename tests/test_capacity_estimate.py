@@ -133,6 +133,12 @@ def test_gemma3_sliding_layers_hold_the_window_not_the_context() -> None:
     # a context below the window: every layer holds the context
     small = estimate(GEMMA_270M, engine="llamacpp", ctx=256, parallel=2, platform="cpu")
     assert term(small, "kv cache") == 256 * 2 * 18 * 512 * 2
+    # the Hugging Face name of the same architecture follows the same pattern
+    hf = GEMMA_270M.model_copy(update={"arch": "gemma3_text"})
+    assert (
+        term(estimate(hf, engine="llamacpp", ctx=8192, parallel=1, platform="cpu"), "kv cache")
+        == full + window
+    )
     # an unknown architecture with a window but no layer count: all full, said so
     odd = GEMMA_270M.model_copy(update={"arch": "newarch"})
     est2 = estimate(odd, engine="llamacpp", ctx=8192, parallel=1, platform="cpu")

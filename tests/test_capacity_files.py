@@ -224,6 +224,8 @@ def test_hf_config_mla_qwen_and_mistral_windows(tmp_path: Path) -> None:
         }
     )
     assert qwen.sliding_window is None  # type: ignore[attr-defined]
+    old_gemma = load({"model_type": "gemma3_text", "num_hidden_layers": 18, "sliding_window": 512})
+    assert old_gemma.sliding_layers is None  # type: ignore[attr-defined]  # the arch pattern
     mistral = load({"model_type": "mistral", "num_hidden_layers": 32, "sliding_window": 4096})
     assert mistral.sliding_layers == 32  # type: ignore[attr-defined]
     nxt = load(

@@ -94,10 +94,17 @@ OLLAMA_CTX_TIERS: tuple[tuple[int, int], ...] = ((24 * GIB, 4096), (48 * GIB, 32
 OLLAMA_CTX_TOP = 262144
 # Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth
 # layer is full attention, the others slide (gemma2 alternates, gemma3 is 5 sliding : 1 full).
-SLIDING_PATTERNS: dict[str, int] = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
+# Keyed by GGUF architecture and by the Hugging Face model_type of the same models.
+SLIDING_PATTERNS: dict[str, int] = {
+    "gemma2": 2,
+    "gemma3": 6,
+    "gemma3_text": 6,
+    "gemma3n": 5,
+    "gemma3n_text": 5,
+    "cohere2": 4,
+}
 # Engines that run ggml (llama.cpp's runtime): same buffers, same sliding-window cache rule.
 GGML_ENGINES = frozenset({"llamacpp", "ollama", "lmstudio"})
-ENGINES = ("ollama", "llamacpp", "vllm", "lmstudio", "mlx")
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ def ollama_default_ctx(vram_bytes: int) -> int:
 
 def _weights(meta: ModelMeta, missing: list[str], notes: list[str]) -> Term | None:
     if meta.file_mb:
-        src = "measured" if meta.source == "gguf" else "reported"
+        src = "measured" if meta.source in ("gguf", "hf-config") else "reported"
         size = round(meta.file_mb * MIB)
         return Term("weights", size, f"the weights file: {mib(size)}", src)
     bits, how = meta.bits_per_weight, "bits per weight"
