@@ -428,7 +428,7 @@ async def test_a_mac_agent_serves_its_facts_to_the_snapshot_the_dashboard_and_me
         reserve = max(4096.0, 0.1 * snap.memory.total_mb)
         assert b.total_mb == pytest.approx(min(10922.7, snap.memory.total_mb - reserve), abs=0.2)
         assert not any(p.startswith(("macos", "ioreport", "power:")) for p in snap.problems)
-        assert 'fleet_memory_pressure_level{level="warn"} 1.0' in metrics
+        assert 'fleet_memory_pressure_info{level="warn"} 1.0' in metrics
         assert 'fleet_thermal_info{state="nominal"} 1.0' in metrics
         assert "fleet_memory_swap_used_bytes 4.2729472e+08" in metrics
         assert (
@@ -457,6 +457,8 @@ async def test_a_mac_agent_serves_its_facts_to_the_snapshot_the_dashboard_and_me
                 assert "16%" in text("#d-gpus")
                 assert "SoC (CPU+GPU+ANE+DRAM)" in text("#d-power")
                 assert "ioreport" in text("#d-power")
+                gpu_row = text("#d-gpus").split("Apple M3 Pro GPU")[1].split("\n")[0]
+                assert gpu_row.rstrip().endswith("ioreport")  # the GPU's energy: its SoC rail
         tg.cancel_scope.cancel()
 
 

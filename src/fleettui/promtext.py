@@ -140,7 +140,7 @@ def _mac_families(s: NodeSnapshot) -> list[Family]:
     )
     if m.pressure_level is not None:
         level = _gauge(
-            "fleet_memory_pressure_level",
+            "fleet_memory_pressure_info",
             "macOS memory pressure (kern.memorystatus_vm_pressure_level); 1 for the level now",
             ("level",),
         )

@@ -198,7 +198,7 @@ def gpus(view: NodeView) -> RenderableType:
             "—" if g.util_pct is None else f"{g.util_pct:.0f}%",
             fmt_watts(g.power_w),
             "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
-            Text(sources.get(f"gpu{g.index}", "—")),
+            Text(sources.get(f"gpu{g.index}", sources.get("soc-gpu", "—"))),  # a Mac: its rail
         )
     if not t.row_count:
         t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "", "")
