@@ -8,7 +8,7 @@ dashboard's Fit column, the agent's load re-check and the MCP tool all call `che
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 
@@ -23,7 +23,6 @@ from fleettui.capacity.estimate import (
 from fleettui.wire import Budget, Engine, Model, ModelMeta, NodeSnapshot
 
 Verdict = Literal["fits", "evict", "no", "unknown"]
-VERDICTS: tuple[str, ...] = ("fits", "evict", "no", "unknown")
 PLATFORMS: dict[str, Platform] = {"gpu": "cuda", "unified": "metal", "ram": "cpu"}
 # The safety margin kept free on every node: the larger of a floor and a share of the budget,
 # for what the estimate cannot see (fragmentation, the driver, a neighbour's growth).
@@ -42,6 +41,8 @@ Cand = tuple[str, int, Engine]  # an idle model: name, bytes its unloading frees
 
 @dataclass(frozen=True)
 class FitRequest:
+    """What is asked: the model, and what the load would use (None: the engine's default)."""
+
     model: str
     ctx: int | None = None
     parallel: int | None = None
@@ -51,6 +52,10 @@ class FitRequest:
 
 @dataclass(frozen=True)
 class Fit:
+    """One node's answer. need = the estimate's total; it fits when need + margin <= free.
+    `evict` names the idle models to unload first; `offload_bytes` > 0 means partial CPU
+    offload; `label` is the estimate's (exact / heuristic)."""
+
     node: str
     verdict: Verdict
     engine: str | None
@@ -63,7 +68,7 @@ class Fit:
     label: str
     model: str = ""
     offload_bytes: int = 0
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The stable document `fleet fit --json`, the MCP tool and `fleet place` share."""
