@@ -201,6 +201,9 @@ def test_partial_offload_when_ram_covers_the_rest() -> None:
     fit = check_fit("n", snap, META, WANT)
     assert fit.verdict == "fits" and fit.offload_bytes > 0
     assert "partial CPU offload" in fit.reasons[0]
+    # a full GPU is not a partial offload: the whole model would run from host RAM
+    full = check_fit("n", node(24, 24, [], engine="llamacpp", ram_free_mb=64 * 1024), META, WANT)
+    assert full.verdict == "no" and full.offload_bytes == 0
     vllm = check_fit("n", node(8, 4, [], engine="vllm", ram_free_mb=64 * 1024), META, WANT)
     assert vllm.verdict != "fits" or vllm.offload_bytes == 0
 

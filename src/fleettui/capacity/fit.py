@@ -282,7 +282,7 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
         if not mine:
             why = f"no idle {eng.name} model to unload"
         return out("no", [slots, why], **common)
-    offload = _offload(eng.name, budget.kind, budget.ram_free_mb, short)
+    offload = _offload(eng.name, budget, est, short)
     if offload:
         return out(
             "fits",
@@ -337,11 +337,16 @@ def _ollama_slots(snap: NodeSnapshot, eng: Engine) -> str | None:
     return f"Ollama holds {len(eng.models)} models, its OLLAMA_MAX_LOADED_MODELS limit is {limit}"
 
 
-def _offload(engine: str, kind: str, ram_free_mb: float | None, short: int) -> int:
-    """Bytes left in host RAM when the GPU lacks `short` and RAM has it (ggml engines only)."""
-    if engine not in OFFLOADS or kind != "gpu" or ram_free_mb is None:
+def _offload(engine: str, budget: Budget, est: Estimate, short: int) -> int:
+    """Bytes of layers left in host RAM when the GPU lacks `short` and RAM has it (ggml engines
+    only). Partial: only layers move, so the shortfall must be less than the weights and
+    the GPU must keep the rest (its free memory above the margin); else 0."""
+    if engine not in OFFLOADS or budget.kind != "gpu" or budget.ram_free_mb is None:
         return 0
-    return short if round(ram_free_mb * MIB) >= short + MARGIN_FLOOR else 0
+    weights = sum(t.bytes for t in est.terms if t.name == "weights")
+    if not 0 < short < weights or round(budget.ram_free_mb * MIB) < short + MARGIN_FLOOR:
+        return 0
+    return short
 
 
 def _gpu_total(snap: NodeSnapshot) -> int | None:
