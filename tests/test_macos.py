@@ -490,3 +490,74 @@ async def test_a_simulated_mac_sends_the_fields_a_real_one_does() -> None:
     assert snap.memory.swap_total_mb == 4096.0 and snap.cpu.thermal == "nominal"
     assert {p.kind for p in snap.power.parts} == {"soc"}
     assert snap.power.scope == "SoC (CPU+GPU+ANE+DRAM)"
+
+
+# --- the unified budget in the capacity answer: a 16 GB Mac, 10.7 GB wired limit -----------
+
+MAC16_RAM_MB, MAC16_WIRED_MB, RESIDENT = 16384.0, 10922.0, ("llama3.1:8b", 4920.0, "Q4_K_M")
+
+
+def small_mac() -> NodeAgent:
+    """A simulated 16 GB Mac whose wired limit was set to 10922 MiB (10.7 GB, what Metal
+    recommends there), Ollama holding one model, memory pressure low (25-35 %)."""
+    from fleettui.agent.simulate import _SimEngine
+
+    agent = NodeAgent.simulate(AgentConfig(), "mac16")
+    node = agent.simulated
+    assert node is not None
+    node.mac, node.mem_total_mb, node.wired_limit_mb = True, MAC16_RAM_MB, MAC16_WIRED_MB
+    node.gpus_spec, node.load_bias = [("Apple M2 GPU", MAC16_RAM_MB, 20.0)], 0.0
+    node.engines = [_SimEngine("ollama", [RESIDENT])]
+    return agent
+
+
+def expected_fit(snap: NodeSnapshot, model: str) -> tuple[str, int, int, int]:
+    """The verdict from the Mac's own figures: cap = min(wired limit, RAM - max(4 GiB, 10 %)),
+    free = cap - resident (RAM available is larger here), the 512 MiB floor margin (2 % of
+    10.7 GB is less), the estimator's need; the resident model may go only when idle."""
+    from fleettui.capacity.estimate import MIB, estimate
+    from fleettui.capacity.fit import find_meta
+
+    cap = min(MAC16_WIRED_MB, MAC16_RAM_MB - max(4096.0, 0.1 * MAC16_RAM_MB))
+    free = round((cap - RESIDENT[1]) * MIB)
+    margin = 512 * MIB
+    (eng,) = snap.engines
+    need = estimate(
+        find_meta({"m": snap}, model), engine="ollama", ctx=None, parallel=None,
+        platform="metal", settings=eng.settings, gpu_total_bytes=round(cap * MIB),
+    ).total_bytes  # fmt: skip
+    assert need is not None
+    idle = not eng.models[0].busy
+    verdict = (
+        "fits"
+        if need + margin <= free
+        else "evict"
+        if idle and need + margin <= free + round(RESIDENT[1] * MIB)
+        else "no"
+    )
+    return verdict, need, free, margin
+
+
+@pytest.mark.anyio
+async def test_fit_on_a_16_gb_mac_with_a_10_7_gb_wired_limit() -> None:
+    from fleettui.capacity.estimate import mib
+    from fleettui.capacity.fit import FitRequest, check_fit, find_meta
+
+    agent = small_mac()
+    snap = NodeSnapshot.model_validate_json((await agent.tick()).model_dump_json())
+    b = snap.budget
+    assert b is not None and (b.kind, b.limit) == ("unified", "iogpu.wired_limit_mb")
+    assert (b.total_mb, b.engines_mb, b.free_mb) == (10922.0, 4920.0, 6002.0)
+    assert b.inputs["wired_limit_mb"] == 10922.0 and b.inputs["ram_mb"] == 16384.0
+    seen = set()
+    for model in ("nomic-embed-text:latest", "qwen2.5-coder:7b", "mistral-nemo:12b", "gemma3:27b"):
+        verdict, need, free, margin = expected_fit(snap, model)
+        fit = check_fit("mac16", snap, find_meta({"mac16": snap}, model), FitRequest(model))
+        assert (fit.verdict, fit.need_bytes, fit.free_bytes, fit.margin_bytes) == (
+            verdict, need, free, margin
+        ), fit.reasons  # fmt: skip
+        assert f"{mib(free)} free (iogpu.wired_limit_mb)" in fit.reasons[0]
+        if verdict == "fits":
+            assert fit.reasons[0].endswith(f"{mib(free - need - margin)} to spare")
+        seen.add(verdict)
+    assert {"fits", "no"} <= seen  # the embedder fits beside it; a 27B model never does
