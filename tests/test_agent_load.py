@@ -17,8 +17,9 @@ import pytest
 
 from actionfleet import dead_port_url
 from conftest import AgentProc, start_agent
-from fake_engines import LLAMACPP, OLLAMA, VLLM, FakeEngine, js
+from fake_engines import LLAMACPP, OLLAMA, VLLM, FakeEngine, js, router_loading
 from test_agent_write import Env, audit_entries, make_env, post
+from test_capacity_files import write_gguf
 
 LOADED = js(
     {"model": "m", "created_at": "2025-08-01T10:00:00Z", "done": True, "done_reason": "load"}
@@ -41,6 +42,7 @@ class Node:
     lmstudio: FakeEngine
     lmstudio_old: FakeEngine
     llamacpp: FakeEngine
+    router: FakeEngine
     lms_log: Path
 
     def sent(self, eng: FakeEngine, path: str) -> list[dict]:
@@ -48,7 +50,7 @@ class Node:
 
     def loads_sent(self) -> int:
         """Requests to any load endpoint (the probes' reads, /api/show, are not loads)."""
-        engines = (self.ollama, self.lmstudio, self.lmstudio_old, self.llamacpp)
+        engines = (self.ollama, self.lmstudio, self.lmstudio_old, self.llamacpp, self.router)
         return sum(1 for e in engines for p, _ in e.bodies if p in LOAD_PATHS)
 
 
@@ -68,6 +70,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     ).start()
     lmstudio_old = FakeEngine({"/api/v0/models": js({"object": "list", "data": []})}).start()
     llamacpp = FakeEngine(LLAMACPP).start()
+    gguf = write_gguf(tmp / "tiny.gguf")  # a real GGUF header: the router lists only its path
+    router = FakeEngine(
+        router_loading(
+            {
+                "object": "list",
+                "data": [
+                    {"id": "tiny", "path": str(gguf), "status": {"value": "unloaded"}},
+                    {"id": "pathless", "status": {"value": "unloaded"}},
+                ],
+            }
+        )
+    ).start()
     vllm = FakeEngine(VLLM).start()
     lms_log = tmp / "lms.log"
     lms = tmp / "lms"
@@ -80,7 +94,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         f'[engines.lmstudio]\nurl = "{lmstudio.url}"\n'
         f'[engines.lmold]\nkind = "lmstudio"\nurl = "{lmstudio_old.url}"\nlms = "{lms}"\n'
         f'[engines.lmbare]\nkind = "lmstudio"\nurl = "{lmstudio_old.url}"\n'
-        f'[engines.llamacpp]\nurl = "{llamacpp.url}"\n'
+        f'[engines.llamaone]\nkind = "llamacpp"\nurl = "{llamacpp.url}"\n'
+        f'[engines.llamacpp]\nurl = "{router.url}"\n'
         f'[engines.vllm]\nurl = "{vllm.url}"\n'
         f'[engines.mlx]\nurl = "{dead_port_url()}"\n',
         commands="",
@@ -91,10 +106,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         fh.write(f'[engines.vllm.commands]\nload = [{rec}, "load", "{{model}}", "{{ctx}}"]\n')
     agent = start_agent("--config", str(e.config), tmp=tmp, env=e.env)
     try:
-        yield Node(e, agent, e.token(), ollama, lmstudio, lmstudio_old, llamacpp, lms_log)
+        yield Node(e, agent, e.token(), ollama, lmstudio, lmstudio_old, llamacpp, router, lms_log)
     finally:
         agent.stop()
-        for eng in (ollama, lmstudio, lmstudio_old, llamacpp, vllm):
+        for eng in (ollama, lmstudio, lmstudio_old, llamacpp, router, vllm):
             eng.stop()
 
 
@@ -169,7 +184,7 @@ def test_lmstudio_rest_load_and_the_lms_fallback(node: Node) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        ({"engine": "llamacpp", "model": "m"}, 400, "not in router mode"),
+        ({"engine": "llamaone", "model": "m"}, 400, "not in router mode"),
         ({"engine": "ollama", "model": "m", "parallel": 2}, 400, "parallel is not applied by"),
         ({"engine": "ollama", "model": "m", "kv_type": "q8_0"}, 400, "kv_type is not applied"),
         ({"engine": "lmstudio", "model": "m", "keep_alive": "5m"}, 400, "keep_alive is not"),
@@ -219,3 +234,19 @@ def test_every_load_attempt_is_on_the_chain(node: Node) -> None:
     assert v.returncode == 0, v.stdout + v.stderr
     loads = [e for e in audit_entries(node.agent.url) if e.action == "load"]
     assert {e.status for e in loads} >= {"denied", "started", "ok", "failed"}
+
+
+def test_llamacpp_router_loads_what_its_gguf_header_says_fits(node: Node) -> None:
+    status, body = load(node, engine="llamacpp", model="tiny")
+    assert status == 200 and body["ok"], body
+    assert ": fits (needs" in body["output_tail"]
+    assert node.sent(node.router, "/models/load") == [{"model": "tiny"}]
+    started = audit_entries(node.agent.url)[-2]
+    assert started.args["fit"]["verdict"] == "fits" and started.args["via"] == "api"
+    # a model the router lists without a file: the agent cannot tell, and refuses
+    status, body = load(node, engine="llamacpp", model="pathless")
+    assert status == 409 and body["detail"]["verdict"] == "unknown", body
+    assert node.sent(node.router, "/models/load") == [{"model": "tiny"}]
+    # router mode loads with the server's own settings: a context length would be dropped
+    status, body = load(node, engine="llamacpp", model="tiny", ctx=4096)
+    assert status == 400 and "ctx is not applied by llamacpp's load API" in body["error"]

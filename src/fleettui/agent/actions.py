@@ -623,7 +623,14 @@ class ActionService:
                     f"engines.{req.engine}.commands.load in agent.toml",
                     {"configure": f"engines.{req.engine}.commands.load"},
                 )
-        plan.fit = load.fit_for(snap, req)
+        meta = None
+        if plan.engine_kind == "llamacpp" and not load.known_meta(snap, req.model or ""):
+            try:
+                base = (plan.engine_url or "").rstrip("/")
+                meta = await load.router_meta(self._http(), base, req.model or "")
+            except (httpx.HTTPError, ValueError):
+                meta = None  # the fit says what is missing
+        plan.fit = load.fit_for(snap, req, meta)
         if (rej := load.gate(plan.fit, req)) is not None:
             raise rej
 

@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 import httpx
 
 from fleettui.agent.refusals import Rejection
 from fleettui.capacity.estimate import mib
-from fleettui.capacity.fit import Fit, FitRequest, check_fit, same_model
-from fleettui.wire import ActionRequest, NodeSnapshot
+from fleettui.capacity.files import MetaFileError, meta_from_gguf
+from fleettui.capacity.fit import Fit, FitRequest, check_fit, find_meta, same_model
+from fleettui.wire import ActionRequest, ModelMeta, NodeSnapshot
 
 # What each engine's own load API applies; a command configured in agent.toml applies what its
 # argv names ({ctx}, {parallel}, {kv_type}); a simulated node takes them all.
@@ -74,14 +76,34 @@ def fill_load_placeholders(argv: list[str], req: ActionRequest, key: str) -> lis
 # --- the fit gate --------------------------------------------------------------------------
 
 
-def fit_for(snap: NodeSnapshot, req: ActionRequest) -> Fit:
+def fit_for(snap: NodeSnapshot, req: ActionRequest, meta: ModelMeta | None = None) -> Fit:
     """The agent's own answer, from its own snapshot (its budget, ledger and the metadata its
     probes read from the engine: Ollama /api/show, llama.cpp meta, LM Studio's model list)."""
     assert req.model is not None
     fit_req = FitRequest(
         model=req.model, ctx=req.ctx, parallel=req.parallel, kv_type=req.kv_type, engine=req.engine
     )
-    return check_fit(snap.node.hostname, snap, None, fit_req)
+    return check_fit(snap.node.hostname, snap, meta, fit_req)
+
+
+def known_meta(snap: NodeSnapshot, model: str) -> bool:
+    return find_meta({"": snap}, model) is not None
+
+
+async def router_meta(client: httpx.AsyncClient, base: str, model: str) -> ModelMeta | None:
+    """A llama.cpp router lists a model it has not loaded with the path of its GGUF file but no
+    metadata: read the file's header (header only, capacity.files) so the fit can be told."""
+    r = await client.get(f"{base}/models")
+    body = r.json() if r.status_code == 200 else None
+    data = body.get("data") if isinstance(body, dict) else None
+    for d in data if isinstance(data, list) else []:
+        path = d.get("path") if isinstance(d, dict) and d.get("id") == model else None
+        if isinstance(path, str) and path.startswith("/") and path.endswith(".gguf"):
+            try:
+                return await anyio.to_thread.run_sync(meta_from_gguf, path)
+            except (MetaFileError, OSError):
+                return None
+    return None
 
 
 def gate(fit: Fit, req: ActionRequest) -> Rejection | None:
