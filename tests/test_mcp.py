@@ -160,6 +160,9 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
         resident["parallel"],
         resident["sources"],
     )
+    one = await call("find_model", {"model": model, "limit": 1})
+    assert one["matched"] == found["matched"] and len(one["matches"]) == 1
+    assert one["matches"][0]["where"] == "resident"
     part = await call("find_model", {"model": model[:3]})
     assert not part["exact"] or all(m["name"].lower() == model[:3] for m in part["matches"])
     assert (await call("find_model", {"model": "no-such-model-anywhere"}))["matches"] == []

@@ -176,7 +176,7 @@ def get_node(state: FleetState, name: str) -> NodeDetail:
     return NodeDetail.model_validate(state.redact.node(v.name, doc))
 
 
-def find_model(state: FleetState, model: str) -> ModelSearch:
+def find_model(state: FleetState, model: str, limit: int | None = None) -> ModelSearch:
     query = model.strip().lower()
     if not query:
         raise Refused("model: give a model name (or part of one), e.g. llama3.1:8b")
@@ -236,13 +236,15 @@ def find_model(state: FleetState, model: str) -> ModelSearch:
                     }
                     places.append(state.redact.node(v.name, place))
     exact = [p for p in places if p["name"].lower() == query]
+    found = sorted(exact or places, key=lambda p: p["where"] != "resident")  # stable: by node
     return ModelSearch.model_validate(
         {
             "observed_at": now,
             "stale_after_s": state.stale_after_s,
             "model": model,
             "exact": bool(exact),
-            "matches": exact or places,
+            "matched": len(found),
+            "matches": found[:limit],
         }
     )
 

@@ -186,7 +186,8 @@ class ModelSearch(Doc):
         description="True when some name equals the query (case-insensitive); "
         "otherwise the matches are names that contain it."
     )
-    matches: list[ModelPlace]
+    matched: int = Field(description="Places found; `matches` holds the first `limit`.")
+    matches: list[ModelPlace] = Field(description="Resident first, then on disk, by node.")
 
 
 class StateCounts(Doc):

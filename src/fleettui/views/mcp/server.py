@@ -9,6 +9,7 @@ tells a model it can correct itself (spec 2025-11-25, SEP-1303).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -29,7 +30,7 @@ from fleettui.views.mcp.models import (
 )
 from fleettui.views.mcp.state import FleetState
 
-PAGE = 100  # list_nodes' default page: a fleet of 1000 in full is 1.3 MB, past any context
+PAGE = 100  # the default page: a fleet of 1000 in full is 1.3 MB of JSON, past any context
 
 INSTRUCTIONS = (
     "fleettui watches a fleet of LLM-inference machines (GPUs, engines such as Ollama, "
@@ -47,12 +48,18 @@ ModelName = Annotated[
 ]
 
 
-def _tool(mcp: MCPServer, title: str) -> Callable[[Tool], Tool]:
-    """Register a read-only, closed-world tool; its docstring, on one line, describes it."""
+def _tool(mcp: MCPServer, state: FleetState, title: str) -> Callable[[Tool], Tool]:
+    """Register a read-only, closed-world tool; its docstring, on one line, describes it.
+    Each call tells `state` an agent is at work (it keeps its copies current meanwhile)."""
 
     def register(fn: Tool) -> Tool:
+        @functools.wraps(fn)
+        async def touching(*args: Any, **kwargs: Any) -> Any:
+            state.touched()
+            return await fn(*args, **kwargs)
+
         mcp.add_tool(
-            fn,
+            touching,
             title=title,
             description=" ".join((fn.__doc__ or "").split()),
             annotations=ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False),
@@ -72,7 +79,7 @@ def build_server(state: FleetState) -> MCPServer:
         log_level="WARNING",
     )
 
-    @_tool(mcp, "List nodes")
+    @_tool(mcp, state, "List nodes")
     async def list_nodes(
         filter: Annotated[
             str | None,
@@ -99,7 +106,7 @@ def build_server(state: FleetState) -> MCPServer:
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
-    @_tool(mcp, "Get one node")
+    @_tool(mcp, state, "Get one node")
     async def get_node(name: NodeName) -> NodeDetail:
         """One node in full: host (OS, CPU, memory), GPUs (with per-process memory), engines
         (settings, models on disk), the residency ledger (each resident model's size, share
@@ -110,24 +117,30 @@ def build_server(state: FleetState) -> MCPServer:
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
-    @_tool(mcp, "Find a model")
-    async def find_model(model: ModelName) -> ModelSearch:
+    @_tool(mcp, state, "Find a model")
+    async def find_model(
+        model: ModelName,
+        limit: Annotated[
+            int, Field(ge=1, le=1000, description="At most this many places per answer.")
+        ] = PAGE,
+    ) -> ModelSearch:
         """Where a model is resident or on disk across the fleet, with its context and slots
-        (on disk: the engine's defaults for a load). Exact name matches (ignoring case) when
-        there are any, otherwise every name containing the text."""
+        (on disk: the engine's defaults for a load), resident places first. Exact name
+        matches (ignoring case) when there are any, otherwise every name containing the
+        text; `matched` says how many places there are in all."""
         try:
-            return docs.find_model(state, model)
+            return docs.find_model(state, model, limit)
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
-    @_tool(mcp, "Fleet summary")
+    @_tool(mcp, state, "Fleet summary")
     async def fleet_summary() -> Summary:
         """The fleet at a glance: nodes by state and how many are stale, total power and
         cost, free model memory by budget kind (gpu, unified, ram), the largest model by
         bytes that fits anywhere now, resident models and engines down."""
         return docs.fleet_summary(state)
 
-    @_tool(mcp, "Recent events")
+    @_tool(mcp, state, "Recent events")
     async def recent_events(
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many.")] = 50,
         kinds: Annotated[

@@ -20,6 +20,9 @@ EVENTS_KEPT = 1000
 # changed since (a quarter second of a fleet's ticks), not every snapshot (bench/mcp_tools.py).
 REFRESH_S = 0.25
 PARSE_BATCH = 16  # snapshots parsed between two yields to the event loop (~1 ms)
+# The background refresh runs while an agent is using the server: this long after its last
+# call (an agent's questions come in bursts; the server may sit idle for hours in between).
+ACTIVE_S = 120.0
 REDACTED = "[redacted]"
 
 
@@ -90,8 +93,9 @@ class FleetState:
         self._versions: dict[str, int] = {}
         self._generation: int | None = None
         self._ordered: list[NodeView] = []
-        self._unparsed: list[NodeView] = []
-        self._refreshed = -REFRESH_S  # copies keep_current has not parsed yet
+        self._unparsed: dict[str, NodeView] = {}  # copies keep_current has not parsed yet
+        self._refreshed = -REFRESH_S
+        self._active_until = 0.0  # keep_current refreshes until then (touched)
         self.events: deque[FleetEvent] = deque(maxlen=kept)
         self.since = time.time()
 
@@ -102,6 +106,13 @@ class FleetState:
         now = time.monotonic()
         if now - self._refreshed < REFRESH_S:
             return self._ordered
+        return self._refresh(now)
+
+    def touched(self) -> None:
+        """A call came in: keep the copies current for the next ACTIVE_S."""
+        self._active_until = time.monotonic() + ACTIVE_S
+
+    def _refresh(self, now: float) -> list[NodeView]:
         self._refreshed = now
         gen = self.reader.generation
         if gen != self._generation:
@@ -109,21 +120,23 @@ class FleetState:
             for v in self.reader.changed(self._versions):
                 self._views[v.name] = v
                 self._versions[v.name] = v.version
-                self._unparsed.append(v)
+                self._unparsed[v.name] = v
             self._ordered = [self._views[n] for n in self.reader.names if n in self._views]
         return self._ordered
 
     async def keep_current(self) -> None:
-        """Refresh the copies every REFRESH_S and parse what changed, a few nodes at a time
-        (runs beside the server): the parsing is spread over time, between calls, instead
-        of landing on the next call or holding the event loop for a whole fleet."""
+        """While an agent is using the server, refresh the copies every REFRESH_S and parse
+        what changed, a few nodes at a time (runs beside the server): the parsing is spread
+        over time, between calls, instead of landing on the next call or holding the event
+        loop for a whole fleet. Idle, it costs nothing; the first call after that parses
+        what changed meanwhile."""
         while True:
-            self._refreshed = -REFRESH_S
-            self.views()
+            if time.monotonic() < self._active_until:
+                self._refresh(time.monotonic())
             while self._unparsed:
-                for v in self._unparsed[-PARSE_BATCH:]:
+                for _ in range(min(PARSE_BATCH, len(self._unparsed))):
+                    _, v = self._unparsed.popitem()
                     _ = v.snapshot
-                del self._unparsed[-PARSE_BATCH:]
                 await anyio.lowlevel.checkpoint()
             await anyio.sleep(REFRESH_S)
 
