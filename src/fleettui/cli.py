@@ -26,6 +26,7 @@ COMPLETION = "fleettui.completion"
 CONFIG = "fleettui.config"
 AUDIT = "fleettui.commands.audit"
 MCP = "fleettui.commands.mcp"
+FIT = "fleettui.commands.fit"
 
 
 class Declared(Sequence[str]):
@@ -87,6 +88,32 @@ def _rule(name: str, module: str = "fleettui.agent.config") -> Callable[[str], A
 
     check.__name__ = name
     return check
+
+
+def _count(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi`."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be from {lo} to {hi:,}")
+        return value
+
+    check.__name__ = "number"
+    return check
+
+
+def _name(text: str) -> str:
+    """An argparse type for a model or engine name: one printable line, 1 to 256 characters
+    (what the wire accepts as a name; it is shown in tables and sent to nodes)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty")
+    if len(text) > 256 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: not a name (one line, up to 256)")
+    return text
 
 
 def _fleet_config(p: argparse.ArgumentParser) -> None:
@@ -284,6 +311,32 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     )
     _fleet_config(mcp)
     mcp.set_defaults(func=_to(MCP, "cmd_mcp"))
+    fit = sub.add_parser(
+        "fit",
+        help="does MODEL fit on each node beside what is loaded there? exit 0 fits somewhere, "
+        "3 only after evicting idle models, 1 nowhere",
+    )
+    _fleet_config(fit)
+    fit.add_argument("model", type=_name, help="the model's name as the engines call it")
+    fit.add_argument(
+        "--node", action="append", default=[], help="only this node (repeatable; default all)"
+    )
+    fit.add_argument("--ctx", type=_count(1, 100_000_000), help="context length per slot, tokens")
+    fit.add_argument("--parallel", type=_count(1, 4096), help="parallel slots (sequences)")
+    fit.add_argument(
+        "--kv-type", choices=KV_TYPES, metavar="TYPE", help="KV cache type: %(choices)s"
+    )
+    fit.add_argument(
+        "--engine", type=_name, help="judge for this engine (default: the node's own choice)"
+    )
+    meta = fit.add_mutually_exclusive_group()
+    meta.add_argument("--gguf", type=Path, help="read the model's metadata from this GGUF file")
+    meta.add_argument("--hf-config", type=Path, help="... or from a Hugging Face config.json")
+    fit.add_argument(
+        "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
+    )
+    _json(fit)
+    fit.set_defaults(func=_to(FIT, "cmd_fit"))
 
     completion = sub.add_parser(
         "completion", help="print a shell completion script: source <(fleet completion bash)"

@@ -18,6 +18,7 @@ from pathlib import Path
 FILES = "@files"
 NODES = "@nodes"
 NODE_ARGS = {"name", "node"}  # positionals that name a configured node (except in `add`)
+NODE_OPTIONS = {"names", "node"}  # options that do (`bulk --names`, `fit --node`)
 
 
 @dataclass
@@ -41,7 +42,9 @@ def _values(action: argparse.Action, path: str) -> str:
     if action.type is Path or action.dest in ("config", "path"):
         return FILES
     positional = not action.option_strings
-    if action.dest == "names" or (positional and action.dest in NODE_ARGS and path != "add"):
+    if (not positional and action.dest in NODE_OPTIONS) or (
+        positional and action.dest in NODE_ARGS and path != "add"
+    ):
         return NODES
     return ""
 

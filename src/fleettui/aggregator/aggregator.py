@@ -21,13 +21,15 @@ import anyio.to_thread
 
 from fleettui.aggregator.chain import ALL_PAGES, AUDIT_PATH, ChainUnreadable, parse_page
 from fleettui.aggregator.dispatch import Envelope, ProgressCallback, send
+from fleettui.aggregator.fitwatch import FitWatch
 from fleettui.aggregator.node import STREAM_GRACE, NodeWorker
 from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
+from fleettui.capacity.fit import FitRequest
 from fleettui.config import FleetConfig, NodeConfig
-from fleettui.wire import ActionRequest, AuditEntry
+from fleettui.wire import ActionRequest, AuditEntry, ModelMeta, NodeSnapshot
 
 EVENT_BUFFER = 512
 SETTLE_MAX_S = 10.0  # freeze the start-up heap at the latest this long after start
@@ -115,6 +117,7 @@ class FleetAggregator:
         self._drops = 0
         self._opened = False
         self._stack: contextlib.AsyncExitStack | None = None
+        self._fit: FitWatch | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def _open(self) -> None:
@@ -291,6 +294,39 @@ class FleetAggregator:
 
     def _wants(self, kind: str) -> bool:
         return any(kind in sub.kinds for sub in self._subs)
+
+    # --- the fit question ----------------------------------------------------------------
+    @property
+    def fit(self) -> FitWatch | None:
+        return self._fit
+
+    def set_fit(
+        self,
+        request: FitRequest | None,
+        meta: ModelMeta | None = None,
+        meta_from: str | None = None,
+    ) -> FitWatch | None:
+        """Ask (or, with None, stop asking) whether a model fits on every node: each view's
+        `fit` answers it from then on, recomputed on every snapshot. Without `meta` the
+        model's metadata comes from the first node that has it resident or on disk."""
+        watch = None
+        if request is not None:
+            watch = FitWatch(request, meta, meta_from if meta else None, on_meta=self._refit)
+        self._fit = watch
+        for w in self._workers:
+            w.fit_watch = watch
+        if watch is not None and watch.meta is None:
+            watch.learn_all(
+                (w.name, NodeSnapshot.model_validate_json(w.snap_json))
+                for w in self._workers
+                if w.snap_json is not None
+            )
+        self._refit()
+        return watch
+
+    def _refit(self) -> None:
+        for w in self._workers:
+            w.refit()
 
     # --- one-shot requests ---------------------------------------------------------------
     async def poll_once(self, timeout: float, *, full_audit: bool = False) -> list[NodeView]:

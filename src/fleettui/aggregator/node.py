@@ -21,6 +21,7 @@ import anyio
 from fleettui.aggregator.backoff import SHARED_RNG, Backoff
 from fleettui.aggregator.chaincheck import ChainCheck
 from fleettui.aggregator.eventstream import EventStreamReader
+from fleettui.aggregator.fitwatch import FitWatch
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import unexpected
@@ -35,6 +36,7 @@ from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.aggregator.transport.framing import Endpoint
 from fleettui.aggregator.waker import Waker
+from fleettui.capacity.fit import Fit
 from fleettui.config import Defaults, NodeConfig
 from fleettui.wire import NodeSnapshot
 
@@ -108,6 +110,8 @@ class NodeWorker:
         self.standing_down = False  # the poller waits on the stream (the aggregator watches it)
         self.ts_changed_at = time.monotonic()
         self.poll_waker = Waker()
+        self.fit_watch: FitWatch | None = None  # the fleet's fit question, when one is asked
+        self.snap_fit: Fit | None = None  # its answer for the last good snapshot
 
     # --- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -279,6 +283,7 @@ class NodeWorker:
         if raw is None or len(raw) > BIG_SNAPSHOT:
             raw = snap.model_dump_json()  # unknown extra fields are not kept (nor re-parsed)
         facts = SnapshotFacts.of(snap)
+        fit = self.fit_watch.check(self.name, snap) if self.fit_watch is not None else None
         daily = daily_costs(snap)
         reasons = list(snap.problems)
         for eng in snap.engines:
@@ -290,6 +295,7 @@ class NodeWorker:
             self.ts_changed_at = time.monotonic()
         self.snap_json = raw
         self.snap_facts = facts
+        self.snap_fit = fit
         self.cost_daily = daily
         self.snap_ts = snap.ts
         self.audit_seq = snap.audit.seq
@@ -325,7 +331,17 @@ class NodeWorker:
             version=v.version,
             kind=v.kind,
             retry_at=v.retry_at,
+            fit=v.fit,
         )
+
+    def refit(self) -> None:
+        """Answer the fleet's (new) fit question from the last good snapshot, now."""
+        watch = self.fit_watch
+        self.snap_fit = None
+        if watch is not None and self.snap_json is not None:
+            snap = NodeSnapshot.model_validate_json(self.snap_json)
+            self.snap_fit = watch.check(self.name, snap)
+        self.refresh()
 
     def set_last_error(self, text: str) -> None:
         if text != self.view.last_error:
@@ -366,6 +382,8 @@ class NodeWorker:
         self.view.state = state
         if reasons != self.view.reasons:
             self.view.reasons = reasons
+        watch = self.fit_watch
+        self.view.fit = watch.judge(self.view, self.snap_fit) if watch is not None else None
         if state != old:
             why = f": {reasons[0]}" if reasons else ""
             self.emit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from fleettui.capacity.fit import Fit
 from fleettui.textsafe import clean
 from fleettui.wire import DISPLAY, NodeSnapshot, in_scope, scope_code
 
@@ -88,6 +89,8 @@ class NodeView:
     retry_at: float | None = None  # unix time of the next attempt while OFFLINE (backoff)
     snapshot_json: str | bytes | None = field(default=None, repr=False, compare=False)
     facts: SnapshotFacts | None = field(default=None, repr=False, compare=False)
+    # The answer to the fleet's fit question (FitWatch), when one is asked; immutable, shared.
+    fit: Fit | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.url, self.role = clean(self.url), clean(self.role)

@@ -95,6 +95,19 @@ def fmt_mb(mb: float | None) -> str:
     return f"{mb / 1024:.1f}G" if mb >= 1024 else f"{mb:.0f}M"
 
 
+MINUS = "\u2212"  # a real minus sign (U+2212): a negative margin, not a dash
+
+
+def fmt_bytes(n: int | None, signed: bool = False) -> str:
+    """GiB with one decimal (MiB under one GiB), with a sign when `signed`; a dash when
+    unknown. The estimator counts bytes; the wire's MiB go through fmt_mb."""
+    if n is None:
+        return DASH
+    sign = ("+" if n >= 0 else MINUS) if signed else (MINUS if n < 0 else "")
+    a = abs(n)
+    return f"{sign}{a / 1024**3:.1f}G" if a >= 1024**3 else f"{sign}{a / 1024**2:.0f}M"
+
+
 def _fit(text: Text, width: int) -> Text:
     text.truncate(width, overflow="ellipsis")
     return text

@@ -1,0 +1,156 @@
+"""`fleet fit MODEL`: poll the fleet once and say, per node, whether the model fits beside what
+is loaded there, what would have to be evicted, and why.
+
+Exit codes: 0 it fits on some node as things are, 3 only after evicting idle models (the
+answer is yes, at a cost someone should choose), 1 nowhere (or no node could tell), 2 bad
+input (config, an unknown node, a bad flag, an unreadable model file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fleettui.commands.io import console, err, load_fleet, markup_safe, named_node, print_json
+from fleettui.views.columns import fmt_bytes
+
+if TYPE_CHECKING:
+    from fleettui.aggregator.fitwatch import FitWatch
+    from fleettui.aggregator.state import NodeView
+    from fleettui.wire import ModelMeta
+
+VERDICT_STYLE = {"fits": "bold green", "evict": "bold yellow", "no": "bold red", "unknown": "dim"}
+VERDICT_LABEL = {"fits": "fits", "evict": "evict", "no": "no", "unknown": "?"}
+
+
+def _read_meta(args: argparse.Namespace) -> tuple[ModelMeta | None, str | None] | None:
+    """The metadata the operator gave (--gguf, --hf-config), or (None, None) for none; None
+    after saying why the file cannot be used."""
+    path: Path | None = args.gguf or args.hf_config
+    if path is None:
+        return None, None
+    flag = "--gguf" if args.gguf else "--hf-config"
+    from fleettui.capacity.files import meta_from_gguf, meta_from_hf_config
+
+    reader = meta_from_gguf if args.gguf else meta_from_hf_config
+    try:
+        meta = reader(path)
+    except OSError as exc:
+        err(f"{flag} {path}: {exc.strerror or exc}")
+        return None
+    except Exception as exc:  # a file we cannot parse is the operator's input, not a bug
+        err(f"{flag} {path}: not readable as {flag[2:]}: {exc}")
+        return None
+    return meta, f"{flag} {path}"
+
+
+def _line_table(views: list[NodeView], title: str):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("Node", no_wrap=True)
+    table.add_column("Fit", no_wrap=True)
+    for col in ("Need", "Free", "Margin"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("Evict")
+    table.add_column("Label", no_wrap=True)
+    table.add_column("Reason", overflow="fold")
+    for v in views:
+        fit = v.fit
+        assert fit is not None
+        style = VERDICT_STYLE[fit.verdict]
+        table.add_row(
+            markup_safe(v.name),
+            f"[{style}]{VERDICT_LABEL[fit.verdict]}[/]",
+            fmt_bytes(fit.need_bytes),
+            fmt_bytes(fit.free_bytes),
+            fmt_bytes(fit.margin_bytes, signed=True),
+            markup_safe(", ".join(fit.evict)) or "-",
+            fit.label if fit.verdict != "unknown" else "-",
+            markup_safe(fit.reasons[0]) if fit.reasons else "",
+        )
+    return table
+
+
+def exit_code(views: list[NodeView]) -> int:
+    verdicts = {v.fit.verdict for v in views if v.fit is not None}
+    return 0 if "fits" in verdicts else 3 if "evict" in verdicts else 1
+
+
+def _title(watch: FitWatch, views: list[NodeView], took: float) -> str:
+    req = watch.request
+    asked = [
+        f"ctx {req.ctx}" if req.ctx else "",
+        f"{req.parallel} slots" if req.parallel else "",
+        f"kv {req.kv_type}" if req.kv_type else "",
+        f"on {req.engine}" if req.engine else "",
+    ]
+    what = ", ".join(a for a in asked if a)
+    verdicts = [v.fit.verdict for v in views if v.fit is not None]
+    counts = {k: verdicts.count(k) for k in VERDICT_LABEL}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    source = f"metadata from {watch.meta_from}" if watch.meta_from else "no metadata found"
+    return (
+        f"{markup_safe(req.model)}{' (' + markup_safe(what) + ')' if what else ''}: {summary}"
+        f"  [dim]({markup_safe(source)}; {took:.1f} s)[/]"
+    )
+
+
+def document(watch: FitWatch, views: list[NodeView], now: float) -> dict[str, Any]:
+    """`fleet fit --json`: the question, where the metadata came from, one answer per node."""
+    from dataclasses import asdict
+
+    from fleettui.aggregator.fitwatch import fit_json
+
+    return {
+        "request": asdict(watch.request),
+        "meta_from": watch.meta_from,
+        "meta": watch.meta.model_dump(mode="json") if watch.meta is not None else None,
+        "nodes": [fit_json(v, now) for v in views],
+    }
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    cfg = load_fleet(args)
+    if cfg is None:
+        return 2
+    nodes = []
+    for name in dict.fromkeys(args.node):  # a name given twice is asked once
+        node = named_node(cfg, name)
+        if node is None:
+            return 2
+        nodes.append(node)
+    given = _read_meta(args)
+    if given is None:
+        return 2
+
+    import anyio
+
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.fitwatch import fit_order
+    from fleettui.capacity.fit import FitRequest
+    from fleettui.config import FleetConfig
+
+    if nodes:
+        cfg = FleetConfig(path=cfg.path, defaults=cfg.defaults, nodes=nodes)
+    request = FitRequest(
+        model=args.model,
+        ctx=args.ctx,
+        parallel=args.parallel,
+        kv_type=args.kv_type,
+        engine=args.engine,
+    )
+    t0 = time.monotonic()
+    agg = FleetAggregator(cfg, verify_chain=False)  # a fit needs snapshots, not the audit log
+    watch = agg.set_fit(request, *given)
+    assert watch is not None
+    views = sorted(anyio.run(partial(agg.poll_once, args.timeout)), key=fit_order)
+    code = exit_code(views)
+    if args.json:
+        print_json(document(watch, views, time.time()))
+        return code
+    console().print(_line_table(views, _title(watch, views, time.monotonic() - t0)))
+    return code
