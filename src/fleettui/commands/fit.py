@@ -33,16 +33,14 @@ def _read_meta(args: argparse.Namespace) -> tuple[ModelMeta | None, str | None] 
     if path is None:
         return None, None
     flag = "--gguf" if args.gguf else "--hf-config"
-    from fleettui.capacity.files import meta_from_gguf, meta_from_hf_config
+    from fleettui.capacity.files import MetaFileError, meta_from_gguf, meta_from_hf_config
 
     reader = meta_from_gguf if args.gguf else meta_from_hf_config
     try:
         meta = reader(path)
-    except OSError as exc:
-        err(f"{flag} {path}: {exc.strerror or exc}")
-        return None
-    except Exception as exc:  # a file we cannot parse is the operator's input, not a bug
-        err(f"{flag} {path}: not readable as {flag[2:]}: {exc}")
+    except (MetaFileError, OSError) as exc:  # the reader's line names the file: say it once
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        err(f"{flag} {path}: {why.removeprefix(f'{path.name}: ')}")
         return None
     return meta, f"{flag} {path}"
 
@@ -53,11 +51,13 @@ def _line_table(views: list[NodeView], title: str):  # type: ignore[no-untyped-d
     table = Table(title=title, title_justify="left")
     table.add_column("Node", no_wrap=True)
     table.add_column("Fit", no_wrap=True)
-    for col in ("Need", "Free", "Margin"):
+    for col in ("Need", "Free", "Spare"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("Evict")
     table.add_column("Label", no_wrap=True)
     table.add_column("Reason", overflow="fold")
+    from fleettui.aggregator.fitwatch import spare_bytes
+
     for v in views:
         fit = v.fit
         assert fit is not None
@@ -67,7 +67,7 @@ def _line_table(views: list[NodeView], title: str):  # type: ignore[no-untyped-d
             f"[{style}]{VERDICT_LABEL[fit.verdict]}[/]",
             fmt_bytes(fit.need_bytes),
             fmt_bytes(fit.free_bytes),
-            fmt_bytes(fit.margin_bytes, signed=True),
+            fmt_bytes(spare_bytes(fit), signed=True),
             markup_safe(", ".join(fit.evict)) or "-",
             fit.label if fit.verdict != "unknown" else "-",
             markup_safe(fit.reasons[0]) if fit.reasons else "",
