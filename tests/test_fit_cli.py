@@ -54,19 +54,21 @@ def test_three_verdicts_and_an_offline_node(config: Path) -> None:
     roomy = by["roomy"]
     assert roomy["free_bytes"] == 40 * GIB
     assert 5 * GIB < roomy["need_bytes"] < 8 * GIB
-    assert roomy["margin_bytes"] == roomy["free_bytes"] - roomy["need_bytes"] > 0
+    spare = roomy["free_bytes"] - roomy["need_bytes"] - roomy["margin_bytes"]
+    assert roomy["spare_bytes"] == spare > 30 * GIB  # the safety margin is kept free too
     assert roomy["evict"] == []
     assert roomy["state"] == "ONLINE" and roomy["observed_at"] > 0 and roomy["age_s"] < 30
 
     tight = by["tight"]  # the idle model goes; the busy one is never proposed
     assert tight["evict"] == ["qwen-idle:14b"]
-    assert tight["margin_bytes"] < 0
-    assert any("qwen-idle:14b" in r for r in tight["reasons"])
+    assert tight["spare_bytes"] < 0  # as things are
+    assert any("after unloading idle qwen-idle:14b" in r for r in tight["reasons"])
     assert not any("coder-busy" in x for x in tight["evict"])
 
     full = by["full"]  # only a busy model there: nothing to evict
-    assert full["evict"] == [] and full["margin_bytes"] < 0
-    assert full["reasons"]
+    assert full["evict"] == [] and full["spare_bytes"] < 0
+    assert "short" in full["reasons"][0]
+    assert "1 busy model never evicted" in full["reasons"]
 
     dead = by["dead"]
     assert dead["state"] == "OFFLINE" and dead["observed_at"] is None

@@ -161,6 +161,7 @@ def test_fields_cover_the_issue() -> None:
         "state",
         "engine",
         "model",
+        "fit",
         "power",
         "cost",
         "gpu_mem",
@@ -169,3 +170,26 @@ def test_fields_cover_the_issue() -> None:
     with pytest.raises(SelectError) as info:
         parse("state=x")
     assert NodeState.OFFLINE.value in str(info.value)
+
+
+def test_fit_reads_the_answer_to_the_fit_question() -> None:
+    from fleettui.capacity.fit import FitRequest
+    from fleettui.testing.sample import SampleSource
+
+    source = SampleSource()
+    assert names("fit=yes") == []  # no question asked: nothing matches
+    source.set_fit(FitRequest("llama3.1:8b"))
+    views = source.snapshots()
+    by = {v.name: v.fit.verdict for v in views if v.fit is not None}
+    assert set(by) == {v.name for v in views}  # every node answers, "unknown" included
+    for word, verdict in (("yes", "fits"), ("no", "no"), ("unknown", "unknown")):
+        got = [v.name for v in select_views(views, expr=f"fit={word}")]
+        assert got == [n for n, x in by.items() if x == verdict], word
+    assert "edge-lab-7" in [v.name for v in select_views(views, expr="fit=unknown")]  # OFFLINE
+    assert [v.name for v in select_views(views, expr="fit!=yes and fit!=no and fit!=unknown")] == [
+        n for n, x in by.items() if x == "evict"
+    ]
+    with pytest.raises(
+        SelectError, match="unknown fit 'fits' \\(one of yes, evict, no, unknown\\)"
+    ):
+        parse("fit=fits")

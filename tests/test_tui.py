@@ -163,7 +163,7 @@ async def test_detail_screen_shows_everything_and_updates_live() -> None:
         assert "engine vllm down: connection refused" in text("#d-problems")
         assert text("#d-gpus").count("NVIDIA L40S") == 2
         assert "connection refused" in text("#d-engines")
-        assert "llama3.1:8b" in text("#d-models") and "4.8G" in text("#d-models")
+        assert "llama3.1:8b" in text("#d-ledger") and "4.8G" in text("#d-ledger")
         assert "now 312W" in text("#d-power")
         assert "restart" in text("#d-audit") and "denied" in text("#d-audit")
 

@@ -311,6 +311,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     )
     _fleet_config(mcp)
     mcp.set_defaults(func=_to(MCP, "cmd_mcp"))
+
     fit = sub.add_parser(
         "fit",
         help="does MODEL fit on each node beside what is loaded there? exit 0 fits somewhere, "

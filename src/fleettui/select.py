@@ -7,9 +7,11 @@ One small language so an operator who learned it in the TUI can paste it into a 
     not (tag=gpu or role~embed) and latency>=200ms
 
 Fields: name, role, tag, state, engine, model (text; tag/engine/model match any of a node's
-values) and power (W), cost (7-day total), gpu_mem (% used, or an amount with MB/GB), latency
-(ms, or with ms/s). Operators `= != > < >= <= ~` (`~` is a case-insensitive regex search, so a
-plain word is a substring match); `and`, `or`, `not`, parentheses. Text comparisons ignore case.
+values), fit (the answer to the dashboard's fit question, `F`: yes, evict, no or unknown; a
+node matches none of them while no question is asked) and power (W), cost (7-day total),
+gpu_mem (% used, or an amount with MB/GB), latency (ms, or with ms/s). Operators
+`= != > < >= <= ~` (`~` is a case-insensitive regex search, so a plain word is a substring
+match); `and`, `or`, `not`, parentheses. Text comparisons ignore case.
 A node that has no value for a numeric field (never answered, no GPU) matches no comparison.
 
 A bad expression raises SelectError with the offending position; its str() carries a caret line.
@@ -24,9 +26,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from fleettui.aggregator.fitwatch import FILTER_WORDS
 from fleettui.aggregator.state import NodeState, NodeView
 
-TEXT_FIELDS = ("name", "role", "tag", "state", "engine", "model")
+TEXT_FIELDS = ("name", "role", "tag", "state", "engine", "model", "fit")
 NUMBER_FIELDS = ("power", "cost", "gpu_mem", "latency")
 FIELDS = TEXT_FIELDS + NUMBER_FIELDS
 OPERATORS = ("=", "!=", ">", "<", ">=", "<=", "~")
@@ -152,6 +155,8 @@ def _texts(view: NodeView, field: str) -> list[str]:
         return list(view.tags)
     if field == "state":
         return [view.state.value]
+    if field == "fit":
+        return [FILTER_WORDS[view.fit.verdict]] if view.fit is not None else []
     snap = view.snapshot  # parsed on first read: only the fields that need it ask for it
     if field == "engine":
         return [e.name for e in snap.engines] if snap else []
@@ -213,6 +218,9 @@ def _text_pred(field: str, op: str, value: str, tok: _Tok, expr: str) -> Pred:
             raise SelectError(
                 expr, tok.pos, f"unknown state {value!r} (one of {', '.join(states)})"
             )
+    if field == "fit" and want not in FILTER_WORDS.values():
+        words = ", ".join(FILTER_WORDS.values())
+        raise SelectError(expr, tok.pos, f"unknown fit {value!r} (one of {words})")
     if op == "=":
         return lambda v: any(t.casefold() == want for t in _texts(v, field))
     return lambda v: not any(t.casefold() == want for t in _texts(v, field))

@@ -39,6 +39,7 @@ def unknown(node: str, request: FitRequest, reason: str) -> Fit:
         evict=(),
         reasons=(clean(reason),),
         label="heuristic",
+        model=request.model,
     )
 
 
@@ -50,6 +51,7 @@ def _safe(fit: Fit) -> Fit:
         engine=clean(fit.engine) if fit.engine is not None else None,
         evict=tuple(clean(x) for x in fit.evict),
         reasons=tuple(clean(x) for x in fit.reasons),
+        notes=tuple(clean(x) for x in fit.notes),
     )
 
 
@@ -103,6 +105,14 @@ class FitWatch:
         return fit
 
 
+def spare_bytes(fit: Fit) -> int | None:
+    """What is left after the load and the safety margin kept free (negative: the shortfall);
+    None when a figure is unknown (an "already loaded" answer has no free figure)."""
+    if fit.need_bytes is None or fit.free_bytes is None or fit.margin_bytes is None:
+        return None
+    return fit.free_bytes - fit.need_bytes - fit.margin_bytes
+
+
 def fit_order(view: NodeView) -> tuple[int, str]:
     """Sort key of `fleet fit`'s lines: fits, evict, no, unknown, then by name."""
     rank = VERDICT_ORDER[view.fit.verdict] if view.fit is not None else len(VERDICT_ORDER)
@@ -110,12 +120,14 @@ def fit_order(view: NodeView) -> tuple[int, str]:
 
 
 def fit_json(view: NodeView, now: float | None = None) -> dict[str, Any]:
-    """One node's answer for `--json` (and MCP): the estimator's document plus when the
-    snapshot it judged was taken and how old it is."""
+    """One node's answer for `--json` (and MCP): the estimator's document plus what is left
+    after the load (`spare_bytes`), the node's state, when the snapshot it judged was taken
+    and how old it is."""
     assert view.fit is not None
     now = time.time() if now is None else now
     snap = view.snapshot
     doc = view.fit.to_json()
+    doc["spare_bytes"] = spare_bytes(view.fit)
     doc["state"] = view.state.value
     doc["observed_at"] = snap.ts if snap else None
     doc["age_s"] = round(max(0.0, now - snap.ts), 1) if snap else None

@@ -21,7 +21,9 @@ from fleettui.agent.collect.attribute import attribute
 from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.agent.simulate import MODEL_POOL, model_meta
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
+from fleettui.aggregator.fitwatch import FitWatch
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
+from fleettui.capacity.fit import Fit, FitRequest
 from fleettui.wire import (
     GENESIS_HASH,
     ActionRequest,
@@ -625,6 +627,7 @@ class SampleSource:
         self.acted: list[tuple[list[str], ActionRequest]] = []  # what `act` was asked to send
         self._config_warnings = list(config_warnings)
         self._skipped = skipped
+        self._fit: FitWatch | None = None
 
     # --- FleetSource -----------------------------------------------------------------
     @property
@@ -695,14 +698,32 @@ class SampleSource:
         env.succeeded = list(names)
         return env
 
+    def set_fit(self, request: FitRequest | None) -> FitWatch | None:
+        """As the aggregator does it, through the same FitWatch, over the fixed views."""
+        watch = FitWatch(request) if request is not None else None
+        self._fit = watch
+        if watch is not None:
+            watch.learn_all((v.name, v.snapshot) for v in self._views.values() if v.snapshot)
+        for name, view in list(self._views.items()):
+            self._views[name] = replace(view, version=view.version + 1, fit=self._judge(view))
+        self._bump()
+        return watch
+
+    def _judge(self, view: NodeView) -> Fit | None:
+        watch = self._fit
+        if watch is None:
+            return None
+        snap = view.snapshot
+        return watch.judge(view, watch.check(view.name, snap) if snap is not None else None)
+
     # --- test drivers ----------------------------------------------------------------
     def update(self, name: str, **changes) -> NodeView:
-        """Change one node (bumping its version) and wake the views."""
+        """Change one node (bumping its version; its fit follows) and wake the views."""
         old = self._views[name]
         new = replace(old, version=old.version + 1, **changes)
-        self._views[name] = new
+        self._views[name] = replace(new, fit=self._judge(new))
         self._bump()
-        return new
+        return self._views[name]
 
     def put(self, views: list[NodeView]) -> None:
         """Replace the whole fleet (adds and removes nodes)."""

@@ -84,6 +84,15 @@ SCENES: tuple[Scene, ...] = (
     Scene("sorted_events", ("s", "s", "s", "s", "e")),
     Scene("read_only", ("R",), app_kwargs={"read_only": True}),
     Scene("config_warnings", ("e",), source_kwargs=_TYPO),
+    Scene("fit", ("F", *"llama3.1:8b ctx=8192", "enter"), screenshot=True),
+    Scene("fit_80x24", ("F", *"llama3.1:8b", "enter"), size=(80, 24)),
+    Scene("fit_typing", ("F", *"llama3.1:8b ctx=8192")),
+    Scene("fit_filter", ("F", *"llama3.1:8b", "enter", "slash", *"fit=yes", "enter")),
+    Scene(
+        "fit_detail",
+        ("F", *"llama3.1:8b ctx=32768", "enter", "slash", *"name=embed-1", "enter", "enter"),
+        screenshot=True,
+    ),
     Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
     Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
 )

@@ -7,12 +7,14 @@ low-priority columns instead of squeezing every cell.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 
+from fleettui.aggregator.fitwatch import spare_bytes
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.select import gpu_memory
 from fleettui.views.sparkline import sparkline
@@ -99,13 +101,15 @@ MINUS = "\u2212"  # a real minus sign (U+2212): a negative margin, not a dash
 
 
 def fmt_bytes(n: int | None, signed: bool = False) -> str:
-    """GiB with one decimal (MiB under one GiB), with a sign when `signed`; a dash when
-    unknown. The estimator counts bytes; the wire's MiB go through fmt_mb."""
+    """GiB with one decimal (none from 100 GiB, MiB under one), with a sign when `signed`;
+    a dash when unknown. The estimator counts bytes; the wire's MiB go through fmt_mb."""
     if n is None:
         return DASH
     sign = ("+" if n >= 0 else MINUS) if signed else (MINUS if n < 0 else "")
-    a = abs(n)
-    return f"{sign}{a / 1024**3:.1f}G" if a >= 1024**3 else f"{sign}{a / 1024**2:.0f}M"
+    gib = abs(n) / 1024**3
+    if gib >= 99.95:
+        return f"{sign}{gib:.0f}G"
+    return f"{sign}{gib:.1f}G" if gib >= 1 else f"{sign}{gib * 1024:.0f}M"
 
 
 def _fit(text: Text, width: int) -> Text:
@@ -233,6 +237,27 @@ def cell_latency(view: NodeView, width: int, now: float, selected: bool) -> Text
     return _dim_if_stale(view, Text(fmt_latency(ms)[:width].rjust(width), style=style))
 
 
+FIT_STYLE = {"fits": "bold green", "evict": "bold yellow", "no": "bold red", "unknown": "dim"}
+
+
+def cell_fit(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    """The answer to the fleet's fit question: `fits +3.2G` (what is left after the load and
+    the safety margin), `evict 1` (idle models), `no -4.1G` (a real minus: the shortfall),
+    `fits cpu` (with part of it in host RAM), `loaded` (resident already), `?` (cannot tell)."""
+    fit = view.fit
+    if fit is None or fit.verdict == "unknown":
+        return Text("?", style="dim")
+    style = FIT_STYLE[fit.verdict]
+    if fit.verdict == "evict":
+        return _fit(Text(f"evict {len(fit.evict)}", style=style), width)
+    if fit.offload_bytes:
+        return _fit(Text("fits cpu", style="bold yellow"), width)
+    spare = spare_bytes(fit)
+    if spare is None:  # a fit with no free figure: the model is resident there already
+        return _fit(Text("loaded", style=style), width)
+    return _fit(Text(f"{fit.verdict} {fmt_bytes(spare, signed=True)}", style=style), width)
+
+
 def cell_seen(view: NodeView, width: int, now: float, selected: bool) -> Text:
     age = None if view.last_seen is None else now - view.last_seen
     style = "dim" if age is None else "" if age < 30 else "yellow" if age < 300 else "red"
@@ -263,6 +288,18 @@ def _models(v: NodeView) -> int:
     return v.facts.models if v.facts else 0
 
 
+def _fit_rank(v: NodeView) -> tuple[int, float] | None:
+    """loaded, fits (most room first), evict (fewest models first), no (closest first);
+    unknown last."""
+    fit = v.fit
+    if fit is None or fit.verdict == "unknown":
+        return None
+    if fit.verdict == "evict":
+        return 1, len(fit.evict)
+    spare = spare_bytes(fit)
+    return (0 if fit.verdict == "fits" else 2), -math.inf if spare is None else -spare
+
+
 CellFn = Callable[[NodeView, int, float, bool], Text]
 
 
@@ -277,6 +314,7 @@ class Column:
     descending: bool = False  # natural direction when first sorted by this column
     flex: int = 0  # how many extra cells it may take when the terminal is wide
     justify: str = "left"
+    optional: bool = False  # shown only when asked for (the Fit column, once `F` asked)
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -284,6 +322,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("node", "Node", 11, 0, cell_node, lambda v: v.name.casefold(), flex=13),
     Column("role", "Role", 7, 9, cell_role, lambda v: v.role.casefold(), flex=9),
     Column("state", "State", 8, 0, cell_state, lambda v: STATE_ORDER[v.state]),
+    Column("fit", "Fit", 11, 0, cell_fit, _fit_rank, optional=True),
     Column("engines", "Engines", 13, 2, cell_engines, _engines_down, True, flex=11),
     Column("models", "Models", 11, 6, cell_models, _models, True, 29),
     Column("gpu", "GPU", 12, 3, cell_gpu, _gpu_pct, True),
@@ -304,15 +343,21 @@ def full_width(columns: Iterable[Column] = COLUMNS) -> int:
     return sum(c.width + SEP for c in columns)
 
 
-def fit_columns(available: int, longest_name: int | None = None) -> dict[str, int]:
+def fit_columns(
+    available: int, longest_name: int | None = None, optional: Iterable[str] = ()
+) -> dict[str, int]:
     """Which columns fit in `available` cells, with their widths, in display order.
 
-    Columns are admitted by priority while they fit; leftover space then widens the flexible
-    ones in FLEX_ORDER: node names first (up to `longest_name`), then models, engines...
+    Columns are admitted by priority while they fit (an optional one only when named in
+    `optional`); leftover space then widens the flexible ones in FLEX_ORDER: node names first
+    (up to `longest_name`), then models, engines...
     """
     chosen: set[str] = set()
     used = 0
+    wanted = set(optional)
     for col in sorted(COLUMNS, key=lambda c: c.priority):
+        if col.optional and col.key not in wanted:
+            continue
         need = col.width + SEP
         if col.priority == 0 or used + need <= available:
             chosen.add(col.key)

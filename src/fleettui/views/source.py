@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
+from fleettui.aggregator.fitwatch import FitWatch
 from fleettui.aggregator.state import FleetEvent, NodeView
+from fleettui.capacity.fit import FitRequest
 from fleettui.wire import ActionRequest, AuditEntry
 
 
@@ -70,5 +72,19 @@ class FleetSource(Protocol):
         """Send one action to the named nodes; per-node progress goes to `on_progress`."""
         ...
 
+    def set_fit(self, request: FitRequest | None) -> FitWatch | None:
+        """Ask whether a model fits on every node (None: stop asking); from then on each
+        view's `fit` answers it, recomputed on every snapshot (aggregator/fitwatch.py)."""
+        ...
 
-__all__ = ["AuditEntry", "Envelope", "FleetEvent", "FleetSource", "NodeView", "Progress"]
+
+__all__ = [
+    "AuditEntry",
+    "Envelope",
+    "FitRequest",
+    "FitWatch",
+    "FleetEvent",
+    "FleetSource",
+    "NodeView",
+    "Progress",
+]

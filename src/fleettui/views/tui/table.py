@@ -105,6 +105,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.views: dict[str, NodeView] = {}  # every node, config order
         self.selected: set[str] = set()
         self.selector: Selector | None = None
+        self.optional: frozenset[str] = frozenset()  # optional columns asked for (columns.py)
         self.sort_key: str | None = None
         self.sort_reverse = False
         self.widths: dict[str, int] = {}
@@ -226,6 +227,14 @@ class FleetTable(ScrollView, can_focus=True):
 
     def set_filter(self, selector: Selector | None) -> None:
         self.selector = selector
+        self.apply()
+
+    def show_optional(self, keys: Iterable[str]) -> None:
+        """Show exactly these optional columns (e.g. `fit` while a fit question is asked)."""
+        self.optional = frozenset(keys)
+        if self.sort_key is not None and BY_KEY[self.sort_key].optional:
+            if self.sort_key not in self.optional:
+                self.sort_key, self.sort_reverse = None, False
         self.apply()
 
     def cycle_sort(self) -> None:
@@ -461,7 +470,7 @@ class FleetTable(ScrollView, can_focus=True):
         width = self.size.width
         if rows + HEADER > self.size.height:  # leave room for the scrollbar
             width -= self.styles.scrollbar_size_vertical
-        widths = fit_columns(width, max((len(n) for n in self.views), default=0))
+        widths = fit_columns(width, max((len(n) for n in self.views), default=0), self.optional)
         return {c.key: widths[c.key] for c in COLUMNS if c.key in widths}
 
     def _set_order(self, want: list[str]) -> None:

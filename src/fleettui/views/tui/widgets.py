@@ -35,6 +35,7 @@ class TotalsBar(Static):
         read_only: bool = False,
         hidden_selected: int = 0,
         skipped: int = 0,
+        fit_text: str | None = None,
     ) -> None:
         line = totals_text(fleet_totals(views, skipped), selected)
         if hidden_selected:
@@ -43,6 +44,9 @@ class TotalsBar(Static):
             line.append(" │ ")
             line.append(f"filter {filter_text}", style="bold")
             line.append(f" ({shown}/{len(views)})", style="dim")
+        if fit_text:
+            line.append(" │ ")
+            line.append(f"fit {clean(fit_text)}", style="bold")
         if sort_key:
             line.append(" │ ")
             line.append(f"sort {BY_KEY[sort_key].label.lower()} {'▼' if reverse else '▲'}")

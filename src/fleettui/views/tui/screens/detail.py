@@ -32,6 +32,7 @@ from fleettui.views.columns import (
     fmt_watts,
 )
 from fleettui.views.sparkline import sparkline, sparkline_rows
+from fleettui.views.tui.screens.ledger import budget_bar, fit_section, ledger
 from fleettui.wire import NodeSnapshot, Power
 
 AUDIT_LIMIT = 10
@@ -223,23 +224,6 @@ def engines(view: NodeView) -> RenderableType:
     return t
 
 
-def models(view: NodeView) -> RenderableType:
-    t = _table("Models", "engine", "model", "size", "VRAM", "quant")
-    snap = view.snapshot
-    for e in snap.engines if snap else []:
-        for m in e.models:
-            t.add_row(
-                Text(e.name),
-                Text(m.name),
-                fmt_mb(m.size_mb),
-                fmt_mb(m.vram_mb),
-                Text(m.quant or "—"),
-            )
-    if not t.row_count:
-        t.add_row("", Text("no model resident", style="dim"), "", "", "")
-    return t
-
-
 AUDIT_STYLES = {"ok": "green", "started": "yellow", "sealed": "cyan"}
 
 
@@ -309,10 +293,12 @@ class DetailScreen(Screen[None]):
         with VerticalScroll(id="detail"):
             yield Static(id="d-header")
             yield Static(id="d-problems")
+            yield Static(id="d-fit")
+            yield Static(id="d-budget")
+            yield Static(id="d-ledger")
             yield Static(id="d-power")
             yield Static(id="d-gpus")
             yield Static(id="d-engines")
-            yield Static(id="d-models")
             yield Static(id="d-audit")
         yield Footer()
 
@@ -329,10 +315,17 @@ class DetailScreen(Screen[None]):
         width = max(20, self.size.width - 4) if self.size.width else 60
         self.query_one("#d-header", Static).update(header(view, now))
         self.query_one("#d-problems", Static).update(problems(view))
+        fit = fit_section(view)
+        self.query_one("#d-fit", Static).display = fit is not None
+        self.query_one("#d-fit", Static).update(fit or "")
         self.query_one("#d-power", Static).update(power(view, min(width, 60)))
         self.query_one("#d-gpus", Static).update(gpus(view))
         self.query_one("#d-engines", Static).update(engines(view))
-        self.query_one("#d-models", Static).update(models(view))
+        snap = view.snapshot
+        self.query_one("#d-budget", Static).update(
+            budget_bar(snap.budget if snap else None, min(width, 60))
+        )
+        self.query_one("#d-ledger", Static).update(ledger(view, now))
         self._show_audit()
 
     def _show_audit(self) -> None:

@@ -22,6 +22,7 @@ KEYS = [
     ("enter", "node detail (GPUs, engines, models, audit)"),
     ("click", "a row twice: detail; a header: sort"),
     ("/", "filter, e.g. state=OFFLINE"),
+    ("F", "does a model fit? adds the Fit column"),
     ("esc", "clear the filter; close a screen"),
     ("s  S", "next sort column, reverse the sort"),
     ("e", "show / hide the event log"),
@@ -39,17 +40,19 @@ def _acts_on(action: str) -> str:
 
 ACTION_HELP = [(key, f"{action} {_acts_on(action)}") for key, action in ACTION_KEYS.items()]
 GRAMMAR = [
-    ("fields", "name role tag state engine model   power cost gpu_mem latency"),
+    ("fields", "name role tag state engine model fit   power cost gpu_mem latency"),
     ("operators", "=  !=  >  <  >=  <=  ~ (regex, so a word is a substring)"),
     ("combine", "and  or  not  ( )"),
     ("units", "power 1.5kW · latency 2s · gpu_mem 90 (%) or 40GB · quote 'two words'"),
     ("examples", "state=OFFLINE · power>300 and engine=vllm · not (tag=edge or role~embed)"),
+    ("fit", "fit=yes · fit=evict · fit=no · fit=unknown (after F asked for a model)"),
 ]
 COLUMNS = (
     "✓ selected · Engines name·models, ✗ down · GPU used/total memory and utilisation · "
     "Power watts, scope (G GPU · C CPU package · M DRAM · P platform · S SoC · W wall) and "
     "the last ~2 min · Cost 7d total and per day · Audit hash chain "
-    "ok / BROKEN / ? · RTT snapshot round trip · Seen last good answer"
+    "ok / BROKEN / ? · RTT snapshot round trip · Seen last good answer · "
+    "Fit (F) fits and the margin, evict N idle models, no and the shortfall, ? cannot tell"
 )
 
 

@@ -18,6 +18,7 @@ from fleettui.aggregator.state import NodeView
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.filter import FilterScreen
+from fleettui.views.tui.screens.fit import FitScreen, parse_fit
 from fleettui.views.tui.table import FleetTable
 from fleettui.views.tui.widgets import ConfigBanner, EventLog, TotalsBar
 
@@ -39,6 +40,7 @@ class MainScreen(Screen[None]):
             Binding(key, f"node_action('{action}')", action.title())
             for key, action in ACTION_KEYS.items()
         ),
+        Binding("F", "fit", "Fit"),  # last: a narrow footer drops it before an action key
         # Read-only: the footer offers no action key, and pressing one says why (check_action).
         *(
             Binding(key, f"refuse_action('{action}')", show=False)
@@ -62,6 +64,7 @@ class MainScreen(Screen[None]):
         self.on_ready = on_ready
         self.skipped = skipped
         self.config_warnings = list(config_warnings or [])
+        self.fit_text: str | None = None  # the fit question asked with F, as typed
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
@@ -107,6 +110,7 @@ class MainScreen(Screen[None]):
             self.read_only,
             hidden_selected=len(selected - set(t.visible_names)),
             skipped=self.skipped,
+            fit_text=self.fit_text,
         )
 
     # --- keys ------------------------------------------------------------------------
@@ -151,6 +155,32 @@ class MainScreen(Screen[None]):
             return False
         self.update_totals()
         return True
+
+    def action_fit(self) -> None:
+        self.app.push_screen(
+            FitScreen(self.fit_text or "", list(self.views.values())), self.ask_fit
+        )
+
+    def ask_fit(self, text: str | None) -> None:
+        """Ask the source the fit question typed with F ("" stops asking, None leaves it);
+        the Fit column shows its answers, best first."""
+        if text is None:
+            return
+        request = parse_fit(text) if text else None  # the fit screen validated it
+        watch = self.app.source.set_fit(request)  # type: ignore[attr-defined]
+        self.fit_text = text or None
+        table = self.table
+        table.show_optional({"fit"} if request else ())
+        if request is not None:
+            table.sort_by("fit")
+            if watch is not None and watch.meta is None:  # the fit screen warned already
+                self.notify(
+                    f"{request.model}: no node has its metadata, so every node answers '?'",
+                    severity="warning",
+                    markup=False,
+                )
+        self.app.refresh_fleet()  # type: ignore[attr-defined]
+        self.update_totals()
 
     def action_clear_filter(self) -> None:
         if self.table.selector is not None:

@@ -1,0 +1,114 @@
+"""The `F` question: which model to judge on every node, with the context, slots, KV type and
+engine `fleet fit` takes as flags, typed as `MODEL ctx=8192 parallel=2 kv=q8_0 engine=ollama`.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+from fleettui.aggregator.state import NodeView
+from fleettui.capacity.estimate import KV_TYPES
+from fleettui.capacity.fit import FitRequest
+from fleettui.views.columns import plural
+
+HINT = "e.g.  llama3.1:8b   qwen2.5-coder:7b ctx=32768 parallel=2 kv=q8_0   (empty: no Fit column)"
+LIMITS = {"ctx": 100_000_000, "parallel": 4096}  # as `fleet fit --ctx/--parallel`
+
+
+def parse_fit(text: str) -> FitRequest:
+    """`MODEL [ctx=N] [parallel=N] [kv=TYPE] [engine=NAME]`; ValueError saying what is wrong."""
+    words = text.split()
+    if not words:
+        raise ValueError("name a model")
+    model, options = words[0], {}
+    if "=" in model:
+        raise ValueError(f"the model comes first, then options: got {model!r}")
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        if not eq or not value:
+            raise ValueError(f"{word!r}: expected key=value (ctx, parallel, kv, engine)")
+        if key in options:
+            raise ValueError(f"{key} given twice")
+        if key in LIMITS:
+            if not value.isdigit() or not 1 <= int(value) <= LIMITS[key]:
+                raise ValueError(f"{key}: a whole number from 1 to {LIMITS[key]:,}")
+            options[key] = int(value)
+        elif key == "kv":
+            if value not in KV_TYPES:
+                raise ValueError(f"kv: one of {', '.join(KV_TYPES)}")
+            options["kv_type"] = value
+        elif key == "engine":
+            options[key] = value
+        else:
+            raise ValueError(f"unknown option {key!r} (ctx, parallel, kv, engine)")
+    return FitRequest(model=model, **options)
+
+
+def _has(view: NodeView, model: str) -> bool:
+    snap = view.snapshot
+    return snap is not None and any(
+        m.name == model for e in snap.engines for m in [*e.models, *e.available]
+    )
+
+
+def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
+    """(ok, what to show under the input) for the question as typed so far."""
+    if not text.strip():
+        return True, Text("empty: hide the Fit column", style="dim")
+    try:
+        req = parse_fit(text)
+    except ValueError as exc:
+        return False, Text(str(exc), style="bold red")
+    n = sum(_has(v, req.model) for v in views)
+    if n:
+        return True, Text(f"resident or on disk on {plural(n, 'node')}", style="green")
+    return True, Text(
+        "on no node: without its metadata every node answers '?' (fleet fit --gguf can judge it)",
+        style="yellow",
+    )
+
+
+class FitScreen(ModalScreen[str | None]):
+    """Dismisses with the question as typed ("" clears it) or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: str, views: list[NodeView]) -> None:
+        super().__init__()
+        self.current = current
+        self.views = views
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="fit-box"):
+            yield Label("Does it fit?  [dim](enter asks, empty clears, esc cancels)[/]")
+            box = Input(value=self.current, placeholder="llama3.1:8b ctx=8192", id="fit-input")
+            box.cursor_blink = not self.app.is_headless  # a blinking cursor breaks snapshots
+            yield box
+            yield Static(id="fit-status")
+            yield Static(Text(HINT, style="dim"), id="fit-hint")
+
+    def on_mount(self) -> None:
+        self._show(self.current)
+
+    def _show(self, text: str) -> bool:
+        ok, msg = describe(text, self.views)
+        self.query_one("#fit-status", Static).update(msg)
+        self.query_one("#fit-box").set_class(not ok, "error")
+        return ok
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self._show(event.value):
+            self.dismiss(" ".join(event.value.split()))
+        else:
+            self.app.bell()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
