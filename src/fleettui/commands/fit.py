@@ -64,7 +64,7 @@ def _line_table(views: list[NodeView], title: str):  # type: ignore[no-untyped-d
         style = VERDICT_STYLE[fit.verdict]
         table.add_row(
             markup_safe(v.name),
-            f"[{style}]{VERDICT_LABEL[fit.verdict]}[/]",
+            f"[{style}]{'fits cpu' if fit.offload_bytes else VERDICT_LABEL[fit.verdict]}[/]",
             fmt_bytes(fit.need_bytes),
             fmt_bytes(fit.free_bytes),
             fmt_bytes(spare_bytes(fit), signed=True),
