@@ -116,6 +116,7 @@ def test_parse_fit_takes_the_flags_of_fleet_fit() -> None:
         ("ctx=5", "the model comes first"),
         ("m ctx=0", "ctx: a whole number"),
         ("m parallel=9999", "parallel: a whole number"),
+        ("-rf ctx=1", "is not a model name"),
         ("m kv=q3", "kv: one of"),
         ("m ctx", "expected key=value"),
         ("m ctx=1 ctx=2", "ctx given twice"),

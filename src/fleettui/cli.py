@@ -90,30 +90,34 @@ def _rule(name: str, module: str = "fleettui.agent.config") -> Callable[[str], A
     return check
 
 
-def _count(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from `lo` to `hi`."""
+def _count(bound: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to the wire's `bound` (read when used)."""
 
     def check(text: str) -> int:
+        hi = getattr(importlib.import_module("fleettui.wire"), bound)
         try:
             value = int(text, 10)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be from {lo} to {hi:,}")
+        if not 1 <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be from 1 to {hi:,}")
         return value
 
     check.__name__ = "number"
     return check
 
 
-def _name(text: str) -> str:
-    """An argparse type for a model or engine name: one printable line, 1 to 256 characters
-    (what the wire accepts as a name; it is shown in tables and sent to nodes)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("empty")
-    if len(text) > 256 or not text.isprintable():
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}: not a name (one line, up to 256)")
-    return text
+def _pattern(rule: str, what: str) -> Callable[[str], str]:
+    """An argparse type: text the wire's regular expression `rule` accepts (read when used),
+    so a name `fleet fit` takes is one an action could carry."""
+
+    def check(text: str) -> str:
+        if not getattr(importlib.import_module("fleettui.wire"), rule).fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{text[:60]!r}: not {what}")
+        return text
+
+    check.__name__ = rule
+    return check
 
 
 def _fleet_config(p: argparse.ArgumentParser) -> None:
@@ -318,17 +322,23 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         "3 only after evicting idle models, 1 nowhere",
     )
     _fleet_config(fit)
-    fit.add_argument("model", type=_name, help="the model's name as the engines call it")
+    fit.add_argument(
+        "model",
+        type=_pattern("MODEL_RE", "a model name (like llama3.1:8b)"),
+        help="the model's name as the engines call it",
+    )
     fit.add_argument(
         "--node", action="append", default=[], help="only this node (repeatable; default all)"
     )
-    fit.add_argument("--ctx", type=_count(1, 100_000_000), help="context length per slot, tokens")
-    fit.add_argument("--parallel", type=_count(1, 4096), help="parallel slots (sequences)")
+    fit.add_argument("--ctx", type=_count("CTX_MAX"), help="context length per slot, tokens")
+    fit.add_argument("--parallel", type=_count("PARALLEL_MAX"), help="parallel slots (sequences)")
     fit.add_argument(
         "--kv-type", choices=KV_TYPES, metavar="TYPE", help="KV cache type: %(choices)s"
     )
     fit.add_argument(
-        "--engine", type=_name, help="judge for this engine (default: the node's own choice)"
+        "--engine",
+        type=_pattern("ENGINE_RE", "an engine name"),
+        help="judge for this engine (default: the node's own choice)",
     )
     meta = fit.add_mutually_exclusive_group()
     meta.add_argument("--gguf", type=Path, help="read the model's metadata from this GGUF file")

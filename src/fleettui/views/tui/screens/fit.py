@@ -12,12 +12,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from fleettui.aggregator.state import NodeView
-from fleettui.capacity.estimate import KV_TYPES
 from fleettui.capacity.fit import FitRequest
 from fleettui.views.columns import plural
+from fleettui.wire import CTX_MAX, KV_TYPES, MODEL_RE, PARALLEL_MAX
 
 HINT = "e.g.  llama3.1:8b   qwen2.5-coder:7b ctx=32768 parallel=2 kv=q8_0   (empty: no Fit column)"
-LIMITS = {"ctx": 100_000_000, "parallel": 4096}  # as `fleet fit --ctx/--parallel`
+LIMITS = {"ctx": CTX_MAX, "parallel": PARALLEL_MAX}  # the wire's, as `fleet fit` takes them
 
 
 def parse_fit(text: str) -> FitRequest:
@@ -28,6 +28,8 @@ def parse_fit(text: str) -> FitRequest:
     model, options = words[0], {}
     if "=" in model:
         raise ValueError(f"the model comes first, then options: got {model!r}")
+    if not MODEL_RE.fullmatch(model):
+        raise ValueError(f"{model[:60]!r} is not a model name (like llama3.1:8b)")
     for word in words[1:]:
         key, eq, value = word.partition("=")
         if not eq or not value:
