@@ -498,6 +498,31 @@ async def test_mlx_resident_model_is_its_model_flag_and_its_memory_measured() ->
     assert e.models == [] and [d.name for d in e.available] == [name]
 
 
+def test_listener_found_by_each_process_where_the_system_list_is_refused(monkeypatch) -> None:
+    def refused(kind: str = "inet") -> list:
+        raise psutil.AccessDenied()  # what macOS answers a user that is not root
+
+    with fake_engine(LLAMACPP) as eng:
+        port = httpx.URL(eng.url).port
+        assert port is not None and procs.listening_pid(port) == os.getpid()
+        monkeypatch.setattr(psutil, "net_connections", refused)
+        assert procs.listening_pid(port) == os.getpid()
+    assert procs.listening_pid(port) is None  # nobody listens any more
+
+
+def test_the_process_seen_last_tick_is_reused_while_it_lives() -> None:
+    with engine_process("LLAMACPP") as (proc, url):
+        port = httpx.URL(url).port
+        assert port is not None
+        first = procs.facts(port)
+        assert first.pid == proc.pid and first.started is not None
+        seen = (first.pid, first.started)
+    # gone: the same pair is not reused, and nobody else listens there
+    assert procs.facts(port, seen).pid is None
+    me = psutil.Process()
+    assert procs.facts(port, (me.pid, me.create_time())).pid == me.pid  # alive: reused
+
+
 def test_local_hosts() -> None:
     assert procs.is_local("127.0.0.1") and procs.is_local("localhost") and procs.is_local("[::1]")
     assert not procs.is_local("192.0.2.7")  # TEST-NET-1: never this machine

@@ -62,7 +62,7 @@ class Probing:
 
     gpus: bool = False  # the node has a GPU engines can use (NVML, or Apple Silicon's)
     shows: dict[str, tuple[ModelMeta | None, tuple[str, ...]]] = field(default_factory=dict)
-    pids: dict[int, int] = field(default_factory=dict)  # port -> the PID last seen listening
+    pids: dict[int, procs.Seen] = field(default_factory=dict)  # port -> who listened there
     # GGUF headers of local llama.cpp models, by (path, mtime, size): read once per file
     ggufs: dict[tuple[str, int, int], ModelMeta | None] = field(default_factory=dict)
 
@@ -590,8 +590,8 @@ def _lookup(
     if not procs.is_local(u.host):
         return False, procs.ProcFacts(), {}
     facts = procs.facts(port, p.pids.get(port))
-    if facts.pid is not None:
-        p.pids[port] = facts.pid
+    if facts.pid is not None and facts.started is not None:
+        p.pids[port] = (facts.pid, facts.started)
     return True, facts, {f: _gguf(f, facts.cwd, p) for f in files[:ROUTER_DETAILS]}
 
 

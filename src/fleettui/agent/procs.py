@@ -38,6 +38,7 @@ class ProcFacts:
     """The engine's listening process and its children, where they could be seen."""
 
     pid: int | None = None
+    started: float | None = None  # its create_time: with the PID, which process this is
     pids: list[int] = field(default_factory=list)
     rss_bytes: int | None = None
     cmdline: list[str] = field(default_factory=list)
@@ -72,15 +73,22 @@ def _listens(p: psutil.Process, port: int) -> bool:
         return False
 
 
-def listening_pid(port: int, cached: int | None = None) -> int | None:
-    """The PID listening on TCP `port`; `cached` (last tick's answer) is checked first, so the
-    whole process table is scanned only when the engine restarted or moved."""
-    if cached is not None:
-        try:
-            if _listens(psutil.Process(cached), port):
-                return cached
-        except (OSError, psutil.Error):
-            pass
+# A process found listening, as (pid, its start time): the same pair next tick is the same
+# process, whatever it listens on, so it is not looked for again among every socket.
+Seen = tuple[int, float]
+
+
+def _alive(seen: Seen) -> bool:
+    try:
+        return psutil.Process(seen[0]).create_time() == seen[1]
+    except (OSError, psutil.Error):
+        return False
+
+
+def listening_pid(port: int) -> int | None:
+    """The PID listening on TCP `port`: from the system's socket list (its cost grows with
+    every socket on the machine), or, where that list is refused (macOS without root), from
+    each process's own."""
     try:
         # Linux without root: sockets of other users' processes come back with pid None
         listeners = [
@@ -88,29 +96,29 @@ def listening_pid(port: int, cached: int | None = None) -> int | None:
             for c in psutil.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
         ]
-    except (OSError, psutil.Error):  # macOS needs root for the system-wide list
+    except (OSError, psutil.Error):
         listeners = None
     if listeners is not None:
-        pids = [c.pid for c in listeners if c.pid]
-        if pids or not listeners:
-            return pids[0] if pids else None
+        # a listener without a PID is another user's process: its own list is hidden too
+        return next((c.pid for c in listeners if c.pid), None)
     for p in psutil.process_iter():
         if _listens(p, port):
             return p.pid
     return None
 
 
-def facts(port: int, cached: int | None = None) -> ProcFacts:
-    """The listening process on `port`, its children, its resident set, its command line and
-    the Ollama settings in its environment (each left empty where the OS does not show it)."""
-    pid = listening_pid(port, cached)
+def facts(port: int, seen: Seen | None = None) -> ProcFacts:
+    """The listening process on `port` (`seen`: last tick's, reused while it lives), its
+    children, its resident set, its command line and the Ollama settings in its environment
+    (each left empty where the OS does not show it)."""
+    pid = seen[0] if seen is not None and _alive(seen) else listening_pid(port)
     if pid is None:
         return ProcFacts()
     try:
         p = psutil.Process(pid)
         if p.name() in FORWARDERS:
             return ProcFacts()
-        out = ProcFacts(pid=pid, pids=[pid])
+        out = ProcFacts(pid=pid, pids=[pid], started=p.create_time())
         out.pids += [c.pid for c in p.children(recursive=True)][: MAX_FAMILY - 1]
         out.rss_bytes = p.memory_info().rss
     except (OSError, psutil.Error):
