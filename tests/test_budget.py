@@ -43,7 +43,7 @@ def test_gpu_budget_uses_attribution_where_every_gpu_has_it() -> None:
         other_mb=7_000,
         free_mb=120_000,
         limit="GPU memory",
-        inputs={"gpus": 2, "gpu_total_mb": 160_000, "gpu_used_mb": 40_000, "attributed_mb": 33_000},
+        inputs={"gpu_total_mb": 160_000, "gpu_used_mb": 40_000, "attributed_mb": 33_000},
         ram_free_mb=48 * GIB,
     )
 
@@ -82,7 +82,7 @@ def test_used_over_total_gives_no_free_memory_and_engines_within_used() -> None:
 def test_a_gpu_without_a_used_figure_counts_as_full_and_one_without_total_is_left_out() -> None:
     b = node_budget(RAM, [gpu(0, 8_000, None), gpu(1, 8_000, 1_000), gpu(2, None, 500)], [])
     assert b is not None and (b.total_mb, b.used_mb, b.free_mb) == (16_000, 9_000, 7_000)
-    assert b.inputs["gpus"] == 2
+    assert b.inputs["gpu_total_mb"] == 16_000  # GPU 2 reports no total: left out
 
 
 def test_gpus_with_no_memory_figures_give_no_budget_rather_than_a_ram_one() -> None:

@@ -138,7 +138,7 @@ def gpu_budget(gpus: list[Gpu], engines: list[Engine], ram_free: float | None) -
         return None
     total = sum(g.memory_total_mb or 0.0 for g in sized)
     used = sum(g.memory_total_mb if g.memory_used_mb is None else g.memory_used_mb for g in sized)
-    inputs = {"gpus": float(len(sized)), "gpu_total_mb": total, "gpu_used_mb": used}
+    inputs = {"gpu_total_mb": total, "gpu_used_mb": used}  # MiB only, as the wire says
     if all(g.attributed_mb is not None for g in sized):
         engines_mb = sum(g.attributed_mb or 0.0 for g in sized)
         inputs["attributed_mb"] = engines_mb
