@@ -25,6 +25,16 @@ class ChainStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetFacts:
+    """The node's model-memory budget, for fleet totals (wire.Budget has the rest)."""
+
+    kind: str  # gpu | unified | ram
+    total_mb: float
+    free_mb: float
+    limit: str  # what sets the total, terminal-safe
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotFacts:
     """The snapshot figures a view needs for every node (fleet totals, every sort key, numeric
     filters), kept beside the snapshot so that reading them never parses it."""
@@ -36,6 +46,9 @@ class SnapshotFacts:
     engines_down: int = 0
     models: int = 0  # resident in engines that are up
     scope: str = ""  # what `watts` covers, in letters (wire.scope_code): GCM, W...
+    ts: float | None = None  # when the node collected the snapshot (the node's clock)
+    cost_today: float = 0.0
+    budget: BudgetFacts | None = None
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
@@ -52,6 +65,11 @@ class SnapshotFacts:
             engines_down=sum(e.status != "up" for e in snap.engines),
             models=sum(len(e.models) for e in snap.engines if e.status == "up"),
             scope=scope_code([p.kind for p in in_scope(snap.power.parts)]),
+            ts=snap.ts,
+            cost_today=snap.cost.today,
+            budget=None
+            if (b := snap.budget) is None
+            else BudgetFacts(b.kind, b.total_mb, b.free_mb, clean(b.limit)),
         )
 
 

@@ -7,6 +7,7 @@ is stale) and is scrubbed of that node's secrets before it becomes a model.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -176,13 +177,32 @@ def get_node(state: FleetState, name: str) -> NodeDetail:
     return NodeDetail.model_validate(state.redact.node(v.name, doc))
 
 
+# A query of printable ASCII reads the same in the node's JSON text unless JSON may escape
+# one of its characters (a quote, a backslash, "/" as "\/"): a node whose text does not
+# contain it holds no such model, and is not parsed.
+_PLAIN = re.compile(r"[ -~]+")
+_ESCAPED = ('"', "\\", "/")
+
+
+def _may_hold(v: NodeView, query: str) -> bool:
+    raw = v.snapshot_json
+    if raw is None or any(c in query for c in _ESCAPED):
+        return True
+    if isinstance(raw, bytes):
+        return query.encode() in raw.lower()
+    return query in raw.lower()
+
+
 def find_model(state: FleetState, model: str, limit: int | None = None) -> ModelSearch:
     query = model.strip().lower()
     if not query:
         raise Refused("model: give a model name (or part of one), e.g. llama3.1:8b")
     now = time.time()
     places: list[dict[str, Any]] = []
+    plain = _PLAIN.fullmatch(query) is not None
     for v in state.views():
+        if plain and not _may_hold(v, query):
+            continue
         snap = v.snapshot
         if snap is None:
             continue
@@ -250,6 +270,7 @@ def find_model(state: FleetState, model: str, limit: int | None = None) -> Model
 
 
 def fleet_summary(state: FleetState) -> Summary:
+    """From the facts the aggregator keeps beside each snapshot: no snapshot is parsed."""
     views = state.views()
     now = time.time()
     states = {"INITIALIZING": 0, "ONLINE": 0, "DEGRADED": 0, "OFFLINE": 0}
@@ -261,21 +282,21 @@ def fleet_summary(state: FleetState) -> Summary:
     largest: dict[str, Any] | None = None
     for v in views:
         states[v.state.value] += 1
-        fresh = state.freshness(v, now)
-        stale += fresh["stale"]
-        snap, facts = v.snapshot, v.facts
-        if snap is None or facts is None:
+        is_stale = state.freshness(v, now)["stale"]
+        stale += is_stale
+        facts = v.facts
+        if facts is None:
             continue
         if facts.watts is not None:
             power += facts.watts
             power_nodes += 1
         cur = facts.currency
         cost_7d[cur] = cost_7d.get(cur, 0.0) + facts.cost_7d
-        cost_today[cur] = cost_today.get(cur, 0.0) + snap.cost.today
+        cost_today[cur] = cost_today.get(cur, 0.0) + facts.cost_today
         resident += facts.models
         down += facts.engines_down
-        b = snap.budget
-        if b is None or fresh["stale"]:
+        b = facts.budget
+        if b is None or is_stale:
             continue
         k = by_kind.setdefault(b.kind, {"nodes": 0, "total_mb": 0.0, "free_mb": 0.0})
         k["nodes"] += 1
@@ -300,7 +321,10 @@ def fleet_summary(state: FleetState) -> Summary:
             "power_nodes": power_nodes,
             "cost_7d": {k: round(c, 4) for k, c in cost_7d.items()},
             "cost_today": {k: round(c, 4) for k, c in cost_today.items()},
-            "free_by_kind": by_kind,
+            "free_by_kind": {
+                k: {**d, "total_mb": round(d["total_mb"], 1), "free_mb": round(d["free_mb"], 1)}
+                for k, d in by_kind.items()
+            },
             "largest_fit": largest,
             "resident_models": resident,
             "engines_down": down,

@@ -150,8 +150,7 @@ class FleetState:
             self.events.append(ev)
 
     def freshness(self, v: NodeView, now: float) -> dict[str, Any]:
-        snap = v.snapshot
-        ts = snap.ts if snap else None
+        ts = v.facts.ts if v.facts else None  # the facts: no parse
         age = round(max(0.0, now - ts), 3) if ts is not None else None
         answering = v.state in (NodeState.ONLINE, NodeState.DEGRADED)
         return {
