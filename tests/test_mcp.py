@@ -29,7 +29,7 @@ from fleettui.wire import ActionRequest
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("list_nodes", "get_node", "find_model", "fleet_summary", "recent_events")
+TOOLS = ("list_nodes", "get_node", "find_model", "check_fit", "fleet_summary", "recent_events")
 ENV_SECRET = "env-secret-4b1d0c2f9e"
 SETTLED = ["ONLINE"] * 3 + ["DEGRADED", "OFFLINE"]
 
@@ -167,6 +167,15 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
     assert not part["exact"] or all(m["name"].lower() == model[:3] for m in part["matches"])
     assert (await call("find_model", {"model": "no-such-model-anywhere"}))["matches"] == []
 
+    fit = await call("check_fit", {"model": model, "ctx": 8192})
+    assert fit["request"]["model"] == model and fit["meta_from"].startswith("node ")
+    assert {n["node"] for n in fit["nodes"]} == {*names, "locked", "dead"}
+    assert next(n for n in fit["nodes"] if n["node"] == "dead")["verdict"] == "unknown"
+    assert all(n["verdict"] != "unknown" for n in fit["nodes"] if n["node"] in names)
+    one = await call("check_fit", {"model": model, "node": names[2], "kv_type": "q8_0"})
+    assert [n["node"] for n in one["nodes"]] == [names[2]]
+    assert one["request"]["kv_type"] == "q8_0"
+
     events = await call("recent_events", {"limit": 500})
     kinds = {e["kind"] for e in events["events"]}
     assert "state" in kinds
@@ -187,6 +196,10 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
         ("recent_events", {"limit": 0}, "greater than or equal to 1"),
         ("list_nodes", {"limit": 1001}, "less than or equal to 1000"),
         ("recent_events", {"kinds": ["snapshot"]}, "kinds"),
+        ("check_fit", {"model": "llama3.1:8b", "node": "nope"}, "no node named 'nope'"),
+        ("check_fit", {"model": "-rf"}, "String should match pattern"),
+        ("check_fit", {"model": "x", "kv_type": "q3"}, "kv_type"),
+        ("check_fit", {"model": "x", "ctx": 0}, "greater than or equal to 1"),
         ("no_such_tool", {}, "Unknown tool"),
     ]
     for name, args, reason in bad:
@@ -325,3 +338,47 @@ def test_the_redactor_scrubs_each_node_part_and_fleet_text() -> None:
     assert red.node("b", "s3cret") == "s3cret"  # b's part: b has no secret
     assert red.fleet("a said s3cret") == "a said [redacted]"
     assert Redactor({}).fleet("s3cret") == "s3cret"
+
+
+async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
+    """The same fleet (fixed snapshots: one node with room, one that must evict an idle
+    model, one full, one dead): the tool's document is `fleet fit --json`'s."""
+    from fit_fleet import MODEL, fit_fleet
+    from fleettui.config import load_fleet_config
+    from test_cli_read import dead_port, fleet, write_config
+
+    with fit_fleet() as nodes:
+        urls = {name: n.url for name, n in nodes.items()}
+        urls["dead"] = f"http://127.0.0.1:{dead_port()}"
+        path = write_config(tmp_path / "p.toml", urls)
+        args = ["--ctx", "8192", "--parallel", "1"]
+        r = await anyio.to_thread.run_sync(
+            lambda: fleet("fit", MODEL, *args, "--json", config=path)
+        )
+        assert r.returncode == 0, r.stderr
+        want = json.loads(r.stdout)
+        agg = FleetAggregator(load_fleet_config(path), verify_chain=False)
+        async with agg:
+            await wait_for(
+                lambda: [v.state.value for v in agg.snapshots()] == ["ONLINE"] * 3 + ["OFFLINE"],
+                10,
+            )
+            async with Client(build_server(FleetState(agg, stale_after_s=10))) as client:
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                res = await client.call_tool(
+                    "check_fit", {"model": MODEL, "ctx": 8192, "parallel": 1}
+                )
+                got = check_schema(tools["check_fit"], res)
+                res = await client.call_tool("check_fit", {"model": MODEL, "node": "tight"})
+                tight = check_schema(tools["check_fit"], res)
+
+    def timeless(doc: dict) -> dict:
+        out = {**doc, "meta_from": None}  # whichever node has it first: the same metadata
+        out["nodes"] = [{**n, "observed_at": None, "age_s": None} for n in doc["nodes"]]
+        return out
+
+    assert [n["verdict"] for n in got["nodes"]] == ["fits", "evict", "no", "unknown"]
+    assert got["meta_from"] in {"node roomy", "node tight", "node full"}
+    assert timeless(got) == timeless(want)
+    assert [n["node"] for n in tight["nodes"]] == ["tight"]
+    assert tight["nodes"][0]["evict"] == ["qwen-idle:14b"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fleettui.aggregator.state import NodeState, NodeView
@@ -132,3 +132,14 @@ def fit_json(view: NodeView, now: float | None = None) -> dict[str, Any]:
     doc["observed_at"] = snap.ts if snap else None
     doc["age_s"] = round(max(0.0, now - snap.ts), 1) if snap else None
     return doc
+
+
+def fit_document(watch: FitWatch, views: Iterable[NodeView], now: float) -> dict[str, Any]:
+    """`fleet fit --json` and the MCP check_fit tool: the question, where the metadata came
+    from, one answer per node (each view's `fit`, in the order given)."""
+    return {
+        "request": asdict(watch.request),
+        "meta_from": watch.meta_from,
+        "meta": watch.meta.model_dump(mode="json") if watch.meta is not None else None,
+        "nodes": [fit_json(v, now) for v in views],
+    }

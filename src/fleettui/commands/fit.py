@@ -12,7 +12,7 @@ import argparse
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fleettui.commands.io import console, err, load_fleet, markup_safe, named_node, print_json
 from fleettui.views.columns import fmt_bytes
@@ -99,20 +99,6 @@ def _title(watch: FitWatch, views: list[NodeView], took: float) -> str:
     )
 
 
-def document(watch: FitWatch, views: list[NodeView], now: float) -> dict[str, Any]:
-    """`fleet fit --json`: the question, where the metadata came from, one answer per node."""
-    from dataclasses import asdict
-
-    from fleettui.aggregator.fitwatch import fit_json
-
-    return {
-        "request": asdict(watch.request),
-        "meta_from": watch.meta_from,
-        "meta": watch.meta.model_dump(mode="json") if watch.meta is not None else None,
-        "nodes": [fit_json(v, now) for v in views],
-    }
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     cfg = load_fleet(args)
     if cfg is None:
@@ -130,7 +116,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import anyio
 
     from fleettui.aggregator.aggregator import FleetAggregator
-    from fleettui.aggregator.fitwatch import fit_order
+    from fleettui.aggregator.fitwatch import fit_document, fit_order
     from fleettui.capacity.fit import FitRequest
     from fleettui.config import FleetConfig
 
@@ -150,7 +136,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     views = sorted(anyio.run(partial(agg.poll_once, args.timeout)), key=fit_order)
     code = exit_code(views)
     if args.json:
-        print_json(document(watch, views, time.time()))
+        print_json(fit_document(watch, views, time.time()))
         return code
     console().print(_line_table(views, _title(watch, views, time.monotonic() - t0)))
     return code

@@ -12,11 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fleettui.aggregator.fitwatch import FitWatch, fit_document, fit_order
 from fleettui.aggregator.state import NodeView
+from fleettui.capacity.fit import FitRequest
 from fleettui.select import SelectError, parse
 from fleettui.views.mcp.models import (
     Event,
     Events,
+    FitDocument,
     ModelSearch,
     NodeDetail,
     NodeList,
@@ -362,3 +365,28 @@ def recent_events(state: FleetState, limit: int, kinds: Sequence[str] | None) ->
         kept=state.events.maxlen or 0,
         events=[Event.model_validate(e) for e in out],
     )
+
+
+def check_fit(
+    state: FleetState,
+    request: FitRequest,
+    node: str | None = None,
+) -> FitDocument:
+    """`fleet fit --json` for the fleet as it is now (or one node): the same FitWatch, the
+    same order and the same document builder as the command."""
+    if node is not None:
+        v = state.view(node)
+        if v is None:
+            raise unknown_node(state, node)
+        views = [v]
+    else:
+        views = list(state.views())
+    watch = FitWatch(request)
+    watch.learn_all((v.name, v.snapshot) for v in views if v.snapshot is not None)
+    for v in views:
+        snap = v.snapshot
+        v.fit = watch.judge(v, watch.check(v.name, snap) if snap is not None else None)
+    views.sort(key=fit_order)
+    doc = fit_document(watch, views, time.time())
+    doc["nodes"] = [state.redact.node(n["node"], n) for n in doc["nodes"]]
+    return FitDocument.model_validate(doc)

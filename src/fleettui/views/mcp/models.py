@@ -17,6 +17,7 @@ from fleettui.wire import (
     Gpu,
     Memory,
     Model,
+    ModelMeta,
     NodeInfo,
     Power,
 )
@@ -248,3 +249,71 @@ class Events(Doc):
     since: float = Field(description="When this server began recording events (Unix).")
     kept: int = Field(description="How many events the server keeps (the oldest go first).")
     events: list[Event] = Field(description="Newest first.")
+
+
+# --- check_fit: `fleet fit --json`'s document (aggregator/fitwatch.py fit_document, from
+# capacity.fit's Fit.to_json); tests/test_mcp.py holds the two equal for the same fleet.
+
+
+class FitTerm(Doc):
+    name: str
+    bytes: int
+    formula: str = Field(description="How the bytes were worked out, with the numbers.")
+    source: str = Field(description="Where its input came from: reported, measured...")
+    where: Literal["budget", "host"]
+
+
+class FitEstimate(Doc):
+    total_bytes: int | None
+    host_bytes: int = Field(description="Host RAM beside a GPU budget.")
+    label: Literal["exact", "heuristic"]
+    missing: list[str] = Field(description="Inputs it lacked (then total_bytes may be None).")
+    notes: list[str]
+    problems: list[str] = Field(description="Why the engine would refuse the load anyway.")
+    terms: list[FitTerm]
+
+
+class FitAnswer(Doc):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_version: int = Field(alias="schema", description="This document's version.")
+    node: str
+    model: str
+    verdict: Literal["fits", "evict", "no", "unknown"] = Field(
+        description="fits: as things are; evict: after unloading the idle models in `evict`; "
+        "no: not even then; unknown: the reasons say what is missing."
+    )
+    engine: str | None
+    need_bytes: int | None = Field(description="The estimate's total.")
+    free_bytes: int | None
+    margin_bytes: int | None = Field(description="Kept free beside the load.")
+    offload_bytes: int = Field(description="Of need, what would spill to CPU RAM.")
+    evict: list[str]
+    reasons: list[str]
+    notes: list[str]
+    label: Literal["exact", "heuristic"] = Field(
+        description="exact when every input was reported or measured, else heuristic."
+    )
+    estimate: FitEstimate | None
+    spare_bytes: int | None = Field(description="free - need - margin (negative: short).")
+    state: StateName
+    observed_at: float | None = Field(description="When the judged snapshot was collected.")
+    age_s: float | None
+
+
+class FitAsked(Doc):
+    model: str
+    ctx: int | None
+    parallel: int | None
+    kv_type: str | None
+    engine: str | None
+
+
+class FitDocument(Doc):
+    """`fleet fit --json`: the question, the model's metadata and its source, every node's
+    answer (fits, then evict, no, unknown; then by name)."""
+
+    request: FitAsked
+    meta_from: str | None = Field(description="'node gpu1': whose snapshot gave the metadata.")
+    meta: ModelMeta | None
+    nodes: list[FitAnswer]

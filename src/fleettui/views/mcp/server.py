@@ -19,16 +19,19 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from fleettui import __version__
+from fleettui.capacity.fit import FitRequest
 from fleettui.views.mcp import documents as docs
 from fleettui.views.mcp.models import (
     EventKind,
     Events,
+    FitDocument,
     ModelSearch,
     NodeDetail,
     NodeList,
     Summary,
 )
 from fleettui.views.mcp.state import FleetState
+from fleettui.wire import CTX_MAX, ENGINE_PATTERN, MODEL_PATTERN, PARALLEL_MAX, KvType
 
 PAGE = 100  # the default page: a fleet of 1000 in full is 1.3 MB of JSON, past any context
 
@@ -42,6 +45,10 @@ INSTRUCTIONS = (
 
 Tool = TypeVar("Tool", bound=Callable[..., Any])
 NodeName = Annotated[str, Field(min_length=1, max_length=63, description="A node's name.")]
+FitModel = Annotated[
+    str,
+    Field(pattern=MODEL_PATTERN, description="The model's name as the engines call it."),
+]
 ModelName = Annotated[
     str,
     Field(min_length=1, max_length=200, description="A model name, e.g. llama3.1:8b."),
@@ -130,6 +137,35 @@ def build_server(state: FleetState) -> MCPServer:
         text; `matched` says how many places there are in all."""
         try:
             return docs.find_model(state, model, limit)
+        except docs.Refused as exc:
+            raise ToolError(str(exc)) from None
+
+    @_tool(mcp, state, "Check a fit")
+    async def check_fit(
+        model: FitModel,
+        node: Annotated[
+            str | None,
+            Field(min_length=1, max_length=63, description="Only this node (default: all)."),
+        ] = None,
+        ctx: Annotated[
+            int | None, Field(ge=1, le=CTX_MAX, description="Context per slot, tokens.")
+        ] = None,
+        parallel: Annotated[
+            int | None, Field(ge=1, le=PARALLEL_MAX, description="Parallel slots.")
+        ] = None,
+        kv_type: Annotated[KvType | None, Field(description="KV cache type.")] = None,
+        engine: Annotated[
+            str | None,
+            Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...)."),
+        ] = None,
+    ) -> FitDocument:
+        """Would the model fit on each node beside what is loaded there, and if not, what
+        would have to be evicted: the estimator's verdict (fits, evict, no, unknown), the
+        breakdown of the memory it needs (weights, KV cache, buffers, each with its formula
+        and the source of its input), free memory, margin and the reasons in words. Exactly
+        `fleet fit MODEL --json`. Unset arguments take the engine's defaults."""
+        try:
+            return docs.check_fit(state, FitRequest(model, ctx, parallel, kv_type, engine), node)
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
