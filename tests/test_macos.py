@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import io
+import json
 import plistlib
 import subprocess
 import time
@@ -508,6 +509,7 @@ def small_mac() -> NodeAgent:
     node.mac, node.mem_total_mb, node.wired_limit_mb = True, MAC16_RAM_MB, MAC16_WIRED_MB
     node.gpus_spec, node.load_bias = [("Apple M2 GPU", MAC16_RAM_MB, 20.0)], 0.0
     node.engines = [_SimEngine("ollama", [RESIDENT])]
+    node.load = lambda t: 0.2  # type: ignore[method-assign]  # steady: the resident stays idle
     return agent
 
 
@@ -539,25 +541,49 @@ def expected_fit(snap: NodeSnapshot, model: str) -> tuple[str, int, int, int]:
 
 
 @pytest.mark.anyio
-async def test_fit_on_a_16_gb_mac_with_a_10_7_gb_wired_limit() -> None:
+async def test_fleet_fit_on_a_16_gb_mac_with_a_10_7_gb_wired_limit(tmp_path: Path) -> None:
+    """`fleet fit` (a real subprocess) against the Mac served on 127.0.0.1: each verdict, need,
+    free and margin is the one computed from 16 GB, 10.7 GB and the one resident model."""
+    from fleettui.agent.server import bind_sockets, serve
     from fleettui.capacity.estimate import mib
-    from fleettui.capacity.fit import FitRequest, check_fit, find_meta
+    from test_cli_read import fleet, write_config
 
     agent = small_mac()
-    snap = NodeSnapshot.model_validate_json((await agent.tick()).model_dump_json())
-    b = snap.budget
-    assert b is not None and (b.kind, b.limit) == ("unified", "iogpu.wired_limit_mb")
-    assert (b.total_mb, b.engines_mb, b.free_mb) == (10922.0, 4920.0, 6002.0)
-    assert b.inputs["wired_limit_mb"] == 10922.0 and b.inputs["ram_mb"] == 16384.0
-    seen = set()
-    for model in ("nomic-embed-text:latest", "qwen2.5-coder:7b", "mistral-nemo:12b", "gemma3:27b"):
-        verdict, need, free, margin = expected_fit(snap, model)
-        fit = check_fit("mac16", snap, find_meta({"mac16": snap}, model), FitRequest(model))
-        assert (fit.verdict, fit.need_bytes, fit.free_bytes, fit.margin_bytes) == (
-            verdict, need, free, margin
-        ), fit.reasons  # fmt: skip
-        assert f"{mib(free)} free (iogpu.wired_limit_mb)" in fit.reasons[0]
-        if verdict == "fits":
-            assert fit.reasons[0].endswith(f"{mib(free - need - margin)} to spare")
-        seen.add(verdict)
-    assert {"fits", "no"} <= seen  # the embedder fits beside it; a 27B model never does
+    sockets = bind_sockets("127.0.0.1", [0])
+    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    config = write_config(tmp_path / "projects.toml", {"mac16": url})
+    ready = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve([agent], sockets, on_ready=ready.set, handle_signals=False))
+        with anyio.fail_after(10):
+            await ready.wait()
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as c:
+            snap = NodeSnapshot.model_validate_json((await c.get(f"{url}/api/v1/snapshot")).content)
+        b = snap.budget
+        assert b is not None and (b.kind, b.limit) == ("unified", "iogpu.wired_limit_mb")
+        assert (b.total_mb, b.engines_mb, b.free_mb) == (10922.0, 4920.0, 6002.0)
+        assert b.inputs["wired_limit_mb"] == 10922.0 and b.inputs["ram_mb"] == 16384.0
+        exits = {"fits": 0, "evict": 3, "no": 1}
+        seen = []
+        for model in (
+            "nomic-embed-text:latest",
+            "qwen2.5-coder:7b",
+            "mistral-nemo:12b",
+            "gemma3:27b",
+        ):
+            verdict, need, free, margin = expected_fit(snap, model)
+            r = await anyio.to_thread.run_sync(
+                lambda m=model: fleet("fit", m, "--json", config=config)  # type: ignore[misc]
+            )
+            assert r.returncode == exits[verdict] and r.stderr == "", (r.returncode, r.stderr)
+            (got,) = json.loads(r.stdout)["nodes"]
+            assert (got["verdict"], got["need_bytes"], got["free_bytes"], got["margin_bytes"]) == (
+                verdict, need, free, margin
+            ), got["reasons"]  # fmt: skip
+            assert got["spare_bytes"] == free - need - margin
+            assert f"{mib(free)} free (iogpu.wired_limit_mb)" in got["reasons"][0]
+            assert got["evict"] == (["llama3.1:8b"] if verdict == "evict" else [])
+            seen.append(verdict)
+        # the embedder fits beside it, the 12B needs the resident gone, a 27B never fits
+        assert (seen[0], seen[2], seen[3]) == ("fits", "evict", "no")
+        tg.cancel_scope.cancel()
