@@ -23,7 +23,7 @@ from httpx_sse import connect_sse
 
 from conftest import AgentProc, start_agent
 from fleettui.agent.tokens import create_token, revoke_token
-from fleettui.wire import ActionResult, AuditPage, NodeSnapshot, audit_hash
+from fleettui.wire import ACTIONS, ActionResult, AuditPage, NodeSnapshot, audit_hash
 
 RECORDER = """\
 import json, sys
@@ -494,15 +494,21 @@ def test_fuzzed_bodies_never_5xx_and_never_spawn_for_invalid_input(tmp_path: Pat
                 "tok_0123abcd." + "a" * 43,
             ]
         ) | st.text(max_size=60)
-        actions = st.sampled_from(
-            ["purge", "unload", "stop", "start", "restart", "rm", "RESTART", "", "restart "]
-        ) | st.text(max_size=12)
+        actions = st.sampled_from([*ACTIONS, "rm", "RESTART", "", "restart "]) | st.text(
+            max_size=12
+        )
         requests = st.fixed_dictionaries(
             {"action": actions | json_values},
             optional={
                 "engine": names | json_values,
                 "model": models | json_values,
                 "extra": json_values,
+                # load's parameters: bounded integers, a KV type, a duration, a boolean
+                "ctx": st.integers() | json_values,
+                "parallel": st.integers(-2, 2000) | json_values,
+                "kv_type": st.sampled_from(["f16", "q8_0", "Q8_0", "q3"]) | json_values,
+                "keep_alive": st.sampled_from(["30m", "-1", "0", "5m; id"]) | json_values,
+                "force": st.booleans() | json_values,
             },
         )
         valid = st.fixed_dictionaries(  # so the fuzz also walks the path that runs things
