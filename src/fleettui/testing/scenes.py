@@ -95,5 +95,6 @@ SCENES: tuple[Scene, ...] = (
     ),
     Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
     Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
+    Scene("confirm_load", ("space", "down", "space", "L", "down"), screenshot=True),
 )
 BY_NAME = {s.name: s for s in SCENES}

@@ -115,12 +115,9 @@ def fit_lines(fits: list[Fit], limit: int = MAX_LISTED // 2) -> Group:
     for f in fits[:limit]:
         need = "?" if f.need_bytes is None else mib(f.need_bytes)
         free = "?" if f.free_bytes is None else mib(f.free_bytes)
-        line = Text.assemble(
-            (f.node, "bold"),
-            "  ",
-            (f.verdict, FIT_STYLE[f.verdict]),
-            (f"  needs {need}, {free} free", "dim"),
-        )
+        line = Text.assemble((f.node, "bold"), "  ", (f.verdict, FIT_STYLE[f.verdict]))
+        if f.need_bytes is not None or f.free_bytes is not None:
+            line.append(f"  needs {need}, {free} free", style="dim")
         if f.evict:
             line.append(f"  evicts {', '.join(f.evict)}", style="yellow")
         lines.append(line)
@@ -300,14 +297,14 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         if self.action == "unload" and (left := len(self.views) - len(targets)):
             what = self.model or self.engine
             text.append(f"; {left} without {what} left out", style="yellow")
-        elif self.action in NEEDS_ENGINE and self.engine is not None:
+        elif self.action in NEEDS_ENGINE and self.engine is not None and self.action != "load":
             lacking = len(self.views) - self.engines[self.engine]
             if lacking:
                 text.append(f"; {lacking} not running {self.engine} will refuse it", style="yellow")
         if self.action == "load":
             refused = sum(f.verdict in ("no", "unknown") for f in self.fits.values())
             if refused:
-                text.append(f"; {refused} that do not fit will refuse it", style="yellow")
+                text.append(f"; {refused} will refuse it (no fit, or cannot tell)", style="yellow")
             if evicting := sorted({m for f in self.fits.values() for m in f.evict}):
                 text.append(f"; evicts idle {', '.join(evicting)} first", style="yellow")
         self.query_one("#confirm-summary", Static).update(text)
