@@ -199,3 +199,22 @@ async def test_dashboard_l_shows_each_fit_and_loads_on_y(node: Node) -> None:
             assert app.bulk.last.succeeded == ["gpu1"], app.bulk.last.failed
             assert cell(app, "gpu1") in ("✓ ok", "ONLINE")
             assert node.resident() == ["big:13g"]
+
+
+async def test_a_fit_check_that_breaks_is_a_refusal_and_frees_the_engine(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleettui.agent import load
+
+    def broken(*args: object, **kw: object) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(load, "fit_for", broken)
+    r = await post(node, model="llama3.1:8b")
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "cannot check the fit: internal error (TypeError)"
+    last = (await audit(node))[-1]
+    assert (last.status, last.http_status) == ("denied", 409)
+    monkeypatch.undo()
+    r = await post(node, model="llama3.1:8b")  # not "already running": the engine was freed
+    assert r.status_code == 200 and r.json()["ok"], r.text

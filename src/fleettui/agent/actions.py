@@ -602,11 +602,16 @@ class ActionService:
             self.busy.add(plan.busy_key)  # held while the fresh snapshot is collected
             try:
                 await self._check_load(plan)
-            except Rejection as rej:
+            except Exception as exc:  # a check that cannot be made is a refusal, never a 5xx
                 self.busy.discard(plan.busy_key)
+                if not isinstance(exc, Rejection):
+                    log.exception("load: the fit check failed")
+                    exc = Rejection(
+                        409, f"cannot check the fit: internal error ({type(exc).__name__})"
+                    )
                 if plan.fit is not None:
                     at.args["fit"] = load.audit_fit(plan.fit)
-                return await self._refuse(at, rej)
+                return await self._refuse(at, exc)
         return await self._execute(at, plan)
 
     async def _check_load(self, plan: Plan) -> None:

@@ -26,15 +26,13 @@ from fleettui.capacity.fit import Fit, FitRequest, check_fit, find_meta, same_mo
 from fleettui.wire import ActionRequest, ModelMeta, NodeSnapshot
 
 # What each engine's own load API applies; a command configured in agent.toml applies what its
-# argv names ({ctx}, {parallel}, {kv_type}); a simulated node takes them all.
+# argv names ({ctx}, {parallel}, {kv_type}); a simulated node takes them all (it only pretends).
 API_PARAMS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"ctx", "keep_alive"}),  # options.num_ctx; parallel and KV are server-wide
     "lmstudio": frozenset({"ctx"}),  # context_length
     "llamacpp": frozenset(),  # router mode loads with the server's own -c/-np/-ctk
 }
 PLACEHOLDERS = {"{ctx}": "ctx", "{parallel}": "parallel", "{kv_type}": "kv_type"}
-SIMULATED_PARAMS = frozenset({"ctx", "parallel", "kv_type", "keep_alive"})
-ALLOWED = frozenset({"fits"})
 
 
 def sent_params(req: ActionRequest) -> list[str]:
