@@ -218,3 +218,38 @@ async def test_a_fit_check_that_breaks_is_a_refusal_and_frees_the_engine(
     monkeypatch.undo()
     r = await post(node, model="llama3.1:8b")  # not "already running": the engine was freed
     assert r.status_code == 200 and r.json()["ok"], r.text
+
+
+async def test_dashboard_f_model_then_l_loads_it_and_the_fit_column_follows(node: Node) -> None:
+    from fleettui.views.tui.app import FleetApp
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+    from fleettui.views.tui.screens.fit import FitScreen
+    from pilot_util import cell, until
+
+    cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
+    async with FleetAggregator(cfg, verify_chain=False) as agg:
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: cell(app, "gpu1") == "ONLINE", what="online")
+            await pilot.press("F")
+            await until(pilot, lambda: isinstance(app.screen, FitScreen), what="fit screen")
+            await pilot.press(*"llama3.1:8b", "enter")
+            await until(pilot, lambda: "fits" in cell(app, "gpu1", "fit"), what="Fit column")
+            await pilot.press("L")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="modal")
+            assert app.screen.model == "llama3.1:8b"  # the model F asked about
+            assert app.screen.fits["gpu1"].verdict == "fits"
+            assert node.loads() == []
+            await pilot.press("y")
+            await until(pilot, lambda: app.bulk.last is not None, what="dispatch done")
+            assert app.bulk.last.succeeded == ["gpu1"], app.bulk.last.failed
+            assert "llama3.1:8b" in node.resident()
+            await until(  # the next snapshot holds it: the Fit column says so
+                pilot,
+                lambda: (
+                    (v := agg.node("gpu1")) is not None
+                    and v.fit is not None
+                    and v.fit.reasons == ("already loaded",)
+                ),
+                what="fit from the next snapshot",
+            )

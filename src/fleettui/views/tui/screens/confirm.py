@@ -157,12 +157,17 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
     ]
 
     def __init__(
-        self, action: str, views: list[NodeView], fleet: list[NodeView] | None = None
+        self,
+        action: str,
+        views: list[NodeView],
+        fleet: list[NodeView] | None = None,
+        prefer: str | None = None,
     ) -> None:
         super().__init__()
         self.action = action
         self.views = views
         self.fleet = fleet if fleet is not None else views  # where a load's metadata may be
+        self.prefer = prefer  # a load: the model the F question names, highlighted first
         self.engines = engines_on(views)
         self.down = engines_down(views)
         self.fits: dict[str, Fit] = {}  # load: each target's, for the model highlighted
@@ -265,9 +270,11 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         else:
             counts = models_on(self.views, engine)
             ol.add_option(Option("every resident model", id=ALL_MODELS))
-        for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        for name, count in ordered:
             ol.add_option(Option(Text.assemble(name, (f"  on {count}", "dim")), id=name))
-        ol.highlighted = 0
+        names = [n for n, _ in ordered]
+        ol.highlighted = names.index(self.prefer) if self.prefer in names else 0
 
     def _summarise(self) -> None:
         words = [self.action]
