@@ -204,6 +204,13 @@ def test_odd_figures_are_dropped_by_the_wires_bounds_not_fatal() -> None:
     ]
 
 
+def test_more_accelerators_than_the_wire_holds_are_cut_with_a_line() -> None:
+    many = plistlib.dumps([{"model": f"M{i}", "PerformanceStatistics": {}} for i in range(300)])
+    facts = MacCollector(RecordedMac(ioreg=many), load_metal=False).collect(problems := [])
+    assert len(facts.gpus) == 256 and facts.gpus[-1].name == "M255 GPU"
+    assert problems == ["macos: ioreg lists 300 accelerators; the first 256 kept"]
+
+
 # --- Hypothesis: no output makes a parser raise anything but MacParseError ---------------
 
 

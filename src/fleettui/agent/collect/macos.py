@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleettui.agent.collect.bounds import bounded, measured
-from fleettui.wire import Cpu, Gpu, Memory, PressureLevel
+from fleettui.wire import MAX_GPUS, Cpu, Gpu, Memory, PressureLevel
 
 MB = 1024 * 1024
 MAX_OUTPUT = 4 * MB  # an IOAccelerator plist is a few KiB; anything larger is not one
@@ -262,6 +262,11 @@ class MacCollector:
         limit = self._parsed(WIRED_LIMIT, lambda d: parse_sysctl_int(d, WIRED_LIMIT[-1]), problems)
         facts.wired_limit_mb = bounded(Memory, "total_mb", limit, "macos: wired limit", problems)
         gpus = self._parsed(IOREG, parse_ioreg, problems) or []
+        if len(gpus) > MAX_GPUS:  # the wire holds no more; a real Mac has one
+            problems.append(
+                f"macos: ioreg lists {len(gpus)} accelerators; the first {MAX_GPUS} kept"
+            )
+            gpus = gpus[:MAX_GPUS]
         for i, g in enumerate(gpus):
             where = f"macos: {g.name}"
             facts.gpus.append(
