@@ -505,17 +505,21 @@ async def test_a_simulated_mac_sends_the_fields_a_real_one_does() -> None:
 MAC16_RAM_MB, MAC16_WIRED_MB, RESIDENT = 16384.0, 10922.0, ("llama3.1:8b", 4920.0, "Q4_K_M")
 
 
-def small_mac() -> NodeAgent:
-    """A simulated 16 GB Mac whose wired limit was set to 10922 MiB (10.7 GB, what Metal
-    recommends there), Ollama holding one model, memory pressure low (25-35 %)."""
+def small_mac(
+    ram_mb: float = MAC16_RAM_MB,
+    wired_mb: float = MAC16_WIRED_MB,
+    resident: list[tuple[str, float, str]] | None = None,
+) -> NodeAgent:
+    """A simulated Mac: by default 16 GB with the wired limit set to 10922 MiB (10.7 GB, what
+    Metal recommends there), Ollama holding one model, memory pressure low and steady."""
     from fleettui.agent.simulate import _SimEngine
 
     agent = NodeAgent.simulate(AgentConfig(), "mac16")
     node = agent.simulated
     assert node is not None
-    node.mac, node.mem_total_mb, node.wired_limit_mb = True, MAC16_RAM_MB, MAC16_WIRED_MB
-    node.gpus_spec, node.load_bias = [("Apple M2 GPU", MAC16_RAM_MB, 20.0)], 0.0
-    node.engines = [_SimEngine("ollama", [RESIDENT])]
+    node.mac, node.mem_total_mb, node.wired_limit_mb = True, ram_mb, wired_mb
+    node.gpus_spec, node.load_bias = [("Apple M2 GPU", ram_mb, 20.0)], 0.0
+    node.engines = [_SimEngine("ollama", [RESIDENT] if resident is None else resident)]
     node.load = lambda t: 0.2  # type: ignore[method-assign]  # steady: the resident stays idle
     return agent
 
@@ -594,3 +598,26 @@ async def test_fleet_fit_on_a_16_gb_mac_with_a_10_7_gb_wired_limit(tmp_path: Pat
         # the embedder fits beside it, the 12B needs the resident gone, a 27B never fits
         assert (seen[0], seen[2], seen[3]) == ("fits", "evict", "no")
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("ram_gb", "model", "cap_mb", "limit", "verdict"),
+    [
+        # an 8 GB MacBook: RAM - 4 GiB binds (4,096 MiB); a 7B Q4_K_M (about 5 GB) is refused
+        (8, "qwen2.5-coder:7b", 4096.0, "RAM - OS reserve", "no"),
+        # a 128 GB Mac Studio: the default wired limit (3/4 of RAM) binds; a 27B fits
+        (128, "gemma3:27b", 98304.0, "default wired limit (heuristic)", "fits"),
+    ],
+)
+async def test_the_unified_budget_on_an_8_gb_and_a_128_gb_mac(
+    ram_gb: int, model: str, cap_mb: float, limit: str, verdict: str
+) -> None:
+    from fleettui.capacity.fit import FitRequest, check_fit, find_meta
+
+    snap = await small_mac(ram_gb * 1024.0, 0.0, resident=[]).tick()
+    b = snap.budget
+    assert b is not None and (b.kind, b.total_mb, b.limit) == ("unified", cap_mb, limit)
+    assert b.ram_free_mb is not None and b.free_mb == min(cap_mb, b.ram_free_mb)
+    fit = check_fit("mac", snap, find_meta({"mac": snap}, model), FitRequest(model))
+    assert fit.verdict == verdict, fit.reasons
