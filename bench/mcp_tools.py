@@ -44,6 +44,7 @@ def calls(first: str, model: str) -> list[tuple[str, str, dict]]:
         ("list_nodes filter", "list_nodes", {"filter": "state=ONLINE and power>300"}),
         ("get_node", "get_node", {"name": first}),
         ("find_model", "find_model", {"model": model}),
+        ("check_fit", "check_fit", {"model": model, "ctx": 8192}),
         ("recent_events", "recent_events", {"limit": 50}),
     ]
 
@@ -102,6 +103,7 @@ async def drive(cfg: Path, nodes: int, n_calls: int, warmup: float) -> list[dict
                     size = len(res.content[0].text)
                 rows.append(
                     {
+                        "mode": "stdio",
                         "nodes": nodes,
                         "tool": label,
                         "calls": n_calls,
@@ -117,12 +119,124 @@ async def drive(cfg: Path, nodes: int, n_calls: int, warmup: float) -> list[dict
     return rows
 
 
+class FixedFleet:
+    """The aggregator as the server reads it, without the aggregator: N simulated nodes'
+    snapshots (JSON and facts made once), each getting a new version every `tick_s`, spread
+    over the tick as independent nodes' are. What a call costs the server itself."""
+
+    def __init__(self, n: int, tick_s: float = 2.0) -> None:
+        from fleettui.agent.collect.energy import EnergyLedger, EnergyMeter
+        from fleettui.agent.simulate import SimulatedNode
+        from fleettui.aggregator.state import SnapshotFacts
+        from fleettui.wire import NodeSnapshot
+
+        self.names = [f"sim-{i:04d}" for i in range(n)]
+        self._json, self._facts = [], []
+        for name in self.names:
+            text = SimulatedNode(name).snapshot(EnergyLedger(None, 0.3, "EUR"), EnergyMeter())
+            raw = text.model_dump_json()
+            self._json.append(raw)
+            self._facts.append(SnapshotFacts.of(NodeSnapshot.model_validate_json(raw)))
+        self.t0, self.tick_s = time.monotonic(), tick_s
+
+    def _version(self, i: int) -> int:
+        return int((time.monotonic() - self.t0) / self.tick_s + i / len(self.names))
+
+    @property
+    def generation(self) -> int:
+        return int((time.monotonic() - self.t0) / self.tick_s * len(self.names))
+
+    def changed(self, known):  # type: ignore[no-untyped-def]
+        from fleettui.aggregator.state import NodeState, NodeView
+
+        out = []
+        for i, name in enumerate(self.names):
+            v = self._version(i)
+            if known.get(name) != v:
+                out.append(
+                    NodeView(
+                        name=name,
+                        url="http://127.0.0.1:1",
+                        state=NodeState.ONLINE,
+                        snapshot_json=self._json[i],
+                        facts=self._facts[i],
+                        version=v,
+                        last_seen=time.time(),
+                    )
+                )
+        return out
+
+    async def events(self, kinds=None):  # type: ignore[no-untyped-def]
+        await anyio.sleep_forever()
+        yield
+
+
+async def drive_server(nodes: int, n_calls: int) -> list[dict]:
+    """The server in this process (the SDK's in-memory client), over FixedFleet with its
+    background refresh running: each call's wall and CPU time (time.process_time)."""
+    from mcp import Client, ClientSession
+
+    from fleettui.views.mcp.server import build_server
+    from fleettui.views.mcp.state import FleetState
+
+    async def no_validation(self, name, result) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    ClientSession.validate_tool_result = no_validation  # type: ignore[method-assign]
+    fleet = FixedFleet(nodes)
+    state = FleetState(fleet, stale_after_s=10)
+    rows: list[dict] = []
+    async with anyio.create_task_group() as tg, Client(build_server(state)) as client:
+        tg.start_soon(state.keep_current)
+        state.touched()
+        await client.call_tool("fleet_summary", {})
+        await anyio.sleep(3)  # every snapshot parsed once, as a running server has them
+        first = state.views()[0]
+        model = first.snapshot.engines[0].models[0].name
+        for label, tool, args in calls(first.name, model):
+            times: list[float] = []
+            cpu: list[float] = []
+            for _ in range(n_calls):
+                c, t = time.process_time(), time.perf_counter()
+                res = await client.call_tool(tool, args)
+                times.append((time.perf_counter() - t) * 1000)
+                cpu.append((time.process_time() - c) * 1000)
+                assert not res.is_error, res.content
+                await anyio.sleep(0.1)  # an agent's pace, and the refresh's turn
+            rows.append(
+                {
+                    "mode": "server",
+                    "nodes": nodes,
+                    "tool": label,
+                    "calls": n_calls,
+                    "p50_ms": round(pct(times, 50), 1),
+                    "p99_ms": round(pct(times, 99), 1),
+                    "max_ms": round(max(times), 1),
+                    "cpu_ms_mean": round(sum(cpu) / len(cpu), 1),
+                    "answer_kb": round(len(res.content[0].text) / 1024, 1),
+                }
+            )
+        tg.cancel_scope.cancel()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=40)
     ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument(
+        "--mode",
+        choices=("both", "server", "stdio"),
+        default="both",
+        help="server: the server alone in this process over fixed snapshots; stdio: the "
+        "real subprocess on simulated agents",
+    )
     a = ap.parse_args()
+    rows = anyio.run(drive_server, a.nodes, a.calls) if a.mode != "stdio" else []
+    if a.mode == "server":
+        report("mcp", rows, {"each tool": f"p99 < {TARGET_MS:g} ms at 1000 nodes"})
+        return
     os.environ.update(scratch_env())
     proc, urls = start_agents(["--simulate", "--nodes", str(a.nodes)], a.nodes, core=1)
     try:
@@ -132,7 +246,7 @@ def main() -> None:
                 "[defaults]\npoll_interval_s = 2\n"
                 + "".join(f'[[node]]\nname = "{n}"\nurl = "{u}"\n' for n, u in urls.items())
             )
-            rows = anyio.run(drive, cfg, a.nodes, a.calls, a.warmup)
+            rows += anyio.run(drive, cfg, a.nodes, a.calls, a.warmup)
     finally:
         stop(proc)
     report("mcp", rows, {"each tool": f"p99 < {TARGET_MS:g} ms at 1000 nodes, fleet online"})

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("list_nodes", "get_node", "find_model", "check_fit", "fleet_summary", "recent_events")
 ENV_SECRET = "env-secret-4b1d0c2f9e"
-SETTLED = ["ONLINE"] * 3 + ["DEGRADED", "OFFLINE"]
+# settled: three agents ONLINE with their audit chains verified, locked DEGRADED (no read
+# token sent), dead OFFLINE (neither chain checked)
+CHAINS = [("ONLINE", "ok")] * 3 + [("DEGRADED", "?"), ("OFFLINE", "?")]
 
 
 def _load_gen() -> Any:
@@ -256,7 +258,7 @@ async def test_in_process_every_tool_answers_from_the_live_fleet(fleet_toml, fle
     async with agg, anyio.create_task_group() as tg:
         tg.start_soon(state.record)
         await wait_for(
-            lambda: [v.state.value for v in agg.snapshots()] == SETTLED,
+            lambda: [(v.state.value, v.chain.value) for v in agg.snapshots()] == CHAINS,
             10,
             what="three nodes ONLINE, locked DEGRADED, dead OFFLINE",
         )
@@ -292,9 +294,8 @@ async def test_as_a_real_stdio_subprocess(fleet_toml, fleet, tmp_path: Path) -> 
             assert "read-only" in (init.instructions or "")
 
             async def settled() -> bool:
-                got = await s.call_tool("fleet_summary", {})
-                states = got.structured_content["states"]
-                return [states[s] for s in ("ONLINE", "DEGRADED", "OFFLINE")] == [3, 1, 1]
+                got = (await s.call_tool("list_nodes", {})).structured_content["nodes"]
+                return [(n["freshness"]["state"], n["audit"]["chain"]) for n in got] == CHAINS
 
             while not await settled():
                 await anyio.sleep(0.1)
@@ -371,6 +372,12 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
                 got = check_schema(tools["check_fit"], res)
                 res = await client.call_tool("check_fit", {"model": MODEL, "node": "tight"})
                 tight = check_schema(tools["check_fit"], res)
+                res = await client.call_tool("check_fit", {"model": MODEL, "limit": 2})
+                best = check_schema(tools["check_fit"], res)
+    assert [n["verdict"] for n in best["nodes"]] == ["fits", "evict"]
+    assert best["nodes_total"] == 4
+
+    assert got.pop("nodes_total") == len(got["nodes"]) == 4  # the tool's one addition
 
     def timeless(doc: dict) -> dict:
         out = {**doc, "meta_from": None}  # whichever node has it first: the same metadata
@@ -380,5 +387,5 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
     assert [n["verdict"] for n in got["nodes"]] == ["fits", "evict", "no", "unknown"]
     assert got["meta_from"] in {"node roomy", "node tight", "node full"}
     assert timeless(got) == timeless(want)
-    assert [n["node"] for n in tight["nodes"]] == ["tight"]
+    assert [n["node"] for n in tight["nodes"]] == ["tight"] and tight["nodes_total"] == 1
     assert tight["nodes"][0]["evict"] == ["qwen-idle:14b"]

@@ -371,9 +371,11 @@ def check_fit(
     state: FleetState,
     request: FitRequest,
     node: str | None = None,
+    limit: int | None = None,
 ) -> FitDocument:
     """`fleet fit --json` for the fleet as it is now (or one node): the same FitWatch, the
-    same order and the same document builder as the command."""
+    same order and the same document builder as the command; `nodes` cut to the first
+    `limit` answers (the best verdicts), `nodes_total` says how many there were."""
     if node is not None:
         v = state.view(node)
         if v is None:
@@ -387,6 +389,7 @@ def check_fit(
         snap = v.snapshot
         v.fit = watch.judge(v, watch.check(v.name, snap) if snap is not None else None)
     views.sort(key=fit_order)
-    doc = fit_document(watch, views, time.time())
+    doc = fit_document(watch, views[:limit], time.time())
     doc["nodes"] = [state.redact.node(n["node"], n) for n in doc["nodes"]]
+    doc["nodes_total"] = len(views)
     return FitDocument.model_validate(doc)

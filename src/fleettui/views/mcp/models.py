@@ -311,9 +311,10 @@ class FitAsked(Doc):
 
 class FitDocument(Doc):
     """`fleet fit --json`: the question, the model's metadata and its source, every node's
-    answer (fits, then evict, no, unknown; then by name)."""
+    answer (fits, then evict, no, unknown; then by name), and how many nodes were judged."""
 
     request: FitAsked
     meta_from: str | None = Field(description="'node gpu1': whose snapshot gave the metadata.")
     meta: ModelMeta | None
-    nodes: list[FitAnswer]
+    nodes: list[FitAnswer] = Field(description="The first `limit` answers, best first.")
+    nodes_total: int = Field(description="Nodes judged (the MCP tool's one addition).")

@@ -33,6 +33,7 @@ from fleettui.views.mcp.models import (
 from fleettui.views.mcp.state import FleetState
 from fleettui.wire import CTX_MAX, ENGINE_PATTERN, MODEL_PATTERN, PARALLEL_MAX, KvType
 
+FIT_PAGE = 50  # check_fit's: an answer with its breakdown is about 1.5 KB
 PAGE = 100  # the default page: a fleet of 1000 in full is 1.3 MB of JSON, past any context
 
 INSTRUCTIONS = (
@@ -158,14 +159,19 @@ def build_server(state: FleetState) -> MCPServer:
             str | None,
             Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...)."),
         ] = None,
+        limit: Annotated[
+            int, Field(ge=1, le=1000, description="At most this many node answers.")
+        ] = FIT_PAGE,
     ) -> FitDocument:
         """Would the model fit on each node beside what is loaded there, and if not, what
         would have to be evicted: the estimator's verdict (fits, evict, no, unknown), the
         breakdown of the memory it needs (weights, KV cache, buffers, each with its formula
         and the source of its input), free memory, margin and the reasons in words. Exactly
-        `fleet fit MODEL --json`. Unset arguments take the engine's defaults."""
+        `fleet fit MODEL --json`, its best `limit` answers (fits first) and `nodes_total`.
+        Unset arguments take the engine's defaults."""
         try:
-            return docs.check_fit(state, FitRequest(model, ctx, parallel, kv_type, engine), node)
+            request = FitRequest(model, ctx, parallel, kv_type, engine)
+            return docs.check_fit(state, request, node, limit)
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
