@@ -150,3 +150,21 @@ def test_bad_input_is_one_line_exit_2(config: Path, tmp_path: Path) -> None:
     bad_json = tmp_path / "config.json"
     bad_json.write_text("{not json")
     assert _bad(config, "--hf-config", str(bad_json)).startswith(f"fleet: --hf-config {bad_json}")
+
+
+def test_against_real_simulated_agents(agent_factory, tmp_path: Path) -> None:
+    """The agent's own schema-2 snapshots (budget, ledger, metadata of the models on disk):
+    every node judged, none unknown for a model of the simulator's pool."""
+    sims = agent_factory(
+        "--simulate", "--nodes", "3", "--name", "fit", "--interval", "0.3", nodes=3
+    )
+    cfg = write_config(tmp_path / "p.toml", dict(sims.urls))
+    r = fleet("fit", "gemma3:27b", "--ctx", "8192", "--json", config=cfg)
+    assert r.returncode in (0, 1, 3), r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["meta_from"].startswith("node fit-") and doc["meta"]["n_layers"]
+    assert sorted(n["node"] for n in doc["nodes"]) == sorted(sims.urls)
+    for n in doc["nodes"]:
+        assert n["verdict"] in ("fits", "evict", "no"), n
+        assert n["state"] == "ONLINE" and n["reasons"] and n["age_s"] < 30
+    assert r.returncode == {"fits": 0, "evict": 3, "no": 1}[doc["nodes"][0]["verdict"]]
