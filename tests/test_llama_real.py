@@ -27,8 +27,7 @@ import pytest
 from conftest import AgentProc, start_agent
 from fakes import free_port
 from fleettui.capacity.estimate import MIB, estimate
-from fleettui.capacity.files import meta_from_gguf
-from fleettui.wire import Engine, Model, ModelMeta, NodeSnapshot
+from fleettui.wire import Engine, Model, NodeSnapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -50,12 +49,10 @@ def _cached(script: str) -> Path | None:
 def real_parts() -> tuple[Path, Path]:
     server, model = _cached("llama-server"), _cached("test-model")
     missing = [
-        f"scripts/{s} (run it once: it fills the XDG cache)"
-        for s, p in (("llama-server", server), ("test-model", model))
-        if p is None
+        f"scripts/{s}" for s, p in (("llama-server", server), ("test-model", model)) if p is None
     ]
     if missing:
-        why = "the real llama-server tests need " + " and ".join(missing)
+        why = f"not in the XDG cache yet: run {' and '.join(missing)} once"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{why}; CI must run them (.ci/run builds both)")
         pytest.skip(why)
@@ -180,7 +177,9 @@ def test_the_ledger_says_what_the_servers_props_say(llama: Llama, watched) -> No
     assert m.busy is False
     assert m.pid == llama.proc.pid
     assert m.meta is not None
-    assert m.meta.file_mb == pytest.approx(meta_json["size"] / MIB, abs=0.1)
+    # the file's size (its header read by the agent); llama.cpp's meta.size is its tensors
+    assert m.meta.file_mb == pytest.approx(llama.model.stat().st_size / MIB, abs=0.1)
+    assert meta_json["size"] < llama.model.stat().st_size
     assert m.meta.vocab_size == meta_json["n_vocab"] == 262144
     assert m.meta.embedding_length == meta_json["n_embd"] == 640
     assert m.meta.ctx_train == meta_json["n_ctx_train"] == 32768
@@ -208,19 +207,12 @@ def test_a_cpu_run_is_ram_not_vram_and_its_size_is_the_process(llama: Llama, wat
 
 
 def test_the_estimate_is_within_15_percent_of_the_measured_process(llama: Llama, watched) -> None:
-    """The agent's metadata (llama.cpp reports sizes, not layers or heads) completed from the
-    file's own header, as `fleet fit --gguf` does, at the context and slots the agent saw."""
+    """With the metadata the agent reported: llama.cpp's /v1/models sizes and the local
+    file's GGUF header (layers, heads, sliding window), at the context and slots it saw."""
     _, snap = watched
     m = _model(snap)
-    assert m.meta is not None
-    header = meta_from_gguf(llama.model)
-    meta = ModelMeta(
-        **{
-            **header.model_dump(),
-            **{k: v for k, v in m.meta.model_dump().items() if v is not None},
-        }
-    )
-    est = estimate(meta, engine="llamacpp", ctx=m.ctx, parallel=m.parallel, platform="cpu")
+    assert m.meta is not None and m.meta.n_layers == 18 and m.meta.sliding_window == 512
+    est = estimate(m.meta, engine="llamacpp", ctx=m.ctx, parallel=m.parallel, platform="cpu")
     assert est.total_bytes is not None, est.missing
     measured = llama.rss_bytes()
     terms = ", ".join(f"{t.name} {t.bytes / MIB:.1f}" for t in est.terms if t.where == "budget")
