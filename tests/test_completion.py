@@ -88,6 +88,8 @@ def test_bash_completes_commands_options_choices_and_nodes(
     assert c("push", "") == ["gpu1", "gpu2", "mac"]
     assert c("push", "gpu1", "st") == ["start", "stop"]
     assert c("ping", "g") == ["gpu1", "gpu2"]
+    assert c("fit", "llama3.1:8b", "--node", "") == ["gpu1", "gpu2", "mac"]
+    assert c("fit", "m", "--kv-type", "q4") == ["q4_0", "q4_1"]
     assert c("add", "") == []  # a new name: nothing to offer
     assert c("--config", str(config), "status", "--j") == ["--json"]
     assert c("completion", "") == ["bash", "fish", "zsh"]
