@@ -114,6 +114,11 @@ class FakeNvml:
     def nvmlDeviceGetPowerUsage(self, h: int) -> int:
         return 312_500  # milliwatts
 
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: int) -> int:
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        return 700_000  # milliwatts
+
     def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:
         if not self.energy_supported:
             raise self.NVMLError("Not Supported")
@@ -144,6 +149,8 @@ def test_nvml_units_and_unsupported_fields() -> None:
     assert [g.name for g in gpus] == ["NVIDIA H200", "NVIDIA L40S"]
     g = gpus[0]
     assert g.power_w == 312.5 and g.memory_total_mb == 8192 and g.memory_used_mb == 2048
+    assert g.power_limit_w == 700.0  # the enforced limit; unsupported on the second GPU
+    assert gpus[1].power_limit_w is None
     assert g.util_pct == 37 and g.temp_c == 61 and g.energy_j is None
     c.close()
     assert fake.shutdown

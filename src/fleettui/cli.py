@@ -27,6 +27,7 @@ CONFIG = "fleettui.config"
 AUDIT = "fleettui.commands.audit"
 MCP = "fleettui.commands.mcp"
 FIT = "fleettui.commands.fit"
+PLACE = "fleettui.commands.place"
 
 
 class Declared(Sequence[str]):
@@ -50,6 +51,7 @@ class Declared(Sequence[str]):
 ACTIONS = Declared("fleettui.wire", "ACTIONS")
 KINDS = Declared("fleettui.config", "KIND_NAMES")
 KV_TYPES = Declared("fleettui.wire", "KV_TYPES")
+STRATEGIES = Declared("fleettui.aggregator.placement", "STRATEGIES")
 
 
 class FleetParser(argparse.ArgumentParser):
@@ -118,6 +120,42 @@ def _pattern(rule: str, what: str) -> Callable[[str], str]:
 
     check.__name__ = rule
     return check
+
+
+def _fit_question(p: argparse.ArgumentParser) -> None:
+    """The fit question's flags, shared by `fleet fit` and `fleet place`."""
+    _fleet_config(p)
+    p.add_argument(
+        "model",
+        type=_pattern("MODEL_RE", "a model name (like llama3.1:8b)"),
+        help="the model's name as the engines call it",
+    )
+    p.add_argument("--ctx", type=_count("CTX_MAX"), help="context length per slot, tokens")
+    p.add_argument("--parallel", type=_count("PARALLEL_MAX"), help="parallel slots (sequences)")
+    p.add_argument("--kv-type", choices=KV_TYPES, metavar="TYPE", help="KV cache type: %(choices)s")
+    p.add_argument(
+        "--engine",
+        type=_pattern("ENGINE_RE", "an engine name"),
+        help="judge for this engine (default: the node's own choice)",
+    )
+    meta = p.add_mutually_exclusive_group()
+    meta.add_argument("--gguf", type=Path, help="read the model's metadata from this GGUF file")
+    meta.add_argument("--hf-config", type=Path, help="... or from a Hugging Face config.json")
+    p.add_argument(
+        "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
+    )
+    _json(p)
+
+
+def _placement(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        metavar="STRATEGY",
+        default="binpack",
+        help="%(choices)s; binpack: the tightest fit that keeps the margin, spread: the most "
+        "room left (default %(default)s)",
+    )
 
 
 def _fleet_config(p: argparse.ArgumentParser) -> None:
@@ -278,6 +316,13 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     _fleet_config(load)
     load.add_argument("model")
     load.add_argument("--on", action="append", default=[], metavar="NODE", help="(repeatable)")
+    load.add_argument(
+        "--place", action="store_true", help="load on the best-ranked nodes (see fleet place)"
+    )
+    load.add_argument(
+        "--top", type=_count("PARALLEL_MAX"), default=1, help="with --place: how many (default 1)"
+    )
+    _placement(load)
     load.add_argument("--engine", help="default: the engine each target's fit picks")
     load.add_argument("--ctx", type=int, help="context length per slot, tokens")
     load.add_argument("--parallel", type=int, help="parallel slots")
@@ -321,33 +366,20 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         help="does MODEL fit on each node beside what is loaded there? exit 0 fits somewhere, "
         "3 only after evicting idle models, 1 nowhere",
     )
-    _fleet_config(fit)
-    fit.add_argument(
-        "model",
-        type=_pattern("MODEL_RE", "a model name (like llama3.1:8b)"),
-        help="the model's name as the engines call it",
-    )
+    _fit_question(fit)
     fit.add_argument(
         "--node", action="append", default=[], help="only this node (repeatable; default all)"
     )
-    fit.add_argument("--ctx", type=_count("CTX_MAX"), help="context length per slot, tokens")
-    fit.add_argument("--parallel", type=_count("PARALLEL_MAX"), help="parallel slots (sequences)")
-    fit.add_argument(
-        "--kv-type", choices=KV_TYPES, metavar="TYPE", help="KV cache type: %(choices)s"
-    )
-    fit.add_argument(
-        "--engine",
-        type=_pattern("ENGINE_RE", "an engine name"),
-        help="judge for this engine (default: the node's own choice)",
-    )
-    meta = fit.add_mutually_exclusive_group()
-    meta.add_argument("--gguf", type=Path, help="read the model's metadata from this GGUF file")
-    meta.add_argument("--hf-config", type=Path, help="... or from a Hugging Face config.json")
-    fit.add_argument(
-        "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
-    )
-    _json(fit)
     fit.set_defaults(func=_to(FIT, "cmd_fit"))
+
+    place = sub.add_parser(
+        "place",
+        help="rank every node for MODEL, best first, with a score 0-100 and its reasons",
+    )
+    _fit_question(place)
+    _placement(place)
+    place.add_argument("--top", type=_count("PARALLEL_MAX"), help="show the best K nodes only")
+    place.set_defaults(func=_to(PLACE, "cmd_place"))
 
     completion = sub.add_parser(
         "completion", help="print a shell completion script: source <(fleet completion bash)"

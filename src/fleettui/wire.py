@@ -137,6 +137,7 @@ class Gpu(WireModel):
     memory_used_mb: MiB | None = None
     util_pct: Percent | None = None
     power_w: Watts | None = None
+    power_limit_w: Watts | None = Field(None, description="The enforced power limit (NVML), W.")
     energy_j: Joules | None = Field(
         None, description="GPU energy counter since driver load, joules (NVML, Volta or newer)."
     )

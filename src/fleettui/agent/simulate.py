@@ -289,6 +289,7 @@ class SimulatedNode:
                     memory_used_mb=used,
                     util_pct=round(100 * load, 1),
                     power_w=gw,
+                    power_limit_w=None if self.mac else float(gmax),
                     temp_c=round(35 + 45 * load, 1),
                     # Apple's GPU has no NVML process list: nothing to attribute there
                     processes=[] if self.mac else procs,

@@ -150,7 +150,7 @@ def _pick_engine(snap: NodeSnapshot, req: FitRequest) -> Engine | str:
     return up[0]
 
 
-def _held_bytes(m: Model, kind: str) -> int:
+def held_bytes(m: Model, kind: str) -> int:
     """What unloading `m` frees from the budget: its GPU share, or all of it without a GPU."""
     mb = m.vram_mb if kind == "gpu" and m.vram_mb is not None else m.size_mb
     return round((mb or 0) * MIB)
@@ -165,8 +165,8 @@ def _evictable(snap: NodeSnapshot, kind: str) -> tuple[list[Cand], int]:
         for m in e.models:
             if m.busy:
                 busy += 1
-            elif can and _held_bytes(m, kind) > 0:
-                out.append((m.name, _held_bytes(m, kind), e))
+            elif can and held_bytes(m, kind) > 0:
+                out.append((m.name, held_bytes(m, kind), e))
     return out, busy
 
 

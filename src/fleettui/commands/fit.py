@@ -99,12 +99,15 @@ def _title(watch: FitWatch, views: list[NodeView], took: float) -> str:
     )
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
+def ask(args: argparse.Namespace) -> tuple[FitWatch, list[NodeView], float] | int:
+    """Poll the fleet once with the fit question of `args` (`fleet fit`, `fleet place`,
+    `fleet load --place`): the question, every node's view with its answer, and the seconds
+    it took; or the exit code after saying what is wrong with the input."""
     cfg = load_fleet(args)
     if cfg is None:
         return 2
     nodes = []
-    for name in dict.fromkeys(args.node):  # a name given twice is asked once
+    for name in dict.fromkeys(getattr(args, "node", [])):  # a name given twice is asked once
         node = named_node(cfg, name)
         if node is None:
             return 2
@@ -116,7 +119,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import anyio
 
     from fleettui.aggregator.aggregator import FleetAggregator
-    from fleettui.aggregator.fitwatch import fit_document, fit_order
     from fleettui.capacity.fit import FitRequest
     from fleettui.config import FleetConfig
 
@@ -133,10 +135,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     agg = FleetAggregator(cfg, verify_chain=False)  # a fit needs snapshots, not the audit log
     watch = agg.set_fit(request, *given)
     assert watch is not None
-    views = sorted(anyio.run(partial(agg.poll_once, args.timeout)), key=fit_order)
+    views = anyio.run(partial(agg.poll_once, args.timeout))
+    return watch, views, time.monotonic() - t0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    asked = ask(args)
+    if isinstance(asked, int):
+        return asked
+    from fleettui.aggregator.fitwatch import fit_document, fit_order
+
+    watch, views, took = asked
+    views = sorted(views, key=fit_order)
     code = exit_code(views)
     if args.json:
         print_json(fit_document(watch, views, time.time()))
         return code
-    console().print(_line_table(views, _title(watch, views, time.monotonic() - t0)))
+    console().print(_line_table(views, _title(watch, views, took)))
     return code

@@ -1,4 +1,5 @@
-"""`fleet load MODEL --on NODE...`: load a model where the operator says, after showing, per
+"""`fleet load MODEL --on NODE... | --place`: load a model where the operator says (or on the
+best-ranked nodes, `fleet place`), after showing, per
 target, whether it fits and what would be evicted.
 
 The fit shown is the operator's view (one poll of the fleet, metadata from any node that has
@@ -40,17 +41,41 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def choose_targets(cfg: FleetConfig, args: argparse.Namespace) -> list[NodeConfig]:
-    """The nodes to load on: each --on name (comma lists too), in the order given. The one
-    place that decides where a load goes (a ranking would choose here). ValueError: why not."""
+def choose_targets(
+    cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]
+) -> list[NodeConfig]:
+    """The nodes to load on: each --on name (comma lists too), in the order given, or with
+    --place the best `--top` of the ranking (fleet place). The one place that decides where a
+    load goes. ValueError: why not."""
+    if args.place:
+        return _placed(cfg, args, views)
     wanted = [n.strip() for part in args.on for n in part.split(",") if n.strip()]
     if not wanted:
-        raise ValueError("name the nodes to load on with --on NODE")
+        raise ValueError("name the nodes to load on with --on NODE, or pass --place")
     missing = [n for n in wanted if cfg.node(n) is None]
     if missing:
         shown = ", ".join(n if n.isprintable() else repr(n) for n in missing)
         raise ValueError(f"no node named {shown} in {cfg.path}; see `fleet ls`")
     return [node for n in dict.fromkeys(wanted) if (node := cfg.node(n)) is not None]
+
+
+def _placed(cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]) -> list[NodeConfig]:
+    """The best-ranked nodes that can take the model (score above 0), at most --top."""
+    from dataclasses import replace
+
+    from fleettui.aggregator.placement import placeable, rank
+
+    if args.on:
+        raise ValueError("--on and --place choose the targets two ways: pass one")
+    fits = fits_for(views, [v.name for v in views], args)
+    ranking = rank([replace(v, fit=fits[v.name]) for v in views], args.strategy)
+    best = placeable(ranking)[: args.top]
+    if not best:
+        why = ranking[0].reasons[0] if ranking else "the fleet config has no nodes"
+        raise ValueError(
+            f"no node can take {args.model}: {ranking[0].node + ': ' if ranking else ''}{why}"
+        )
+    return [node for p in best if (node := cfg.node(p.node)) is not None]
 
 
 def poll(cfg: FleetConfig) -> list[NodeView]:
@@ -126,13 +151,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     cfg = load_fleet(args)
     if cfg is None:
         return 2
+    views = poll(cfg)
     try:
-        targets = choose_targets(cfg, args)
+        targets = choose_targets(cfg, args, views)
     except ValueError as exc:
         err(str(exc))
         return 2
     names = [t.name for t in targets]
-    fits = fits_for(poll(cfg), names, args)
+    fits = fits_for(views, names, args)
     try:
         engine = pick_engine(args, fits)
     except ValueError as exc:

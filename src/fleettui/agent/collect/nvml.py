@@ -84,6 +84,7 @@ class NvmlCollector:
             mem = self._try(n.nvmlDeviceGetMemoryInfo, h)
             util = self._try(n.nvmlDeviceGetUtilizationRates, h)
             power_mw = self._try(n.nvmlDeviceGetPowerUsage, h)
+            limit_mw = self._try(getattr(n, "nvmlDeviceGetEnforcedPowerLimit", None), h)
             energy_mj = self._try(n.nvmlDeviceGetTotalEnergyConsumption, h)
             temp = self._try(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
             where = f"nvml: GPU {i}"
@@ -101,6 +102,7 @@ class NvmlCollector:
                         memory_used_mb=_scaled(mem, "used", MB, 1),
                         util_pct=_scaled(util, "gpu", 1, 1),
                         power_w=_scaled(power_mw, None, 1000.0, 2),
+                        power_limit_w=_scaled(limit_mw, None, 1000.0, 2),
                         energy_j=_scaled(energy_mj, None, 1000.0, 3),
                         temp_c=_scaled(temp, None, 1, 1),
                     ),
