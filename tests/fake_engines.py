@@ -315,7 +315,11 @@ ROUTER_MODELS = {
 _child = router_child(
     {
         "ggml-org/gemma-3-270m-GGUF:Q4_K_M": {
-            "/props": {**LLAMA_PROPS, "total_slots": 1},
+            "/props": {
+                **LLAMA_PROPS,
+                "total_slots": 1,
+                "model_path": ROUTER_MODELS["data"][0]["path"],
+            },
             "/slots": [{"id": 0, "n_ctx": 8192, "is_processing": False}],
         }
     }
@@ -601,6 +605,24 @@ def router_loading(models: dict[str, Any]) -> dict[str, Route | Dynamic]:
 
 
 if __name__ == "__main__":  # python fake_engines.py NAME [ARGS...]: ARGS land in its cmdline
+    import signal
+    import subprocess
+
+    # `--child PATH`: a child process serving PATH, as a llama.cpp router's model servers do
+    child = None
+    if "--child" in sys.argv:
+        path = sys.argv[sys.argv.index("--child") + 1]
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)", "--model", path]
+        )
+
+    def stop(*_: object) -> None:
+        if child is not None:
+            child.kill()
+            child.wait()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     server = FakeEngine(globals()[sys.argv[1]])
     print(server.url, flush=True)
     server.server.serve_forever()

@@ -24,6 +24,7 @@ from fake_engines import (
     MLX,
     OLLAMA,
     OLLAMA_FULL,
+    ROUTER_MODELS,
     VLLM,
     VLLM_METRICS,
     VLLM_METRICS_OLD,
@@ -421,6 +422,20 @@ async def test_llamacpp_router_mode_loaded_loading_and_on_disk() -> None:
         "bartowski/Llama-3.2-1B-GGUF:Q4_K_M",  # sleeping: weights freed
     ]
     assert not any("autoload=true" in h or h.endswith("/props?model=") for h in eng.hits)
+
+
+async def test_llamacpp_router_model_is_its_child_server_process() -> None:
+    path = ROUTER_MODELS["data"][0]["path"]
+    with engine_process("LLAMACPP_ROUTER", "--child", path) as (proc, url):
+        e = await probe("llamacpp", url, probing=Probing(gpus=False))
+        child = next(c for c in psutil.Process(proc.pid).children() if path in c.cmdline())
+        want = rss_mb(child.pid)
+    loaded = e.models[0]
+    assert loaded.pid == child.pid and e.pids == [proc.pid, child.pid]
+    assert (
+        loaded.size_mb == pytest.approx(want, rel=0.2) and loaded.sources["size_mb"] == "measured"
+    )
+    assert e.models[1].pid is None  # loading: no server of its own yet
 
 
 async def test_llamacpp_sleeping_server_holds_nothing() -> None:

@@ -125,6 +125,18 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] or path
 
 
+def _flag(argv: Any, name: str) -> str | None:
+    """The value of `name` in an argument list (`--model X` or `--model=X`), if it has one."""
+    if not isinstance(argv, list):
+        return None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return _str(argv[i + 1])
+        if isinstance(arg, str) and arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _obj(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
@@ -287,7 +299,10 @@ def _llamacpp_model(
         "busy": any(s.get("is_processing") is True for s in slot_list) if slot_list else None,
         "meta": meta,
         "sources": _reported("size_mb", "ctx", "parallel", "busy"),
-        "gguf": _str(props.get("model_path")) or _str(entry.get("path")) or _str(entry.get("id")),
+        "gguf": _str(props.get("model_path"))
+        or _str(entry.get("path"))
+        or _flag(_obj(entry.get("status")).get("args"), "--model")  # a router's child
+        or _str(entry.get("id")),
     }
 
 
@@ -535,15 +550,6 @@ async def probe_mlx(client: httpx.AsyncClient, base: str, p: Probing) -> Found:
     return found
 
 
-def _mlx_model(cmdline: list[str]) -> str | None:
-    for i, arg in enumerate(cmdline):
-        if arg == "--model" and i + 1 < len(cmdline):
-            return cmdline[i + 1]
-        if arg.startswith("--model="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 PROBES: dict[str, Callable[[httpx.AsyncClient, str, Probing], Awaitable[Found]]] = {
     "ollama": probe_ollama,
     "llamacpp": probe_llamacpp,
@@ -607,16 +613,23 @@ def _attribute(
     PIDs, a measured size where the engine reports none (or, on a CPU run, its whole resident
     set), RAM-not-VRAM on a node without a GPU, and a local model file's GGUF header as the
     metadata (layers, heads, window: what llama.cpp's own `meta` leaves out)."""
-    if kind == "mlx" and (resident := _mlx_model(proc.cmdline)):
+    if kind == "mlx" and (resident := _flag(proc.cmdline, "--model")):
         found.available = [m for m in found.available if m["name"] != resident]
         found.models.append({"name": resident, "sources": {}})
     if kind == "ollama" and proc.env:
         found.settings.update(_ollama_env(proc.env, found.problems))
     cpu_only = local and not p.gpus
+    by_file = {path: (pid, rss) for pid, (path, rss) in proc.child_models.items()}
     for m in found.models:
         m.setdefault("sources", {})
-        if (header := headers.get(m.pop("gguf", None) or "")) is not None:
+        path = m.pop("gguf", None) or ""
+        if (header := headers.get(path)) is not None:
             m["meta"] = header
+        if found.settings.get("router") and path in by_file:  # the child serving this model
+            m["pid"], rss = by_file[path]
+            if cpu_only or not m.get("size_mb"):
+                m["size_mb"] = _mb(rss)
+                m["sources"]["size_mb"] = "measured"
         if found.one_process and proc.pid is not None:
             m["pid"] = proc.pid
             # on a CPU run the process's resident set is the model's total (weights, KV cache,

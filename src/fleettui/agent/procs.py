@@ -43,6 +43,8 @@ class ProcFacts:
     rss_bytes: int | None = None
     cmdline: list[str] = field(default_factory=list)
     cwd: str | None = None  # where the engine's relative model paths start
+    # each child's model file (its --model) and resident set: a llama.cpp router's servers
+    child_models: dict[int, tuple[str, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -119,10 +121,19 @@ def facts(port: int, seen: Seen | None = None) -> ProcFacts:
         if p.name() in FORWARDERS:
             return ProcFacts()
         out = ProcFacts(pid=pid, pids=[pid], started=p.create_time())
-        out.pids += [c.pid for c in p.children(recursive=True)][: MAX_FAMILY - 1]
+        children = p.children(recursive=True)[: MAX_FAMILY - 1]
+        out.pids += [c.pid for c in children]
         out.rss_bytes = p.memory_info().rss
     except (OSError, psutil.Error):
         return ProcFacts()
+    for c in children:
+        try:
+            argv = c.cmdline()
+            model = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--model"), None)
+            if model is not None:
+                out.child_models[c.pid] = (model, c.memory_info().rss)
+        except (OSError, psutil.Error):
+            continue
     try:
         out.cmdline = p.cmdline()
         out.cwd = p.cwd()
