@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,7 @@ MAX_BODY = 4 * 1024 * 1024
 SHOW_CACHE_MAX = 512  # Ollama /api/show answers kept, by model digest
 SHOWS_PER_TICK = 2  # on-disk Ollama models whose metadata is fetched per tick (resident: all)
 SHOW_BUDGET_S = 0.5  # the metadata may be late; the engine's status may not
+LOOKUP_BUDGET_S = 2.0  # the engine's process and model files, per engine and tick
 ROUTER_DETAILS = 8  # llama.cpp router: loaded models asked for their /props and /slots per tick
 # /v1/models owners that are llama.cpp: llama-server itself, and llama-cpp-python's server,
 # which runs the same llama.cpp but answers only the OpenAI routes (no /health, no /props).
@@ -65,6 +67,8 @@ class Probing:
     pids: dict[int, procs.Seen] = field(default_factory=dict)  # port -> who listened there
     # GGUF headers of local llama.cpp models, by (path, mtime, size): read once per file
     ggufs: dict[tuple[str, int, int], ModelMeta | None] = field(default_factory=dict)
+    # the lookups run in worker threads, one per engine, and may outlive their tick
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -576,14 +580,18 @@ def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     key = (full, st.st_mtime_ns, st.st_size)
-    if key not in p.ggufs:
+    with p.lock:
+        if key in p.ggufs:
+            return p.ggufs[key]
+    try:
+        meta: ModelMeta | None = meta_from_gguf(full)
+    except (MetaFileError, OSError):
+        meta = None
+    with p.lock:
         while len(p.ggufs) >= SHOW_CACHE_MAX:
             del p.ggufs[next(iter(p.ggufs))]
-        try:
-            p.ggufs[key] = meta_from_gguf(full)
-        except (MetaFileError, OSError):
-            p.ggufs[key] = None
-    return p.ggufs[key]
+        p.ggufs[key] = meta
+    return meta
 
 
 def _lookup(
@@ -595,9 +603,12 @@ def _lookup(
     port = u.port or (443 if u.scheme == "https" else 80)
     if not procs.is_local(u.host):
         return False, procs.ProcFacts(), {}
-    facts = procs.facts(port, p.pids.get(port))
+    with p.lock:
+        seen = p.pids.get(port)
+    facts = procs.facts(port, seen)
     if facts.pid is not None and facts.started is not None:
-        p.pids[port] = (facts.pid, facts.started)
+        with p.lock:
+            p.pids[port] = (facts.pid, facts.started)
     return True, facts, {f: _gguf(f, facts.cwd, p) for f in files[:ROUTER_DETAILS]}
 
 
@@ -719,7 +730,11 @@ async def probe_engine(
     try:
         with anyio.fail_after(timeout_s):
             found = await PROBES[kind](client, base, p)
-            files = [m["gguf"] for m in found.models if m.get("gguf")]
+        # the machine's side has a budget of its own: a slow process table costs this tick
+        # the PIDs (the lookup finishes in its thread and fills the cache), never the engine
+        local, proc, headers = False, procs.ProcFacts(), {}
+        files = [m["gguf"] for m in found.models if m.get("gguf")]
+        with anyio.move_on_after(LOOKUP_BUDGET_S):
             local, proc, headers = await anyio.to_thread.run_sync(
                 _lookup, url, p, files, abandon_on_cancel=True
             )
