@@ -66,14 +66,17 @@ def attribute(
     out_gpus: list[Gpu] = []
     for g in gpus:
         if g.attributed_mb is None or not owner:
-            out_gpus.append(g.model_copy(update={"attributed_mb": None, "other_mb": None}))
+            unset = g.attributed_mb is None and g.other_mb is None
+            out_gpus.append(
+                g if unset else g.model_copy(update={"attributed_mb": None, "other_mb": None})
+            )
             continue
         procs: list[GpuProcess] = []
         attributed = 0.0
         for p in g.processes:
             line = chain(p.pid)
             engine = next((owner[q] for q in line if q in owner), None)
-            procs.append(p.model_copy(update={"engine": engine}))
+            procs.append(p if p.engine == engine else p.model_copy(update={"engine": engine}))
             if engine is None:
                 continue
             attributed += p.used_mb or 0.0
@@ -106,6 +109,7 @@ def _placed(
     if eng.status != "up" or not eng.models:
         return eng
     models = []
+    changed = False
     for mi, m in enumerate(eng.models):
         on = by_model.get((ei, mi))
         if on is None and len(eng.models) == 1 and m.pid is None:
@@ -122,4 +126,5 @@ def _placed(
                 update["vram_mb"] = vram
                 sources["vram_mb"] = "measured"
         models.append(m.model_copy(update=update))
-    return eng.model_copy(update={"models": models})
+        changed = True
+    return eng.model_copy(update={"models": models}) if changed else eng
