@@ -26,6 +26,7 @@ from fleettui.views.mcp.models import (
     Summary,
 )
 from fleettui.views.mcp.state import FleetState
+from fleettui.wire import DiskModel, Engine, Model
 
 
 class Refused(Exception):
@@ -196,78 +197,78 @@ def _may_hold(v: NodeView, query: str) -> bool:
     return query in raw.lower()
 
 
+def _place(state: FleetState, v: NodeView, e: Engine, m: Model | DiskModel, now: float) -> dict:
+    """One find_model line: a resident model (the ledger's figures) or one on disk (the
+    engine's defaults for a load)."""
+    line: dict[str, Any] = {
+        "node": v.name,
+        "freshness": state.freshness(v, now),
+        "engine": e.name,
+        "engine_status": e.status,
+        "name": m.name,
+        "size_mb": m.size_mb,
+        "quant": m.quant,
+    }
+    if isinstance(m, Model):
+        line |= {
+            "where": "resident",
+            "vram_mb": m.vram_mb,
+            "ctx": m.ctx,
+            "parallel": m.parallel,
+            "kv_type": m.kv_type,
+            "busy": m.busy,
+            "expires_at": m.expires_at,
+            "sources": dict(m.sources),
+        }
+    else:
+        settings = e.settings
+        line |= {
+            "where": "disk",
+            "vram_mb": None,
+            "ctx": settings.default_ctx if settings else None,
+            "parallel": settings.num_parallel if settings else None,
+            "kv_type": settings.kv_type if settings else None,
+            "busy": None,
+            "expires_at": None,
+            "sources": {},
+        }
+    return state.redact.node(v.name, line)
+
+
 def find_model(state: FleetState, model: str, limit: int | None = None) -> ModelSearch:
+    """Every place the name is found, counted; only the first `limit` become lines."""
     query = model.strip().lower()
     if not query:
         raise Refused("model: give a model name (or part of one), e.g. llama3.1:8b")
     now = time.time()
-    places: list[dict[str, Any]] = []
+    resident: list[tuple[NodeView, Engine, Model | DiskModel]] = []
+    disk: list[tuple[NodeView, Engine, Model | DiskModel]] = []
+    exact = False
     plain = _PLAIN.fullmatch(query) is not None
     for v in state.views():
         if plain and not _may_hold(v, query):
             continue
         snap = v.snapshot
-        if snap is None:
-            continue
-        fresh = None
-        for e in snap.engines:
-            settings = e.settings
-            found: list[dict[str, Any]] = []
+        for e in snap.engines if snap is not None else ():
             for m in e.models:
-                if query in m.name.lower():
-                    found.append(
-                        {
-                            "name": m.name,
-                            "where": "resident",
-                            "size_mb": m.size_mb,
-                            "vram_mb": m.vram_mb,
-                            "quant": m.quant,
-                            "ctx": m.ctx,
-                            "parallel": m.parallel,
-                            "kv_type": m.kv_type,
-                            "busy": m.busy,
-                            "expires_at": m.expires_at,
-                            "sources": dict(m.sources),
-                        }
-                    )
+                if query in (name := m.name.lower()):
+                    resident.append((v, e, m))
+                    exact = exact or name == query
             for d in e.available:
-                if query in d.name.lower():
-                    found.append(
-                        {
-                            "name": d.name,
-                            "where": "disk",
-                            "size_mb": d.size_mb,
-                            "vram_mb": None,
-                            "quant": d.quant,
-                            "ctx": settings.default_ctx if settings else None,
-                            "parallel": settings.num_parallel if settings else None,
-                            "kv_type": settings.kv_type if settings else None,
-                            "busy": None,
-                            "expires_at": None,
-                            "sources": {},
-                        }
-                    )
-            if found:
-                fresh = fresh or state.freshness(v, now)
-                for f in found:
-                    place = {
-                        "node": v.name,
-                        "freshness": fresh,
-                        "engine": e.name,
-                        "engine_status": e.status,
-                        **f,
-                    }
-                    places.append(state.redact.node(v.name, place))
-    exact = [p for p in places if p["name"].lower() == query]
-    found = sorted(exact or places, key=lambda p: p["where"] != "resident")  # stable: by node
+                if query in (name := d.name.lower()):
+                    disk.append((v, e, d))
+                    exact = exact or name == query
+    found = [
+        x for x in resident + disk if not exact or x[2].name.lower() == query
+    ]  # resident first, then on disk, each by node
     return ModelSearch.model_validate(
         {
             "observed_at": now,
             "stale_after_s": state.stale_after_s,
             "model": model,
-            "exact": bool(exact),
+            "exact": exact,
             "matched": len(found),
-            "matches": found[:limit],
+            "matches": [_place(state, v, e, m, now) for v, e, m in found[:limit]],
         }
     )
 
