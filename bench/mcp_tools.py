@@ -45,6 +45,7 @@ def calls(first: str, model: str) -> list[tuple[str, str, dict]]:
         ("get_node", "get_node", {"name": first}),
         ("find_model", "find_model", {"model": model}),
         ("check_fit", "check_fit", {"model": model, "ctx": 8192}),
+        ("rank_placement", "rank_placement", {"model": model, "ctx": 8192}),
         ("recent_events", "recent_events", {"limit": 50}),
     ]
 

@@ -29,7 +29,15 @@ from fleettui.wire import ActionRequest
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("list_nodes", "get_node", "find_model", "check_fit", "fleet_summary", "recent_events")
+TOOLS = (
+    "list_nodes",
+    "get_node",
+    "find_model",
+    "check_fit",
+    "rank_placement",
+    "fleet_summary",
+    "recent_events",
+)
 ENV_SECRET = "env-secret-4b1d0c2f9e"
 # settled: three agents ONLINE with their audit chains verified, locked DEGRADED (no read
 # token sent), dead OFFLINE (neither chain checked)
@@ -178,6 +186,11 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
     assert [n["node"] for n in one["nodes"]] == [names[2]]
     assert one["request"]["kv_type"] == "q8_0"
 
+    ranked = await call("rank_placement", {"model": model, "strategy": "spread", "top_k": 3})
+    assert [p["rank"] for p in ranked["nodes"]] == [1, 2, 3] and ranked["strategy"] == "spread"
+    assert all(p["node"] in names for p in ranked["nodes"])  # the live ones rank first
+    assert ranked["nodes"][0]["score"] >= ranked["nodes"][-1]["score"]
+
     events = await call("recent_events", {"limit": 500})
     kinds = {e["kind"] for e in events["events"]}
     assert "state" in kinds
@@ -202,6 +215,8 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
         ("check_fit", {"model": "-rf"}, "String should match pattern"),
         ("check_fit", {"model": "x", "kv_type": "q3"}, "kv_type"),
         ("check_fit", {"model": "x", "ctx": 0}, "greater than or equal to 1"),
+        ("rank_placement", {"model": "x", "strategy": "random"}, "strategy"),
+        ("rank_placement", {"model": "x", "top_k": 0}, "greater than or equal to 1"),
         ("no_such_tool", {}, "Unknown tool"),
     ]
     for name, args, reason in bad:
@@ -358,6 +373,10 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
         )
         assert r.returncode == 0, r.stderr
         want = json.loads(r.stdout)
+        place = ["place", MODEL, *args, "--strategy", "spread", "--top", "3", "--json"]
+        r = await anyio.to_thread.run_sync(lambda: fleet(*place, config=path))
+        assert r.returncode == 0, r.stderr
+        want_place = json.loads(r.stdout)
         agg = FleetAggregator(load_fleet_config(path), verify_chain=False)
         async with agg:
             await wait_for(
@@ -374,6 +393,11 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
                 tight = check_schema(tools["check_fit"], res)
                 res = await client.call_tool("check_fit", {"model": MODEL, "limit": 2})
                 best = check_schema(tools["check_fit"], res)
+                res = await client.call_tool(
+                    "rank_placement",
+                    {"model": MODEL, "ctx": 8192, "parallel": 1, "strategy": "spread", "top_k": 3},
+                )
+                placed = check_schema(tools["rank_placement"], res)
     assert [n["verdict"] for n in best["nodes"]] == ["fits", "evict"]
     assert best["nodes_total"] == 4
 
@@ -388,4 +412,13 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
     assert got["meta_from"] in {"node roomy", "node tight", "node full"}
     assert timeless(got) == timeless(want)
     assert [n["node"] for n in tight["nodes"]] == ["tight"] and tight["nodes_total"] == 1
+
+    def unplaced(doc: dict) -> dict:
+        nodes = [
+            {**p, "fit": {**p["fit"], "observed_at": None, "age_s": None}} for p in doc["nodes"]
+        ]
+        return {**doc, "observed_at": None, "meta_from": None, "nodes": nodes}
+
+    assert [p["node"] for p in placed["nodes"]][:2] == ["roomy", "tight"]
+    assert unplaced(placed) == unplaced(want_place)
     assert tight["nodes"][0]["evict"] == ["qwen-idle:14b"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleettui.aggregator.fitwatch import FitWatch, fit_document, fit_order
+from fleettui.aggregator.placement import Strategy, place_document, rank
 from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
 from fleettui.select import SelectError, parse
@@ -23,6 +24,7 @@ from fleettui.views.mcp.models import (
     ModelSearch,
     NodeDetail,
     NodeList,
+    PlaceDocument,
     Summary,
 )
 from fleettui.views.mcp.state import FleetState
@@ -368,15 +370,11 @@ def recent_events(state: FleetState, limit: int, kinds: Sequence[str] | None) ->
     )
 
 
-def check_fit(
-    state: FleetState,
-    request: FitRequest,
-    node: str | None = None,
-    limit: int | None = None,
-) -> FitDocument:
-    """`fleet fit --json` for the fleet as it is now (or one node): the same FitWatch, the
-    same order and the same document builder as the command; `nodes` cut to the first
-    `limit` answers (the best verdicts), `nodes_total` says how many there were."""
+def _judged(
+    state: FleetState, request: FitRequest, node: str | None = None
+) -> tuple[FitWatch, list[NodeView]]:
+    """Every node's view (or one) with its `fit` for `request`, as `fleet fit` judges them:
+    the metadata from the first node that has the model, offline nodes "unknown"."""
     if node is not None:
         v = state.view(node)
         if v is None:
@@ -389,8 +387,31 @@ def check_fit(
     for v in views:
         snap = v.snapshot
         v.fit = watch.judge(v, watch.check(v.name, snap) if snap is not None else None)
+    return watch, views
+
+
+def check_fit(
+    state: FleetState,
+    request: FitRequest,
+    node: str | None = None,
+    limit: int | None = None,
+) -> FitDocument:
+    """`fleet fit --json` for the fleet as it is now (or one node): the same FitWatch, the
+    same order and the same document builder as the command; `nodes` cut to the first
+    `limit` answers (the best verdicts), `nodes_total` says how many there were."""
+    watch, views = _judged(state, request, node)
     views.sort(key=fit_order)
     doc = fit_document(watch, views[:limit], time.time())
     doc["nodes"] = [state.redact.node(n["node"], n) for n in doc["nodes"]]
     doc["nodes_total"] = len(views)
     return FitDocument.model_validate(doc)
+
+
+def rank_placement(
+    state: FleetState, request: FitRequest, strategy: Strategy, top: int | None
+) -> PlaceDocument:
+    """`fleet place --json [--top K]`: the same judging, ranking and document builder."""
+    watch, views = _judged(state, request)
+    doc = place_document(watch, rank(views, strategy), strategy, time.time(), top)
+    doc["nodes"] = [state.redact.node(n["node"], n) for n in doc["nodes"]]
+    return PlaceDocument.model_validate(doc)

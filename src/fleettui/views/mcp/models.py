@@ -318,3 +318,25 @@ class FitDocument(Doc):
     meta: ModelMeta | None
     nodes: list[FitAnswer] = Field(description="The first `limit` answers, best first.")
     nodes_total: int = Field(description="Nodes judged (the MCP tool's one addition).")
+
+
+class PlaceLine(Doc):
+    rank: int
+    node: str
+    score: float = Field(description="0-100; 0: the model cannot be placed there.")
+    verdict: Literal["fits", "evict", "no", "unknown"]
+    reasons: list[str] = Field(description="What earned and cost points (docs/placement.md).")
+    fit: FitAnswer
+
+
+class PlaceDocument(Doc):
+    """`fleet place --json`: every node ranked for the model, best first."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_version: int = Field(alias="schema", description="This document's version.")
+    request: FitAsked
+    strategy: Literal["binpack", "spread"]
+    meta_from: str | None
+    observed_at: float = Field(description="When the ranking was made (Unix seconds).")
+    nodes: list[PlaceLine] = Field(description="The best `top_k`, in rank order.")

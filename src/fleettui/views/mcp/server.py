@@ -19,6 +19,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from fleettui import __version__
+from fleettui.aggregator.placement import Strategy
 from fleettui.capacity.fit import FitRequest
 from fleettui.views.mcp import documents as docs
 from fleettui.views.mcp.models import (
@@ -28,11 +29,13 @@ from fleettui.views.mcp.models import (
     ModelSearch,
     NodeDetail,
     NodeList,
+    PlaceDocument,
     Summary,
 )
 from fleettui.views.mcp.state import FleetState
 from fleettui.wire import CTX_MAX, ENGINE_PATTERN, MODEL_PATTERN, PARALLEL_MAX, KvType
 
+TOP_K = 10  # rank_placement's: the nodes an agent would choose among
 FIT_PAGE = 50  # check_fit's: an answer with its breakdown is about 1.5 KB
 PAGE = 100  # the default page: a fleet of 1000 in full is 1.3 MB of JSON, past any context
 
@@ -172,6 +175,42 @@ def build_server(state: FleetState) -> MCPServer:
         try:
             request = FitRequest(model, ctx, parallel, kv_type, engine)
             return docs.check_fit(state, request, node, limit)
+        except docs.Refused as exc:
+            raise ToolError(str(exc)) from None
+
+    @_tool(mcp, state, "Rank placements")
+    async def rank_placement(
+        model: FitModel,
+        ctx: Annotated[
+            int | None, Field(ge=1, le=CTX_MAX, description="Context per slot, tokens.")
+        ] = None,
+        parallel: Annotated[
+            int | None, Field(ge=1, le=PARALLEL_MAX, description="Parallel slots.")
+        ] = None,
+        kv_type: Annotated[KvType | None, Field(description="KV cache type.")] = None,
+        engine: Annotated[
+            str | None,
+            Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...)."),
+        ] = None,
+        strategy: Annotated[
+            Strategy,
+            Field(
+                description="binpack: the tightest node that leaves the margin (keeps big "
+                "nodes free); spread: the emptiest node."
+            ),
+        ] = "binpack",
+        top_k: Annotated[
+            int, Field(ge=1, le=1000, description="The best this many nodes.")
+        ] = TOP_K,
+    ) -> PlaceDocument:
+        """Where to put the model: every node's fit turned into a score 0-100 with its
+        reasons (the verdict first; then headroom by strategy; penalties for CPU offload,
+        evictions, queued requests, heat, power caps, DEGRADED nodes; a bonus when the model
+        is already on the node's disk), best first, deterministic. Exactly `fleet place
+        MODEL --json --top K`. It only ranks: nothing is loaded."""
+        try:
+            request = FitRequest(model, ctx, parallel, kv_type, engine)
+            return docs.rank_placement(state, request, strategy, top_k)
         except docs.Refused as exc:
             raise ToolError(str(exc)) from None
 
