@@ -6,12 +6,14 @@ bidi override (U+202E) makes text read backwards. So every string that came from
 config file goes through `clean` before any view draws or prints it. Nothing is dropped: each
 such character is replaced by a visible stand-in (`␛[2J`, `\\x9b`, `\\u202e`), so the operator
 sees that something odd was sent. Plain Python, no Rich or Textual (an import-linter contract),
-so the wire models, the aggregator and every view share it.
+so the wire models, the aggregator and every view share it. `shown` is the same care for a
+value quoted in a problem line.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # C0 controls and DEL have Unicode "control pictures" (one cell each: ␛ ␊ ␀ ␡); C1 controls,
 # bidi controls, line/paragraph separators and lone surrogates have none, so they are spelled
@@ -44,3 +46,11 @@ def clean_block(text: str) -> str:
     if text.isprintable():
         return text
     return _UNSAFE_BLOCK.sub(_stand_in, text)
+
+
+def shown(value: Any) -> str:
+    """A value for a problem line: short, and never str() of a 5,000-digit int (it raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(10**18) < value < 10**18:
+        return f"a {value.bit_length()}-bit number"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fleettui.capacity.estimate import SLIDING_PATTERNS
+from fleettui.textsafe import shown
 from fleettui.wire import ModelMeta
 
 MB = 1024 * 1024
@@ -49,17 +50,9 @@ def build_meta(source: str, fields: Mapping[str, Any], problems: list[str] | Non
                 break
             for name in sorted(bad & set(values)):
                 if problems is not None:
-                    problems.append(f"{source}: {name} {_shown(values[name])} dropped")
+                    problems.append(f"{source}: {name} {shown(values[name])} dropped")
                 del values[name]
     return ModelMeta(source="unknown")
-
-
-def _shown(value: Any) -> str:
-    """Short, and never str() of a 5,000-digit int (it raises)."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(10**18) < value < 10**18:
-        return f"a {value.bit_length()}-bit number"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def params_from_text(text: Any) -> int | None:

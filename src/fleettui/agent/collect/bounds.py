@@ -14,20 +14,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from fleettui.textsafe import shown
+
 
 @cache
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model.model_fields[name]
     annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     return TypeAdapter(annotation)
-
-
-def _shown(value: Any) -> str:
-    """The value for a problem line: short, and never str() of a 5,000-digit int (it raises)."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(10**18) < value < 10**18:
-        return f"a {value.bit_length()}-bit number"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def bounded(model: type[BaseModel], name: str, value: Any, where: str, problems: list[str]) -> Any:
@@ -38,7 +32,7 @@ def bounded(model: type[BaseModel], name: str, value: Any, where: str, problems:
         return _adapter(model, name).validate_python(value)
     except ValidationError as exc:
         why = exc.errors()[0]["msg"]
-        problems.append(f"{where}: {name} {_shown(value)} dropped, not a plausible reading ({why})")
+        problems.append(f"{where}: {name} {shown(value)} dropped, not a plausible reading ({why})")
         return None
 
 
