@@ -28,6 +28,7 @@ AUDIT = "fleettui.commands.audit"
 MCP = "fleettui.commands.mcp"
 FIT = "fleettui.commands.fit"
 PLACE = "fleettui.commands.place"
+TLS = "fleettui.commands.tls"
 
 
 class Declared(Sequence[str]):
@@ -406,6 +407,26 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_to(DASHBOARD, "cmd_demo"))
 
 
+def _add_tls(sub: argparse._SubParsersAction) -> None:
+    tls = sub.add_parser("tls", help="the fleet CA: node and operator certificates (mutual TLS)")
+    tsub = tls.add_subparsers(dest="tls_cmd", required=True, metavar="COMMAND")
+    init = tsub.add_parser("init", help="create the fleet CA and the operator's client certificate")
+    init.add_argument("--days", type=int, default=3650, help="CA validity (default 3650)")
+    init.add_argument("--force", action="store_true", help="replace an existing CA (rotation)")
+    issue = tsub.add_parser("issue", help="issue (or re-issue) a node's server certificate")
+    issue.add_argument("node", help="node name (always a SAN of its certificate)")
+    issue.add_argument(
+        "--san", action="append", metavar="NAME|IP", help="another name or address (repeatable)"
+    )
+    renew = tsub.add_parser("renew", help="issue a node's certificate again with the same names")
+    renew.add_argument("node", help="node name")
+    for p, func in ((init, "cmd_init"), (issue, "cmd_issue"), (renew, "cmd_renew")):
+        if p is not init:
+            p.add_argument("--days", type=int, default=90, help="validity (default 90)")
+        p.add_argument("--dir", type=Path, help="PKI directory (default: XDG data dir/pki)")
+        p.set_defaults(func=_to(TLS, func))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = FleetParser(
         prog="fleet",
@@ -428,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     _add_agent(sub)
     _add_fleet(sub)
+    _add_tls(sub)
     return p
 
 
