@@ -275,6 +275,8 @@ async def test_ollama_other_actions_are_refused_locally(ollama: FakeOllama) -> N
     assert (
         env.failed["oll"] == "not sent: a bare Ollama node has only the engine 'ollama', not 'vllm'"
     )
+    env = await run(oll(ollama.url), "load", "ollama", "llama3.1:8b")  # only our agent checks fit
+    assert env.failed["oll"].endswith("load needs a fleettui agent on that machine")
     assert ollama.seen == []
     env = await run(oll(dead_port_url()), "unload", "ollama")
     assert env.failed == {"oll": "connection refused"}
@@ -372,3 +374,11 @@ def test_fleet_add_asiai_with_nickname_round_trips(tmp_path: Path) -> None:
     assert r.returncode == 2 and '--nickname: only applies to kind = "asiai"' in r.stderr
     r = fleet_cli(cfg, "add", "box", "--url", "http://10.0.0.9:11434", "--kind", "vllm")
     assert r.returncode == 2 and "invalid choice: 'vllm'" in r.stderr
+
+
+async def test_asiai_refuses_load_locally() -> None:
+    """asiai's command API has no load: nothing is sent, the reason says what would do it."""
+    env = await run(mac(dead_port_url()), "load", "ollama", "llama3.1:8b")
+    assert env.failed == {
+        "mac": "not sent: asiai has no load command; load needs a fleettui agent on that machine"
+    }

@@ -64,10 +64,11 @@ class OllamaKind(NodeKind):
             raise shape_error("/api/ps", exc) from None  # ValidationError is a ValueError
 
     def refuse(self, req: ActionRequest) -> str | None:
-        if req.action != "unload":
+        if req.action != "unload":  # asiai has no load: that needs our agent (and its fit check)
+            who = "a fleettui agent" if req.action == "load" else "a fleettui agent or asiai"
             return (
                 f"a bare Ollama node can only unload models (keep_alive 0); {req.action} needs "
-                "a fleettui agent or asiai on that machine"
+                f"{who} on that machine"
             )
         if req.engine is not None and req.engine != ENGINE:
             return f"a bare Ollama node has only the engine 'ollama', not {req.engine!r}"
