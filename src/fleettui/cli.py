@@ -145,6 +145,11 @@ def _fit_question(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout", type=_rule("TimeoutS", CONFIG), default=10.0, help="overall cap, seconds"
     )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also print the estimate vs observed history of earlier loads, and its correction",
+    )
     _json(p)
 
 

@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from fleettui.aggregator.calibration import CalibrationStore, Calibrator, Observation, expectation
 from fleettui.aggregator.chain import ALL_PAGES, AUDIT_PATH, ChainUnreadable, parse_page
 from fleettui.aggregator.dispatch import Envelope, ProgressCallback, send
 from fleettui.aggregator.fitwatch import FitWatch
@@ -27,12 +28,14 @@ from fleettui.aggregator.pins import PinStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
-from fleettui.capacity.fit import FitRequest
+from fleettui.capacity.estimate import MIB
+from fleettui.capacity.fit import FitRequest, find_meta
 from fleettui.config import FleetConfig, NodeConfig
 from fleettui.wire import ActionRequest, AuditEntry, ModelMeta, NodeSnapshot
 
 EVENT_BUFFER = 512
 SETTLE_MAX_S = 10.0  # freeze the start-up heap at the latest this long after start
+EXPECT_S = 60.0  # a load no snapshot shows within this long is not observed
 EVENT_KINDS = frozenset({"snapshot", "action", "audit", "state", "error"})
 
 
@@ -91,6 +94,7 @@ class FleetAggregator:
         pins: PinStore | None = None,
         event_buffer: int = EVENT_BUFFER,
         freeze_gc: bool = True,
+        calibration: CalibrationStore | None = None,
     ) -> None:
         self.config = config
         self.verify_chain = verify_chain
@@ -118,6 +122,9 @@ class FleetAggregator:
         self._opened = False
         self._stack: contextlib.AsyncExitStack | None = None
         self._fit: FitWatch | None = None
+        # estimate vs observed after each load (None: nothing kept, no correction applied)
+        self.calibrator = Calibrator(calibration) if calibration is not None else None
+        self._save_wanted: anyio.Event | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def _open(self) -> None:
@@ -130,6 +137,8 @@ class FleetAggregator:
             return secret, cfg.token_problem() if cfg.has_token and secret is None else None
 
         def prepare() -> list[tuple[str | None, str | None]]:
+            if self.calibrator is not None:
+                self.calibrator.store.load()
             if pins is not None:
                 for w in self._workers:
                     if w.chain is not None:
@@ -137,6 +146,8 @@ class FleetAggregator:
             return [token(w.cfg) for w in self._workers]
 
         tokens = await anyio.to_thread.run_sync(prepare)
+        if self.calibrator is not None and (warning := self.calibrator.store.warning):
+            self._emit(FleetEvent(time.time(), "(calibration)", "error", warning))
         for w, (secret, problem) in zip(self._workers, tokens, strict=True):
             w.token, w.token_problem = secret, problem
             w.open()
@@ -166,6 +177,8 @@ class FleetAggregator:
                 for loop, what in w.loops():
                     tg.start_soon(w.guard, loop, what, name=f"{w.cfg.name} {what}")
             tg.start_soon(self._watch_streams)
+            if self.calibrator is not None:
+                tg.start_soon(self._save_calibration)
             if self.freeze_gc:
                 tg.start_soon(self._settle_gc)
             stack.callback(tg.cancel_scope.cancel)
@@ -305,13 +318,23 @@ class FleetAggregator:
         request: FitRequest | None,
         meta: ModelMeta | None = None,
         meta_from: str | None = None,
+        strategy: str = "binpack",
     ) -> FitWatch | None:
         """Ask (or, with None, stop asking) whether a model fits on every node: each view's
         `fit` answers it from then on, recomputed on every snapshot. Without `meta` the
-        model's metadata comes from the first node that has it resident or on disk."""
+        model's metadata comes from the first node that has it resident or on disk; what
+        this operator measured after earlier loads corrects the estimates (calibration.py)."""
         watch = None
         if request is not None:
-            watch = FitWatch(request, meta, meta_from if meta else None, on_meta=self._refit)
+            store = self.calibrator.store if self.calibrator is not None else None
+            watch = FitWatch(
+                request,
+                meta,
+                meta_from if meta else None,
+                on_meta=self._refit,
+                calibration=store,
+                strategy=strategy,
+            )
         self._fit = watch
         for w in self._workers:
             w.fit_watch = watch
@@ -415,7 +438,118 @@ class FleetAggregator:
             await self._open()
         try:
             targets = [self._by_name[n] for n in names]
-            return await send(targets, request, on_progress=on_progress)
+            expected = self._expected_loads(targets, request)
+            env = await send(targets, request, on_progress=on_progress)
         finally:
             if temporary:
                 await self._close()
+        if self.calibrator is not None:
+            for name in env.succeeded:
+                if (exp := expected.get(name)) is not None:
+                    self.calibrator.expect(name, exp)
+                    self._by_name[name].on_snapshot = self._seen
+        return env
+
+    # --- calibration ---------------------------------------------------------------------
+    def _expected_loads(self, targets: list[NodeWorker], request: ActionRequest) -> dict:
+        """Each target's estimate for a load, from its last snapshot (the model's metadata
+        from the fit question, else the targets', else any node's)."""
+        if self.calibrator is None or request.action != "load" or not request.model:
+            return {}
+        snaps = {
+            w.name: NodeSnapshot.model_validate_json(w.snap_json)
+            for w in targets
+            if w.snap_json is not None
+        }
+        model = request.model
+        watch = self._fit
+        meta = watch.meta if watch is not None and watch.request.model == model else None
+        if meta is None:
+            meta = find_meta(snaps, model)
+        if meta is None:
+            meta = find_meta(
+                {
+                    w.name: NodeSnapshot.model_validate_json(w.snap_json)
+                    for w in self._workers
+                    if w.snap_json is not None and w.name not in snaps
+                },
+                model,
+            )
+        return {
+            name: exp
+            for name, snap in snaps.items()
+            if (exp := expectation(snap, meta, request)) is not None
+        }
+
+    def _seen(self, name: str, snap: NodeSnapshot) -> Observation | None:
+        """A snapshot of a node a load is expected on: record what it holds, once it shows."""
+        assert self.calibrator is not None
+        obs = self.calibrator.seen(name, snap)
+        self.calibrator.expire(EXPECT_S)
+        if name not in self.calibrator.expected:
+            self._by_name[name].on_snapshot = None
+        if obs is not None:
+            self._emit(
+                FleetEvent(
+                    time.time(),
+                    name,
+                    "action",
+                    f"calibration: estimated {obs.estimated_bytes / MIB:,.0f} MiB, "
+                    f"observed {obs.observed_bytes / MIB:,.0f} MiB",
+                )
+            )
+            if self._save_wanted is not None:
+                self._save_wanted.set()
+            if self._fit is not None:
+                self._refit()
+        return obs
+
+    async def _save_calibration(self) -> None:
+        """Write what was observed, off the event loop, whenever there is something new."""
+        assert self.calibrator is not None
+        store = self.calibrator.store
+        try:
+            while True:
+                self._save_wanted = anyio.Event()
+                await self._save_wanted.wait()
+                await self._save(store)
+        finally:
+            self._save_wanted = None
+            with anyio.CancelScope(shield=True):
+                await self._save(store)
+
+    async def _save(self, store: CalibrationStore) -> None:
+        try:
+            await anyio.to_thread.run_sync(store.save)
+        except OSError as exc:  # the state dir unwritable: the dashboard carries on
+            self._emit(FleetEvent(time.time(), "(calibration)", "error", f"cannot save: {exc}"))
+
+    async def settle_loads(self, timeout: float) -> list[str]:
+        """Poll the nodes a load is expected on until a snapshot shows the model (or
+        `timeout`), save what was observed; returns the nodes none showed it on in time.
+        For one-shot commands (`fleet load`): a running aggregator sees the next snapshots
+        by itself."""
+        cal = self.calibrator
+        if cal is None or not cal.expected:
+            return []
+        deadline = time.monotonic() + timeout
+        interval = min(0.5, self.config.defaults.poll_interval_s)
+        temporary = not self._opened
+        if temporary:
+            await self._open()
+        try:
+            while cal.expected and (left := deadline - time.monotonic()) > 0:
+                waiting = [self._by_name[n] for n in cal.expected]
+                with anyio.move_on_after(left):
+                    async with anyio.create_task_group() as tg:
+                        for w in waiting:
+                            tg.start_soon(w.poll, min(w.defaults.http_timeout_s, left))
+                if cal.expected:
+                    await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        finally:
+            if temporary:
+                await self._close()
+        missed = list(cal.expected)
+        cal.expected.clear()
+        await self._save(cal.store)
+        return missed

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from fleettui.aggregator.calibration import CalibrationStore, Key, key_for
 from fleettui.aggregator.state import NodeState, NodeView
+from fleettui.capacity.estimate import Calibration
 from fleettui.capacity.fit import Fit, FitRequest, check_fit, find_meta
 from fleettui.textsafe import clean
 from fleettui.wire import ModelMeta, NodeSnapshot
@@ -65,6 +67,31 @@ class FitWatch:
     meta: ModelMeta | None = None
     meta_from: str | None = None  # "--gguf model.gguf", "node gpu-a"...
     on_meta: Callable[[], None] | None = field(default=None, repr=False)
+    # what this operator measured after earlier loads (aggregator/calibration.py), if kept
+    calibration: CalibrationStore | None = field(default=None, repr=False)
+    strategy: str = "binpack"  # how the dashboard ranks the answers (aggregator/placement.py)
+    _corrections: tuple[tuple[int, str | None], dict[str, Calibration]] | None = field(
+        default=None, repr=False
+    )
+
+    def calibration_key(self, engine: str) -> Key:
+        """The key this question's corrections are kept under, for one engine."""
+        req = self.request
+        quant = self.meta.quant if self.meta is not None else None
+        return key_for(engine, req.model, quant, req.ctx, req.parallel)
+
+    def corrections(self) -> dict[str, Calibration]:
+        """By engine; worked out again only when the store or the metadata changed (this is
+        asked for every snapshot of every node)."""
+        if self.calibration is None:
+            return {}
+        req = self.request
+        quant = self.calibration_key("").quant
+        stamp = (self.calibration.version, quant)
+        if self._corrections is None or self._corrections[0] != stamp:
+            found = self.calibration.corrections(req.model, quant, req.ctx, req.parallel)
+            self._corrections = (stamp, found)
+        return self._corrections[1]
 
     def learn(self, node: str, snap: NodeSnapshot) -> bool:
         """Take the model's metadata from this node if we have none yet; True when it did."""
@@ -90,7 +117,7 @@ class FitWatch:
         if self.learn(node, snap) and self.on_meta is not None:
             self.on_meta()
         try:
-            return _safe(check_fit(node, snap, self.meta, self.request))
+            return _safe(check_fit(node, snap, self.meta, self.request, self.corrections()))
         except Exception as exc:
             return unknown(node, self.request, f"estimator failed: {type(exc).__name__}: {exc}")
 

@@ -112,6 +112,8 @@ class NodeWorker:
         self.poll_waker = Waker()
         self.fit_watch: FitWatch | None = None  # the fleet's fit question, when one is asked
         self.snap_fit: Fit | None = None  # its answer for the last good snapshot
+        # told of every good snapshot while a load waits to be observed (calibration)
+        self.on_snapshot: Callable[[str, NodeSnapshot], object] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -304,6 +306,8 @@ class NodeWorker:
         self.view.last_seen = time.time()
         if self.chain is not None:
             self.chain.snapshot_seen(snap, first)
+        if self.on_snapshot is not None:
+            self.on_snapshot(self.name, snap)
         self.refresh()
 
     def view_copy(self) -> NodeView:

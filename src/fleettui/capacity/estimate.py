@@ -9,7 +9,7 @@ has every formula and where each input comes from.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from fleettui.wire import EngineSettings, ModelMeta
@@ -119,6 +119,21 @@ class Term:
     where: Where = "budget"
 
 
+CALIBRATION_TERM = "measured correction"
+# A correction outside this range says the observations measure something else (a snapshot
+# taken mid-load, another process counted in): it is not applied.
+CALIBRATION_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What this operator measured for one (engine, model, quantisation, ctx, parallel):
+    `ratio` = the median of observed / estimated over `n` loads (the aggregator's store)."""
+
+    ratio: float
+    n: int
+
+
 @dataclass(frozen=True)
 class Estimate:
     terms: tuple[Term, ...]
@@ -128,6 +143,14 @@ class Estimate:
     notes: tuple[str, ...] = ()
     # Why the engine would refuse this load whatever is free (vLLM: the model outgrows its claim)
     problems: tuple[str, ...] = ()
+    calibration: Calibration | None = None  # the measured correction applied to the total
+
+    @property
+    def base_bytes(self) -> int | None:
+        """The total before any measured correction: what a new observation is compared with."""
+        if self.total_bytes is None:
+            return None
+        return self.total_bytes - sum(t.bytes for t in self.terms if t.name == CALIBRATION_TERM)
 
     @property
     def host_bytes(self) -> int:
@@ -563,3 +586,35 @@ def _done(
     total = None if missing else sum(t.bytes for t in terms if t.where == "budget")
     label: Label = "exact" if not missing and not inexact else "heuristic"
     return Estimate(tuple(terms), total, label, tuple(missing), tuple(notes), problems)
+
+
+def calibrated(est: Estimate, calibration: Calibration | None) -> Estimate:
+    """`est` with the measured correction as a term (the total scaled by the ratio), and a
+    note saying so; unchanged without one, without a total, or with an implausible ratio."""
+    if calibration is None or est.total_bytes is None:
+        return est
+    low, high = CALIBRATION_RANGE
+    ratio = calibration.ratio
+    if not (math.isfinite(ratio) and low <= ratio <= high):
+        note = (
+            f"a measured correction x{ratio:.3g} over {calibration.n} loads is outside "
+            f"{low:g}-{high:g}: not applied"
+        )
+        return replace(est, notes=(*est.notes, note))
+    delta = round(est.total_bytes * (ratio - 1))
+    term = Term(
+        CALIBRATION_TERM,
+        delta,
+        f"{mib(est.total_bytes)} x {ratio:.4f} (median observed / estimated over "
+        f"{calibration.n} loads) - {mib(est.total_bytes)} = {'+' if delta >= 0 else '-'}"
+        f"{mib(abs(delta))}",
+        "measured",
+    )
+    note = f"calibrated: x{ratio:.4f} from {calibration.n} observed loads of this model here"
+    return replace(
+        est,
+        terms=(*est.terms, term),
+        total_bytes=est.total_bytes + delta,
+        notes=(*est.notes, note),
+        calibration=calibration,
+    )

@@ -15,8 +15,10 @@ from typing import Any, Literal
 from fleettui.capacity.estimate import (
     LLAMACPP_FIT_MARGIN,
     MIB,
+    Calibration,
     Estimate,
     Platform,
+    calibrated,
     estimate,
     mib,
 )
@@ -96,6 +98,10 @@ class Fit:
                 "missing": list(est.missing),
                 "notes": list(est.notes),
                 "problems": list(est.problems),
+                "base_bytes": est.base_bytes,
+                "calibration": None
+                if est.calibration is None
+                else {"ratio": est.calibration.ratio, "n": est.calibration.n},
                 "terms": [
                     {
                         "name": t.name,
@@ -208,8 +214,16 @@ def margin_for(budget: Budget, n_gpus: int, engine: str) -> tuple[int, str]:
     return base, why
 
 
-def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitRequest) -> Fit:
-    """fits / evict (which idle models) / no / unknown, with the figures and reasons."""
+def check_fit(
+    node: str,
+    snap: NodeSnapshot,
+    meta: ModelMeta | None,
+    req: FitRequest,
+    calibration: Mapping[str, Calibration] | None = None,
+) -> Fit:
+    """fits / evict (which idle models) / no / unknown, with the figures and reasons.
+    `calibration`: the operator's measured correction for this question, by engine name
+    (aggregator/calibration.py); when one applies, the last reason says so."""
 
     def out(verdict: Verdict, reasons: Iterable[str], **kw: Any) -> Fit:
         base: dict[str, Any] = {
@@ -222,6 +236,9 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
             "label": "heuristic",
         }
         base.update(kw)
+        cal = base["estimate"].calibration if base["estimate"] is not None else None
+        if cal is not None:
+            reasons = [*reasons, f"estimate calibrated x{cal.ratio:.3f} by {cal.n} observed loads"]
         return Fit(node, verdict, reasons=tuple(reasons), model=req.model, **base)
 
     for e in snap.engines:
@@ -251,6 +268,7 @@ def check_fit(node: str, snap: NodeSnapshot, meta: ModelMeta | None, req: FitReq
         settings=eng.settings,
         gpu_total_bytes=gpu_total,
     )
+    est = calibrated(est, (calibration or {}).get(eng.name))
     free = round(budget.free_mb * MIB)
     margin, margin_why = margin_for(budget, len(snap.gpus), eng.name)
     common = {

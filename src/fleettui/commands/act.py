@@ -17,6 +17,7 @@ from fleettui.views.columns import plural
 from fleettui.wire import ActionRequest, action_problem, describe_action
 
 if TYPE_CHECKING:
+    from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.dispatch import Envelope
     from fleettui.config import FleetConfig, NodeConfig
 
@@ -85,9 +86,15 @@ def confirm(prompt: str) -> bool:
 
 
 def run_dispatch(
-    cfg: FleetConfig, targets: list[NodeConfig], request: ActionRequest, *, live: bool
+    cfg: FleetConfig,
+    targets: list[NodeConfig],
+    request: ActionRequest,
+    *,
+    live: bool,
+    agg: FleetAggregator | None = None,
 ) -> Envelope:
-    """Send through an aggregator over just the targets (it resolves their tokens once)."""
+    """Send through an aggregator over just the targets (it resolves their tokens once), or
+    through `agg` (`fleet load`: the one that polled, which then watches the load settle)."""
     import anyio
 
     from fleettui.aggregator.aggregator import FleetAggregator
@@ -99,8 +106,9 @@ def run_dispatch(
             mark = "ok" if state is Progress.OK else f"FAILED: {reason}"
             print(f"  {node}: {mark}", file=sys.stderr, flush=True)
 
-    sub = Config(path=cfg.path, defaults=cfg.defaults, nodes=targets, warnings=[])
-    agg = FleetAggregator(sub, verify_chain=False)
+    if agg is None:
+        sub = Config(path=cfg.path, defaults=cfg.defaults, nodes=targets, warnings=[])
+        agg = FleetAggregator(sub, verify_chain=False)
     return anyio.run(agg.act, [t.name for t in targets], request, progress)
 
 

@@ -130,7 +130,10 @@ async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.aggregator.pins import PinStore
     from fleettui.views.tui.app import FleetApp
 
-    async with FleetAggregator(cfg, pins=PinStore.default()) as agg:
+    from fleettui.aggregator.calibration import CalibrationStore
+
+    calibration = CalibrationStore.default()  # L records what each load holds; F corrects by it
+    async with FleetAggregator(cfg, pins=PinStore.default(), calibration=calibration) as agg:
         app = FleetApp(agg, read_only=read_only)
         return await _until_signal(app.run_async, app.exit)
 

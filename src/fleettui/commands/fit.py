@@ -9,6 +9,7 @@ input (config, an unknown node, a bad flag, an unreadable model file).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -131,12 +132,33 @@ def ask(args: argparse.Namespace) -> tuple[FitWatch, list[NodeView], float] | in
         kv_type=args.kv_type,
         engine=args.engine,
     )
+    from fleettui.aggregator.calibration import CalibrationStore
+
     t0 = time.monotonic()
-    agg = FleetAggregator(cfg, verify_chain=False)  # a fit needs snapshots, not the audit log
+    store = CalibrationStore.default()
+    # a fit needs snapshots, not the audit log; and what earlier loads measured
+    agg = FleetAggregator(cfg, verify_chain=False, calibration=store)
     watch = agg.set_fit(request, *given)
     assert watch is not None
     views = anyio.run(partial(agg.poll_once, args.timeout))
+    if store.warning:
+        err(store.warning)
     return watch, views, time.monotonic() - t0
+
+
+def explain(watch: FitWatch, views: list[NodeView], to_stderr: bool) -> None:
+    """`--explain`: the calibration history of the question's key on every engine judged
+    (on stderr beside --json, whose stdout is the document alone)."""
+    from fleettui.aggregator.calibration import explain as lines
+
+    store = watch.calibration
+    assert store is not None
+    engines = sorted({v.fit.engine for v in views if v.fit is not None and v.fit.engine})
+    out = sys.stderr if to_stderr else sys.stdout
+    if not engines:
+        print("calibration: no node has an engine to judge with", file=out)
+    for line in lines(store, [watch.calibration_key(e) for e in engines]):
+        print(line, file=out)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -150,6 +172,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     code = exit_code(views)
     if args.json:
         print_json(fit_document(watch, views, time.time()))
-        return code
-    console().print(_line_table(views, _title(watch, views, took)))
+    else:
+        console().print(_line_table(views, _title(watch, views, took)))
+    if args.explain:
+        explain(watch, views, args.json)
     return code

@@ -21,11 +21,16 @@ from fleettui.views.columns import plural
 from fleettui.wire import ActionRequest
 
 if TYPE_CHECKING:
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.calibration import CalibrationStore
     from fleettui.aggregator.state import NodeView
     from fleettui.capacity.fit import Fit
     from fleettui.config import FleetConfig, NodeConfig
 
 POLL_TIMEOUT_S = 10.0
+# How long a successful load waits for a snapshot that shows the model (calibration): two
+# poll intervals, at least SETTLE_MIN_S (an agent collects every 0.5-2 s), at most SETTLE_MAX_S.
+SETTLE_MIN_S, SETTLE_MAX_S = 5.0, 15.0
 # A stand-in engine name for checking the other arguments before the engine is known (it is
 # chosen from the targets' fits when --engine is not given).
 ANY_ENGINE = "ollama"
@@ -42,13 +47,16 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def choose_targets(
-    cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]
+    cfg: FleetConfig,
+    args: argparse.Namespace,
+    views: list[NodeView],
+    store: CalibrationStore | None = None,
 ) -> list[NodeConfig]:
     """The nodes to load on: each --on name (comma lists too), in the order given, or with
     --place the best `--top` of the ranking (fleet place). The one place that decides where a
     load goes. ValueError: why not."""
     if args.place:
-        return _placed(cfg, args, views)
+        return _placed(cfg, args, views, store)
     wanted = [n.strip() for part in args.on for n in part.split(",") if n.strip()]
     if not wanted:
         raise ValueError("name the nodes to load on with --on NODE, or pass --place")
@@ -59,7 +67,12 @@ def choose_targets(
     return [node for n in dict.fromkeys(wanted) if (node := cfg.node(n)) is not None]
 
 
-def _placed(cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]) -> list[NodeConfig]:
+def _placed(
+    cfg: FleetConfig,
+    args: argparse.Namespace,
+    views: list[NodeView],
+    store: CalibrationStore | None,
+) -> list[NodeConfig]:
     """The best-ranked nodes that can take the model (score above 0), at most --top."""
     from dataclasses import replace
 
@@ -67,7 +80,7 @@ def _placed(cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]) -
 
     if args.on:
         raise ValueError("--on and --place choose the targets two ways: pass one")
-    fits = fits_for(views, [v.name for v in views], args)
+    fits = fits_for(views, [v.name for v in views], args, store)
     ranking = rank([replace(v, fit=fits[v.name]) for v in views], args.strategy)
     best = placeable(ranking)[: args.top]
     if not best:
@@ -78,22 +91,28 @@ def _placed(cfg: FleetConfig, args: argparse.Namespace, views: list[NodeView]) -
     return [node for p in best if (node := cfg.node(p.node)) is not None]
 
 
-def poll(cfg: FleetConfig) -> list[NodeView]:
+def poll(agg: FleetAggregator) -> list[NodeView]:
     """One poll of the whole fleet: the targets' ledgers, and any node's model metadata."""
     import anyio
 
-    from fleettui.aggregator.aggregator import FleetAggregator
-
-    return anyio.run(FleetAggregator(cfg, verify_chain=False).poll_once, POLL_TIMEOUT_S)
+    return anyio.run(agg.poll_once, POLL_TIMEOUT_S)
 
 
-def fits_for(views: list[NodeView], targets: list[str], args: argparse.Namespace) -> dict[str, Fit]:
-    """Each target's fit from the operator's view; a node without a snapshot is `unknown`."""
+def fits_for(
+    views: list[NodeView],
+    targets: list[str],
+    args: argparse.Namespace,
+    store: CalibrationStore | None = None,
+) -> dict[str, Fit]:
+    """Each target's fit from the operator's view, corrected by what earlier loads measured
+    (`store`); a node without a snapshot is `unknown`."""
     from fleettui.capacity.fit import Fit, FitRequest, check_fit, find_meta
 
     snaps = {v.name: v.snapshot for v in views if v.snapshot is not None}
     meta = find_meta(snaps, args.model)
     req = FitRequest(args.model, args.ctx, args.parallel, args.kv_type, args.engine)
+    quant = meta.quant if meta is not None else None
+    cal = store.corrections(args.model, quant, args.ctx, args.parallel) if store else None
     out: dict[str, Fit] = {}
     for name in targets:
         snap = snaps.get(name)
@@ -104,7 +123,7 @@ def fits_for(views: list[NodeView], targets: list[str], args: argparse.Namespace
                 name, "unknown", None, None, None, None, None, (), (why,), "-", model=args.model
             )
         else:
-            out[name] = check_fit(name, snap, meta, req)
+            out[name] = check_fit(name, snap, meta, req, cal)
     return out
 
 
@@ -119,6 +138,19 @@ def pick_engine(args: argparse.Namespace, fits: dict[str, Fit]) -> str:
         raise ValueError("no target has an engine up to load with; pass --engine")
     listed = ", ".join(f"{n}: {f.engine}" for n, f in fits.items() if f.engine)
     raise ValueError(f"the targets would load with different engines ({listed}); pass --engine")
+
+
+def observe(agg: FleetAggregator, cfg: FleetConfig, model: str) -> None:
+    """Wait (bounded) for a snapshot of each node that loaded, so the calibration history
+    gets the model's observed size next to its estimate; say so where none came in time."""
+    import anyio
+
+    wait = min(SETTLE_MAX_S, max(SETTLE_MIN_S, 2 * cfg.defaults.poll_interval_s))
+    for name in anyio.run(agg.settle_loads, wait):
+        err(
+            f"{name}: no snapshot showed {model} within {wait:g} s: this load is not in the "
+            "calibration history"
+        )
 
 
 def print_fits(fits: dict[str, Fit]) -> None:
@@ -151,14 +183,21 @@ def cmd_load(args: argparse.Namespace) -> int:
     cfg = load_fleet(args)
     if cfg is None:
         return 2
-    views = poll(cfg)
+    from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.calibration import CalibrationStore
+
+    store = CalibrationStore.default()
+    agg = FleetAggregator(cfg, verify_chain=False, calibration=store)
+    views = poll(agg)
+    if store.warning:
+        err(store.warning)
     try:
-        targets = choose_targets(cfg, args, views)
+        targets = choose_targets(cfg, args, views, store)
     except ValueError as exc:
         err(str(exc))
         return 2
     names = [t.name for t in targets]
-    fits = fits_for(views, names, args)
+    fits = fits_for(views, names, args, store)
     try:
         engine = pick_engine(args, fits)
     except ValueError as exc:
@@ -190,7 +229,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         if not confirm(f"{what} on {plural(len(names), 'node')}?"):
             err("cancelled; nothing sent")
             return 2
-    env = run_dispatch(cfg, targets, req, live=not args.json)
+    env = run_dispatch(cfg, targets, req, live=not args.json, agg=agg)
+    observe(agg, cfg, args.model)
     if args.json:
         print_json(env.to_json())
     else:

@@ -10,7 +10,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from fleettui.commands.fit import VERDICT_LABEL, VERDICT_STYLE, ask
+from fleettui.commands.fit import VERDICT_LABEL, VERDICT_STYLE, ask, explain
 from fleettui.commands.io import console, markup_safe, print_json
 from fleettui.views.columns import fmt_bytes
 
@@ -69,12 +69,14 @@ def cmd_place(args: argparse.Namespace) -> int:
     code = 0 if "fits" in verdicts else 3 if "evict" in verdicts else 1
     if args.json:
         print_json(place_document(watch, ranking, args.strategy, time.time(), args.top))
-        return code
-    shown = ranking[: args.top] if args.top else ranking
-    req = watch.request
-    title = (
-        f"{markup_safe(req.model)}: {args.strategy}, {len(shown)} of {len(ranking)} nodes"
-        f"  [dim]({took:.1f} s)[/]"
-    )
-    console().print(_table(shown, title))
+    else:
+        shown = ranking[: args.top] if args.top else ranking
+        req = watch.request
+        title = (
+            f"{markup_safe(req.model)}: {args.strategy}, {len(shown)} of {len(ranking)} nodes"
+            f"  [dim]({took:.1f} s)[/]"
+        )
+        console().print(_table(shown, title))
+    if args.explain:
+        explain(watch, [p.view for p in ranking], args.json)
     return code
