@@ -79,6 +79,12 @@ def test_load_where_it_fits_refuse_what_the_agent_cannot_judge_force_it(fleet, p
     assert dry_run(projects, "act-000", model=absent)["fits"]["act-000"]["reasons"] == [
         "already loaded"
     ]  # the next snapshot holds it
+    # fleet load waited for that snapshot: the load is in the calibration history
+    assert "calibration history" not in r.stderr, r.stderr
+    r = fleet_cli(projects, "fit", absent, "--ctx", "8192", "--node", "act-000", "--explain")
+    assert r.returncode == 0, r.stderr
+    assert f"calibration for ollama {absent} " in r.stdout and " ctx 8192 x default: 1 " in r.stdout
+    assert "no correction: it takes 3 observed loads, 1 so far" in r.stdout
     # a model no node knows: the agent cannot judge it and refuses, with the reason
     r = fleet_cli(projects, "load", "nosuch:1b", "--on", "act-000", "--yes", "--json")
     assert r.returncode == 1, r.stderr

@@ -98,10 +98,6 @@ class Fit:
                 "missing": list(est.missing),
                 "notes": list(est.notes),
                 "problems": list(est.problems),
-                "base_bytes": est.base_bytes,
-                "calibration": None
-                if est.calibration is None
-                else {"ratio": est.calibration.ratio, "n": est.calibration.n},
                 "terms": [
                     {
                         "name": t.name,

@@ -127,10 +127,9 @@ async def _rich_live(cfg: FleetConfig) -> int:
 
 async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.calibration import CalibrationStore
     from fleettui.aggregator.pins import PinStore
     from fleettui.views.tui.app import FleetApp
-
-    from fleettui.aggregator.calibration import CalibrationStore
 
     calibration = CalibrationStore.default()  # L records what each load holds; F corrects by it
     async with FleetAggregator(cfg, pins=PinStore.default(), calibration=calibration) as agg:
