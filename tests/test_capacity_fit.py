@@ -234,9 +234,17 @@ def test_vllm_node_needs_its_whole_claim() -> None:
     assert refused.verdict == "no" and "would refuse to start" in refused.reasons[0]
 
 
-def test_engine_not_on_the_node() -> None:
+def test_engine_not_on_the_node_is_no_and_a_down_one_unknown() -> None:
     fit = check_fit("n", node(24, 2, []), META, FitRequest("m", ctx=1, engine="vllm"))
-    assert fit.verdict == "no" and "no vllm engine" in fit.reasons[0]
+    assert fit.verdict == "no" and fit.reasons == ("no vllm engine on this node",)
+    snap = node(24, 2, [])
+    snap.engines[0].status, snap.engines[0].error = "down", "connection refused"
+    down = check_fit("n", snap, META, FitRequest("m", ctx=1, engine="ollama"))
+    assert down.verdict == "unknown"
+    assert down.reasons == ("the node's ollama engine is down (ollama: connection refused)",)
+    assert check_fit("n", snap, META, WANT).verdict == "unknown"
+    bare = snap.model_copy(update={"engines": []})
+    assert check_fit("n", bare, META, WANT).reasons == ("no engine on this node",)
 
 
 def test_to_json_is_a_stable_document() -> None:

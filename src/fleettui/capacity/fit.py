@@ -136,16 +136,17 @@ def _node_meta(snap: NodeSnapshot, model: str) -> ModelMeta | None:
     return find_meta({"": snap}, model)
 
 
-def _pick_engine(snap: NodeSnapshot, req: FitRequest) -> Engine | str:
-    """The engine to load with, or why there is none."""
-    up = [e for e in snap.engines if e.status == "up"]
-    if req.engine:
-        named = [e for e in up if e.name == req.engine]
-        if named:
-            return named[0]
-        return f"no {req.engine} engine up on this node"
+def _pick_engine(snap: NodeSnapshot, req: FitRequest) -> Engine | tuple[Verdict, str]:
+    """The engine to load with, or the verdict and why there is none: `no` where the node
+    has no such engine, `unknown` where it has one that is down (its ledger is not known)."""
+    named = [e for e in snap.engines if e.name == req.engine] if req.engine else snap.engines
+    up = [e for e in named if e.status == "up"]
+    what = f"{req.engine} engine" if req.engine else "engine"
+    if not named:
+        return "no", f"no {what} on this node"
     if not up:
-        return "no engine up on this node"
+        errors = "; ".join(f"{e.name}: {e.error}" for e in named if e.error)
+        return "unknown", f"the node's {what} is down" + (f" ({errors})" if errors else "")
     for e in up:  # the engine that has the model on disk, else the first one up
         if any(same_model(d.name, req.model) for d in e.available):
             return e
@@ -248,8 +249,8 @@ def check_fit(
     if budget is None:
         return out("unknown", ["the node sends no memory budget (an agent older than schema 2)"])
     picked = _pick_engine(snap, req)
-    if isinstance(picked, str):
-        return out("no" if snap.engines or req.engine else "unknown", [picked])
+    if isinstance(picked, tuple):
+        return out(picked[0], [picked[1]])
     eng = picked
     meta = meta or _node_meta(snap, req.model)
     platform = PLATFORMS[budget.kind]
