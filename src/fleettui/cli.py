@@ -29,6 +29,7 @@ MCP = "fleettui.commands.mcp"
 FIT = "fleettui.commands.fit"
 PLACE = "fleettui.commands.place"
 TLS = "fleettui.commands.tls"
+DISCOVER = "fleettui.commands.discover"
 
 
 class Declared(Sequence[str]):
@@ -271,7 +272,16 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     add = sub.add_parser("add", help="add a node to the fleet config")
     _fleet_config(add)
     add.add_argument("name")
-    add.add_argument("--url", required=True, help="agent URL, e.g. http://gpu1.lan:8899")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="agent URL, e.g. http://gpu1.lan:8899")
+    where.add_argument(
+        "--discovered",
+        action="store_true",
+        help="the node NAME `fleet discover` hears: its URL, kind and TLS fingerprint",
+    )
+    add.add_argument(
+        "--timeout", type=_rule("TimeoutS", CONFIG), default=3.0, help="with --discovered: seconds"
+    )
     add.add_argument("--role", default="", help="free text, e.g. inference, embeddings")
     add.add_argument("--tag", action="append", default=[], help="repeatable")
     add.add_argument(
@@ -288,6 +298,16 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     tok.add_argument("--token-env", help="environment variable holding the token")
     tok.add_argument("--token-file", type=Path, help="file holding the token")
     add.set_defaults(func=_to(COMMANDS, "cmd_add"))
+
+    discover = sub.add_parser(
+        "discover", help="list agents advertising on the local link (mDNS) not in the config"
+    )
+    _fleet_config(discover)
+    _json(discover)
+    discover.add_argument(
+        "--timeout", type=_rule("TimeoutS", CONFIG), default=3.0, help="listen this long, seconds"
+    )
+    discover.set_defaults(func=_to(DISCOVER, "cmd_discover"))
 
     remove = sub.add_parser("remove", help="remove a node from the fleet config")
     _fleet_config(remove)

@@ -194,6 +194,14 @@ class AgentConfig(_Strict):
         le=1 << 40,
         description="Size at which audit.jsonl is renamed to audit.jsonl.N (the chain continues).",
     )
+    advertise: bool = Field(
+        False, description="Announce the agent over mDNS (`_fleettui._tcp`) for `fleet discover`."
+    )
+    advertise_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="The name advertised; default: the host name (or the simulated node's).",
+    )
 
     @field_validator("allowed_hosts")
     @classmethod

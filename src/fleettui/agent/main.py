@@ -55,6 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if warning := exposure_warning(args.host):
         print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
+    if config.advertise:
+        from fleettui.agent.advertise import advertise_warning
+
+        if warning := advertise_warning(args.host):
+            print(f"fleet agent: WARNING: {warning}", file=sys.stderr)
     from fleettui.agent.conns import nofile_limit, nofile_warning
 
     if warning := nofile_warning(nofile_limit()):

@@ -269,6 +269,8 @@ async def serve(
                 tg.start_soon(write.verify, verifiers)
         tg.start_soon(watch_exit)
         tg.start_soon(_widen_listen_queues, server, sockets)
+        if agents[0].config.advertise:
+            tg.start_soon(_advertise, server, agents, sockets)
         if on_ready is not None:
             tg.start_soon(_call_when_started, server, on_ready, agents)
         try:
@@ -321,6 +323,17 @@ async def _call_when_started(
         while any((w := service(a)) is not None and w.verifying() for a in agents):
             await anyio.sleep(0.01)
     on_ready()
+
+
+async def _advertise(
+    server: uvicorn.Server, agents: Sequence[NodeAgent], sockets: Sequence[socket.socket]
+) -> None:
+    """mDNS adverts from the moment the sockets answer until the server stops."""
+    from fleettui.agent.advertise import advertise
+
+    while not server.started:
+        await anyio.sleep(0.01)
+    await advertise(agents, sockets)
 
 
 async def _widen_listen_queues(server: uvicorn.Server, sockets: Sequence[socket.socket]) -> None:

@@ -319,16 +319,22 @@ def cmd_add(args: argparse.Namespace) -> int:
     from fleettui.config import FleetConfigError, NodeConfig, add_node, resolve_config_path
 
     path = resolve_config_path(config_arg(args))
+    found: dict[str, Any] = {"url": args.url, "kind": args.kind}
+    if args.discovered:
+        from fleettui.commands.discover import discovered_node
+
+        if (heard := discovered_node(args)) is None:
+            return 2
+        found = heard
     try:
         node = NodeConfig(
             name=args.name,
-            url=args.url,
             role=args.role,
             tags=args.tag,
-            kind=args.kind,
             nickname=getattr(args, "nickname", None),
             token_env=args.token_env,
             token_file=args.token_file,
+            **found,
         )
     except ValidationError as exc:
         for e in exc.errors():
