@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SERVING_RE = re.compile(r"serving (\S+) on (http://\S+)")
+SERVING_RE = re.compile(r"serving (\S+) on (https?://\S+)")
 
 # Temp dirs (tmp_path, and the children's TMPDIR) on tmpfs where there is one: on ext4 every
 # rewrite of a small file (fake sysfs counters, thousands per test) is flushed at close, 1 ms

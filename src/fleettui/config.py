@@ -55,6 +55,25 @@ KIND_NAMES: tuple[str, ...] = get_args(NodeKind)
 TimeoutS = Annotated[float, Field(gt=0, le=3600)]  # `fleet status/ping --timeout`: finite
 
 
+FINGERPRINT_RE = re.compile(r"^sha256:[0-9A-Fa-f]{64}$")
+
+
+def tls_file(v: str | None) -> str | None:
+    """A certificate or key path of the fleet config: ~ expanded, and a file that is there
+    (a typo is a warning at load time, not a TLS error on every poll)."""
+    if v is None:
+        return None
+    p = Path(v).expanduser()
+    if not p.is_file():
+        raise ValueError(f"{v}: no such file")
+    try:
+        with p.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise ValueError(f"{v}: cannot read: {exc.strerror or exc}") from None
+    return str(p)
+
+
 class FleetConfigError(Exception):
     """The fleet config cannot be used at all (unreadable, not TOML, or an edit was refused)."""
 
@@ -77,6 +96,22 @@ class NodeConfig(BaseModel):
     token_env: str | None = None
     token_file: Path | None = None
     token: SecretStr | None = None
+    ca_file: str | None = None  # https: the CA that signed this node (default: [defaults])
+    tls_fingerprint: str | None = None  # "sha256:<hex>": trust exactly this certificate
+    client_cert: str | None = None  # mutual TLS: the operator certificate this node wants
+    client_key: str | None = None
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _tls_file(cls, v: str | None) -> str | None:
+        return tls_file(v)
+
+    @field_validator("tls_fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is not None and not FINGERPRINT_RE.fullmatch(v):
+            raise ValueError('must be "sha256:" and 64 hex digits (`fleet tls issue` prints it)')
+        return v.lower() if v is not None else None
 
     @field_validator("name")
     @classmethod
@@ -134,6 +169,19 @@ class NodeConfig(BaseModel):
         if v is not None and not v.get_secret_value().strip():
             raise ValueError("is empty")
         return v
+
+    @model_validator(mode="after")
+    def _tls_keys(self) -> NodeConfig:
+        tls = ("ca_file", "tls_fingerprint", "client_cert", "client_key")
+        if not self.url.startswith("https://") and any(getattr(self, k) for k in tls):
+            raise ValueError(
+                "ca_file, tls_fingerprint, client_cert and client_key need an https:// url"
+            )
+        if self.ca_file and self.tls_fingerprint:
+            raise ValueError("give ca_file or tls_fingerprint, not both (a pin needs no CA)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
 
     @model_validator(mode="after")
     def _one_token_source(self) -> NodeConfig:
@@ -215,6 +263,9 @@ class NodeConfig(BaseModel):
             d["token_file"] = str(self.token_file)
         if self.token is not None:
             d["token"] = self.token.get_secret_value()
+        for key in ("ca_file", "tls_fingerprint", "client_cert", "client_key"):
+            if (value := getattr(self, key)) is not None:
+                d[key] = value
         return d
 
 
@@ -233,6 +284,9 @@ class Defaults(BaseModel):
     chain_recheck_s: float = Field(
         60.0, gt=0, le=86400, description="Re-fetch the pinned audit entry at least this often."
     )
+    ca_file: str | None = Field(None, description="https nodes: the fleet CA (fleet tls init).")
+    client_cert: str | None = Field(None, description="The operator certificate (mutual TLS).")
+    client_key: str | None = None
     chain_rescan_s: float = Field(
         110.0,
         gt=0,
@@ -241,10 +295,17 @@ class Defaults(BaseModel):
         "the bound for seeing an edit anywhere in the log (docs/aggregator.md).",
     )
 
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _tls_file(cls, v: str | None) -> str | None:
+        return tls_file(v)
+
     @model_validator(mode="after")
     def _order(self) -> Defaults:
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be >= backoff_min_s")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
         return self
 
 

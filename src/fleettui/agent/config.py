@@ -186,6 +186,11 @@ class AgentConfig(_Strict):
         description="Extra Host names the agent answers to (exact, or *.suffix).",
     )
     read_token_required: bool = False
+    tls_cert: AbsPath | None = Field(None, description="PEM certificate: serve HTTPS.")
+    tls_key: AbsPath | None = Field(None, description="PEM key of tls_cert (0600).")
+    tls_client_ca: AbsPath | None = Field(
+        None, description="PEM CA: every client must show a certificate it signed (mutual TLS)."
+    )
     state_dir: str | None = None
     data_dir: str | None = None
     audit_rotate_bytes: int = Field(
@@ -245,6 +250,14 @@ class AgentConfig(_Strict):
     def _redfish_url(self) -> AgentConfig:
         if self.wall_power and self.wall_power.source == "redfish" and not self.wall_power.url:
             raise ValueError("wall_power: source = 'redfish' needs url")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AgentConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
         return self
 
     @property

@@ -9,7 +9,7 @@ import sys
 
 import anyio
 
-from fleettui.agent.config import PORT_MAX, ConfigError, load_agent_config
+from fleettui.agent.config import PORT_MAX, ConfigError, default_config_path, load_agent_config
 
 
 def exposure_warning(host: str) -> str | None:
@@ -34,6 +34,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = load_agent_config(args.config)
     except ConfigError as exc:
         print(f"fleet agent: {exc}", file=sys.stderr)
+        return 2
+    from fleettui.agent.tls import server_context
+
+    try:
+        ssl_context = server_context(config)
+    except ConfigError as exc:
+        print(f"fleet agent: {args.config or default_config_path()}: {exc}", file=sys.stderr)
         return 2
     if args.interval is not None:
         config.interval_s = args.interval
@@ -95,11 +102,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             later = ""
             if isinstance(agent.actions, ActionService) and (p := agent.actions.audit.progress):
                 later = f" (reads now; actions once its audit chain is verified: {p.describe()})"
-            print(f"fleet agent: serving {label} on http://{shown}:{port}{later}", flush=True)
+            scheme = "https" if ssl_context is not None else "http"
+            print(f"fleet agent: serving {label} on {scheme}://{shown}:{port}{later}", flush=True)
 
     level = "info" if args.verbose else "warning"
     try:
-        anyio.run(lambda: serve(agents, sockets, log_level=level, on_ready=announce))
+        anyio.run(
+            lambda: serve(
+                agents, sockets, log_level=level, on_ready=announce, ssl_context=ssl_context
+            )
+        )
     except KeyboardInterrupt:  # Ctrl-C during start-up, before serve() handles signals
         pass
     return 0

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ from fleettui.agent.conns import (
 from fleettui.agent.guard import HostGuard, HostPolicy
 from fleettui.agent.metrics import registry_for
 from fleettui.agent.node import NodeAgent
+from fleettui.agent.tls import reload as reload_tls
+from fleettui.agent.tls import tls_or_refuse
 from fleettui.promtext import exposition
 
 log = logging.getLogger(__name__)
@@ -225,8 +228,10 @@ async def serve(
     log_level: str = "warning",
     on_ready: Callable[[], None] | None = None,
     handle_signals: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Run every agent's collection loop and one uvicorn server until a signal or cancellation."""
+    """Run every agent's collection loop and one uvicorn server until a signal or cancellation.
+    With `ssl_context` every socket speaks HTTPS only (agent/tls.py; SIGHUP reloads it)."""
     for agent in agents:  # the write side: tokens, the audit head (its chain verified below)
         if (write := service(agent)) is None:
             agent.actions = write = ActionService.for_agent(agent)
@@ -237,11 +242,13 @@ async def serve(
         s.getsockname()[1]: build_app(a, ping_every=ping_every, bind_host=s.getsockname()[0])
         for a, s in zip(agents, sockets, strict=True)
     }
+    header_timeout_s = agents[0].config.header_timeout_s
+    http: Any = protocol_class(connection_cap(nofile_limit(), len(agents)), header_timeout_s)
+    if ssl_context is not None:
+        http = tls_or_refuse(http, ssl_context, header_timeout_s)
     config = uvicorn.Config(
         PortDispatcher(apps),
-        http=protocol_class(
-            connection_cap(nofile_limit(), len(agents)), agents[0].config.header_timeout_s
-        ),
+        http=http,
         log_level=log_level,
         access_log=False,
         lifespan="off",
@@ -250,6 +257,8 @@ async def serve(
         backlog=ACCEPT_BURST,
     )
     server = AgentServer(config)
+    if ssl_context is not None:
+        server.on_hangup = lambda: reload_tls(ssl_context, agents[0].config)
     quiet_repeated_errors(asyncio.get_running_loop())
 
     async def watch_exit() -> None:
@@ -291,8 +300,11 @@ class AgentServer(uvicorn.Server):
     uvicorn re-raises the SIGTERM or SIGINT it caught once serve() returns, so SIGTERM killed the
     process (exit 143) before the shutdown after serve() ran: the energy ledger was never saved.
     Here both signals take the same path: stop serving, then the caller's shutdown, then exit 0.
-    A second signal forces the exit (open streams are not waited for).
+    A second signal forces the exit (open streams are not waited for). SIGHUP calls `on_hangup`
+    (the TLS certificate read again) and serving goes on.
     """
+
+    on_hangup: Callable[[], object] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -300,11 +312,17 @@ class AgentServer(uvicorn.Server):
             yield
             return
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if self.on_hangup is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hangup)
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _hangup(self, sig: int, frame: object) -> None:
+        if self.on_hangup is not None:
+            self.on_hangup()
 
     def _stop(self, sig: int, frame: object) -> None:
         if self.should_exit:

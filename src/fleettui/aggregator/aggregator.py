@@ -402,7 +402,7 @@ class FleetAggregator:
             client = w.client
             if client is None:
                 token = await anyio.to_thread.run_sync(w.cfg.resolve_token)
-                client = NodeClient(w.cfg.url, token, timeout)
+                client = NodeClient(w.cfg.url, token, timeout, w.endpoint.tls)
                 stack.push_async_callback(client.aclose)
             try:
                 head = w.audit_seq

@@ -35,6 +35,7 @@ from fleettui.aggregator.state import (
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.aggregator.transport.framing import Endpoint
+from fleettui.aggregator.transport.tls import TlsPolicy
 from fleettui.aggregator.waker import Waker
 from fleettui.capacity.fit import Fit
 from fleettui.config import Defaults, NodeConfig
@@ -49,6 +50,18 @@ log = logging.getLogger(__name__)
 STREAM_GRACE = 1.25
 HEARTBEAT_POLLS = 15
 BIG_SNAPSHOT = 32 * 1024  # keep such a snapshot re-serialised, not as the node sent it
+
+
+TLS_WARN_S = 14 * 86400  # a node certificate this close to its end is a reason
+
+
+def tls_policy(cfg: NodeConfig, defaults: Defaults) -> TlsPolicy:
+    """The node's own TLS keys, else [defaults]'; a pinned fingerprint needs no CA."""
+    own = cfg.client_cert is not None
+    cert = cfg.client_cert if own else defaults.client_cert
+    key = cfg.client_key if own else defaults.client_key
+    ca = None if cfg.tls_fingerprint else (cfg.ca_file or defaults.ca_file)
+    return TlsPolicy(ca, cfg.tls_fingerprint, cert, key)
 
 
 class NodeWorker:
@@ -84,7 +97,7 @@ class NodeWorker:
         self.client: NodeClient | None = None
         self.token: str | None = None
         self.token_problem: str | None = None  # why a configured token is not sent
-        self.endpoint = Endpoint.parse(cfg.url)
+        self.endpoint = Endpoint.parse(cfg.url, tls_policy(cfg, defaults))
         # The last good snapshot is kept as JSON text plus the few facts the state rules need,
         # not as a model (docs/performance.md: the collector's work). The views' copies carry
         # the text and parse it when they read it (`NodeView.snapshot`).
@@ -119,7 +132,9 @@ class NodeWorker:
     def open(self) -> None:
         """Create the client; `self.token` must have been resolved (off the event loop)."""
         if self.client is None:
-            self.client = NodeClient(self.cfg.url, self.token, self.defaults.http_timeout_s)
+            self.client = NodeClient(
+                self.cfg.url, self.token, self.defaults.http_timeout_s, self.endpoint.tls
+            )
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -165,6 +180,10 @@ class NodeWorker:
             self.poll_error = None
             self.poll_unreachable = False
             self.view.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+            if (tls := self.client.tls if self.client else None) is not None:
+                self.view.tls_protocol = tls.protocol
+                self.view.tls_expires = tls.not_after
+                self.view.tls_fingerprint = tls.fingerprint
             self.apply_snapshot(snap)
         except FetchError as exc:
             return self.poll_failed(exc.reason, exc.reachable, t0)
@@ -335,6 +354,9 @@ class NodeWorker:
             version=v.version,
             kind=v.kind,
             retry_at=v.retry_at,
+            tls_protocol=v.tls_protocol,
+            tls_expires=v.tls_expires,
+            tls_fingerprint=v.tls_fingerprint,
             fit=v.fit,
         )
 
@@ -372,6 +394,9 @@ class NodeWorker:
                 and time.monotonic() - stream.down_since >= grace
             ):
                 reasons.append(f"event stream: {stream.error or 'down'}")
+        if (expires := self.view.tls_expires) is not None and expires - time.time() < TLS_WARN_S:
+            days = max(0, int((expires - time.time()) // 86400))
+            reasons.append(f"TLS certificate expires in {days} days (fleet tls renew {self.name})")
         if self.chain is not None and self.chain.broken:  # (the agent's own report is
             reasons.append(f"audit chain BROKEN: {self.view.chain_detail}")  # in its problems)
         if reasons:

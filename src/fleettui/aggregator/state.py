@@ -105,6 +105,10 @@ class NodeView:
     version: int = 0  # bumped on every change, so views can skip unchanged rows
     kind: str = "fleettui"  # fleettui | asiai | ollama (from the fleet config)
     retry_at: float | None = None  # unix time of the next attempt while OFFLINE (backoff)
+    # https: the node's certificate as the last handshake showed it (the detail screen)
+    tls_protocol: str | None = None
+    tls_expires: float | None = None  # unix time
+    tls_fingerprint: str | None = None
     snapshot_json: str | bytes | None = field(default=None, repr=False, compare=False)
     facts: SnapshotFacts | None = field(default=None, repr=False, compare=False)
     # The answer to the fleet's fit question (FitWatch), when one is asked; immutable, shared.

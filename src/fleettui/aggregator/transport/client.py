@@ -9,15 +9,14 @@ context each (docs/performance.md). Every client shares one SSL context.
 
 from __future__ import annotations
 
-import functools
 import json
-import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import anyio
 import anyio.abc
+import anyio.streams.tls
 import h11
 
 from fleettui.aggregator.transport import framing
@@ -31,13 +30,7 @@ from fleettui.aggregator.transport.errors import (
     timeout_reason,
 )
 from fleettui.aggregator.transport.framing import MAX_BODY, Endpoint, Framing
-
-
-@functools.cache
-def shared_ssl_context() -> ssl.SSLContext:
-    """One verifying SSL context for every node connection (honours SSL_CERT_FILE /
-    SSL_CERT_DIR the way OpenSSL's defaults do)."""
-    return ssl.create_default_context()
+from fleettui.aggregator.transport.tls import DEFAULT, TlsInfo, TlsPolicy, ssl_context
 
 
 @dataclass(frozen=True)
@@ -63,8 +56,9 @@ class Reply:
 class Connection:
     """One TCP (or TLS) connection to a node, for exchanges one after another."""
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, tls: TlsInfo | None = None) -> None:
         self._stream = stream
+        self.tls = tls  # what the handshake showed (https only)
         # the exchange in progress; none while the connection waits idle, so a kept connection
         # holds no parser state (an h11 machine and the last head: about 1.6 KB a node)
         self.framing: Framing | None = None
@@ -78,14 +72,21 @@ class Connection:
                 stream: anyio.abc.ByteStream = await anyio.connect_tcp(
                     ep.host,
                     ep.port,
-                    ssl_context=shared_ssl_context(),
+                    ssl_context=ssl_context(ep.tls),
                     tls_standard_compatible=False,
                 )
             else:
                 stream = await anyio.connect_tcp(ep.host, ep.port)
         except OSError as exc:
             raise FetchError(describe_connect_error(exc), reachable=False) from None
-        return cls(stream)
+        if ep.scheme != "https":
+            return cls(stream)
+        try:
+            info = ep.tls.check(stream.extra(anyio.streams.tls.TLSAttribute.ssl_object))  # noqa: S610
+        except FetchError:
+            await anyio.aclose_forcefully(stream)
+            raise
+        return cls(stream, info)
 
     @property
     def answer(self) -> Framing:
@@ -160,8 +161,11 @@ class Connection:
 class NodeClient:
     """Requests to one node, each within its own deadline; FetchError for anything unusable."""
 
-    def __init__(self, base_url: str, token: str | None, timeout_s: float) -> None:
-        self.endpoint = Endpoint.parse(base_url)
+    def __init__(
+        self, base_url: str, token: str | None, timeout_s: float, tls: TlsPolicy = DEFAULT
+    ) -> None:
+        self.endpoint = Endpoint.parse(base_url, tls)
+        self.tls: TlsInfo | None = None  # the last handshake's certificate (https)
         self.token = token
         self.timeout_s = timeout_s
         self._idle: Connection | None = None
@@ -231,6 +235,7 @@ class NodeClient:
                         conn = None
                 if conn is None:
                     conn = await Connection.connect(self.endpoint)
+                    self.tls = conn.tls
                     await conn.exchange(req, body)
                 return await self._answer(conn, cap, strict)
         except TimeoutError:

@@ -53,14 +53,44 @@ def describe_connect_error(exc: OSError) -> str:
     if isinstance(err, ConnectionRefusedError) or "refused" in low:
         return "connection refused"
     if isinstance(err, ssl.SSLError):
-        return f"TLS handshake failed: {getattr(err, 'reason', None) or text}"
+        return tls_reason(err)
     if "name or service" in low or "nodename nor servname" in low or "resolution" in low:
         return f"cannot resolve host: {text}"
     return f"cannot connect: {text}"
 
 
 def dropped(exc: BaseException) -> StreamBroken:
+    if isinstance(exc, ssl.SSLError):  # TLS 1.3: a refused client certificate shows here
+        return StreamBroken(tls_reason(exc))
     return StreamBroken(f"connection dropped: {exc or type(exc).__name__}")
+
+
+# OpenSSL's X509_V_ERR_* codes a node's certificate fails with, in the operator's words
+_VERIFY_CODES = {
+    9: "certificate not yet valid",
+    10: "certificate expired",
+    18: "certificate not trusted (self-signed: set ca_file or tls_fingerprint)",
+    19: "certificate not trusted (self-signed CA: set ca_file)",
+    20: "certificate not trusted (unknown CA: set ca_file to the fleet CA)",
+    21: "certificate not trusted (unknown CA: set ca_file to the fleet CA)",
+    62: "name mismatch (the certificate is not for this host: reissue it with --san)",
+    64: "name mismatch (the certificate is not for this IP address: reissue it with --san)",
+}
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """What a failed TLS handshake means, in a line an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        return _VERIFY_CODES.get(code, f"certificate not trusted ({exc.verify_message})")
+    reason = (getattr(exc, "reason", None) or str(exc) or "").upper()
+    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+        return "no client certificate (the node requires one: set client_cert / client_key)"
+    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+        return "client certificate refused (the node trusts another CA)"
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH" in reason:
+        return "TLS handshake failed: the node does not speak TLS (is its URL http://?)"
+    return f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}"
 
 
 _BYTES_REPR = re.compile(r"bytearray\(b('.*?')\)|\bb('.*?')")

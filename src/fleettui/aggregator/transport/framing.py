@@ -18,6 +18,7 @@ import h11
 
 from fleettui import __version__
 from fleettui.aggregator.transport.errors import FetchError, StreamBroken, protocol_error
+from fleettui.aggregator.transport.tls import DEFAULT, TlsPolicy
 
 MAX_BODY = 1 << 20  # 1 MiB: a snapshot is a few KiB; anything near this is not an agent
 HEAD_CAP = 64 * 1024  # status line and headers of one answer
@@ -34,9 +35,10 @@ class Endpoint:
     port: int
     prefix: str  # path of the base URL without its trailing slash
     host_header: str
+    tls: TlsPolicy = DEFAULT  # for https: what is trusted and shown (transport/tls.py)
 
     @classmethod
-    def parse(cls, url: str) -> Endpoint:
+    def parse(cls, url: str, tls: TlsPolicy = DEFAULT) -> Endpoint:
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -46,7 +48,7 @@ class Endpoint:
         default = (u.scheme == "https" and port == 443) or (u.scheme == "http" and port == 80)
         shown = shown if default else f"{shown}:{port}"
         prefix = quote(u.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
-        return cls(u.scheme, host, port, prefix, shown)
+        return cls(u.scheme, host, port, prefix, shown, tls)
 
     @property
     def origin(self) -> str:

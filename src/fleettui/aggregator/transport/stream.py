@@ -9,20 +9,23 @@ opened it only waits for the end (`wait`).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 
 import anyio
 
 from fleettui.aggregator.transport import framing
-from fleettui.aggregator.transport.client import shared_ssl_context
 from fleettui.aggregator.transport.errors import (
     FetchError,
+    StreamBroken,
     describe_connect_error,
     dropped,
     timeout_reason,
+    tls_reason,
 )
 from fleettui.aggregator.transport.framing import Endpoint, Framing
+from fleettui.aggregator.transport.tls import ssl_context
 
 
 class PushStream(asyncio.Protocol):
@@ -63,11 +66,14 @@ class PushStream(asyncio.Protocol):
                         lambda: proto,
                         ep.host,
                         ep.port,
-                        ssl=shared_ssl_context() if tls else None,
+                        ssl=ssl_context(ep.tls) if tls else None,
                         server_hostname=ep.host if tls else None,
                     )
                 except OSError as exc:
                     raise FetchError(describe_connect_error(exc), reachable=False) from None
+                if tls and proto._transport is not None:  # the pin before any byte is sent
+                    ep.tls.check(proto._transport.get_extra_info("ssl_object"))
+                proto.send_request()
                 await proto._head.wait()
         except TimeoutError:
             proto.close()
@@ -92,7 +98,11 @@ class PushStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        transport.write(self._request)
+
+    def send_request(self) -> None:
+        """Once the connection is up and, for https, its certificate checked."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -111,6 +121,9 @@ class PushStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         f = self.framing
+        if isinstance(exc, ssl.SSLError):
+            self._finish(StreamBroken(tls_reason(exc)))
+            return
         if exc is not None and f.head_done:
             self._finish(dropped(exc))
             return

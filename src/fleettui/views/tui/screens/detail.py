@@ -96,6 +96,17 @@ def header(view: NodeView, now: float) -> RenderableType:
     if view.retry_at is not None:
         poll += f" · next retry in {max(0, view.retry_at - now):.0f}s"
     rows.append(("poll", Text(poll)))
+    if view.tls_fingerprint is not None:  # https: what the last handshake showed
+        days = ((view.tls_expires or now) - now) / 86400
+        rows.append(
+            (
+                "tls",
+                Text(
+                    f"{view.tls_protocol} · expires in {days:.0f} days · {view.tls_fingerprint}",
+                    style="bold yellow" if days < 14 else "",
+                ),
+            )
+        )
     chain = Text(view.chain.value, style=CHAIN_STYLE[view.chain])
     if view.chain_detail:
         chain.append(f"  {view.chain_detail}")

@@ -1,0 +1,375 @@
+"""HTTPS and mutual TLS between the aggregator and real agents, with certificates from
+`fleet tls init/issue` (pki.py) and from trustme (an independent CA): polled, streamed, acted
+on; each way a certificate can be wrong is that node's state and reason, or the agent's refusal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+import trustme
+
+from actionfleet import write_action_agent_config
+from fakes import wait_for
+from fleettui import pki
+from fleettui.agent.config import AgentConfig
+from fleettui.agent.node import NodeAgent
+from fleettui.agent.server import bind_sockets, serve
+from fleettui.agent.tls import server_context
+from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.state import NodeState
+from fleettui.aggregator.transport.client import NodeClient
+from fleettui.aggregator.transport.errors import FetchError
+from fleettui.aggregator.transport.stream import PushStream
+from fleettui.aggregator.transport.tls import TlsPolicy
+from fleettui.config import FleetConfig, NodeConfig, parse_fleet_config
+from fleettui.wire import ActionRequest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def fleet_pki(tmp_path: Path) -> Path:
+    d = tmp_path / "pki"
+    pki.init_ca(d)
+    pki.issue_node(d, "localhost", ["127.0.0.1"])
+    return d
+
+
+def node_files(d: Path) -> dict[str, str]:
+    crt, key = pki.node_paths(d, "localhost")
+    return {"tls_cert": str(crt), "tls_key": str(key)}
+
+
+def operator(d: Path) -> dict[str, str]:
+    crt, key = pki.operator_paths(d)
+    return {"ca_file": str(pki.ca_paths(d)[0]), "client_cert": str(crt), "client_key": str(key)}
+
+
+@asynccontextmanager
+async def tls_agent(**tls: str) -> AsyncIterator[int]:
+    """A simulated agent served in-process over TLS; yields its port."""
+    config = AgentConfig(interval_s=0.2, **tls)
+    agent = NodeAgent.simulate(config, "tls")
+    sockets = bind_sockets("127.0.0.1", [0])
+    ready = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            lambda: serve(
+                [agent],
+                sockets,
+                on_ready=ready.set,
+                handle_signals=False,
+                ssl_context=server_context(config),
+            )
+        )
+        await ready.wait()
+        yield sockets[0].getsockname()[1]
+        tg.cancel_scope.cancel()
+
+
+async def settle(node: NodeConfig, want: NodeState, reason: str = "") -> object:
+    async with FleetAggregator(FleetConfig(nodes=[node]), verify_chain=False) as agg:
+
+        def done() -> bool:
+            v = agg.node(node.name)
+            return v.state is want and (not reason or any(reason in r for r in v.reasons))
+
+        try:
+            await wait_for(done, 8, what=f"{want} {reason}")
+        except AssertionError:
+            v = agg.node(node.name)
+            raise AssertionError(f"wanted {want} {reason!r}, got {v.state} {v.reasons}") from None
+        return agg.node(node.name)
+
+
+async def test_fleet_ca_and_mutual_tls_polled_and_streamed(fleet_pki: Path, xdg_home) -> None:
+    ca = pki.ca_paths(fleet_pki)[0]
+    async with tls_agent(**node_files(fleet_pki), tls_client_ca=str(ca)) as port:
+        node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", **operator(fleet_pki))
+        async with FleetAggregator(FleetConfig(nodes=[node]), verify_chain=False) as agg:
+            await wait_for(lambda: agg.node("n").stream_ok, 8, what="the event stream over TLS")
+            await wait_for(lambda: agg.node("n").tls_fingerprint is not None, 8)
+            v = agg.node("n")
+        assert v.state is NodeState.ONLINE, v.reasons
+        assert v.tls_protocol in ("TLSv1.2", "TLSv1.3")
+        assert v.tls_fingerprint == pki.cert_fingerprint(
+            pki.x509.load_pem_x509_certificate(
+                pki.node_paths(fleet_pki, "localhost")[0].read_bytes()
+            )
+        )
+        assert 89 * 86400 < v.tls_expires - dt.datetime.now(dt.UTC).timestamp() <= 90 * 86400
+        # the same name: localhost is a SAN too
+        node = NodeConfig(name="n", url=f"https://localhost:{port}", **operator(fleet_pki))
+        await settle(node, NodeState.ONLINE)
+
+
+async def test_wrong_ca_missing_or_foreign_client_cert(fleet_pki: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    pki.init_ca(other)
+    ca = pki.ca_paths(fleet_pki)[0]
+    async with tls_agent(**node_files(fleet_pki), tls_client_ca=str(ca)) as port:
+        url = f"https://127.0.0.1:{port}"
+        wrong = {**operator(fleet_pki), "ca_file": str(pki.ca_paths(other)[0])}
+        await settle(NodeConfig(name="n", url=url, **wrong), NodeState.OFFLINE, "not trusted")
+        no_client = {"ca_file": str(ca)}
+        await settle(
+            NodeConfig(name="n", url=url, **no_client), NodeState.OFFLINE, "no client certificate"
+        )
+        foreign = {**operator(other), "ca_file": str(ca)}  # a client cert of another CA
+        await settle(NodeConfig(name="n", url=url, **foreign), NodeState.OFFLINE, "client")
+
+
+async def test_trustme_name_mismatch_expired_and_pinned(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    now = dt.datetime.now(dt.UTC)
+    good = ca.issue_cert("127.0.0.1", "localhost")
+    old = ca.issue_cert(
+        "127.0.0.1", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
+    )
+    ca_pem = tmp_path / "trustme-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+
+    def files(cert: trustme.LeafCert, name: str) -> dict[str, str]:
+        crt, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(str(crt))
+        cert.private_key_pem.write_to_path(str(key))
+        return {"tls_cert": str(crt), "tls_key": str(key)}
+
+    async with tls_agent(**files(good, "good")) as port:
+        url = f"https://127.0.0.1:{port}"
+        v = await settle(NodeConfig(name="n", url=url, ca_file=str(ca_pem)), NodeState.ONLINE)
+        pin = v.tls_fingerprint  # type: ignore[attr-defined]
+        # no ca_file: the system's CAs do not know trustme's
+        await settle(NodeConfig(name="n", url=url), NodeState.OFFLINE, "not trusted")
+        await settle(NodeConfig(name="n", url=url, tls_fingerprint=pin), NodeState.ONLINE)
+        wrong = "sha256:" + "0" * 64
+        await settle(
+            NodeConfig(name="n", url=url, tls_fingerprint=wrong),
+            NodeState.OFFLINE,
+            "fingerprint mismatch",
+        )
+    async with tls_agent(**files(ca.issue_cert("other.example"), "other")) as port:
+        node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", ca_file=str(ca_pem))
+        await settle(node, NodeState.OFFLINE, "name mismatch")
+    async with tls_agent(**files(old, "old")) as port:
+        node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", ca_file=str(ca_pem))
+        await settle(node, NodeState.OFFLINE, "certificate expired")
+
+
+async def test_a_pinned_node_gets_no_token_from_an_impostor(tmp_path: Path) -> None:
+    """The stream path checks the pin before it writes its request (with the token)."""
+    ca = trustme.CA()
+    crt, key = tmp_path / "a.crt", tmp_path / "a.key"
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(crt))
+    leaf.private_key_pem.write_to_path(str(key))
+    async with tls_agent(tls_cert=str(crt), tls_key=str(key)) as port:
+        policy = TlsPolicy(fingerprint="sha256:" + "1" * 64)
+        ep = NodeClient(f"https://127.0.0.1:{port}", "s3cret", 5, policy).endpoint
+        with pytest.raises(FetchError, match="fingerprint mismatch"):
+            await PushStream.open(ep, "/api/v1/events", {}, token="s3cret", timeout_s=5)
+
+
+async def test_no_token_crosses_plain_http_to_an_https_node() -> None:
+    """The node is configured https://, but what listens is plain TCP: the handshake fails,
+    and nothing of HTTP (no Authorization header) reaches it, by the poller or the stream."""
+    received = bytearray()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.settimeout(10)
+
+    def accept() -> None:
+        for _ in range(4):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.settimeout(2)
+            try:
+                while chunk := conn.recv(65536):
+                    received.extend(chunk)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", token="s3cret-token")
+    await settle(node, NodeState.OFFLINE, "does not speak TLS")
+    listener.close()
+    t.join(5)
+    assert received, "the aggregator never connected"
+    assert received[0] == 0x16  # a TLS ClientHello, nothing else
+    assert b"authorization" not in received.lower() and b"s3cret" not in received
+
+
+def _curl_like(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = bytearray()
+        while chunk := s.recv(4096):
+            out += chunk
+        return bytes(out)
+
+
+async def test_plain_http_to_a_tls_agent_is_told_to_use_https(fleet_pki: Path) -> None:
+    async with tls_agent(**node_files(fleet_pki)) as port:
+        answer = await anyio.to_thread.run_sync(
+            _curl_like, port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"this agent speaks HTTPS" in answer
+        # and the aggregator configured http:// for it says so too
+        node = NodeConfig(name="n", url=f"http://127.0.0.1:{port}")
+        await settle(node, NodeState.DEGRADED, "speaks HTTPS")
+        # while https on the same port works
+        ca = str(pki.ca_paths(fleet_pki)[0])
+        async with NodeClient(f"https://127.0.0.1:{port}", None, 5, TlsPolicy(ca)) as client:
+            assert b'"ok":true' in await client.get("/healthz")
+
+
+async def test_tls_agent_acted_on_and_reloaded_on_sighup(
+    agent_factory, fleet_pki: Path, tmp_path: Path
+) -> None:
+    """A real `fleet agent serve` over mutual TLS: an action with the token goes through;
+    SIGHUP loads a renewed certificate for new connections while an open stream goes on."""
+    cfg, calls, secret = write_action_agent_config(tmp_path)
+    files = {**node_files(fleet_pki), "tls_client_ca": str(pki.ca_paths(fleet_pki)[0])}
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[engines", "".join(f'{k} = "{v}"\n' for k, v in files.items()) + "[engines", 1
+        )
+    )
+    agent = agent_factory("--simulate", "--name", "tls", "--config", str(cfg))
+    assert agent.url.startswith("https://")
+    node = NodeConfig(name="tls", url=agent.url, token=secret, **operator(fleet_pki))
+    async with FleetAggregator(FleetConfig(nodes=[node]), verify_chain=False) as agg:
+        await wait_for(lambda: agg.node("tls").stream_ok, 10, what="the stream over mTLS")
+        first = agg.node("tls").tls_fingerprint
+        env = await agg.act(["tls"], ActionRequest(action="restart", engine="ollama"))
+        assert env.succeeded == ["tls"], env.failed
+        assert calls.exists()
+        renewed = pki.renew_node(fleet_pki, "localhost")
+        before = agg.node("tls").version
+        agent.proc.send_signal(signal.SIGHUP)
+        with anyio.fail_after(10):  # a fresh connection shows the new certificate
+            while True:
+                client = NodeClient(agent.url, None, 5, agg_policy(fleet_pki))
+                try:
+                    await client.get("/healthz")
+                finally:
+                    await client.aclose()
+                if client.tls and client.tls.fingerprint == renewed.fingerprint:
+                    break
+                await anyio.sleep(0.1)
+        assert renewed.fingerprint != first
+        # the stream opened before the reload still delivers
+        await wait_for(lambda: agg.node("tls").version > before + 3, 10, what="stream events")
+        assert agg.node("tls").stream_ok
+    assert agent.proc.poll() is None
+
+
+def agg_policy(d: Path) -> TlsPolicy:
+    o = operator(d)
+    return TlsPolicy(o["ca_file"], None, o["client_cert"], o["client_key"])
+
+
+def _serve_fails(tmp_path: Path, toml: str) -> str:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(toml)
+    p = subprocess.run(
+        [sys.executable, "-m", "fleettui", "agent", "serve", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 2, p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) in (1, 2) and "Traceback" not in p.stderr, p.stderr
+    return p.stderr
+
+
+def test_hostile_tls_settings_are_one_clear_line(fleet_pki: Path, tmp_path: Path) -> None:
+    f = node_files(fleet_pki)
+    ca_key = pki.ca_paths(fleet_pki)[1]
+    cases = {
+        f'tls_cert = "{tmp_path}/nope.crt"\ntls_key = "{f["tls_key"]}"\n': "file not found",
+        f'tls_cert = "{f["tls_key"]}"\ntls_key = "{f["tls_key"]}"\n': "not a PEM certificate",
+        f'tls_cert = "{f["tls_cert"]}"\ntls_key = "{ca_key}"\n': "is not the key of tls_cert",
+        f'tls_cert = "{f["tls_cert"]}"\n': "tls_cert and tls_key go together",
+        f'tls_client_ca = "{f["tls_cert"]}"\n': "tls_client_ca needs tls_cert",
+        f'tls_cert = "{tmp_path}"\ntls_key = "{f["tls_key"]}"\n': "is a directory",
+        'tls_cert = "relative.crt"\ntls_key = "/x.key"\n': "must be an absolute path",
+        (
+            f'tls_cert = "{f["tls_cert"]}"\ntls_key = "{f["tls_key"]}"\n'
+            f'tls_client_ca = "{f["tls_key"]}"\n'
+        ): "tls_client_ca",
+    }
+    for toml, expected in cases.items():
+        assert expected in _serve_fails(tmp_path, toml), toml
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_key_is_one_line(fleet_pki: Path, tmp_path: Path) -> None:
+    f = node_files(fleet_pki)
+    Path(f["tls_key"]).chmod(0)
+    toml = f'tls_cert = "{f["tls_cert"]}"\ntls_key = "{f["tls_key"]}"\n'
+    assert "cannot read" in _serve_fails(tmp_path, toml)
+
+
+def test_hostile_fleet_tls_keys_are_warnings_naming_the_field(tmp_path: Path) -> None:
+    real = tmp_path / "ca.crt"
+    real.write_text("x")
+    text = f"""
+[defaults]
+ca_file = "{tmp_path}/missing.crt"
+
+[[node]]
+name = "a"
+url = "https://a:1"
+tls_fingerprint = "md5:abc"
+
+[[node]]
+name = "b"
+url = "http://b:1"
+ca_file = "{real}"
+
+[[node]]
+name = "c"
+url = "https://c:1"
+client_cert = "{real}"
+
+[[node]]
+name = "d"
+url = "https://d:1"
+ca_file = "{real}"
+tls_fingerprint = "sha256:{"A" * 64}"
+
+[[node]]
+name = "ok"
+url = "https://ok:1"
+tls_fingerprint = "sha256:{"A" * 64}"
+"""
+    cfg = parse_fleet_config(text, tmp_path / "projects.toml")
+    joined = "\n".join(cfg.warnings)
+    assert "defaults.ca_file" in joined and "no such file" in joined
+    assert "node[0] 'a': tls_fingerprint" in joined
+    assert "need an https:// url" in joined
+    assert "client_cert and client_key go together" in joined
+    assert "not both" in joined
+    assert [n.name for n in cfg.nodes] == ["ok"]
+    assert cfg.nodes[0].tls_fingerprint == "sha256:" + "a" * 64
