@@ -384,9 +384,19 @@ def _judged(
         views = list(state.views())
     watch = FitWatch(request)
     watch.learn_all((v.name, v.snapshot) for v in views if v.snapshot is not None)
+    meta, known = state.fits.get(request, (None, {}))
+    if meta != watch.meta:  # metadata learned anew (or first asked): judge every node again
+        known = {}
     for v in views:
-        snap = v.snapshot
-        v.fit = watch.judge(v, watch.check(v.name, snap) if snap is not None else None)
+        hit = known.get(v.name)
+        if hit is not None and hit[0] == v.version:
+            fit = hit[1]
+        else:
+            snap = v.snapshot
+            fit = watch.check(v.name, snap) if snap is not None else None
+            known[v.name] = (v.version, fit)
+        v.fit = watch.judge(v, fit)
+    state.remember_fits(request, watch.meta, known)
     return watch, views
 
 

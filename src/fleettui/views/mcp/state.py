@@ -13,6 +13,8 @@ import anyio
 import anyio.lowlevel
 
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
+from fleettui.capacity.fit import Fit, FitRequest
+from fleettui.wire import ModelMeta
 
 RECORDED = ("state", "action", "audit", "error")  # every kind but the per-tick snapshot
 EVENTS_KEPT = 1000
@@ -23,6 +25,7 @@ PARSE_BATCH = 16  # snapshots parsed between two yields to the event loop (~1 ms
 # The background refresh runs while an agent is using the server: this long after its last
 # call (an agent's questions come in bursts; the server may sit idle for hours in between).
 ACTIVE_S = 120.0
+FITS_KEPT = 4  # fit questions whose answers are kept per node version (an agent's few models)
 REDACTED = "[redacted]"
 
 
@@ -97,6 +100,9 @@ class FleetState:
         self._refreshed = -REFRESH_S
         self._active_until = 0.0  # keep_current refreshes until then (touched)
         self.events: deque[FleetEvent] = deque(maxlen=kept)
+        # per fit question: the metadata it was judged with, and per node (version, answer)
+        self.fits: dict[FitRequest, tuple[ModelMeta | None, dict[str, tuple[int, Fit | None]]]]
+        self.fits = {}
         self.since = time.time()
 
     def views(self) -> list[NodeView]:
@@ -143,6 +149,18 @@ class FleetState:
     def view(self, name: str) -> NodeView | None:
         self.views()
         return self._views.get(name)
+
+    def remember_fits(
+        self,
+        request: FitRequest,
+        meta: ModelMeta | None,
+        known: dict[str, tuple[int, Fit | None]],
+    ) -> None:
+        """Keep a question's answers: asked again, only the nodes that changed are judged."""
+        self.fits.pop(request, None)
+        self.fits[request] = (meta, known)
+        while len(self.fits) > FITS_KEPT:
+            del self.fits[next(iter(self.fits))]
 
     async def record(self) -> None:
         """Keep the last events of the kinds worth telling (runs beside the server)."""
