@@ -422,3 +422,30 @@ async def test_check_fit_is_fleet_fit_json(tmp_path: Path) -> None:
     assert [p["node"] for p in placed["nodes"]][:2] == ["roomy", "tight"]
     assert unplaced(placed) == unplaced(want_place)
     assert tight["nodes"][0]["evict"] == ["qwen-idle:14b"]
+
+
+def test_each_node_s_secrets_are_its_token_and_the_paths_of_its_token_and_client_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleettui.config import Defaults, FleetConfig, NodeConfig
+
+    monkeypatch.setenv("T_ENV", "from-env")
+    token = tmp_path / "t.token"
+    token.write_text("from-file\n")
+    token.chmod(0o600)
+    key = tmp_path / "op.key"
+    for f in (key, tmp_path / "op.crt"):
+        f.write_text("-----BEGIN-----\n")
+        f.chmod(0o600)
+    cfg = FleetConfig(
+        defaults=Defaults(client_cert=str(tmp_path / "op.crt"), client_key=str(key)),
+        nodes=[
+            NodeConfig(name="a", url="http://127.0.0.1:1", token_file=token),
+            NodeConfig(name="b", url="https://127.0.0.1:2", token_env="T_ENV"),
+            NodeConfig(name="c", url="http://127.0.0.1:3"),
+        ],
+    )
+    got = mcp_command.secrets_of(cfg)
+    assert {"from-file", str(token), str(key)} <= set(got["a"])
+    assert {"from-env", str(key)} <= set(got["b"]) and str(token) not in got["b"]
+    assert str(key) in got["c"] and not {"from-env", "from-file"} & set(got["c"])

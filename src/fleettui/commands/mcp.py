@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -23,20 +24,22 @@ INSTALL_HINT = (
     "fleet mcp needs the MCP SDK (mcp 2.x): pip install 'fleettui[mcp]' "
     "(or pip install 'mcp>=2,<3' beside fleettui)"
 )
-STALE_MIN_S = 10.0  # a node's figures older than this (or 3 poll intervals) are stale
 
 
 def secrets_of(cfg: FleetConfig) -> dict[str, list[str]]:
-    """Per node, what no answer may show: its token and the token file's path."""
+    """Per node, what no answer may show: its token, the token file's path and the path of
+    the TLS client key it would present."""
     out: dict[str, list[str]] = {}
     for n in cfg.nodes:
         found = [n.resolve_token() or ""]
-        if n.token_file is not None:
-            found += [str(n.token_file), str(n.token_file.expanduser())]
-            try:
-                found.append(str(n.token_file.resolve()))
-            except OSError:
-                pass
+        key = n.client_key or cfg.defaults.client_key
+        for path in (n.token_file, Path(key) if key else None):
+            if path is not None:
+                found += [str(path), str(path.expanduser())]
+                try:
+                    found.append(str(path.expanduser().resolve()))
+                except OSError:
+                    pass
         out[n.name] = [s for s in found if s]
     return out
 
@@ -49,7 +52,7 @@ async def serve_stdio(cfg: FleetConfig) -> None:
     from fleettui.views.mcp.state import FleetState, Redactor
 
     redactor = Redactor(await anyio.to_thread.run_sync(secrets_of, cfg))
-    stale = max(STALE_MIN_S, 3 * cfg.defaults.poll_interval_s)
+    stale = cfg.defaults.stale_after_s  # the aggregator's own rule for a stale snapshot
     async with (
         FleetAggregator(cfg, pins=PinStore.default()) as agg,
         anyio.create_task_group() as tg,
