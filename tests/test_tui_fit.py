@@ -103,7 +103,9 @@ async def test_the_fit_screen_refuses_a_bad_question() -> None:
 
 
 def test_parse_fit_takes_the_flags_of_fleet_fit() -> None:
-    req = parse_fit("  qwen3:8b  ctx=32768 parallel=2 kv=q8_0 engine=ollama ")
+    req, strategy = parse_fit("  qwen3:8b  ctx=32768 parallel=2 kv=q8_0 engine=ollama ")
+    assert strategy == "binpack"
+    assert parse_fit("m strategy=spread")[1] == "spread"
     assert (req.model, req.ctx, req.parallel, req.kv_type, req.engine) == (
         "qwen3:8b",
         32768,
@@ -121,6 +123,8 @@ def test_parse_fit_takes_the_flags_of_fleet_fit() -> None:
         ("m ctx", "expected key=value"),
         ("m ctx=1 ctx=2", "ctx given twice"),
         ("m gpus=2", "unknown option 'gpus'"),
+        ("m strategy=best", "strategy: one of binpack, spread"),
+        ("m strategy=spread strategy=binpack", "strategy given twice"),
     ]:
         with pytest.raises(ValueError, match=why):
             parse_fit(bad)

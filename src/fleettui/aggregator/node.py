@@ -25,6 +25,7 @@ from fleettui.aggregator.fitwatch import FitWatch
 from fleettui.aggregator.history import PowerHistory, daily_costs
 from fleettui.aggregator.kinds import kind_for
 from fleettui.aggregator.kinds.base import unexpected
+from fleettui.aggregator.placement import score
 from fleettui.aggregator.state import (
     ChainStatus,
     FleetEvent,
@@ -39,6 +40,7 @@ from fleettui.aggregator.transport.tls import TlsPolicy
 from fleettui.aggregator.waker import Waker
 from fleettui.capacity.fit import Fit
 from fleettui.config import Defaults, NodeConfig
+from fleettui.textsafe import clean
 from fleettui.wire import NodeSnapshot
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,7 @@ class NodeWorker:
         self.poll_waker = Waker()
         self.fit_watch: FitWatch | None = None  # the fleet's fit question, when one is asked
         self.snap_fit: Fit | None = None  # its answer for the last good snapshot
+        self.snap_model: NodeSnapshot | None = None  # that snapshot, kept while one is asked
         # told of every good snapshot while a load waits to be observed (calibration)
         self.on_snapshot: Callable[[str, NodeSnapshot], object] | None = None
 
@@ -317,6 +320,7 @@ class NodeWorker:
         self.snap_json = raw
         self.snap_facts = facts
         self.snap_fit = fit
+        self.snap_model = snap if self.fit_watch is not None else None
         self.cost_daily = daily
         self.snap_ts = snap.ts
         self.audit_seq = snap.audit.seq
@@ -358,16 +362,28 @@ class NodeWorker:
             tls_expires=v.tls_expires,
             tls_fingerprint=v.tls_fingerprint,
             fit=v.fit,
+            placement=v.placement,
         )
 
     def refit(self) -> None:
         """Answer the fleet's (new) fit question from the last good snapshot, now."""
         watch = self.fit_watch
-        self.snap_fit = None
+        self.snap_fit = self.snap_model = None
         if watch is not None and self.snap_json is not None:
             snap = NodeSnapshot.model_validate_json(self.snap_json)
-            self.snap_fit = watch.check(self.name, snap)
+            self.snap_fit, self.snap_model = watch.check(self.name, snap), snap
         self.refresh()
+
+    def _placement(self, watch: FitWatch) -> tuple[float, tuple[str, ...]]:
+        """The node's placement score for the question (what the dashboard ranks by), from
+        the snapshot the fit judged; never raises (a scoring bug is that node's 0)."""
+        v = self.view
+        probe = NodeView(v.name, v.url, state=v.state, reasons=v.reasons, fit=v.fit)
+        probe.snapshot = self.snap_model
+        try:
+            return score(probe, watch.strategy)  # type: ignore[arg-type]
+        except Exception as exc:
+            return 0.0, (clean(f"cannot score: {type(exc).__name__}: {exc}"),)
 
     def set_last_error(self, text: str) -> None:
         if text != self.view.last_error:
@@ -413,6 +429,7 @@ class NodeWorker:
             self.view.reasons = reasons
         watch = self.fit_watch
         self.view.fit = watch.judge(self.view, self.snap_fit) if watch is not None else None
+        self.view.placement = self._placement(watch) if watch is not None else None
         if state != old:
             why = f": {reasons[0]}" if reasons else ""
             self.emit(

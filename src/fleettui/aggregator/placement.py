@@ -177,16 +177,17 @@ def score(view: NodeView, strategy: Strategy) -> tuple[float, tuple[str, ...]]:
     return round(min(100.0, max(FLOOR, points)), 1), tuple(reasons)
 
 
+def order_key(view: NodeView, points: float) -> tuple[int, float, str, str]:
+    """Where a node with this score goes: fits before evictions before the rest (score 0),
+    then by score, then by name. `rank` and the dashboard's Fit column sort by it."""
+    verdict = view.fit.verdict if view.fit is not None else "unknown"
+    return (VERDICT_ORDER[verdict] if points else 9, -points, view.name.casefold(), view.name)
+
+
 def rank(views: Iterable[NodeView], strategy: Strategy = "binpack") -> list[Placement]:
-    """Every node, best first: fits before evictions before the rest, then by score, then name."""
+    """Every node, best first (`order_key`)."""
     scored = [(v, *score(v, strategy)) for v in views]
-
-    def key(item: tuple[NodeView, float, tuple[str, ...]]) -> tuple[int, float, str, str]:
-        v, points, _ = item
-        verdict = v.fit.verdict if v.fit is not None else "unknown"
-        return (VERDICT_ORDER[verdict] if points else 9, -points, v.name.casefold(), v.name)
-
-    ordered = sorted(scored, key=key)
+    ordered = sorted(scored, key=lambda item: order_key(item[0], item[1]))
     return [
         Placement(i, v.name, points, v.fit.verdict if v.fit else "unknown", reasons, v)
         for i, (v, points, reasons) in enumerate(ordered, 1)

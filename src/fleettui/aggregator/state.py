@@ -113,6 +113,8 @@ class NodeView:
     facts: SnapshotFacts | None = field(default=None, repr=False, compare=False)
     # The answer to the fleet's fit question (FitWatch), when one is asked; immutable, shared.
     fit: Fit | None = field(default=None, repr=False, compare=False)
+    # Its placement score and reasons (aggregator/placement.score, the question's strategy).
+    placement: tuple[float, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.url, self.role = clean(self.url), clean(self.role)

@@ -22,8 +22,9 @@ from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.agent.simulate import MODEL_POOL, model_meta
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.fitwatch import FitWatch
+from fleettui.aggregator.placement import score
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
-from fleettui.capacity.fit import Fit, FitRequest
+from fleettui.capacity.fit import FitRequest
 from fleettui.wire import (
     GENESIS_HASH,
     ActionRequest,
@@ -698,30 +699,33 @@ class SampleSource:
         env.succeeded = list(names)
         return env
 
-    def set_fit(self, request: FitRequest | None) -> FitWatch | None:
+    def set_fit(self, request: FitRequest | None, *, strategy: str = "binpack") -> FitWatch | None:
         """As the aggregator does it, through the same FitWatch, over the fixed views."""
-        watch = FitWatch(request) if request is not None else None
+        watch = FitWatch(request, strategy=strategy) if request is not None else None
         self._fit = watch
         if watch is not None:
             watch.learn_all((v.name, v.snapshot) for v in self._views.values() if v.snapshot)
         for name, view in list(self._views.items()):
-            self._views[name] = replace(view, version=view.version + 1, fit=self._judge(view))
+            self._views[name] = self._judge(replace(view, version=view.version + 1))
         self._bump()
         return watch
 
-    def _judge(self, view: NodeView) -> Fit | None:
+    def _judge(self, view: NodeView) -> NodeView:
+        """The view with its fit and placement score for the question asked (none: neither)."""
         watch = self._fit
         if watch is None:
-            return None
+            return replace(view, fit=None, placement=None)
         snap = view.snapshot
-        return watch.judge(view, watch.check(view.name, snap) if snap is not None else None)
+        fit = watch.judge(view, watch.check(view.name, snap) if snap is not None else None)
+        judged = replace(view, fit=fit)
+        return replace(judged, placement=score(judged, watch.strategy))  # type: ignore[arg-type]
 
     # --- test drivers ----------------------------------------------------------------
     def update(self, name: str, **changes) -> NodeView:
         """Change one node (bumping its version; its fit follows) and wake the views."""
         old = self._views[name]
         new = replace(old, version=old.version + 1, **changes)
-        self._views[name] = replace(new, fit=self._judge(new))
+        self._views[name] = self._judge(new)
         self._bump()
         return self._views[name]
 

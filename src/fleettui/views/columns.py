@@ -7,7 +7,6 @@ low-priority columns instead of squeezing every cell.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from fleettui.aggregator.fitwatch import spare_bytes
+from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.select import gpu_memory
 from fleettui.views.sparkline import sparkline
@@ -288,16 +288,13 @@ def _models(v: NodeView) -> int:
     return v.facts.models if v.facts else 0
 
 
-def _fit_rank(v: NodeView) -> tuple[int, float] | None:
-    """loaded, fits (most room first), evict (fewest models first), no (closest first);
-    unknown last."""
-    fit = v.fit
-    if fit is None or fit.verdict == "unknown":
+def _fit_rank(v: NodeView) -> tuple[int, float, str, str] | None:
+    """The placement ranking of the question asked (aggregator/placement.order_key): fits
+    before evictions before the rest, then by score, then by name; "cannot tell" last
+    whatever the direction."""
+    if v.placement is None or v.fit is None or v.fit.verdict == "unknown":
         return None
-    if fit.verdict == "evict":
-        return 1, len(fit.evict)
-    spare = spare_bytes(fit)
-    return (0 if fit.verdict == "fits" else 2), -math.inf if spare is None else -spare
+    return order_key(v, v.placement[0])
 
 
 CellFn = Callable[[NodeView, int, float, bool], Text]

@@ -72,9 +72,10 @@ class FleetSource(Protocol):
         """Send one action to the named nodes; per-node progress goes to `on_progress`."""
         ...
 
-    def set_fit(self, request: FitRequest | None) -> FitWatch | None:
+    def set_fit(self, request: FitRequest | None, *, strategy: str = "binpack") -> FitWatch | None:
         """Ask whether a model fits on every node (None: stop asking); from then on each
-        view's `fit` answers it, recomputed on every snapshot (aggregator/fitwatch.py)."""
+        view's `fit` answers it and its `placement` scores it by `strategy`, recomputed on
+        every snapshot (aggregator/fitwatch.py, aggregator/placement.py)."""
         ...
 
 

@@ -88,6 +88,17 @@ class FleetTable(ScrollView, can_focus=True):
         def control(self) -> FleetTable:
             return self.table
 
+    class CursorMoved(Message):
+        """The cursor is on another row (what the placement line explains follows it)."""
+
+        def __init__(self, table: FleetTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
     class SortChanged(Message):
         """A click on a column header changed the sort (the keys' callers know already)."""
 
@@ -290,6 +301,7 @@ class FleetTable(ScrollView, can_focus=True):
         old, self._cursor = self._cursor, row
         if old != row:
             self._refresh_rows((old, row))
+            self.post_message(self.CursorMoved(self))
         self._scroll_to_cursor(animate)
 
     @property

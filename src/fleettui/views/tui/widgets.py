@@ -8,6 +8,7 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widgets import RichLog, Static
 
+from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import FleetEvent, NodeView
 from fleettui.textsafe import clean
 from fleettui.views.columns import BY_KEY, fleet_totals, totals_text
@@ -54,6 +55,29 @@ class TotalsBar(Static):
             line.append(" │ ")
             line.append("read-only", style="bold red")
         self.update(line, layout=False)  # one line, fixed height: no layout pass needed
+
+
+class PlaceBar(Static):
+    """While a fit question is asked: why the node under the cursor ranks where it does
+    (its placement score and reasons, aggregator/placement.py), on one line."""
+
+    def show(self, views: list[NodeView], name: str | None, strategy: str) -> None:
+        ranked = sorted(
+            (v for v in views if v.placement is not None),
+            key=lambda v: order_key(v, v.placement[0]),  # type: ignore[index]
+        )
+        view = next((v for v in ranked if v.name == name), None)
+        self.display = view is not None
+        if view is None or view.placement is None:
+            return
+        points, reasons = view.placement
+        line = Text()
+        line.append(f"{strategy} #{ranked.index(view) + 1}/{len(ranked)} ", style="dim")
+        line.append(view.name, style="bold")
+        line.append(f"  score {points:.0f}", style="bold green" if points else "bold red")
+        line.append(": " + " · ".join(reasons))
+        line.truncate(max(1, self.size.width - 2) if self.size.width else 200, overflow="ellipsis")
+        self.update(line, layout=False)
 
 
 class ConfigBanner(Static):

@@ -1,5 +1,6 @@
 """The `F` question: which model to judge on every node, with the context, slots, KV type and
-engine `fleet fit` takes as flags, typed as `MODEL ctx=8192 parallel=2 kv=q8_0 engine=ollama`.
+engine `fleet fit` takes as flags and the ranking strategy `fleet place` takes, typed as
+`MODEL ctx=8192 parallel=2 kv=q8_0 engine=ollama strategy=spread`.
 """
 
 from __future__ import annotations
@@ -11,31 +12,40 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from fleettui.aggregator.placement import STRATEGIES, Strategy
 from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
 from fleettui.views.columns import plural
 from fleettui.wire import CTX_MAX, KV_TYPES, MODEL_RE, PARALLEL_MAX
 
-HINT = "e.g.  llama3.1:8b   qwen2.5-coder:7b ctx=32768 parallel=2 kv=q8_0   (empty: no Fit column)"
+HINT = (
+    "e.g.  llama3.1:8b   qwen2.5-coder:7b ctx=32768 parallel=2 kv=q8_0 strategy=spread   "
+    "(empty: no Fit column)"
+)
+OPTIONS = "ctx, parallel, kv, engine, strategy"
 LIMITS = {"ctx": CTX_MAX, "parallel": PARALLEL_MAX}  # the wire's, as `fleet fit` takes them
 
 
-def parse_fit(text: str) -> FitRequest:
-    """`MODEL [ctx=N] [parallel=N] [kv=TYPE] [engine=NAME]`; ValueError saying what is wrong."""
+def parse_fit(text: str) -> tuple[FitRequest, Strategy]:
+    """`MODEL [ctx=N] [parallel=N] [kv=TYPE] [engine=NAME] [strategy=binpack|spread]`: the
+    question and how to rank its answers; ValueError saying what is wrong."""
     words = text.split()
     if not words:
         raise ValueError("name a model")
     model, options = words[0], {}
+    strategy: Strategy = "binpack"
     if "=" in model:
         raise ValueError(f"the model comes first, then options: got {model!r}")
     if not MODEL_RE.fullmatch(model):
         raise ValueError(f"{model[:60]!r} is not a model name (like llama3.1:8b)")
+    seen: set[str] = set()
     for word in words[1:]:
         key, eq, value = word.partition("=")
         if not eq or not value:
-            raise ValueError(f"{word!r}: expected key=value (ctx, parallel, kv, engine)")
-        if key in options:
+            raise ValueError(f"{word!r}: expected key=value ({OPTIONS})")
+        if key in seen:
             raise ValueError(f"{key} given twice")
+        seen.add(key)
         if key in LIMITS:
             if not value.isdigit() or not 1 <= int(value) <= LIMITS[key]:
                 raise ValueError(f"{key}: a whole number from 1 to {LIMITS[key]:,}")
@@ -46,9 +56,13 @@ def parse_fit(text: str) -> FitRequest:
             options["kv_type"] = value
         elif key == "engine":
             options[key] = value
+        elif key == "strategy":
+            if value not in STRATEGIES:
+                raise ValueError(f"strategy: one of {', '.join(STRATEGIES)}")
+            strategy = value  # type: ignore[assignment]
         else:
-            raise ValueError(f"unknown option {key!r} (ctx, parallel, kv, engine)")
-    return FitRequest(model=model, **options)
+            raise ValueError(f"unknown option {key!r} ({OPTIONS})")
+    return FitRequest(model=model, **options), strategy
 
 
 def _has(view: NodeView, model: str) -> bool:
@@ -63,7 +77,7 @@ def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
     if not text.strip():
         return True, Text("empty: hide the Fit column", style="dim")
     try:
-        req = parse_fit(text)
+        req, _ = parse_fit(text)
     except ValueError as exc:
         return False, Text(str(exc), style="bold red")
     n = sum(_has(v, req.model) for v in views)

@@ -14,13 +14,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import NodeView
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.screens.fit import FitScreen, parse_fit
 from fleettui.views.tui.table import FleetTable
-from fleettui.views.tui.widgets import ConfigBanner, EventLog, TotalsBar
+from fleettui.views.tui.widgets import ConfigBanner, EventLog, PlaceBar, TotalsBar
 
 # One key per wire action (tests pin that they are the same set).
 ACTION_KEYS = {"R": "restart", "U": "unload", "L": "load", "P": "purge", "X": "stop", "T": "start"}
@@ -41,6 +42,7 @@ class MainScreen(Screen[None]):
             for key, action in ACTION_KEYS.items()
         ),
         Binding("F", "fit", "Fit"),  # last: a narrow footer drops it before an action key
+        Binding("b", "strategy", "binpack/spread", show=False),
         # Read-only: the footer offers no action key, and pressing one says why (check_action).
         *(
             Binding(key, f"refuse_action('{action}')", show=False)
@@ -65,6 +67,7 @@ class MainScreen(Screen[None]):
         self.skipped = skipped
         self.config_warnings = list(config_warnings or [])
         self.fit_text: str | None = None  # the fit question asked with F, as typed
+        self.strategy = "binpack"  # how its answers are ranked (strategy= in F, or b)
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
@@ -72,6 +75,7 @@ class MainScreen(Screen[None]):
         log.border_title = "events"
         yield log
         yield ConfigBanner(self.config_warnings, self.skipped, id="config-warnings")
+        yield PlaceBar(id="place")
         yield TotalsBar(id="totals")
         yield Footer(compact=True)
 
@@ -96,6 +100,13 @@ class MainScreen(Screen[None]):
         """New snapshots (or None: only the clock moved)."""
         self.table.apply(views)
         self.update_totals()
+        if views is not None:
+            self.update_place()
+
+    def update_place(self) -> None:
+        """The placement line: the score and reasons of the row under the cursor."""
+        t = self.table
+        self.query_one(PlaceBar).show(list(t.views.values()), t.cursor_name, self.strategy)
 
     def update_totals(self) -> None:
         t = self.table
@@ -166,8 +177,9 @@ class MainScreen(Screen[None]):
         the Fit column shows its answers, best first."""
         if text is None:
             return
-        request = parse_fit(text) if text else None  # the fit screen validated it
-        watch = self.app.source.set_fit(request)  # type: ignore[attr-defined]
+        # the fit screen validated it
+        request, self.strategy = parse_fit(text) if text else (None, "binpack")
+        watch = self.app.source.set_fit(request, strategy=self.strategy)  # type: ignore[attr-defined]
         self.fit_text = text or None
         table = self.table
         table.show_optional({"fit"} if request else ())
@@ -181,6 +193,16 @@ class MainScreen(Screen[None]):
                 )
         self.app.refresh_fleet()  # type: ignore[attr-defined]
         self.update_totals()
+        self.update_place()
+
+    def action_strategy(self) -> None:
+        """b: rank the fit question's answers the other way (binpack <-> spread)."""
+        if self.fit_text is None:
+            self.notify("ask a fit question first (F)", severity="warning")
+            return
+        other = "spread" if self.strategy == "binpack" else "binpack"
+        words = [w for w in self.fit_text.split() if not w.startswith("strategy=")]
+        self.ask_fit(" ".join([*words, *([f"strategy={other}"] if other == "spread" else [])]))
 
     def action_clear_filter(self) -> None:
         if self.table.selector is not None:
@@ -189,6 +211,10 @@ class MainScreen(Screen[None]):
     @on(FleetTable.SortChanged, "#fleet")
     def sorted_by_click(self) -> None:
         self.update_totals()
+
+    @on(FleetTable.CursorMoved, "#fleet")
+    def cursor_moved(self) -> None:
+        self.update_place()
 
     @on(FleetTable.NodeChosen, "#fleet")
     def open_detail(self, event: FleetTable.NodeChosen) -> None:
@@ -207,9 +233,28 @@ class MainScreen(Screen[None]):
             severity="warning",
         )
 
+    def _best_placed(self) -> list[str] | None:
+        """L with nothing selected while a fit question is asked: the best-ranked visible
+        node that can take the model (score above 0); None after saying there is none."""
+        t = self.table
+        ranked = sorted(
+            (v for n in t.visible_names if (v := t.views[n]).placement is not None),
+            key=lambda v: order_key(v, v.placement[0]),  # type: ignore[index]
+        )
+        best = [v.name for v in ranked if v.placement and v.placement[0] > 0][:1]
+        if not best:
+            why = f": {ranked[0].name}: {ranked[0].placement[1][0]}" if ranked else ""  # type: ignore[index]
+            self.notify(f"no node can take the model{why}", severity="warning", markup=False)
+            return None
+        return best
+
     def action_node_action(self, action: str) -> None:
         """R/U/L/P/X/T: hand the targets to the bulk-action layer (never bound when read-only)."""
         targets = self.table.targets()
+        if action == "load" and self.fit_text and not self.table.selected & set(targets):
+            targets = self._best_placed()
+            if targets is None:
+                return
         if not targets:
             self.notify("no node to act on", severity="warning")
             return
