@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from fit_fleet import MODEL, fit_fleet, fit_snapshots
@@ -169,3 +170,60 @@ async def test_the_answer_follows_every_snapshot_on_the_real_aggregator() -> Non
                     pilot, lambda: cell(app, "tight", "fit").startswith("fits +"), what="fits"
                 )
                 assert t.visible_names[-1] == "full"
+
+
+async def test_f_ranks_by_placement_and_explains_the_row_under_the_cursor() -> None:
+    from fleettui.aggregator.placement import rank
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+
+    app = sample_app(SampleSource(fit_views()))
+    async with app.run_test(size=(160, 30)) as pilot:
+        t = app.main.table
+        await ask(pilot, f"{MODEL} ctx=8192")
+        views = list(t.views.values())
+        assert t.visible_names == [p.node for p in rank(views, "binpack")]
+        best = rank(views, "binpack")[0]
+        assert best.node == "roomy" and best.score > 0
+
+        def line() -> str:
+            return shown(app.main.query_one("#place", Static))
+
+        assert line().startswith(f"binpack #1/4 roomy  score {best.score:.0f}: fits · ")
+        await pilot.press("down")
+        tight = next(p for p in rank(views, "binpack") if p.node == "tight")
+        assert line().startswith(f"binpack #2/4 tight  score {tight.score:.0f}: fits after")
+        assert "-6 evicts idle qwen-idle:14b" in line()
+
+        await pilot.press("b")  # the other strategy: same question, ranked for spread
+        await until(pilot, lambda: app.main.strategy == "spread", what="spread")
+        assert app.main.fit_text == f"{MODEL} ctx=8192 strategy=spread"
+        views = list(t.views.values())
+        spread = {p.node: p.score for p in rank(views, "spread")}
+        assert {n: v.placement[0] for n, v in t.views.items()} == spread
+        assert spread["roomy"] > best.score  # the emptiest node earns the headroom now
+        assert "(spread)" in line()
+        await pilot.press("b")
+        await until(pilot, lambda: app.main.strategy == "binpack", what="binpack")
+        assert app.main.fit_text == f"{MODEL} ctx=8192"
+
+        await pilot.press("L")  # nothing selected: the best-ranked node, not the cursor's
+        await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="modal")
+        assert [v.name for v in app.screen.views] == ["roomy"]
+        assert app.screen.model == MODEL
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmActionScreen), what="closed")
+        t.move_cursor(row=t.visible_names.index("full"))
+        await pilot.press("space", "L")  # a selection: the selection, whatever it scores
+        await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="modal")
+        assert [v.name for v in app.screen.views] == ["full"]
+
+
+async def test_l_says_so_when_no_node_can_take_the_model() -> None:
+    app = sample_app(SampleSource(fit_views()))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await ask(pilot, "nosuch:1b")  # no node has its metadata: every node '?'
+        assert all(v.placement is not None and v.placement[0] == 0 for v in app.main.views.values())
+        await pilot.press("L")
+        await pilot.pause()
+        assert not isinstance(app.screen, ModalScreen)
+        assert any("no node can take the model" in str(n.message) for n in app._notifications)
