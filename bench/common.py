@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVING = re.compile(r"serving (\S+) on (http://\S+)")
+SERVING = re.compile(r"serving (\S+) on (https?://\S+)")
 
 
 def machine() -> dict:

@@ -373,3 +373,40 @@ tls_fingerprint = "sha256:{"A" * 64}"
     assert "not both" in joined
     assert [n.name for n in cfg.nodes] == ["ok"]
     assert cfg.nodes[0].tls_fingerprint == "sha256:" + "a" * 64
+
+
+def test_detail_screen_shows_tls_and_warns_two_weeks_before_expiry() -> None:
+    from rich.console import Console
+
+    from fleettui.aggregator.state import NodeView
+    from fleettui.views.tui.screens.detail import header
+
+    now = 1_800_000_000.0
+    fp = "sha256:" + "ab" * 32
+    view = NodeView(name="n", url="https://n:1", tls_protocol="TLSv1.3", tls_fingerprint=fp)
+
+    def drawn(days: float) -> str:
+        view.tls_expires = now + days * 86400
+        console = Console(width=200, record=True, color_system=None)
+        console.print(header(view, now))
+        return console.export_text()
+
+    assert "TLSv1.3 · expires in 40 days · " + fp in drawn(40)
+    assert "expires in 3 days" in drawn(3)
+    plain = NodeView(name="p", url="http://p:1")
+    console = Console(width=200, record=True, color_system=None)
+    console.print(header(plain, now))
+    assert "tls" not in console.export_text()
+
+
+async def test_a_certificate_near_its_end_is_a_reason(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    now = dt.datetime.now(dt.UTC)
+    leaf = ca.issue_cert("127.0.0.1", not_after=now + dt.timedelta(days=5))
+    crt, key, ca_pem = tmp_path / "a.crt", tmp_path / "a.key", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(crt))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    async with tls_agent(tls_cert=str(crt), tls_key=str(key)) as port:
+        node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", ca_file=str(ca_pem))
+        await settle(node, NodeState.DEGRADED, "TLS certificate expires in 4 days")
