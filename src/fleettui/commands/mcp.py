@@ -47,17 +47,19 @@ def secrets_of(cfg: FleetConfig) -> dict[str, list[str]]:
 async def serve_stdio(cfg: FleetConfig) -> None:
     """Watch the fleet and serve MCP on stdin/stdout until the client hangs up (or a signal)."""
     from fleettui.aggregator.aggregator import FleetAggregator
+    from fleettui.aggregator.calibration import CalibrationStore
     from fleettui.aggregator.pins import PinStore
     from fleettui.views.mcp.server import build_server
     from fleettui.views.mcp.state import FleetState, Redactor
 
     redactor = Redactor(await anyio.to_thread.run_sync(secrets_of, cfg))
     stale = cfg.defaults.stale_after_s  # the aggregator's own rule for a stale snapshot
+    store = CalibrationStore.default()  # what earlier loads measured, as `fleet fit` reads it
     async with (
-        FleetAggregator(cfg, pins=PinStore.default()) as agg,
+        FleetAggregator(cfg, pins=PinStore.default(), calibration=store) as agg,
         anyio.create_task_group() as tg,
     ):
-        state = FleetState(agg, stale_after_s=stale, redactor=redactor)
+        state = FleetState(agg, stale_after_s=stale, redactor=redactor, calibration=store)
         tg.start_soon(state.record)
         tg.start_soon(state.keep_current)
         tg.start_soon(_stop_on_signals, tg.cancel_scope)

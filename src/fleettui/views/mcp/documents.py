@@ -382,10 +382,12 @@ def _judged(
         views = [v]
     else:
         views = list(state.views())
-    watch = FitWatch(request)
+    watch = FitWatch(request, calibration=state.calibration)
     watch.learn_all((v.name, v.snapshot) for v in views if v.snapshot is not None)
-    meta, known = state.fits.get(request, (None, {}))
-    if meta != watch.meta:  # metadata learned anew (or first asked): judge every node again
+    cal = state.calibration
+    basis = (watch.meta, cal.version if cal is not None else None)
+    seen, known = state.fits.get(request, (None, {}))
+    if seen != basis:  # new metadata or a new calibration (or first asked): judge all again
         known = {}
     for v in views:
         hit = known.get(v.name)
@@ -396,7 +398,7 @@ def _judged(
             fit = watch.check(v.name, snap) if snap is not None else None
             known[v.name] = (v.version, fit)
         v.fit = watch.judge(v, fit)
-    state.remember_fits(request, watch.meta, known)
+    state.remember_fits(request, basis, known)
     return watch, views
 
 

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 
+from fleettui.aggregator.calibration import CalibrationStore
 from fleettui.aggregator.state import FleetEvent, NodeState, NodeView
 from fleettui.capacity.fit import Fit, FitRequest
-from fleettui.wire import ModelMeta
 
 RECORDED = ("state", "action", "audit", "error")  # every kind but the per-tick snapshot
 EVENTS_KEPT = 1000
@@ -88,10 +88,12 @@ class FleetState:
         stale_after_s: float,
         redactor: Redactor | None = None,
         kept: int = EVENTS_KEPT,
+        calibration: CalibrationStore | None = None,
     ) -> None:
         self.reader = reader
         self.stale_after_s = stale_after_s
         self.redact = redactor or Redactor({})
+        self.calibration = calibration  # the fit questions' corrections (as `fleet fit`)
         self._views: dict[str, NodeView] = {}
         self._versions: dict[str, int] = {}
         self._generation: int | None = None
@@ -100,8 +102,9 @@ class FleetState:
         self._refreshed = -REFRESH_S
         self._active_until = 0.0  # keep_current refreshes until then (touched)
         self.events: deque[FleetEvent] = deque(maxlen=kept)
-        # per fit question: the metadata it was judged with, and per node (version, answer)
-        self.fits: dict[FitRequest, tuple[ModelMeta | None, dict[str, tuple[int, Fit | None]]]]
+        # per fit question: what it was judged with (the metadata, the calibration's
+        # version), and per node (version, answer)
+        self.fits: dict[FitRequest, tuple[object, dict[str, tuple[int, Fit | None]]]]
         self.fits = {}
         self.since = time.time()
 
@@ -151,14 +154,12 @@ class FleetState:
         return self._views.get(name)
 
     def remember_fits(
-        self,
-        request: FitRequest,
-        meta: ModelMeta | None,
-        known: dict[str, tuple[int, Fit | None]],
+        self, request: FitRequest, basis: object, known: dict[str, tuple[int, Fit | None]]
     ) -> None:
-        """Keep a question's answers: asked again, only the nodes that changed are judged."""
+        """Keep a question's answers: asked again on the same `basis`, only the nodes that
+        changed are judged."""
         self.fits.pop(request, None)
-        self.fits[request] = (meta, known)
+        self.fits[request] = (basis, known)
         while len(self.fits) > FITS_KEPT:
             del self.fits[next(iter(self.fits))]
 
