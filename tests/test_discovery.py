@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import _STARTED, SERVING_RE, AgentProc
-from fleettui.agent.advertise import advertise_warning, announcements, loopback_only
+from fleettui.agent.advertise import (
+    advertise_warning,
+    announcements,
+    loopback_only,
+    served_fingerprint,
+)
 from fleettui.agent.config import ConfigError, load_agent_config
 from fleettui.mdns import ASIAI_TYPE, SERVICE_TYPE, instance_name, read_advert, txt_record
 
@@ -98,6 +103,18 @@ def test_odd_txt_values_are_dropped_not_shown() -> None:
     assert (got.version, got.tls, got.fingerprint) == (None, False, None)
     asiai = _read({b"anything": b"\x00" * 300}, "mac-studio", service_type=ASIAI_TYPE)
     assert not isinstance(asiai, str) and (asiai.kind, asiai.version) == ("asiai", None)
+
+
+def test_the_advertised_fingerprint_is_the_served_certificates(tmp_path: Path) -> None:
+    from fleettui.pki import init_ca, issue_node
+
+    init_ca(tmp_path / "pki")
+    issued = issue_node(tmp_path / "pki", "gpu1")
+    assert served_fingerprint(str(issued.cert)) == issued.fingerprint
+    assert served_fingerprint(None) is None
+    assert served_fingerprint(str(tmp_path / "missing.crt")) is None
+    got = _read(_props(txt_record("0.1.0", issued.fingerprint)))
+    assert not isinstance(got, str) and got.fingerprint == issued.fingerprint
 
 
 def test_instance_names_from_host_names() -> None:
@@ -367,6 +384,8 @@ def test_announcements_name_the_bound_address() -> None:
         lo.bind(("127.0.0.1", 0))
         any_.bind(("0.0.0.0", 0))
         assert announcements([agent], [lo], ()) == []
+        [tls] = announcements([agent], [any_], ("192.168.1.4",), FP)
+        assert (tls.txt["tls"], tls.txt["fp"]) == ("1", FP)
         [item] = announcements([agent], [any_], ("192.168.1.4",))
         assert (item.name, item.addresses, item.port) == (
             "sim-1",

@@ -30,6 +30,7 @@ FIT = "fleettui.commands.fit"
 PLACE = "fleettui.commands.place"
 TLS = "fleettui.commands.tls"
 DISCOVER = "fleettui.commands.discover"
+ENROLL = "fleettui.commands.enroll"
 
 
 class Declared(Sequence[str]):
@@ -226,6 +227,12 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
         tp.add_argument("--config", type=Path, help="agent.toml (its dirs hold the tokens)")
         _json(tp)
         tp.set_defaults(func=_to(AGENT, f"cmd_token_{name}"))
+
+    join = asub.add_parser("join", help="join the fleet with the code `fleet enroll` printed")
+    join.add_argument("code", help="the join code (one line, fj1....)")
+    join.add_argument("--config", type=Path, help="agent.toml to write (default: XDG config dir)")
+    join.add_argument("--force", action="store_true", help="replace a tls_client_ca of another CA")
+    join.set_defaults(func=_to(AGENT, "cmd_join"))
 
     audit = asub.add_parser("audit", help="inspect the agent's hash-chained audit log")
     ausub = audit.add_subparsers(dest="audit_cmd", required=True, metavar="COMMAND")
@@ -452,6 +459,24 @@ def _add_tls(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_to(TLS, func))
 
 
+def _add_enroll(sub: argparse._SubParsersAction) -> None:
+    enroll = sub.add_parser(
+        "enroll", help="add a node and print the one-time code `fleet agent join` takes"
+    )
+    _fleet_config(enroll)
+    enroll.add_argument("name", help="node name (its certificate's name too)")
+    enroll.add_argument("--url", required=True, help="the node's https:// URL, as it will serve")
+    enroll.add_argument(
+        "--san", action="append", metavar="NAME|IP", help="another name or address (repeatable)"
+    )
+    enroll.add_argument("--minutes", type=int, default=15, help="the code's lifetime (15)")
+    enroll.add_argument("--days", type=int, default=90, help="certificate validity (90)")
+    enroll.add_argument("--role", default="", help="free text, e.g. inference")
+    enroll.add_argument("--tag", action="append", default=[], help="repeatable")
+    enroll.add_argument("--dir", type=Path, help="PKI directory (default: XDG data dir/pki)")
+    enroll.set_defaults(func=_to(ENROLL, "cmd_enroll"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = FleetParser(
         prog="fleet",
@@ -475,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent(sub)
     _add_fleet(sub)
     _add_tls(sub)
+    _add_enroll(sub)
     return p
 
 

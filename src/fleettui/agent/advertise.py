@@ -13,14 +13,17 @@ import importlib.util
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 
 from fleettui import __version__
 from fleettui.agent.node import NodeAgent
 from fleettui.mdns import SERVICE_TYPE, instance_name, txt_record
+from fleettui.pki import fingerprint
 
 log = logging.getLogger(__name__)
 UNREGISTER_S = 2.0  # the goodbye packets on shutdown: bounded, the agent is stopping
@@ -86,8 +89,24 @@ def node_name(agent: NodeAgent) -> str:
     return agent.config.advertise_name or instance_name(socket.gethostname())
 
 
+def served_fingerprint(cert_path: str | None) -> str | None:
+    """`sha256:<hex>` of the DER of the certificate the agent serves (the pin `fleet add
+    --discovered` writes), None without TLS or when it cannot be read (blocking: a thread)."""
+    if cert_path is None:
+        return None
+    try:
+        pem = Path(cert_path).read_text(encoding="ascii", errors="replace")
+        return fingerprint(ssl.PEM_cert_to_DER_cert(pem))
+    except (OSError, ValueError) as exc:
+        log.warning("advertise: cannot read %s for its fingerprint: %s", cert_path, exc)
+        return None
+
+
 def announcements(
-    agents: Sequence[NodeAgent], sockets: Sequence[socket.socket], machine: tuple[str, ...]
+    agents: Sequence[NodeAgent],
+    sockets: Sequence[socket.socket],
+    machine: tuple[str, ...],
+    fingerprint: str | None = None,
 ) -> list[Announcement]:
     """The adverts of the nodes whose socket another machine can reach."""
     out = []
@@ -98,7 +117,9 @@ def announcements(
         addresses = machine if _wildcard(host) else (host,)
         if addresses:
             out.append(
-                Announcement(node_name(agent), port, addresses, txt_record(__version__, None))
+                Announcement(
+                    node_name(agent), port, addresses, txt_record(__version__, fingerprint)
+                )
             )
     return out
 
@@ -115,7 +136,8 @@ async def advertise(agents: Sequence[NodeAgent], sockets: Sequence[socket.socket
     machine: tuple[str, ...] = ()
     if any(_wildcard(h) for h in hosts):
         machine = await anyio.to_thread.run_sync(_machine_addresses, "::" in hosts)
-    items = announcements(agents, sockets, machine)
+    fp = await anyio.to_thread.run_sync(served_fingerprint, agents[0].config.tls_cert)
+    items = announcements(agents, sockets, machine, fp)
     if not items:
         return
     bound = sorted({a for item in items for a in item.addresses})

@@ -141,6 +141,12 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return cmd_revoke(args)
 
 
+def cmd_join(args: argparse.Namespace) -> int:
+    from fleettui.agent.join import cmd_join
+
+    return cmd_join(args)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from fleettui.agent.audit import cmd_verify
 

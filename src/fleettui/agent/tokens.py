@@ -168,12 +168,21 @@ def _new_record(label: str, taken: set[str], rotated_from: str | None = None) ->
     if not label or len(label) > MAX_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise TokenError(f"label must be 1-{MAX_LABEL} printable characters")
     while True:
-        tid = f"tok_{secrets.token_hex(4)}"
+        secret = new_secret()
+        tid = secret.partition(".")[0]
         if tid not in taken:
             break
-    secret = f"{tid}.{secrets.token_urlsafe(32)}"
+    return _record(tid, label, secret, rotated_from), secret
+
+
+def new_secret() -> str:
+    """A token secret: its id, a dot, 256 random bits (`fleet enroll` makes one for a node)."""
+    return f"tok_{secrets.token_hex(4)}.{secrets.token_urlsafe(32)}"
+
+
+def _record(tid: str, label: str, secret: str, rotated_from: str | None = None) -> TokenRecord:
     salt = secrets.token_bytes(16)
-    rec = TokenRecord(
+    return TokenRecord(
         id=tid,
         label=label,
         created=round(time.time(), 3),
@@ -181,7 +190,6 @@ def _new_record(label: str, taken: set[str], rotated_from: str | None = None) ->
         hash=hash_secret(salt, secret),
         rotated_from=rotated_from,
     )
-    return rec, secret
 
 
 def create_token(path: Path, label: str) -> tuple[str, str]:
@@ -190,6 +198,19 @@ def create_token(path: Path, label: str) -> tuple[str, str]:
         rec, secret = _new_record(label, {r.id for r in records})
         records.append(rec)
     return rec.id, secret
+
+
+def import_token(path: Path, label: str, secret: str) -> str:
+    """Store a secret made elsewhere (a join code's), hashed like every other; returns its id."""
+    tid = split_secret(secret)
+    if tid is None or not SECRET_SHAPE_RE.fullmatch(secret):
+        raise TokenError("the token is not shaped like a fleettui token")
+    with locked(path) as records:
+        if any(r.id == tid for r in records):
+            raise TokenError(f"{path}: a token {tid} is there already (this code was used?)")
+        label = label.strip()[:MAX_LABEL]
+        records.append(_record(tid, label, secret))
+    return tid
 
 
 def _find(records: list[TokenRecord], tid: str, path: Path) -> TokenRecord:

@@ -137,4 +137,6 @@ def discovered_node(args: argparse.Namespace) -> dict[str, Any] | None:
         )
         return None
     fields: dict[str, Any] = {"url": advert.url(), "kind": advert.kind}
+    if advert.fingerprint:  # trust on first use: docs/deploy.md says how to check it
+        fields["tls_fingerprint"] = advert.fingerprint
     return fields
