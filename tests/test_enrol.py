@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from conftest import _STARTED, AgentProc
 from fleettui.enrol import JoinError, code_hash, make_code, read_code
 from fleettui.pki import init_ca, issue_node, load_ca
 
@@ -51,9 +53,17 @@ def homes(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return operator, node
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     operator, node = homes
-    enrolled = _fleet(operator, "enroll", "gpu1", "--url", "https://127.0.0.1:8443", "--tag", "a")
+    port = _free_port()
+    url = f"https://127.0.0.1:{port}"
+    enrolled = _fleet(operator, "enroll", "gpu1", "--url", url, "--tag", "a")
     assert enrolled.returncode == 0, enrolled.stderr
     code = enrolled.stdout.strip()
     assert code.startswith("fj1.") and "\n" not in code and len(code) < 4000
@@ -62,7 +72,7 @@ def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     # the operator side: the node is in projects.toml with its token file and the CA
     op_config = Path(operator["XDG_CONFIG_HOME"]) / "fleettui"
     projects = (op_config / "projects.toml").read_text()
-    assert 'name = "gpu1"' in projects and 'url = "https://127.0.0.1:8443"' in projects
+    assert 'name = "gpu1"' in projects and f'url = "{url}"' in projects
     assert "ca_file" in projects and "token_file" in projects and "tok_" not in projects
     token_file = op_config / "tokens" / "gpu1.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -110,6 +120,42 @@ def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     assert again.returncode == 2
     assert again.stderr.count("\n") == 1 and "used already" in again.stderr
     assert (agent_dir / "agent.toml").read_text() == toml
+
+    # the joined agent serves HTTPS with mutual TLS; the operator polls it with what enroll wrote
+    agent = AgentProc(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleettui",
+                "agent",
+                "serve",
+                "--simulate",
+                "--name",
+                "gpu1",
+                "--port",
+                str(port),
+            ],
+            env=node,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "agent.log").open("w"),
+        ),
+        stderr_path=tmp_path / "agent.log",
+    )
+    _STARTED.append(agent)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            ping = _fleet(operator, "ping", "gpu1", "--json", "--timeout", "3")
+            if ping.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert ping.returncode == 0, (ping.stdout, agent.stderr())
+        status = json.loads(_fleet(operator, "status", "--json").stdout)
+        [view] = status["nodes"]
+        assert (view["name"], view["state"], view["url"]) == ("gpu1", "ONLINE", url)
+    finally:
+        agent.stop()
 
 
 def _code(tmp_path: Path, *, expires: float) -> str:
