@@ -78,7 +78,7 @@ def test_bash_completes_commands_options_choices_and_nodes(
     top = c("")
     assert {"agent", "status", "ls", "bulk", "export", "completion"} <= set(top)
     assert c("ag") == ["agent"]
-    assert c("agent", "") == ["audit", "serve", "token"]
+    assert c("agent", "") == ["audit", "join", "serve", "token"]
     assert c("agent", "token", "r") == ["revoke", "rotate"]
     assert c("status", "--") == ["--config", "--full-audit", "--help", "--json", "--timeout"]
     assert c("add", "new", "--kind", "") == ["asiai", "fleettui", "ollama"]
