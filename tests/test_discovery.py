@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _STARTED, SERVING_RE, AgentProc
+from conftest import _STARTED, AgentProc
 from fleettui.agent.advertise import (
     advertise_warning,
     announcements,
@@ -30,6 +31,7 @@ from fleettui.agent.config import ConfigError, load_agent_config
 from fleettui.mdns import ASIAI_TYPE, SERVICE_TYPE, instance_name, read_advert, txt_record
 
 FP = "sha256:" + "ab" * 32
+SERVING = re.compile(r"serving (\S+) on (https?://\S+)")
 
 
 def _read(props: dict[bytes, bytes | None], name: str = "gpu1", **kw):
@@ -246,7 +248,7 @@ def _agent(ns: str, name: str, host: str, config: Path, tmp: Path) -> AgentProc:
     while not agent.urls:
         assert time.monotonic() < deadline and proc.poll() is None, agent.stderr()
         try:
-            if m := SERVING_RE.search(lines.get(timeout=0.2)):
+            if m := SERVING.search(lines.get(timeout=0.2)):
                 agent.urls[m.group(1)] = m.group(2)
         except queue.Empty:
             pass
@@ -274,10 +276,18 @@ FAKE_ADVERTISERS = textwrap.dedent(
 def test_discover_lists_two_agents_and_an_asiai_node_in_namespaces(
     link: dict[str, str], tmp_path: Path, xdg_home: Path
 ) -> None:
+    from fleettui.pki import init_ca, issue_node
+
     config = tmp_path / "agent.toml"
     config.write_text("advertise = true\nauto_detect = false\ninterval_s = 1.0\n")
+    init_ca(tmp_path / "pki")
+    cert = issue_node(tmp_path / "pki", "gpu-b", ["10.77.0.3"])
+    tls_config = tmp_path / "agent-tls.toml"
+    tls_config.write_text(
+        config.read_text() + f'tls_cert = "{cert.cert}"\ntls_key = "{cert.key}"\n'
+    )
     gpu_a = _agent(link["a"], "gpu-a", "10.77.0.2", config, tmp_path)
-    gpu_b = _agent(link["b"], "gpu-b", "10.77.0.3", config, tmp_path)
+    gpu_b = _agent(link["b"], "gpu-b", "10.77.0.3", tls_config, tmp_path)
     fakes = subprocess.Popen(
         _in(link["b"], sys.executable, "-c", FAKE_ADVERTISERS),
         stdout=subprocess.PIPE,
@@ -317,6 +327,8 @@ def test_discover_lists_two_agents_and_an_asiai_node_in_namespaces(
         assert found["gpu-a"]["url"] == gpu_a.url and found["gpu-b"]["url"] == gpu_b.url
         assert (found["gpu-a"]["kind"], found["gpu-a"]["version"]) == ("fleettui", "0.1.0")
         assert found["gpu-a"]["tls"] is False and found["gpu-a"]["fingerprint"] is None
+        assert found["gpu-b"]["url"].startswith("https://")
+        assert (found["gpu-b"]["tls"], found["gpu-b"]["fingerprint"]) == (True, cert.fingerprint)
         assert (found["mac-studio"]["kind"], found["mac-studio"]["url"]) == (
             "asiai",
             "http://10.77.0.3:8899",
@@ -345,6 +357,7 @@ def test_discover_lists_two_agents_and_an_asiai_node_in_namespaces(
         )
         assert added.returncode == 0, added.stderr
         assert f'url = "{gpu_b.url}"' in projects.read_text()
+        assert f'tls_fingerprint = "{cert.fingerprint}"' in projects.read_text()
         again = subprocess.run(
             _in(
                 link["op"],
