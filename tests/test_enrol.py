@@ -217,3 +217,22 @@ def test_enroll_refuses_plain_http_and_a_known_name(homes) -> None:
     assert _fleet(operator, "enroll", "gpu1", "--url", "https://10.0.0.1:8443").returncode == 0
     again = _fleet(operator, "enroll", "gpu1", "--url", "https://10.0.0.1:8443")
     assert again.returncode == 2 and "exists already" in again.stderr and again.stdout == ""
+
+
+def test_join_refuses_a_code_of_another_ca_unless_forced(tmp_path: Path) -> None:
+    node = _home(tmp_path / "node")
+    other = tmp_path / "other-pki"
+    init_ca(other)
+    theirs = issue_node(other, "gpu2")
+    agent_toml = tmp_path / "agent.toml"
+    agent_toml.write_text(
+        f'tls_cert = "{theirs.cert}"\ntls_key = "{theirs.key}"\n'
+        f'tls_client_ca = "{other / "ca.crt"}"\n# kept\n'
+    )
+    code = _code(tmp_path, expires=time.time() + 600)
+    out = _fleet(node, "agent", "join", code, "--config", str(agent_toml))
+    assert out.returncode == 2 and "another CA" in out.stderr and "--force" in out.stderr
+    forced = _fleet(node, "agent", "join", code, "--config", str(agent_toml), "--force")
+    assert forced.returncode == 0, forced.stderr
+    text = agent_toml.read_text()
+    assert "# kept" in text and f'tls_client_ca = "{tmp_path / "tls" / "ca.crt"}"' in text
