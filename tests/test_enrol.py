@@ -90,7 +90,14 @@ def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     assert code not in state_text  # the code is kept nowhere on the operator side
 
     # the node side: nothing fetched, everything installed from the code
-    joined = _fleet(node, "agent", "join", code)
+    joined = subprocess.run(
+        [sys.executable, "-m", "fleettui", "agent", "join", "-"],
+        env=node,
+        input=code + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert joined.returncode == 0, joined.stderr
     agent_dir = Path(node["XDG_CONFIG_HOME"]) / "fleettui" / "agent"
     toml = (agent_dir / "agent.toml").read_text()

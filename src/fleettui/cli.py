@@ -229,7 +229,9 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
         tp.set_defaults(func=_to(AGENT, f"cmd_token_{name}"))
 
     join = asub.add_parser("join", help="join the fleet with the code `fleet enroll` printed")
-    join.add_argument("code", help="the join code (one line, fj1....)")
+    join.add_argument(
+        "code", help="the join code (one line, fj1....); - reads it from stdin (not in ps)"
+    )
     join.add_argument("--config", type=Path, help="agent.toml to write (default: XDG config dir)")
     join.add_argument("--force", action="store_true", help="replace a tls_client_ca of another CA")
     join.set_defaults(func=_to(AGENT, "cmd_join"))

@@ -29,7 +29,7 @@ from fleettui.agent.config import (
     format_validation_error,
     load_agent_config,
 )
-from fleettui.enrol import JoinError, nonce_hash, read_code
+from fleettui.enrol import MAX_CODE, JoinError, nonce_hash, read_code
 from fleettui.fsutil import UnsafePathError, atomic_write, open_nofollow
 
 USED_FILE = "joins.json"
@@ -113,7 +113,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else default_config_path()
     try:
         config = load_agent_config(args.config)  # the default one may not exist yet
-        join = read_code(args.code, now=time.time())
+        code = sys.stdin.read(MAX_CODE + 1) if args.code == "-" else args.code
+        join = read_code(code, now=time.time())
     except (ConfigError, JoinError) as exc:
         return _fail(str(exc))
     if not SECRET_SHAPE_RE.fullmatch(join.token):
