@@ -119,6 +119,15 @@ def test_the_advertised_fingerprint_is_the_served_certificates(tmp_path: Path) -
     assert not isinstance(got, str) and got.fingerprint == issued.fingerprint
 
 
+def test_skipped_adverts_are_a_few_lines_and_a_count() -> None:
+    from fleettui.aggregator.discover import MAX_SKIPPED_LINES, Discovery
+
+    found = Discovery()
+    for i in range(1000):
+        found.skip(f"bad{i}: not a usable node name")
+    assert len(found.skipped) == MAX_SKIPPED_LINES and found.skipped_more == 1000 - 20
+
+
 def test_instance_names_from_host_names() -> None:
     assert instance_name("gpu1.lan") == "gpu1"
     assert instance_name("my box") == "my-box"

@@ -91,6 +91,8 @@ async def browse(timeout_s: float) -> Discovery:
                     tg.start_soon(resolve, zc, key, limit)
         await browser.async_cancel()
     finally:
+        send.close()
+        receive.close()
         with anyio.CancelScope(shield=True):
             await zc.async_close()
     return found
