@@ -74,6 +74,8 @@ def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     projects = (op_config / "projects.toml").read_text()
     assert 'name = "gpu1"' in projects and f'url = "{url}"' in projects
     assert "ca_file" in projects and "token_file" in projects and "tok_" not in projects
+    pki_nodes = Path(operator["XDG_DATA_HOME"]) / "fleettui" / "pki" / "nodes" / "gpu1"
+    assert sorted(p.name for p in pki_nodes.iterdir()) == ["gpu1.crt"]  # no node key kept
     token_file = op_config / "tokens" / "gpu1.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()

@@ -121,6 +121,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             token=token,
             expires=expires,
         )
+        issued.key.unlink()  # the node's key now lives in the code alone: none kept here
         atomic_write(token_file, token + "\n", mode=0o600)
         add_node(path, node)
         state = Path(platformdirs.user_state_dir("fleettui")) / PENDING_FILE
