@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import anyio.to_thread
@@ -88,6 +89,20 @@ def known_meta(snap: NodeSnapshot, model: str) -> bool:
     return find_meta({"": snap}, model) is not None
 
 
+def _router_path(entry: dict[str, Any]) -> Any:
+    """The model's GGUF path: `path`, or (the real llama-server's /models) the `--model`
+    argument of the child command line it lists under `status.args`."""
+    if "path" in entry:
+        return entry["path"]
+    status = entry.get("status")
+    args = status.get("args") if isinstance(status, dict) else None
+    if isinstance(args, list):
+        for flag, value in pairwise(args):
+            if flag in ("--model", "-m"):
+                return value
+    return None
+
+
 async def router_meta(client: httpx.AsyncClient, base: str, model: str) -> ModelMeta | None:
     """A llama.cpp router lists a model it has not loaded with the path of its GGUF file but no
     metadata: read the file's header (header only, capacity.files) so the fit can be told."""
@@ -95,7 +110,7 @@ async def router_meta(client: httpx.AsyncClient, base: str, model: str) -> Model
     body = r.json() if r.status_code == 200 else None
     data = body.get("data") if isinstance(body, dict) else None
     for d in data if isinstance(data, list) else []:
-        path = d.get("path") if isinstance(d, dict) and d.get("id") == model else None
+        path = _router_path(d) if isinstance(d, dict) and d.get("id") == model else None
         if isinstance(path, str) and path.startswith("/") and path.endswith(".gguf"):
             try:
                 return await anyio.to_thread.run_sync(meta_from_gguf, path)
