@@ -38,6 +38,7 @@ MAX_KEYS = 200  # the least recently observed key goes first
 MIN_OBSERVATIONS = 3  # fewer is an anecdote: one odd snapshot must not move the estimate
 MAX_FILE = 1 << 20  # a bigger file is not ours
 MAX_TEXT = 200  # a key's text fields (engine and model names, quantisation)
+SETTLED = 0.02  # two snapshots this close agree on what a model holds
 
 
 @dataclass(frozen=True)
@@ -320,9 +321,11 @@ class Calibrator:
     def __init__(self, store: CalibrationStore) -> None:
         self.store = store
         self.expected: dict[str, Expected] = {}
+        self._last: dict[str, tuple[float, int]] = {}  # node -> (ts, bytes) of the last look
 
     def expect(self, node: str, expected: Expected) -> None:
         self.expected[node] = expected
+        self._last.pop(node, None)
 
     def expire(self, older_than_s: float) -> list[str]:
         """Drop (and name) the loads no snapshot showed within `older_than_s`."""
@@ -330,18 +333,25 @@ class Calibrator:
         gone = [n for n, e in self.expected.items() if now - e.at > older_than_s]
         for n in gone:
             del self.expected[n]
+            self._last.pop(n, None)
         return gone
 
     def seen(self, node: str, snap: NodeSnapshot) -> Observation | None:
-        """Record the observation when this snapshot is newer than the estimate's and holds
-        the model; None otherwise (the load may still be settling: the next one may)."""
+        """Record the observation once two fresh snapshots after the load agree on what the
+        model holds (within SETTLED); None until then. One is not enough: an engine can
+        answer the load while still reading the weights in (a llama.cpp router says
+        `loading` for seconds), and mmapped weights become resident as they are touched."""
         exp = self.expected.get(node)
         if exp is None or snap.ts == exp.since_ts:
             return None
         got = observed_bytes(snap, exp.key.engine, exp.key.model)
         if got is None:
             return None
-        del self.expected[node]
+        before = self._last.get(node)
+        if before is None or before[0] == snap.ts or abs(got - before[1]) > SETTLED * got:
+            self._last[node] = (snap.ts, got)
+            return None
+        del self.expected[node], self._last[node]
         obs = Observation(time.time(), clean(node), exp.estimated_bytes, got)
         self.store.record(exp.key, obs)
         return obs
