@@ -33,6 +33,7 @@ API_PARAMS: dict[str, frozenset[str]] = {
     "lmstudio": frozenset({"ctx"}),  # context_length
     "llamacpp": frozenset(),  # router mode loads with the server's own -c/-np/-ctk
 }
+ROUTER_POLL_S = 0.2  # how often a llama.cpp router's /models is read while a model loads
 PLACEHOLDERS = {"{ctx}": "ctx", "{parallel}": "parallel", "{kv_type}": "kv_type"}
 
 
@@ -209,8 +210,41 @@ async def load_ollama(
 async def load_llamacpp_router(
     client: httpx.AsyncClient, base: str, req: ActionRequest, *, timeout_s: float
 ) -> LoadOutcome:
+    deadline = anyio.current_time() + timeout_s
     r = await client.post(f"{base}/models/load", json={"model": req.model}, timeout=timeout_s)
-    return _answered(r, [], req)
+    done = _answered(r, [], req)
+    if not done.ok:
+        return done
+    # The router answers while its child server still reads the weights in (`loading`): the
+    # load is done when /models says `loaded` (what a snapshot then shows is what it holds).
+    state = None
+    while anyio.current_time() < deadline:
+        state = await _router_state(client, base, req.model)
+        if state != "loading":
+            break
+        await anyio.sleep(ROUTER_POLL_S)
+    if state in ("loaded", None):  # None: a router that lists no status (the load was taken)
+        return done
+    return LoadOutcome(
+        False,
+        [f"{req.model}: the router says {str(state)[:40]!r} after the load"],
+        f"the router did not finish loading {req.model} ({str(state)[:40]})",
+    )
+
+
+async def _router_state(client: httpx.AsyncClient, base: str, model: str) -> object:
+    """The model's `status.value` in the router's /models, or None when it lists none."""
+    try:
+        r = await client.get(f"{base}/models")
+        body = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    for d in data if isinstance(data, list) else []:
+        if isinstance(d, dict) and d.get("id") == model:
+            status = d.get("status")
+            return status.get("value") if isinstance(status, dict) else None
+    return None
 
 
 async def load_lmstudio(
