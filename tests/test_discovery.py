@@ -414,3 +414,69 @@ def test_announcements_name_the_bound_address() -> None:
             ("192.168.1.4",),
             any_.getsockname()[1],
         )
+
+
+FLOOD = textwrap.dedent(
+    """
+    import asyncio, socket, sys
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+    async def main():
+        zc = AsyncZeroconf(interfaces=["10.77.0.3"])
+        infos = [
+            AsyncServiceInfo("_fleettui._tcp.local.", f"flood{i}._fleettui._tcp.local.",
+                port=1000 + i, properties={"txtvers": "1", "version": "x" * 200},
+                addresses=[socket.inet_aton("10.77.0.3")], server="flood.local.")
+            for i in range(int(sys.argv[1]))
+        ]
+        done = await asyncio.gather(
+            *[zc.async_register_service(i, cooperating_responders=True) for i in infos]
+        )
+        await asyncio.gather(*done)
+        print("registered", flush=True)
+        await asyncio.sleep(60)
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_flood_of_adverts_is_capped(link: dict[str, str], tmp_path: Path) -> None:
+    from fleettui.mdns import MAX_ADVERTS
+
+    flood = subprocess.Popen(
+        _in(link["b"], sys.executable, "-c", FLOOD, str(MAX_ADVERTS + 44)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert flood.stdout is not None and flood.stderr is not None
+        if flood.stdout.readline() != "registered\n":
+            flood.kill()
+            pytest.fail(f"the flood did not start: {flood.stderr.read()[-2000:]}")
+        projects = tmp_path / "projects.toml"
+        projects.write_text("")
+        out = subprocess.run(
+            _in(
+                link["op"],
+                sys.executable,
+                "-m",
+                "fleettui",
+                "discover",
+                "--timeout",
+                "4",
+                "--config",
+                str(projects),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        flood.kill()
+        flood.wait()
+    assert out.returncode == 0, out.stderr
+    assert f"{MAX_ADVERTS} not in" in out.stdout
+    assert f"more than {MAX_ADVERTS} services advertise here" in out.stdout
+    assert "x" * 33 not in out.stdout  # the version was over its bound: not shown

@@ -26,7 +26,7 @@ class Discovery:
     adverts: dict[str, Advert] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     skipped_more: int = 0  # skipped beyond the lines kept
-    overflow: int = 0  # services heard past MAX_ADVERTS, not resolved
+    overflow: int = 0  # announcements of services past the first MAX_ADVERTS: ignored
 
     def skip(self, reason: str) -> None:
         if len(self.skipped) < MAX_SKIPPED_LINES:

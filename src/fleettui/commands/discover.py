@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fleettui.commands.io import console, err, load_config, markup_safe, print_json
+from fleettui.mdns import MAX_ADVERTS
 
 if TYPE_CHECKING:
     from fleettui.aggregator.discover import Discovery
@@ -115,10 +116,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
         out.print(table)
     for line in found.skipped:
         out.print(f"[yellow]skipped: {markup_safe(line)}[/]")
-    if found.skipped_more or found.overflow:
+    if found.skipped_more:
+        out.print(f"[yellow]skipped {found.skipped_more} more adverts (not usable)[/]")
+    if found.overflow:
         out.print(
-            f"[yellow]skipped {found.skipped_more + found.overflow} more adverts "
-            "(too many, or not usable)[/]"
+            f"[yellow]more than {MAX_ADVERTS} services advertise here: "
+            f"{found.overflow} more announcements ignored[/]"
         )
     return 0
 
