@@ -94,7 +94,10 @@ def reload(ctx: ssl.SSLContext, config: AgentConfig) -> str:
 class _AlertingSSLProtocol(asyncio.sslproto.SSLProtocol):
     """asyncio's server TLS, but a failed handshake sends its alert before the connection is
     dropped: without it a client refused for having no certificate sees only a closed
-    connection instead of "certificate required" (the aggregator's `no client certificate`)."""
+    connection instead of "certificate required" (the aggregator's `no client certificate`).
+    Its read buffer is one TLS record, not asyncio's 256 KiB a connection (docs/performance.md)."""
+
+    max_size = 16 * 1024 + 256
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:

@@ -9,6 +9,7 @@ opened it only waits for the end (`wait`).
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import ssl
 import time
 from collections.abc import Callable
@@ -26,6 +27,32 @@ from fleettui.aggregator.transport.errors import (
 )
 from fleettui.aggregator.transport.framing import Endpoint, Framing
 from fleettui.aggregator.transport.tls import ssl_context
+
+
+class _SmallSSLProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's TLS with a read buffer of one TLS record: its default 256 KiB per connection
+    was most of the memory a thousand streams over TLS took (docs/performance.md)."""
+
+    max_size = 16 * 1024 + 256
+
+
+async def _connect(proto: asyncio.Protocol, ep: Endpoint, timeout_s: float) -> None:
+    """What create_connection(ssl=...) does, with the small-buffer TLS protocol."""
+    loop = asyncio.get_running_loop()
+    if ep.scheme != "https":
+        await loop.create_connection(lambda: proto, ep.host, ep.port)
+        return
+    ctx = ssl_context(ep.tls)
+    waiter = loop.create_future()
+    tls = _SmallSSLProtocol(
+        loop, proto, ctx, waiter, server_hostname=ep.host, ssl_handshake_timeout=timeout_s
+    )
+    transport, _ = await loop.create_connection(lambda: tls, ep.host, ep.port)
+    try:
+        await waiter
+    except BaseException:
+        transport.abort()
+        raise
 
 
 class PushStream(asyncio.Protocol):
@@ -62,13 +89,7 @@ class PushStream(asyncio.Protocol):
         try:
             with anyio.fail_after(timeout_s):
                 try:
-                    await asyncio.get_running_loop().create_connection(
-                        lambda: proto,
-                        ep.host,
-                        ep.port,
-                        ssl=ssl_context(ep.tls) if tls else None,
-                        server_hostname=ep.host if tls else None,
-                    )
+                    await _connect(proto, ep, timeout_s)
                 except OSError as exc:
                     raise FetchError(describe_connect_error(exc), reachable=False) from None
                 if tls and proto._transport is not None:  # the pin before any byte is sent
