@@ -269,3 +269,20 @@ def test_a_bind_error_names_the_busy_port_and_ipv6_urls_have_brackets() -> None:
     if "serving" not in line:
         pytest.skip("no IPv6 loopback here")
     assert "on http://[::1]:" in line, line
+
+
+def test_a_reader_that_leaves_early_is_no_traceback() -> None:
+    """`fleet completion bash | head -1`: the pipe closes under the writer."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "fleettui", "completion", "bash"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # before it writes a byte
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=30) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
