@@ -42,6 +42,7 @@ def node(
     models: list[Model],
     *,
     engine: str = "ollama",
+    engine_kind: str | None = None,
     kind: str = "gpu",
     ram_free_mb: float | None = None,
     settings: EngineSettings | None = None,
@@ -60,6 +61,7 @@ def node(
         engines=[
             Engine(
                 name=engine,
+                kind=engine_kind,
                 url="http://127.0.0.1:11434",
                 status="up",
                 models=models,
@@ -211,6 +213,21 @@ def test_partial_offload_when_ram_covers_the_rest() -> None:
 def test_llamacpp_keeps_its_fit_margin_per_gpu() -> None:
     fit = check_fit("n", node(24, 2, [], engine="llamacpp"), META, WANT)
     assert fit.margin_bytes == 1024 * MIB and "--fit" in fit.reasons[0]
+
+
+def test_rules_follow_the_engines_kind_not_its_name() -> None:
+    """`[engines.llamaone] kind = "llamacpp"`: llama.cpp's defaults (context from the model's
+    training length, the --fit margin); an agent older than `kind` names engines by kind."""
+    meta = META.model_copy(update={"ctx_train": 8192})
+    want = FitRequest("llama3.1:8b")
+    named = check_fit("n", node(24, 2, [], engine="llamaone", engine_kind="llamacpp"), meta, want)
+    assert named.verdict == "fits" and named.engine == "llamaone"
+    assert named.margin_bytes == 1024 * MIB and "--fit" in named.reasons[0]
+    by_kind = check_fit("n", node(24, 2, [], engine="llamacpp"), meta, want)
+    assert named.need_bytes == by_kind.need_bytes
+    unknown = check_fit("n", node(24, 2, [], engine="llamaone"), meta, want)
+    assert unknown.verdict == "unknown"
+    assert unknown.reasons[0].startswith("cannot estimate: context length")
 
 
 def test_ollama_max_loaded_models_forces_an_eviction() -> None:

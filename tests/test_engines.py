@@ -858,3 +858,14 @@ def test_mutated_vllm_metrics_never_raise() -> None:
         assert isinstance(out, dict) and all(isinstance(p, str) for p in problems)
 
     check()
+
+
+async def test_an_engine_named_apart_from_its_kind_says_its_kind() -> None:
+    """`[engines.llamaone] kind = "llamacpp"`: the wire carries both, up or down, so the fit
+    rules can key on the kind."""
+    async with httpx.AsyncClient(trust_env=False) as c:
+        with fake_engine(LLAMACPP) as eng:
+            up = await probe_engine(c, "llamaone", "llamacpp", eng.url, 2.0)
+        down = await probe_engine(c, "llamaone", "llamacpp", eng.url, 2.0)
+    assert (up.name, up.kind, up.status) == ("llamaone", "llamacpp", "up")
+    assert (down.name, down.kind, down.status) == ("llamaone", "llamacpp", "down")

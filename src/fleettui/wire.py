@@ -350,7 +350,11 @@ EngineStatus = Literal["up", "down"]
 
 
 class Engine(WireModel):
-    name: Name = Field(description="Engine kind: ollama, llamacpp, vllm, lmstudio, mlx.")
+    name: Name = Field(description="The engine's name in agent.toml (its kind by default).")
+    kind: Name | None = Field(
+        None,
+        description="Engine kind: ollama, llamacpp, vllm, lmstudio, mlx; absent: the name is.",
+    )
     url: Url
     status: EngineStatus
     version: Name | None = None
@@ -363,6 +367,12 @@ class Engine(WireModel):
         default_factory=list, max_length=MAX_MODELS, description="The engine's processes."
     )
     error: Line | None = Field(None, description="Why the engine is down or its answer unusable.")
+
+
+def engine_kind(engine: Engine) -> str:
+    """The kind an engine's rules key on: a table named `[engines.big] kind = "llamacpp"` is
+    llama.cpp; agents older than the `kind` field named every engine by its kind."""
+    return engine.kind or engine.name
 
 
 # How a snapshot's `problems[]` line about the agent's own audit log begins (agent/actions.py

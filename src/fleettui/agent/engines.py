@@ -682,7 +682,7 @@ def _capped(items: list[Any], what: str, where: str, problems: list[str]) -> lis
     return items[:MAX_MODELS]
 
 
-def _up(name: str, url: str, found: Found, pids: list[int]) -> Engine:
+def _up(name: str, kind: str, url: str, found: Found, pids: list[int]) -> Engine:
     """An engine that answered, each figure checked against the wire's bounds on its own: an
     odd one (a negative size, an exabyte of VRAM, a 10,000-character name) is dropped and
     named in `error`, the rest shown."""
@@ -703,6 +703,7 @@ def _up(name: str, url: str, found: Found, pids: list[int]) -> Engine:
         error = "; ".join(problems[:3]) + more
     return Engine(
         name=name,
+        kind=kind,
         url=url,
         status="up",
         version=version,
@@ -739,7 +740,7 @@ async def probe_engine(
                 _lookup, url, p, files, abandon_on_cancel=True
             )
         _attribute(kind, found, local, proc, headers, p)
-        return _up(name, url, found, proc.pids)
+        return _up(name, kind, url, found, proc.pids)
     except TimeoutError:
         err = f"no answer within {timeout_s:g} s"
     except httpx.ConnectError:
@@ -748,4 +749,4 @@ async def probe_engine(
         err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     except ProbeError as exc:
         err = str(exc)
-    return Engine(name=name, url=url, status="down", error=err)
+    return Engine(name=name, kind=kind, url=url, status="down", error=err)

@@ -22,7 +22,7 @@ from fleettui.capacity.estimate import (
     estimate,
     mib,
 )
-from fleettui.wire import Budget, Engine, Model, ModelMeta, NodeSnapshot
+from fleettui.wire import Budget, Engine, Model, ModelMeta, NodeSnapshot, engine_kind
 
 Verdict = Literal["fits", "evict", "no", "unknown"]
 PLATFORMS: dict[str, Platform] = {"gpu": "cuda", "unified": "metal", "ram": "cpu"}
@@ -164,7 +164,8 @@ def _evictable(snap: NodeSnapshot, kind: str) -> tuple[list[Cand], int]:
     out = []
     busy = 0
     for e in snap.engines:
-        can = e.name in UNLOADS or (e.name == "llamacpp" and e.settings and e.settings.router)
+        ek = engine_kind(e)
+        can = ek in UNLOADS or (ek == "llamacpp" and e.settings and e.settings.router)
         for m in e.models:
             if m.busy:
                 busy += 1
@@ -257,7 +258,7 @@ def check_fit(
     gpu_total = _gpu_total(snap)
     est = estimate(
         meta,
-        engine=eng.name,
+        engine=engine_kind(eng),
         ctx=req.ctx,
         parallel=req.parallel,
         kv_type=req.kv_type,
@@ -267,7 +268,7 @@ def check_fit(
     )
     est = calibrated(est, (calibration or {}).get(eng.name))
     free = round(budget.free_mb * MIB)
-    margin, margin_why = margin_for(budget, len(snap.gpus), eng.name)
+    margin, margin_why = margin_for(budget, len(snap.gpus), engine_kind(eng))
     common = {
         "engine": eng.name,
         "estimate": est,
@@ -297,7 +298,7 @@ def check_fit(
         if not mine:
             why = f"no idle {eng.name} model to unload"
         return out("no", [slots, why], **common)
-    offload = _offload(eng.name, budget, est, short)
+    offload = _offload(engine_kind(eng), budget, est, short)
     if offload:
         return out(
             "fits",
@@ -342,7 +343,7 @@ def _evicted(
 
 def _ollama_slots(snap: NodeSnapshot, eng: Engine) -> str | None:
     """Why Ollama must unload one of its models first (MAX_LOADED_MODELS), or None."""
-    if eng.name != "ollama":
+    if engine_kind(eng) != "ollama":
         return None
     limit = (eng.settings.max_loaded if eng.settings else None) or OLLAMA_MAX_LOADED_PER_GPU * max(
         len(snap.gpus), 1
