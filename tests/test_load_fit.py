@@ -253,3 +253,36 @@ async def test_dashboard_f_model_then_l_loads_it_and_the_fit_column_follows(node
                 ),
                 what="fit from the next snapshot",
             )
+
+
+async def test_dashboard_l_loads_with_the_f_questions_context(node: Node) -> None:
+    """F asked with ctx=: the modal judges and the load asks for that context, not the
+    engine's default (what the Fit column showed is what is loaded)."""
+    import json as _json
+
+    from fleettui.views.tui.app import FleetApp
+    from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+    from fleettui.views.tui.screens.fit import FitScreen
+    from pilot_util import cell, until
+
+    cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
+    async with FleetAggregator(cfg, verify_chain=False) as agg:
+        app = FleetApp(agg, min_refresh_s=0.05, tick_s=0.2)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: cell(app, "gpu1") == "ONLINE", what="online")
+            await pilot.press("F")
+            await until(pilot, lambda: isinstance(app.screen, FitScreen), what="fit screen")
+            await pilot.press(*"llama3.1:8b ctx=8192", "enter")
+            await until(pilot, lambda: "fits" in cell(app, "gpu1", "fit"), what="Fit column")
+            await pilot.press("L")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen), what="modal")
+            assert app.screen.load_params == {"ctx": 8192}
+            assert app.screen.fits["gpu1"].estimate is not None
+            assert any(
+                "8192" in t.formula.replace(",", "") for t in app.screen.fits["gpu1"].estimate.terms
+            )
+            await pilot.press("y")
+            await until(pilot, lambda: app.bulk.last is not None, what="dispatch done")
+            assert app.bulk.last.succeeded == ["gpu1"], app.bulk.last.failed
+    sent = [_json.loads(b) for p, b in node.ollama.bodies if p == "/api/generate"]
+    assert sent and sent[-1]["options"]["num_ctx"] == 8192

@@ -165,9 +165,8 @@ class FleetApp(App[None]):
         views = [self.main.views[n] for n in message.targets if n in self.main.views]
         if views:
             fleet = list(self.main.views.values())  # a load's model metadata: from any node
-            asked = self.main.fit_text  # the F question: its model is the one to load
-            prefer = asked.split()[0] if asked and message.action == "load" else None
-            screen = ConfirmActionScreen(message.action, views, fleet, prefer)
+            asked = self.main.fit_request if message.action == "load" else None
+            screen = ConfirmActionScreen(message.action, views, fleet, asked)
             self.push_screen(screen, self._confirmed)
 
     def _confirmed(self, choice: ActionChoice | None) -> None:

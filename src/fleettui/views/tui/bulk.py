@@ -35,7 +35,9 @@ class BulkRunner:
             self.to_table(ActionProgress(name, state))
 
         if problem is None:
-            request = ActionRequest(action=choice.action, engine=choice.engine, model=choice.model)
+            request = ActionRequest(
+                action=choice.action, engine=choice.engine, model=choice.model, **choice.params
+            )
             env = await self.source.act(choice.targets, request, progress)
         else:  # a name a node listed that no agent would accept: every target, not sent
             env = Envelope(choice.action, choice.engine, choice.model, choice.targets)

@@ -9,7 +9,8 @@ target's fit is shown with what would be evicted (the agent checks again before 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -39,6 +40,7 @@ class ActionChoice:
     targets: list[str]
     engine: str | None
     model: str | None
+    params: dict[str, Any] = field(default_factory=dict)  # a load's ctx / parallel / kv_type
 
 
 def engines_on(views: list[NodeView]) -> Counter[str]:
@@ -93,10 +95,17 @@ def loadable_on(views: list[NodeView], engine: str) -> Counter[str]:
 FIT_STYLE = {"fits": "green", "evict": "yellow", "no": "red", "unknown": "dim"}
 
 
-def fits_of(views: list[NodeView], fleet: list[NodeView], engine: str, model: str) -> list[Fit]:
-    """Each target's fit for loading `model` with `engine`, metadata from any node of the fleet."""
+def fits_of(
+    views: list[NodeView],
+    fleet: list[NodeView],
+    engine: str,
+    model: str,
+    params: dict[str, Any] | None = None,
+) -> list[Fit]:
+    """Each target's fit for loading `model` with `engine` (and the load's ctx / parallel /
+    kv_type), metadata from any node of the fleet."""
     meta = find_meta({v.name: v.snapshot for v in fleet if v.snapshot is not None}, model)
-    req = FitRequest(model, engine=engine)
+    req = FitRequest(model, engine=engine, **(params or {}))
     out = []
     for v in views:
         if v.snapshot is None:
@@ -161,13 +170,16 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         action: str,
         views: list[NodeView],
         fleet: list[NodeView] | None = None,
-        prefer: str | None = None,
+        asked: FitRequest | None = None,
     ) -> None:
         super().__init__()
         self.action = action
         self.views = views
         self.fleet = fleet if fleet is not None else views  # where a load's metadata may be
-        self.prefer = prefer  # a load: the model the F question names, highlighted first
+        # a load: the F question; its model is highlighted first, and loading that model
+        # asks for the question's ctx / parallel / kv_type (what its Fit column judged)
+        self.asked = asked
+        self.prefer = asked.model if asked is not None else None
         self.engines = engines_on(views)
         self.down = engines_down(views)
         self.fits: dict[str, Fit] = {}  # load: each target's, for the model highlighted
@@ -295,6 +307,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
                 return
             words.append(self.model)
             self._show_fits(self.engine or "", self.model)
+            words += [f"{k}={v}" for k, v in self.load_params.items()]
         targets = self.targets
         unsent = sum(1 for v in targets if not v.has_token)
         text = Text(" ".join(words), style="bold")
@@ -316,8 +329,17 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
                 text.append(f"; evicts idle {', '.join(evicting)} first", style="yellow")
         self.query_one("#confirm-summary", Static).update(text)
 
+    @property
+    def load_params(self) -> dict[str, Any]:
+        """The F question's ctx / parallel / kv_type when the model to load is its model."""
+        q = self.asked
+        if self.action != "load" or q is None or self.model != q.model:
+            return {}
+        given = {"ctx": q.ctx, "parallel": q.parallel, "kv_type": q.kv_type}
+        return {k: v for k, v in given.items() if v is not None}
+
     def _show_fits(self, engine: str, model: str) -> None:
-        fits = fits_of(self.views, self.fleet, engine, model)
+        fits = fits_of(self.views, self.fleet, engine, model, self.load_params)
         limit = (MAX_LISTED_COMPACT if self.compact else MAX_LISTED) // 2
         self.query_one("#confirm-fit", Static).update(fit_lines(fits, limit))
         self.fits = {f.node: f for f in fits}
@@ -353,7 +375,11 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
         if (self.action in NEEDS_ENGINE and self.engine is None) or not targets or lacking:
             self.app.bell()
             return
-        self.dismiss(ActionChoice(self.action, [v.name for v in targets], self.engine, self.model))
+        self.dismiss(
+            ActionChoice(
+                self.action, [v.name for v in targets], self.engine, self.model, self.load_params
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

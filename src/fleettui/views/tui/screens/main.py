@@ -16,6 +16,7 @@ from textual.widgets import Footer
 
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import NodeView
+from fleettui.capacity.fit import FitRequest
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.filter import FilterScreen
@@ -67,6 +68,7 @@ class MainScreen(Screen[None]):
         self.skipped = skipped
         self.config_warnings = list(config_warnings or [])
         self.fit_text: str | None = None  # the fit question asked with F, as typed
+        self.fit_request: FitRequest | None = None  # ... and as parsed
         self.strategy = "binpack"  # how its answers are ranked (strategy= in F, or b)
 
     def compose(self) -> ComposeResult:
@@ -180,7 +182,7 @@ class MainScreen(Screen[None]):
         # the fit screen validated it
         request, self.strategy = parse_fit(text) if text else (None, "binpack")
         watch = self.app.source.set_fit(request, strategy=self.strategy)  # type: ignore[attr-defined]
-        self.fit_text = text or None
+        self.fit_text, self.fit_request = text or None, request
         table = self.table
         table.show_optional({"fit"} if request else ())
         if request is not None:
