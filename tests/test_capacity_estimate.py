@@ -271,6 +271,17 @@ def test_compute_buffer_is_the_larger_of_attention_and_output_steps() -> None:
     assert term(ol, "compute buffer") == 4 * 512 * (1 + 4 * 4096 + 8192 * 33)
     told = estimate(LLAMA_8B, engine="ollama", ctx=4096, parallel=2, flash_attention=True)
     assert term(told, "compute buffer") == term(fa, "compute buffer")
+    # OLLAMA_FLASH_ATTENTION as the agent read it (settings), both ways; the argument wins
+    on = EngineSettings(flash_attention=True)
+    set_on = estimate(LLAMA_8B, engine="ollama", ctx=4096, parallel=2, settings=on)
+    assert term(set_on, "compute buffer") == 4 * 512 * (4096 + 128256)
+    off = EngineSettings(flash_attention=False)
+    set_off = estimate(LLAMA_8B, engine="ollama", ctx=4096, parallel=2, settings=off)
+    assert term(set_off, "compute buffer") == 4 * 512 * (1 + 4 * 4096 + 8192 * 33)
+    asked = estimate(
+        LLAMA_8B, engine="ollama", ctx=4096, parallel=2, settings=off, flash_attention=True
+    )
+    assert term(asked, "compute buffer") == term(set_on, "compute buffer")
     no_fa = estimate(LLAMA_8B, engine="llamacpp", ctx=8192, parallel=2, flash_attention=False)
     assert term(no_fa, "compute buffer") == 4 * 512 * (1 + 4 * 4096 + 8192 * 33)  # per sequence
 

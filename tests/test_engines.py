@@ -32,7 +32,7 @@ from fake_engines import (
     js,
 )
 from fleettui.agent import procs
-from fleettui.agent.engines import Probing, _gguf, probe_engine, vllm_metrics
+from fleettui.agent.engines import Probing, _gguf, _ollama_env, probe_engine, vllm_metrics
 from test_capacity_files import write_gguf
 
 pytestmark = pytest.mark.anyio
@@ -343,6 +343,7 @@ async def test_ollama_settings_from_its_environment_and_its_pids() -> None:
         "OLLAMA_KV_CACHE_TYPE": "Q8_0",
         "OLLAMA_CONTEXT_LENGTH": "8192",
         "OLLAMA_MAX_LOADED_MODELS": "lots",
+        "OLLAMA_FLASH_ATTENTION": "1",
     }
     with engine_process("OLLAMA_FULL", env=env) as (proc, url):
         e = await probe("ollama", url)
@@ -353,7 +354,7 @@ async def test_ollama_settings_from_its_environment_and_its_pids() -> None:
         "q8_0",
         8192,
     )
-    assert e.settings.max_loaded is None
+    assert e.settings.max_loaded is None and e.settings.flash_attention is True
     assert "engine ollama: OLLAMA_MAX_LOADED_MODELS 'lots' is not a number" in (e.error or "")
     assert all(m.pid is None for m in e.models)  # Ollama's runners hold the models, not it
 
@@ -869,3 +870,13 @@ async def test_an_engine_named_apart_from_its_kind_says_its_kind() -> None:
         down = await probe_engine(c, "llamaone", "llamacpp", eng.url, 2.0)
     assert (up.name, up.kind, up.status) == ("llamaone", "llamacpp", "up")
     assert (down.name, down.kind, down.status) == ("llamaone", "llamacpp", "down")
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [("1", True), ("true", True), ("yes", True), ("0", False), ("False", False), ("'f'", False)],
+)
+def test_ollama_flash_attention_reads_as_ollama_does(value: str, on: bool) -> None:
+    # Go's ParseBool spellings; a value it cannot parse is on, as in Ollama's envconfig.Bool
+    assert _ollama_env({"OLLAMA_FLASH_ATTENTION": value}, []) == {"flash_attention": on}
+    assert _ollama_env({"OLLAMA_FLASH_ATTENTION": " "}, []) == {}  # unset: Ollama's default

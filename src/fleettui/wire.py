@@ -335,6 +335,9 @@ class EngineSettings(WireModel):
     num_parallel: Count | None = Field(None, description="Ollama OLLAMA_NUM_PARALLEL, slots.")
     max_loaded: Count | None = Field(None, description="Ollama OLLAMA_MAX_LOADED_MODELS.")
     kv_type: Name | None = None
+    flash_attention: bool | None = Field(
+        None, description="Ollama OLLAMA_FLASH_ATTENTION: on, its graph keeps no score matrix."
+    )
     gpu_memory_utilization: Ratio | None = Field(
         None, description="vLLM: the share of each GPU it claims at start, whatever it holds."
     )

@@ -260,6 +260,10 @@ async def probe_ollama(client: httpx.AsyncClient, base: str, p: Probing) -> Foun
     return found
 
 
+# Go's strconv.ParseBool false spellings (Ollama reads its boolean settings with it)
+OLLAMA_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
+
+
 def _ollama_env(env: dict[str, str], problems: list[str]) -> dict[str, Any]:
     """Ollama's memory settings from its environment (the API does not report them)."""
     out: dict[str, Any] = {}
@@ -275,6 +279,9 @@ def _ollama_env(env: dict[str, str], problems: list[str]) -> dict[str, Any]:
             problems.append(f"{key} {v[:40]!r} is not a number")
     if kv := env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower():
         out["kv_type"] = kv
+    if fa := env.get("OLLAMA_FLASH_ATTENTION", "").strip().strip("\"'"):
+        # Ollama's envconfig.Bool: Go's ParseBool, and a value it cannot parse counts as on
+        out["flash_attention"] = fa not in OLLAMA_FALSE
     return out
 
 

@@ -29,6 +29,7 @@ ENV_KEYS = frozenset(
         "OLLAMA_MAX_LOADED_MODELS",
         "OLLAMA_CONTEXT_LENGTH",
         "OLLAMA_KV_CACHE_TYPE",
+        "OLLAMA_FLASH_ATTENTION",
     }
 )
 

@@ -474,7 +474,8 @@ def estimate(
     training context for llama.cpp and vLLM). kv_type None: the engine's setting, else f16.
     kv_unified: llama-server's one KV pool shared by
     all slots (its default when -np is not given): ctx cells in all, not ctx x parallel.
-    flash_attention None: the engine's default (on for llama.cpp and LM Studio, off for Ollama).
+    flash_attention None: the engine's setting (Ollama's OLLAMA_FLASH_ATTENTION), else its
+    default (on for llama.cpp and LM Studio, off for Ollama).
     Never raises on missing or odd input: `missing` says what lacks, `total_bytes` is None."""
     missing: list[str] = []
     notes: list[str] = []
@@ -510,6 +511,8 @@ def estimate(
         terms.append(term)
     if engine == "mlx":
         notes.append("MLX grows its KV cache as tokens arrive: this is the cache at a full context")
+    if flash_attention is None and settings is not None:
+        flash_attention = settings.flash_attention
     if flash_attention is None:
         flash_attention = engine not in NO_FLASH_BY_DEFAULT
     terms.append(
