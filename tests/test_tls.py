@@ -31,6 +31,7 @@ from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.aggregator.state import NodeState
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
+from fleettui.aggregator.transport.gate import HANDSHAKES
 from fleettui.aggregator.transport.stream import PushStream
 from fleettui.aggregator.transport.tls import TlsPolicy
 from fleettui.config import FleetConfig, NodeConfig, parse_fleet_config
@@ -410,3 +411,41 @@ async def test_a_certificate_near_its_end_is_a_reason(tmp_path: Path) -> None:
     async with tls_agent(tls_cert=str(crt), tls_key=str(key)) as port:
         node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", ca_file=str(ca_pem))
         await settle(node, NodeState.DEGRADED, "TLS certificate expires in 4 days")
+
+
+async def test_handshakes_wait_their_turn_and_the_wait_is_not_the_nodes_timeout(
+    fleet_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet-wide handshake queue (transport/gate.py): with its one place held for longer
+    than the timeout, a poll and a stream connect when it frees, and neither times out."""
+    monkeypatch.setattr(HANDSHAKES, "limit", 1)
+    ca = str(pki.ca_paths(fleet_pki)[0])
+    async with tls_agent(**node_files(fleet_pki), tls_client_ca=ca) as port:
+        url = f"https://127.0.0.1:{port}"
+        async with NodeClient(url, None, 0.5, agg_policy(fleet_pki)) as client:
+            got: list[tuple[str, float]] = []
+            held = anyio.Event()
+
+            async def poll() -> None:
+                await held.wait()
+                assert b'"ok":true' in await client.get("/healthz")
+                got.append(("poll", anyio.current_time()))
+
+            async def stream() -> None:
+                await held.wait()
+                s = await PushStream.open(
+                    client.endpoint, "/api/v1/events", {}, token=None, timeout_s=0.5
+                )
+                s.close()
+                got.append(("stream", anyio.current_time()))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                tg.start_soon(stream)
+                with anyio.CancelScope() as scope:
+                    async with HANDSHAKES.turn(scope):
+                        held.set()
+                        freed = anyio.current_time() + 1.0
+                        await anyio.sleep(1.0)
+        assert sorted(what for what, _ in got) == ["poll", "stream"]
+        assert all(at >= freed for _, at in got)

@@ -30,6 +30,7 @@ from fleettui.aggregator.transport.errors import (
     timeout_reason,
 )
 from fleettui.aggregator.transport.framing import MAX_BODY, Endpoint, Framing
+from fleettui.aggregator.transport.gate import HANDSHAKES
 from fleettui.aggregator.transport.tls import DEFAULT, TlsInfo, TlsPolicy, ssl_context
 
 
@@ -65,16 +66,20 @@ class Connection:
         self._pending = b""  # body bytes that arrived with the head
 
     @classmethod
-    async def connect(cls, ep: Endpoint) -> Connection:
-        """Open a connection (TLS for https, with the shared context); FetchError when not."""
+    async def connect(cls, ep: Endpoint, scope: anyio.CancelScope) -> Connection:
+        """Open a connection (TLS for https, with the shared context); FetchError when not.
+
+        A TLS handshake waits its turn (`HANDSHAKES`); `scope`, the timeout, stands still meanwhile.
+        """
         try:
             if ep.scheme == "https":
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                    ep.host,
-                    ep.port,
-                    ssl_context=ssl_context(ep.tls),
-                    tls_standard_compatible=False,
-                )
+                async with HANDSHAKES.turn(scope):
+                    stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                        ep.host,
+                        ep.port,
+                        ssl_context=ssl_context(ep.tls),
+                        tls_standard_compatible=False,
+                    )
             else:
                 stream = await anyio.connect_tcp(ep.host, ep.port)
         except OSError as exc:
@@ -220,7 +225,7 @@ class NodeClient:
         req = framing.request(self.endpoint, method, target, headers or {}, self.token, body)
         conn: Connection | None = None
         try:
-            with anyio.fail_after(timeout_s):
+            with anyio.fail_after(timeout_s) as scope:
                 # only a GET is sent again when a kept connection turns out closed: an action
                 # is never risked twice, so it takes a fresh connection
                 if method == "GET":
@@ -234,7 +239,7 @@ class NodeClient:
                         await conn.aclose()  # the node closed it while idle: once more, fresh
                         conn = None
                 if conn is None:
-                    conn = await Connection.connect(self.endpoint)
+                    conn = await Connection.connect(self.endpoint, scope)
                     self.tls = conn.tls
                     await conn.exchange(req, body)
                 return await self._answer(conn, cap, strict)

@@ -26,6 +26,7 @@ from fleettui.aggregator.transport.errors import (
     tls_reason,
 )
 from fleettui.aggregator.transport.framing import Endpoint, Framing
+from fleettui.aggregator.transport.gate import HANDSHAKES
 from fleettui.aggregator.transport.tls import ssl_context
 
 
@@ -36,23 +37,27 @@ class _SmallSSLProtocol(asyncio.sslproto.SSLProtocol):
     max_size = 16 * 1024 + 256
 
 
-async def _connect(proto: asyncio.Protocol, ep: Endpoint, timeout_s: float) -> None:
-    """What create_connection(ssl=...) does, with the small-buffer TLS protocol."""
+async def _connect(
+    proto: asyncio.Protocol, ep: Endpoint, timeout_s: float, scope: anyio.CancelScope
+) -> None:
+    """What create_connection(ssl=...) does, with the small-buffer TLS protocol; the
+    handshake waits its turn (`HANDSHAKES`), and `scope`, the timeout, stands still meanwhile."""
     loop = asyncio.get_running_loop()
     if ep.scheme != "https":
         await loop.create_connection(lambda: proto, ep.host, ep.port)
         return
     ctx = ssl_context(ep.tls)
-    waiter = loop.create_future()
-    tls = _SmallSSLProtocol(
-        loop, proto, ctx, waiter, server_hostname=ep.host, ssl_handshake_timeout=timeout_s
-    )
-    transport, _ = await loop.create_connection(lambda: tls, ep.host, ep.port)
-    try:
-        await waiter
-    except BaseException:
-        transport.abort()
-        raise
+    async with HANDSHAKES.turn(scope):
+        waiter = loop.create_future()
+        tls = _SmallSSLProtocol(
+            loop, proto, ctx, waiter, server_hostname=ep.host, ssl_handshake_timeout=timeout_s
+        )
+        transport, _ = await loop.create_connection(lambda: tls, ep.host, ep.port)
+        try:
+            await waiter
+        except BaseException:
+            transport.abort()
+            raise
 
 
 class PushStream(asyncio.Protocol):
@@ -87,9 +92,9 @@ class PushStream(asyncio.Protocol):
         proto = cls(f.send(framing.request(ep, "GET", target, headers, token)), f)
         tls = ep.scheme == "https"
         try:
-            with anyio.fail_after(timeout_s):
+            with anyio.fail_after(timeout_s) as scope:
                 try:
-                    await _connect(proto, ep, timeout_s)
+                    await _connect(proto, ep, timeout_s, scope)
                 except OSError as exc:
                     raise FetchError(describe_connect_error(exc), reachable=False) from None
                 if tls and proto._transport is not None:  # the pin before any byte is sent
