@@ -13,10 +13,10 @@ own CPU share over the same window (it must not be the bottleneck). The baseline
 client can do: per node one raw keep-alive GET of the snapshot every 2 s and one SSE stream,
 `json.loads` on both. Every run prints the ratio aggregator ÷ baseline.
 
---tls: the aggregator alone, against the same simulated agents served plain and then over
-mutual TLS (a fleet CA from pki.py, the operator certificate presented): the CPU seconds the
-aggregator spends per 2 s poll cycle with and without TLS, and the time until all are ONLINE
-(every node's two TLS handshakes).
+--tls: the aggregator alone, against the same simulated agents served plain, over TLS (the
+aggregator checks the agents' certificates against a fleet CA from pki.py) and over mutual TLS
+(the operator certificate presented too): the CPU seconds the aggregator spends per 2 s poll
+cycle in each, and the time until all are ONLINE (every node's two TLS handshakes).
 """
 
 from __future__ import annotations
@@ -378,25 +378,32 @@ def tls_main(sizes: list[int], window: float, warmup: float) -> None:
         crt, key = pki.node_paths(d, "localhost")
         pki.issue_node(d, "localhost", ["127.0.0.1"])
         ca = pki.ca_paths(d)[0]
-        agent_toml = Path(tmp) / "agent.toml"
-        agent_toml.write_text(f'tls_cert = "{crt}"\ntls_key = "{key}"\ntls_client_ca = "{ca}"\n')
+        served = f'tls_cert = "{crt}"\ntls_key = "{key}"\n'
         op_crt, op_key = pki.operator_paths(d)
-        operator = {"ca_file": str(ca), "client_cert": str(op_crt), "client_key": str(op_key)}
+        # what the agents are told (agent.toml) and what the aggregator presents (Defaults)
+        modes: dict[str, tuple[str | None, dict[str, str]]] = {
+            "plain": (None, {}),
+            "TLS": (served, {"ca_file": str(ca)}),
+            "mTLS": (
+                served + f'tls_client_ca = "{ca}"\n',
+                {"ca_file": str(ca), "client_cert": str(op_crt), "client_key": str(op_key)},
+            ),
+        }
         rows = []
         for n in sizes:
-            for tls in (False, True):
+            for mode, (agent_toml, operator) in modes.items():
                 args = ["--simulate", "--nodes", str(n), "--name", "b", "--interval", str(INTERVAL)]
-                if tls:
-                    args += ["--config", str(agent_toml)]
-                    os.environ[TLS_ENV] = json.dumps(operator)
-                else:
-                    os.environ.pop(TLS_ENV, None)
+                if agent_toml is not None:
+                    path = Path(tmp) / f"agent-{mode}.toml"
+                    path.write_text(agent_toml)
+                    args += ["--config", str(path)]
+                os.environ[TLS_ENV] = json.dumps(operator)
                 proc, urls = start_agents(args, n, core=1)
                 try:
                     r = measure("aggregator", urls, window, warmup, core=0, sim_pid=proc.pid)
                 finally:
                     stop(proc)
-                r["tls"] = "mTLS" if tls else "plain"
+                r["tls"] = mode
                 r["cpu_s_per_cycle"] = round(r["cpu_pct"] / 100 * INTERVAL, 4)
                 rows.append(r)
         os.environ.pop(TLS_ENV, None)
