@@ -5,11 +5,13 @@ file others can read, so its reason names that file)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +451,37 @@ def test_each_node_s_secrets_are_its_token_and_the_paths_of_its_token_and_client
     assert {"from-file", str(token), str(key)} <= set(got["a"])
     assert {"from-env", str(key)} <= set(got["b"]) and str(token) not in got["b"]
     assert str(key) in got["c"] and not {"from-env", "from-file"} & set(got["c"])
+
+
+async def test_full_collections_wait_for_a_pause_between_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While calls keep coming no full collection runs (CPython's own is made rare); once
+    they pause for QUIET_S, one does."""
+    monkeypatch.setattr(mcp_command, "QUIET_S", 0.2)
+    full: list[float] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(time.monotonic())
+
+    state = argparse.Namespace(last_call=time.monotonic())
+    before = gc.get_threshold()
+    gc.callbacks.append(seen)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mcp_command.collect_between_calls, state, 0.05)
+            for _ in range(20):  # an agent calling every 20 ms for 0.4 s
+                state.last_call = time.monotonic()
+                await anyio.sleep(0.02)
+            assert gc.get_threshold()[2] == mcp_command.GEN2_EVERY
+            assert full == []
+            paused = state.last_call
+            with anyio.fail_after(5):
+                while not full:
+                    await anyio.sleep(0.02)
+            assert full[0] - paused >= 0.2
+            tg.cancel_scope.cancel()
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*before)

@@ -101,6 +101,7 @@ class FleetState:
         self._unparsed: dict[str, NodeView] = {}  # copies keep_current has not parsed yet
         self._refreshed = -REFRESH_S
         self._active_until = 0.0  # keep_current refreshes until then (touched)
+        self.last_call = -ACTIVE_S  # monotonic time of the last call (touched)
         self.events: deque[FleetEvent] = deque(maxlen=kept)
         # per fit question: what it was judged with (the metadata, the calibration's
         # version), and per node (version, answer)
@@ -119,7 +120,8 @@ class FleetState:
 
     def touched(self) -> None:
         """A call came in: keep the copies current for the next ACTIVE_S."""
-        self._active_until = time.monotonic() + ACTIVE_S
+        self.last_call = time.monotonic()
+        self._active_until = self.last_call + ACTIVE_S
 
     def _refresh(self, now: float) -> list[NodeView]:
         self._refreshed = now
