@@ -21,6 +21,7 @@ from fake_engines import (
     LLAMACPP_ROUTER,
     LMSTUDIO,
     LMSTUDIO_V1,
+    LMSTUDIO_V1_MODELS,
     MLX,
     OLLAMA,
     OLLAMA_FULL,
@@ -880,3 +881,38 @@ def test_ollama_flash_attention_reads_as_ollama_does(value: str, on: bool) -> No
     # Go's ParseBool spellings; a value it cannot parse is on, as in Ollama's envconfig.Bool
     assert _ollama_env({"OLLAMA_FLASH_ATTENTION": value}, []) == {"flash_attention": on}
     assert _ollama_env({"OLLAMA_FLASH_ATTENTION": " "}, []) == {}  # unset: Ollama's default
+
+
+async def test_lmstudio_model_gets_its_local_gguf_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LM Studio names no file: its GGUF is the one file in its models folder of the size it
+    reports, resident or on disk; a symlink there (it could point anywhere) is not followed."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    repo = tmp_path / ".lmstudio/models/lmstudio-community/Qwen3-4B-GGUF"
+    repo.mkdir(parents=True)
+    loaded = write_gguf(repo / "Qwen3-4B-Q4_K_M.gguf", layers=36)
+    other = tmp_path / ".cache/lm-studio/models/google/gemma-3-12b-GGUF"
+    other.mkdir(parents=True)
+    disk = write_gguf(other / "gemma-3-12b-Q3_K_L.gguf", layers=48, tensors=5)
+    away = tmp_path / "elsewhere.gguf"
+    write_gguf(away, layers=7, tensors=9)
+    (repo / "link.gguf").symlink_to(away)
+    models = json.loads(json.dumps(LMSTUDIO_V1_MODELS))
+    models["models"][0]["size_bytes"] = loaded.stat().st_size
+    models["models"][1]["size_bytes"] = disk.stat().st_size
+    models["models"].append({**models["models"][1], "key": "x/linked"})
+    models["models"][2]["size_bytes"] = away.stat().st_size
+    with fake_engine({**LMSTUDIO_V1, "/api/v1/models": js(models)}) as eng:
+        e = await probe("lmstudio", eng.url)
+    (m,) = e.models
+    assert m.meta is not None and (m.meta.source, m.meta.n_layers, m.meta.n_kv_heads) == (
+        "gguf",
+        36,
+        2,
+    )
+    by = {d.name: d for d in e.available}
+    assert by["google/gemma-3-12b"].meta is not None
+    assert by["google/gemma-3-12b"].meta.n_layers == 48
+    linked = by["x/linked"].meta
+    assert linked is None or linked.n_layers != 7  # the API's own metadata, never the link's

@@ -49,6 +49,10 @@ SHOWS_PER_TICK = 2  # on-disk Ollama models whose metadata is fetched per tick (
 SHOW_BUDGET_S = 0.5  # the metadata may be late; the engine's status may not
 LOOKUP_BUDGET_S = 2.0  # the engine's process and model files, per engine and tick
 ROUTER_DETAILS = 8  # llama.cpp router: loaded models asked for their /props and /slots per tick
+# LM Studio's models folders (0.3+, then older versions), under the agent user's home: its API
+# names no file, so a model's GGUF is the one file there of exactly the size it reports
+LMSTUDIO_DIRS = (".lmstudio/models", ".cache/lm-studio/models")
+LMSTUDIO_SCAN_MAX = 1024  # files looked at per tick: a models folder, not a whole disk
 # /v1/models owners that are llama.cpp: llama-server itself, and llama-cpp-python's server,
 # which runs the same llama.cpp but answers only the OpenAI routes (no /health, no /props).
 LLAMACPP_OWNERS = {"llamacpp": "llama-server", "me": "llama-cpp-python"}
@@ -489,6 +493,7 @@ def _lmstudio_v1(entries: list[Any], version: Any) -> Found:
         meta = meta_from_lmstudio(e, odd)
         found.problems.extend(f"model {e['key']}: {x}" for x in odd)
         instances = e.get("loaded_instances")
+        size = e.get("size_bytes") if e.get("format") == "gguf" else None
         if not isinstance(instances, list) or not instances:
             found.available.append(
                 {
@@ -497,6 +502,7 @@ def _lmstudio_v1(entries: list[Any], version: Any) -> Found:
                     "quant": qname or None,
                     "params": params_from_text(e.get("params_string")),
                     "meta": meta,
+                    "lms_size": size,
                 }
             )
             continue
@@ -510,6 +516,7 @@ def _lmstudio_v1(entries: list[Any], version: Any) -> Found:
                     "ctx": cfg.get("context_length"),
                     "parallel": cfg.get("parallel"),
                     "meta": meta,
+                    "lms_size": size,
                     "sources": _reported("size_mb", "ctx", "parallel"),
                 }
             )
@@ -602,10 +609,11 @@ def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
 
 
 def _lookup(
-    url: str, p: Probing, files: list[str]
+    url: str, p: Probing, files: list[str], sizes: list[int]
 ) -> tuple[bool, procs.ProcFacts, dict[str, ModelMeta | None]]:
     """(whether the engine runs on this machine, its process, the headers of the model files
-    it names) from its URL (blocking: run in a worker thread)."""
+    it names, and of LM Studio's files of the `sizes` it reports, keyed `size:N`) from its URL
+    (blocking: run in a worker thread)."""
     u = httpx.URL(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     if not procs.is_local(u.host):
@@ -616,7 +624,51 @@ def _lookup(
     if facts.pid is not None and facts.started is not None:
         with p.lock:
             p.pids[port] = (facts.pid, facts.started)
-    return True, facts, {f: _gguf(f, facts.cwd, p) for f in files[:ROUTER_DETAILS]}
+    headers = {f: _gguf(f, facts.cwd, p) for f in files[:ROUTER_DETAILS]}
+    if sizes:
+        by_size = _lmstudio_files(sizes[:ROUTER_DETAILS])
+        headers |= {f"size:{n}": _gguf(f, None, p) for n, f in by_size.items()}
+    return True, facts, headers
+
+
+def _lmstudio_files(sizes: list[int]) -> dict[int, str]:
+    """LM Studio's GGUF of each size (`<models>/<publisher>/<repo>/<file>.gguf`): a size that
+    no file or more than one file has is left out. Regular files only, and no symlink is
+    followed below the models folder (a link could point anywhere)."""
+    want = {n for n in sizes if isinstance(n, int) and n > 0}
+    hits: dict[int, list[str]] = {}
+    seen = 0
+    for sub in LMSTUDIO_DIRS:
+        root = os.path.join(os.path.expanduser("~"), sub)
+        for level1 in _dirs(root):
+            for level2 in _dirs(level1):
+                try:
+                    entries = list(os.scandir(level2))
+                except OSError:
+                    continue
+                for f in entries:
+                    seen += 1
+                    if seen > LMSTUDIO_SCAN_MAX:
+                        return {n: fs[0] for n, fs in hits.items() if len(fs) == 1}
+                    try:
+                        if not f.name.lower().endswith(".gguf") or not f.is_file(
+                            follow_symlinks=False
+                        ):
+                            continue
+                        size = f.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+                    if size in want:
+                        hits.setdefault(size, []).append(f.path)
+    return {n: fs[0] for n, fs in hits.items() if len(fs) == 1}
+
+
+def _dirs(path: str) -> list[str]:
+    """The folders directly in `path` (no symlinks), sorted; [] where it cannot be read."""
+    try:
+        return sorted(e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
 
 
 def _attribute(
@@ -636,6 +688,9 @@ def _attribute(
         found.models.append({"name": resident, "sources": {}})
     if kind == "ollama" and proc.env:
         found.settings.update(_ollama_env(proc.env, found.problems))
+    for m in [*found.models, *found.available]:  # LM Studio: its file's header, where found
+        if (header := headers.get(f"size:{m.pop('lms_size', None)}")) is not None:
+            m["meta"] = header
     cpu_only = local and not p.gpus
     by_file = {path: (pid, rss) for pid, (path, rss) in proc.child_models.items()}
     for m in found.models:
@@ -742,9 +797,10 @@ async def probe_engine(
         # the PIDs (the lookup finishes in its thread and fills the cache), never the engine
         local, proc, headers = False, procs.ProcFacts(), {}
         files = [m["gguf"] for m in found.models if m.get("gguf")]
+        sizes = [m["lms_size"] for m in [*found.models, *found.available] if m.get("lms_size")]
         with anyio.move_on_after(LOOKUP_BUDGET_S):
             local, proc, headers = await anyio.to_thread.run_sync(
-                _lookup, url, p, files, abandon_on_cancel=True
+                _lookup, url, p, files, sizes, abandon_on_cancel=True
             )
         _attribute(kind, found, local, proc, headers, p)
         return _up(name, kind, url, found, proc.pids)
