@@ -34,7 +34,7 @@ from fake_engines import (
 )
 from fleettui.agent import procs
 from fleettui.agent.engines import Probing, _gguf, _ollama_env, probe_engine, vllm_metrics
-from test_capacity_files import write_gguf
+from test_capacity_files import LLAMA_31_8B, safetensors, write_gguf
 
 pytestmark = pytest.mark.anyio
 
@@ -916,3 +916,38 @@ async def test_lmstudio_model_gets_its_local_gguf_header(
     assert by["google/gemma-3-12b"].meta.n_layers == 48
     linked = by["x/linked"].meta
     assert linked is None or linked.n_layers != 7  # the API's own metadata, never the link's
+
+
+async def test_mlx_model_folder_gives_its_config_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlx_lm's --model: a local folder (relative to its working directory) or a repo id in
+    the Hugging Face cache; its config.json gives the layers and heads, a fifo gives none."""
+    local = tmp_path / "work/qwen-4bit"
+    local.mkdir(parents=True)
+    (local / "config.json").write_text(json.dumps(LLAMA_31_8B))
+    safetensors(local / "model.safetensors", {"a": [64, 64]})
+    with engine_process("MLX", "--model", "qwen-4bit", cwd=tmp_path / "work") as (_, url):
+        e = await probe("mlx", url)
+    (m,) = e.models
+    assert m.meta is not None and (m.meta.source, m.meta.n_layers, m.meta.n_kv_heads) == (
+        "hf-config",
+        32,
+        8,
+    )
+    hub = tmp_path / "hub"
+    snap = hub / "models--mlx-community--Qwen2.5-7B-Instruct-4bit/snapshots/abc123"
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs/main").write_text("abc123")
+    os.mkfifo(snap / "config.json")  # reading it would hang the probe's thread
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    name = "mlx-community/Qwen2.5-7B-Instruct-4bit"
+    with engine_process("MLX", "--model", name) as (_, url):
+        fifo = await probe("mlx", url)
+    assert fifo.models[0].meta is None
+    (snap / "config.json").unlink()
+    (snap / "config.json").write_text(json.dumps({**LLAMA_31_8B, "num_hidden_layers": 28}))
+    with engine_process("MLX", "--model", name) as (_, url):
+        cached = await probe("mlx", url)
+    assert cached.models[0].meta is not None and cached.models[0].meta.n_layers == 28

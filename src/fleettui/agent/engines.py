@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleettui.agent import procs
 from fleettui.agent.collect.bounds import bounded, measured
-from fleettui.capacity.files import MetaFileError, meta_from_gguf
+from fleettui.capacity.files import MetaFileError, meta_from_gguf, meta_from_hf_config
 from fleettui.capacity.meta import (
     meta_from_llamacpp,
     meta_from_lmstudio,
@@ -53,6 +53,7 @@ ROUTER_DETAILS = 8  # llama.cpp router: loaded models asked for their /props and
 # names no file, so a model's GGUF is the one file there of exactly the size it reports
 LMSTUDIO_DIRS = (".lmstudio/models", ".cache/lm-studio/models")
 LMSTUDIO_SCAN_MAX = 1024  # files looked at per tick: a models folder, not a whole disk
+HF_CONFIG_MAX = 4 << 20  # a config.json past this is not a model's config
 # /v1/models owners that are llama.cpp: llama-server itself, and llama-cpp-python's server,
 # which runs the same llama.cpp but answers only the OpenAI routes (no /health, no /props).
 LLAMACPP_OWNERS = {"llamacpp": "llama-server", "me": "llama-cpp-python"}
@@ -580,6 +581,55 @@ PROBES: dict[str, Callable[[httpx.AsyncClient, str, Probing], Awaitable[Found]]]
 # --- the engine's process --------------------------------------------------------------------
 
 
+def _hf_dir(model: str, cwd: str | None) -> str | None:
+    """Where mlx_lm's `--model` lives: a local folder (relative: from the engine's working
+    directory), else a Hugging Face repo id's snapshot in the HF cache (`refs/main`)."""
+    local = os.path.join(cwd or "", model)
+    if os.path.isabs(local) and os.path.isdir(local):
+        return local
+    org, _, name = model.partition("/")
+    if not (org and name) or "/" in name or org.startswith(".") or name.startswith("."):
+        return None
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
+    )
+    repo = os.path.join(hub, f"models--{org}--{name}")
+    try:
+        with open(os.path.join(repo, "refs", "main"), encoding="ascii") as f:
+            rev = f.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return os.path.join(repo, "snapshots", rev) if rev.isalnum() else None
+
+
+def _hf_config(model: str, cwd: str | None, p: Probing) -> ModelMeta | None:
+    """The config.json (and safetensors headers) of mlx_lm's model, read once per version;
+    only a regular file of a config's size (never a fifo, a device or a whole disk)."""
+    folder = _hf_dir(model, cwd)
+    if folder is None:
+        return None
+    config = os.path.join(folder, "config.json")
+    try:
+        st = os.stat(config)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > HF_CONFIG_MAX:
+        return None
+    key = (config, st.st_mtime_ns, st.st_size)
+    with p.lock:
+        if key in p.ggufs:
+            return p.ggufs[key]
+    try:
+        meta: ModelMeta | None = meta_from_hf_config(folder)
+    except (MetaFileError, OSError):
+        meta = None
+    with p.lock:
+        while len(p.ggufs) >= SHOW_CACHE_MAX:
+            del p.ggufs[next(iter(p.ggufs))]
+        p.ggufs[key] = meta
+    return meta
+
+
 def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
     """The header of a model file the engine names (a relative path is the engine's, from its
     working directory), read once per file version. Only a regular file named *.gguf: the
@@ -609,11 +659,11 @@ def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
 
 
 def _lookup(
-    url: str, p: Probing, files: list[str], sizes: list[int]
+    url: str, p: Probing, files: list[str], sizes: list[int], kind: str
 ) -> tuple[bool, procs.ProcFacts, dict[str, ModelMeta | None]]:
     """(whether the engine runs on this machine, its process, the headers of the model files
-    it names, and of LM Studio's files of the `sizes` it reports, keyed `size:N`) from its URL
-    (blocking: run in a worker thread)."""
+    it names, of LM Studio's files of the `sizes` it reports (keyed `size:N`) and of mlx_lm's
+    --model config.json (`hf:MODEL`)) from its URL (blocking: run in a worker thread)."""
     u = httpx.URL(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     if not procs.is_local(u.host):
@@ -628,6 +678,8 @@ def _lookup(
     if sizes:
         by_size = _lmstudio_files(sizes[:ROUTER_DETAILS])
         headers |= {f"size:{n}": _gguf(f, None, p) for n, f in by_size.items()}
+    if kind == "mlx" and (model := _flag(facts.cmdline, "--model")):
+        headers[f"hf:{model}"] = _hf_config(model, facts.cwd, p)
     return True, facts, headers
 
 
@@ -685,7 +737,9 @@ def _attribute(
     metadata (layers, heads, window: what llama.cpp's own `meta` leaves out)."""
     if kind == "mlx" and (resident := _flag(proc.cmdline, "--model")):
         found.available = [m for m in found.available if m["name"] != resident]
-        found.models.append({"name": resident, "sources": {}})
+        found.models.append(
+            {"name": resident, "sources": {}, "meta": headers.get(f"hf:{resident}")}
+        )
     if kind == "ollama" and proc.env:
         found.settings.update(_ollama_env(proc.env, found.problems))
     for m in [*found.models, *found.available]:  # LM Studio: its file's header, where found
@@ -800,7 +854,7 @@ async def probe_engine(
         sizes = [m["lms_size"] for m in [*found.models, *found.available] if m.get("lms_size")]
         with anyio.move_on_after(LOOKUP_BUDGET_S):
             local, proc, headers = await anyio.to_thread.run_sync(
-                _lookup, url, p, files, sizes, abandon_on_cancel=True
+                _lookup, url, p, files, sizes, kind, abandon_on_cancel=True
             )
         _attribute(kind, found, local, proc, headers, p)
         return _up(name, kind, url, found, proc.pids)
