@@ -67,7 +67,10 @@ def _tool(mcp: MCPServer, state: FleetState, title: str) -> Callable[[Tool], Too
         @functools.wraps(fn)
         async def touching(*args: Any, **kwargs: Any) -> Any:
             state.touched()
-            return await fn(*args, **kwargs)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                state.touched()  # a pause counts from a call's end (collect_between_calls)
 
         mcp.add_tool(
             touching,
