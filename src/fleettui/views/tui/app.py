@@ -28,6 +28,7 @@ from fleettui.views.tui.screens.confirm import ActionChoice, ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.screens.main import MainScreen
+from fleettui.views.tui.spans import install as write_only_dirty_spans
 
 
 def local_hms(ts: float) -> str:
@@ -58,6 +59,7 @@ class FleetApp(App[None]):
         filter_text: str = "",
     ) -> None:
         super().__init__()
+        write_only_dirty_spans()
         if self.no_color:
             self._filters = make_legible(self._filters)
         self.source = source

@@ -134,6 +134,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._cells: dict[str, tuple[tuple, float, dict[str, Text]]] = {}
         # name -> ((stamp, ages, cursor), line, the line's segments left of the age cells)
         self._lines: dict[str, tuple[tuple, Strip, list[Segment]]] = {}
+        # name -> each cell's look when its line was last drawn (what a repaint compares)
+        self._drawn: dict[str, dict[str, tuple]] = {}
         self._body: list[str] = []  # visible columns left of the first age column
         self._tail: list[str] = []  # that column and those after it
         self._header: tuple[tuple, Strip] | None = None
@@ -187,6 +189,7 @@ class FleetTable(ScrollView, can_focus=True):
             self._body, self._tail = keys[:split], keys[split:]
             self._cells.clear()
             self._lines.clear()
+            self._drawn.clear()
         stamps = {name: self._stamp(self.views[name]) for name in want}
         known = self._known
         self.row_updates = sum(1 for n, s in stamps.items() if known.get(n) != s)
@@ -406,6 +409,7 @@ class FleetTable(ScrollView, can_focus=True):
         tail = self._segments(cells, self._tail, base, post)
         strip = Strip([*body, *tail]).adjust_cell_length(self.size.width, base)
         self._lines[name] = ((stamp, ages, cursor), strip, body)
+        self._drawn[name] = {key: _look(cell) for key, cell in cells.items()}
         return strip
 
     def _segments(
@@ -497,16 +501,32 @@ class FleetTable(ScrollView, can_focus=True):
         self._scroll_to_cursor(False)
 
     def _refresh_changed_lines(self) -> None:
-        """Repaint the on-screen rows whose line would differ from the one drawn."""
+        """Repaint the cells that would differ from the ones drawn, on the rows on screen.
+
+        Cells, not rows: Textual writes only the dirty spans of a line, so a row whose watts
+        moved costs the Power cell's bytes on the terminal, not the whole line's
+        (bench/terminal_bytes.py)."""
         top = self._top
         rows = range(top, min(top + self._page, len(self._order)))
         stale = []
+        regions = []
         for row in rows:
             name = self._order[row]
             cached = self._lines.get(name)
-            if cached is None or cached[0][:2] != self._line_key(name):
+            if cached is not None and cached[0][:2] == self._line_key(name):
+                continue
+            drawn = self._drawn.get(name)
+            if cached is None or drawn is None:
                 stale.append(row)
+                continue
+            cells, y, x = self._cells[name][2], row - top + HEADER, 0
+            for key, width in self.widths.items():
+                if drawn.get(key) != _look(cells[key]):
+                    regions.append(Region(x, y, width + SEP, 1))
+                x += width + SEP
         self._refresh_rows(stale)
+        if regions:
+            self.refresh(*regions)
 
     def _refresh_rows(self, rows: Iterable[int]) -> None:
         top, width = self._top, self.size.width
@@ -528,3 +548,9 @@ class FleetTable(ScrollView, can_focus=True):
     def _forget(self, name: str) -> None:
         self._cells.pop(name, None)
         self._lines.pop(name, None)
+        self._drawn.pop(name, None)
+
+
+def _look(cell: Text) -> tuple:
+    """What a cell shows: its text and its styles (equal looks draw the same cells)."""
+    return cell.plain, str(cell.style), tuple(cell.spans)

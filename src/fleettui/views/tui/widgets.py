@@ -25,6 +25,8 @@ EVENT_STYLE = {
 class TotalsBar(Static):
     """One line: fleet totals, selection count, and the active filter and sort."""
 
+    shown: Text | None = None
+
     def show(
         self,
         views: list[NodeView],
@@ -54,7 +56,9 @@ class TotalsBar(Static):
         if read_only:
             line.append(" │ ")
             line.append("read-only", style="bold red")
-        self.update(line, layout=False)  # one line, fixed height: no layout pass needed
+        if line != self.shown:  # called on every refresh: an unchanged line costs no repaint
+            self.shown = line
+            self.update(line, layout=False)  # one line, fixed height: no layout pass needed
 
 
 class PlaceBar(Static):
