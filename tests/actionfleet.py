@@ -47,13 +47,16 @@ class ActionFleet:
         return FleetConfig(path=None, nodes=nodes)
 
 
+_HELD: list[socket.socket] = []
+
+
 def dead_port_url() -> str:
-    """A loopback port with nothing listening (bound, then closed)."""
+    """A loopback port that refuses connections: bound, never listening, and held for the
+    session, so no agent of a test running beside this one can take it meanwhile."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
+    _HELD.append(s)
+    return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def write_action_agent_config(tmp: Path) -> tuple[Path, Path, str]:

@@ -174,14 +174,20 @@ async def test_faulty_nodes_never_stall_healthy_ones_and_recover(sims: AgentProc
 
             # healthy nodes stay ONLINE and fresh the whole time the faulty ones misbehave
             first_ts = {n: agg.node(n).snapshot.ts for n, _ in healthy}
+            # A starved CPU delays this loop's wake-ups as much as the pollers': that delay is
+            # allowed on top (a node held up behind a faulty one leaves this loop on time).
             t_end = time.monotonic() + 1.5
+            late = 0.0
             while time.monotonic() < t_end:
                 now = time.time()
                 for n, _ in healthy:
                     v = agg.node(n)
                     assert v.state is NodeState.ONLINE, (n, v.reasons)
-                    assert now - v.last_seen <= 2 * POLL, f"{n} not updated for {now - v.last_seen}"
+                    stale = now - v.last_seen
+                    assert stale <= 2 * POLL + late, f"{n} not updated for {stale} (late {late})"
+                due = time.monotonic() + 0.05
                 await anyio.sleep(0.05)
+                late = max(0.0, time.monotonic() - due)
             for n, _ in healthy:
                 assert agg.node(n).snapshot.ts > first_ts[n]
                 assert agg.node(n).stream_ok

@@ -24,10 +24,16 @@ def fleet(*args: str, config: Path, timeout: float = 30) -> subprocess.Completed
     )
 
 
+_HELD: list[socket.socket] = []
+
+
 def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that refuses connections: bound, never listening, and held for the session, so
+    no agent of a test running beside this one (xdist, other suites) can take it meanwhile."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return s.getsockname()[1]
 
 
 def write_config(path: Path, nodes: dict[str, str], extra: str = "") -> Path:
