@@ -67,12 +67,14 @@ def run_dashboard(
 
 async def _until_signal(main: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> int:
     """Run `main`; SIGTERM or SIGHUP (`kill`, a closed SSH session) calls `stop`, so the view
-    ends the way `q` ends it and the terminal is given back as it was. Returns 0, or 128 +
-    the signal's number."""
+    ends the way `q` ends it and the terminal is given back as it was. So does SIGINT (Ctrl-C):
+    left to asyncio it cancels the main task once, and under load that one cancellation could
+    be lost in the aggregator's timeouts, the view staying up. Returns 0 (also for Ctrl-C), or
+    128 + the signal's number."""
     got: list[int] = []
 
     async def watch() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP, signal.SIGINT) as signals:
             async for signum in signals:
                 got.append(signum)
                 stop()
@@ -82,7 +84,7 @@ async def _until_signal(main: Callable[[], Awaitable[None]], stop: Callable[[], 
         tg.start_soon(watch)
         await main()
         tg.cancel_scope.cancel()
-    return 128 + got[0] if got else 0
+    return 128 + got[0] if got and got[0] != signal.SIGINT else 0
 
 
 async def _rich_once(cfg: FleetConfig, full_audit: bool) -> int:
