@@ -607,3 +607,20 @@ def test_audit_table_shows_intents_and_their_outcomes() -> None:
         if seg.text.strip() in ("ok ←7", "started", "interrupted ←9")
     }
     assert styles == {"ok ←7": "green", "started": "yellow", "interrupted ←9": "bold red"}
+
+
+async def test_q_goes_back_from_the_detail_screen_and_quits_only_from_the_table() -> None:
+    app = sample_app(SampleSource())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await pilot.press("q")
+        await until(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        assert app.is_running and app.screen is app.main
+        await pilot.press("R")  # the confirm modal: q cancels it, sends nothing
+        await until(pilot, lambda: app.screen is not app.main)
+        await pilot.press("q")
+        await until(pilot, lambda: app.screen is app.main)
+        assert app.is_running
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)

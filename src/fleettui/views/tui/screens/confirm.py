@@ -161,7 +161,7 @@ class ConfirmActionScreen(ModalScreen[ActionChoice | None]):
     """Dismisses with the operator's choice, or None when cancelled."""
 
     BINDINGS = [
-        Binding("escape,n", "cancel", "Cancel"),
+        Binding("escape,n,q", "cancel", "Cancel"),
         Binding("y", "confirm", "Confirm"),
     ]
 

@@ -281,6 +281,7 @@ class DetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("backspace", "back", show=False),
+        Binding("q", "back", show=False),  # back, as in every other screen: never quits here
         Binding("r", "reload_audit", "Reload audit"),
     ]
 
