@@ -120,7 +120,7 @@ async def test_filter_with_empty_input_clears() -> None:
 
 async def test_sort_cycles_reverses_and_keeps_the_cursor() -> None:
     app = sample_app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
         await pilot.press("down", "down")  # cursor on gpu-b1
         await pilot.press("s")  # first sortable column: node name, ascending
@@ -131,8 +131,10 @@ async def test_sort_cycles_reverses_and_keeps_the_cursor() -> None:
         await pilot.press("S")
         assert t.visible_names == sorted(NAMES, reverse=True)
         assert t.cursor_name == "gpu-b1"
-        for _ in range(6):  # role, state, engines, models, gpu, power
+        for _ in range(len(t.widths)):  # role, state, why, engines... up to power
             await pilot.press("s")
+            if t.sort_key == "power":
+                break
         assert t.sort_key == "power" and t.sort_reverse  # watts: highest first
         assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
         assert t.visible_names[-1] == "new-node-9"  # unknown power sorts last
@@ -164,7 +166,7 @@ async def test_detail_screen_shows_everything_and_updates_live() -> None:
         assert text("#d-gpus").count("NVIDIA L40S") == 2
         assert "connection refused" in text("#d-engines")
         assert "llama3.1:8b" in text("#d-ledger") and "4.8G" in text("#d-ledger")
-        assert "now 312W" in text("#d-power")
+        assert "now 312 W" in text("#d-power")
         assert "restart" in text("#d-audit") and "denied" in text("#d-audit")
 
         source.update("gpu-b1", state=NodeState.OFFLINE, last_error="connection reset")
@@ -253,14 +255,14 @@ async def test_action_keys_post_targets_or_refuse_when_read_only() -> None:
 async def test_live_update_touches_only_changed_cells_and_keeps_state() -> None:
     source = SampleSource()
     app = sample_app(source, tick_s=0.05, min_refresh_s=0.01)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
         await pilot.press("down", "down", "down", "space", "s")  # select gpu-b2, sort by name
         before = (t.cursor_name, set(t.selected), t.sort_key)
         refreshes = app.refreshes
         source.update("gpu-b2", latency_ms=77.0)
         await until(pilot, lambda: app.refreshes > refreshes)
-        assert plain(app, "gpu-b2", "latency") == " 77ms"
+        assert plain(app, "gpu-b2", "latency") == " 77 ms"
         assert t.row_updates == 1  # only one row changed
         source.update("edge-lab-7", state=NodeState.ONLINE, last_seen=SAMPLE_NOW)
         await until(pilot, lambda: plain(app, "edge-lab-7", "state") == "ONLINE")
@@ -272,12 +274,12 @@ async def test_live_update_touches_only_changed_cells_and_keeps_state() -> None:
 async def test_refreshes_are_coalesced_per_generation() -> None:
     source = SampleSource()
     app = sample_app(source, tick_s=0.05, min_refresh_s=0.2)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         await pilot.pause(0.3)
         start = app.refreshes
         for i in range(50):  # a burst: 50 generations before the view gets to run
             source.update("gpu-a1", latency_ms=float(i))
-        await until(pilot, lambda: plain(app, "gpu-a1", "latency") == " 49ms")
+        await until(pilot, lambda: plain(app, "gpu-a1", "latency") == " 49 ms")
         await pilot.pause(0.3)
         assert app.refreshes - start == 1
 
@@ -286,7 +288,7 @@ async def test_nodes_added_and_removed_and_clock_driven_cells() -> None:
     now = [SAMPLE_NOW]
     source = SampleSource()
     app = sample_app(source, clock=lambda: now[0], tick_s=0.05, min_refresh_s=0.01)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
         assert plain(app, "gpu-a1", "seen") == "1s ago"
         now[0] += 120  # time passes, nothing changes: the Seen column still ages
@@ -303,13 +305,13 @@ async def test_narrow_terminal_hides_low_priority_columns_and_resizes() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         t = app.main.table
         shown = set(t.widths)
-        assert {"sel", "node", "state", "power", "engines", "gpu", "audit"} <= shown
-        assert not {"role", "models", "cost", "seen"} & shown
+        assert {"sel", "node", "state", "power", "why", "gpu", "cpu"} <= shown
+        assert not {"role", "models", "cost", "seen", "engines", "audit"} & shown
         assert sum(w + 1 for w in t.widths.values()) <= 80
         await pilot.press("down", "down", "space")
-        await pilot.resize_terminal(130, 40)
+        await pilot.resize_terminal(200, 40)
         await until(pilot, lambda: "role" in t.widths)
-        assert len(t.widths) == 12
+        assert len(t.widths) == 16
         assert t.cursor_name == "gpu-b1" and t.selected == {"gpu-b1"}
         assert plain(app, "gpu-b1", "sel") == "✓"
 
@@ -318,17 +320,17 @@ async def test_thousand_rows_keep_cursor_and_stay_consistent() -> None:
     views = generated_views(1000)
     source = SampleSource(views=views, events=[])
     app = sample_app(source, tick_s=1.0, min_refresh_s=0.01)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
         assert t.row_count == 1000
-        assert sum(w + 1 for w in t.widths.values()) <= 119  # room for the scrollbar
+        assert sum(w + 1 for w in t.widths.values()) <= 199  # room for the scrollbar
         t.move_cursor(row=500)
         await pilot.press("space")
         name = t.cursor_name
         assert name == "n0500"
         for v in views[::10]:  # 100 nodes change at once
             source.update(v.name, latency_ms=999.0)
-        await until(pilot, lambda: plain(app, "n0990", "latency") == "999ms")
+        await until(pilot, lambda: plain(app, "n0990", "latency") == "999 ms")
         assert t.cursor_name == name and t.cursor_row == 500
         assert t.selected == {name}
         assert t.row_updates == 100
@@ -346,7 +348,7 @@ async def test_only_changed_rows_on_screen_are_drawn_again() -> None:
     source = SampleSource(views=views, events=[])
     now = [SAMPLE_NOW]
     app = sample_app(source, clock=lambda: now[0], min_refresh_s=0.01, tick_s=0.05)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
         await pilot.pause()
         drawn = t.lines_rendered
@@ -356,7 +358,7 @@ async def test_only_changed_rows_on_screen_are_drawn_again() -> None:
         assert t.lines_rendered == drawn
         for v in views[100:200]:  # 100 nodes change, none of them on screen
             source.update(v.name, latency_ms=999.0)
-        await until(pilot, lambda: plain(app, "n0199", "latency") == "999ms")
+        await until(pilot, lambda: plain(app, "n0199", "latency") == "999 ms")
         await pilot.pause()
         assert t.row_updates == 100 and t.lines_rendered == drawn
         source.update("n0003", latency_ms=998.0)  # one on screen
@@ -412,10 +414,10 @@ async def test_rows_that_move_are_repainted_where_they_land() -> None:
 
 async def test_header_click_sorts_and_a_second_click_reverses() -> None:
     app = sample_app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         t = app.main.table
-        x = sum(w + 1 for k, w in t.widths.items() if list(t.widths).index(k) < 7)
-        assert list(t.widths)[7] == "power"
+        at = list(t.widths).index("power")
+        x = sum(w + 1 for k, w in t.widths.items() if list(t.widths).index(k) < at)
         await pilot.click("#fleet", offset=(x + 1, 0))
         assert t.sort_key == "power" and t.sort_reverse  # highest first
         assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
@@ -461,7 +463,7 @@ async def test_notes_overlay_the_state_cell_for_action_progress() -> None:
 async def test_the_header_shows_the_sort_arrow_as_it_moves() -> None:
     """What the terminal shows, not what render_line would draw: the header must be repainted."""
     app = sample_app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         await pilot.pause()
         assert "▲" not in screen_lines(app)[0]
         await pilot.press("s")

@@ -150,6 +150,7 @@ def model_meta(engine: str, name: str, quant: str) -> ModelMeta | None:
     )
 
 
+GPU_SHARE = 0.8  # at most this much of a node's watts is its GPUs' (the rest: CPU, fans...)
 GPU_KINDS = [
     ("NVIDIA RTX 4090", 24564, 450.0),
     ("NVIDIA L40S", 46068, 350.0),
@@ -217,6 +218,13 @@ class SimulatedNode:
         wobble = ((seed_of(f"{self.name}:{int(t)}") % 1000) / 1000.0 - 0.5) * 0.1
         return min(1.0, max(0.0, 0.15 + 0.7 * wave * (0.5 + 0.5 * self.load_bias) + wobble))
 
+    def gpu_load(self, t: float, index: int, load: float) -> float:
+        """GPU `index`'s share of the work: the node's load, skewed per GPU (the first ones
+        take the most) and wobbling on its own, 0..1."""
+        skew = 1.15 - 0.2 * index + ((seed_of(f"{self.name}:gpu{index}") % 100) / 100 - 0.5) * 0.3
+        wobble = ((seed_of(f"{self.name}:gpu{index}:{int(t)}") % 1000) / 1000.0 - 0.5) * 0.1
+        return min(1.0, max(0.0, load * skew + wobble))
+
     def watts(self, t: float) -> float:
         return round(self.idle_w + (self.peak_w - self.idle_w) * self.load(t), 1)
 
@@ -271,8 +279,12 @@ class SimulatedNode:
         gpus: list[Gpu] = []
         n_gpus = max(1, len(self.gpus_spec))
         per_gpu_mb = sum(mb for _, mb in placed) / n_gpus
+        # each GPU its own load around the node's; together they draw at most GPU_SHARE of it
+        loads = [self.gpu_load(t, i, load) for i in range(len(self.gpus_spec))]
+        draws = [g[2] * (0.1 + 0.85 * x) for g, x in zip(self.gpus_spec, loads, strict=True)]
+        fit = min(1.0, GPU_SHARE * watts / sum(draws)) if draws and sum(draws) else 1.0
         for i, (gname, gmem, gmax) in enumerate(self.gpus_spec):
-            gw = round(gmax * (0.1 + 0.85 * load), 1)
+            gw = round(draws[i] * fit, 1)
             used = round(min(gmem, DRIVER_MB + per_gpu_mb), 1)
             # what a GPU cannot hold the engines offloaded: the processes' shares shrink to fit
             scale = min(1.0, (used - DRIVER_MB) / per_gpu_mb) if per_gpu_mb else 1.0
@@ -287,10 +299,10 @@ class SimulatedNode:
                     uuid=f"GPU-sim-{seed_of(self.name + str(i)) % 10**12:012d}",
                     memory_total_mb=gmem,
                     memory_used_mb=used,
-                    util_pct=round(100 * load, 1),
+                    util_pct=round(100 * loads[i], 1),
                     power_w=gw,
                     power_limit_w=None if self.mac else float(gmax),
-                    temp_c=round(35 + 45 * load, 1),
+                    temp_c=round(35 + 45 * loads[i], 1),
                     # Apple's GPU has no NVML process list: nothing to attribute there
                     processes=[] if self.mac else procs,
                     attributed_mb=None if self.mac else 0.0,

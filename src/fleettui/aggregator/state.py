@@ -35,6 +35,61 @@ class BudgetFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuFacts:
+    """The GPUs in one line: how many, of which model, and the busiest one's figures (the
+    GPU column shows and sorts by these)."""
+
+    count: int
+    model: str  # the short name of the first GPU's model ("H100"), "mixed" when they differ
+    util_pct: float | None  # the busiest GPU's
+    temp_c: float | None
+    power_pct: float | None  # its power against its enforced limit, 0-100+
+
+
+def short_gpu_name(name: str) -> str:
+    """`NVIDIA H100 80GB HBM3` -> `H100`, `NVIDIA GeForce RTX 4090` -> `4090`,
+    `Apple M2 Ultra GPU` -> `M2Ultra`: what tells two GPUs apart in a narrow cell."""
+    words = [w for w in name.split() if w.casefold() not in _GPU_NOISE]
+    if not words:
+        return name[:8]
+    if len(words) > 1 and words[0][:1] in "Mm" and words[0][1:].isdigit():  # Apple M2 Ultra
+        return (words[0] + words[1])[:8]
+    return words[0][:8]
+
+
+_GPU_NOISE = frozenset({"nvidia", "geforce", "rtx", "tesla", "quadro", "apple", "amd", "gpu"})
+
+
+def _gpu_facts(snap: NodeSnapshot) -> GpuFacts | None:
+    if not snap.gpus:
+        return None
+    models = {short_gpu_name(g.name) for g in snap.gpus}
+    busiest = max(snap.gpus, key=lambda g: (g.util_pct or 0.0, g.temp_c or 0.0))
+    power_pct = None
+    if busiest.power_w is not None and busiest.power_limit_w:
+        power_pct = 100 * busiest.power_w / busiest.power_limit_w
+    return GpuFacts(
+        count=len(snap.gpus),
+        model=models.pop() if len(models) == 1 else "mixed",
+        util_pct=busiest.util_pct,
+        temp_c=busiest.temp_c,
+        power_pct=power_pct,
+    )
+
+
+def _models_len(snap: NodeSnapshot) -> int:
+    """How wide `first-model +N` is: the Models cell's natural width."""
+    names = [m.name for e in snap.engines if e.status == "up" for m in e.models]
+    return (
+        len(names[0]) + len(f" +{len(names) - 1}")
+        if len(names) > 1
+        else len(names[0])
+        if names
+        else 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotFacts:
     """The snapshot figures a view needs for every node (fleet totals, every sort key, numeric
     filters), kept beside the snapshot so that reading them never parses it."""
@@ -49,6 +104,12 @@ class SnapshotFacts:
     ts: float | None = None  # when the node collected the snapshot (the node's clock)
     cost_today: float = 0.0
     budget: BudgetFacts | None = None
+    cpu_pct: float | None = None
+    mem_mb: tuple[float, float] | None = None  # host RAM (used, total), if both known
+    mem_pressure_pct: float | None = None
+    gpu: GpuFacts | None = None
+    engines_len: int = 0  # the Engines and Models cells' natural widths (views/columns.py)
+    models_len: int = 0
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
@@ -70,6 +131,20 @@ class SnapshotFacts:
             budget=None
             if (b := snap.budget) is None
             else BudgetFacts(b.kind, b.total_mb, b.free_mb, clean(b.limit)),
+            cpu_pct=snap.cpu.percent,
+            mem_mb=None
+            if (m := snap.memory).used_mb is None or m.total_mb is None
+            else (m.used_mb, m.total_mb),
+            mem_pressure_pct=snap.memory.pressure_pct,
+            gpu=_gpu_facts(snap),
+            engines_len=sum(
+                len(e.name) + (2 + len(str(len(e.models))) if e.status == "up" else 2)
+                for e in snap.engines
+            )
+            - 1
+            if snap.engines
+            else 0,
+            models_len=_models_len(snap),
         )
 
 

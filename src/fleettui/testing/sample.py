@@ -215,6 +215,9 @@ def _gpu_processes(gpus: list[Gpu], engines: list[Engine]) -> tuple[list[Gpu], l
     return attribute(out, engines, [], lambda pid: tree.get(pid, [1]))
 
 
+GPU_SKEW = (1.0, 0.8, 0.9, 0.6)  # one node's GPUs do not carry the same load
+
+
 def _snapshot(
     host: str,
     gpus: list[tuple[str, float, float]],
@@ -237,9 +240,17 @@ def _snapshot(
             uuid=f"GPU-sample-{host}-{i}",
             memory_total_mb=total,
             memory_used_mb=round(total * used_frac, 1),
-            util_pct=util,
-            power_w=round(min(gmax, watts * 0.8 / max(1, len(gpus))), 1),
-            temp_c=round(38 + 0.4 * util, 1),
+            util_pct=round(max(0.0, min(100.0, util * GPU_SKEW[i % 4])), 1),
+            # the GPUs' watts: within the node's, each below its limit, the busy ones most
+            power_w=round(
+                min(
+                    gmax,
+                    watts * 0.8 * GPU_SKEW[i % 4] / sum(GPU_SKEW[j % 4] for j in range(len(gpus))),
+                ),
+                1,
+            ),
+            power_limit_w=None if mac else gmax,
+            temp_c=round(38 + 0.4 * util * GPU_SKEW[i % 4], 1),
         )
         for i, (gname, total, gmax) in enumerate(gpus)
     ]

@@ -69,6 +69,11 @@ _TYPO = dict(
 SCENES: tuple[Scene, ...] = (
     Scene("main", ("down", "space", "down", "down", "space"), screenshot=True),
     Scene("main_80x24", ("down", "space"), size=(80, 24)),
+    Scene("main_200x50", ("down", "space"), size=(200, 50)),
+    # `g` expands a node into its GPUs (gpu-a1, then gpu-b1 further down)
+    Scene("gpus", ("g", "down", "down", "down", "down", "down", "g"), screenshot=True),
+    Scene("gpus_80x24", ("g", "down"), size=(80, 24)),
+    Scene("gpus_200x50", ("g", "down", "down", "down", "down", "down", "g"), size=(200, 50)),
     Scene("detail", ("down", "down", "enter"), screenshot=True),
     Scene("detail_80x24", ("down", "down", "enter"), size=(80, 24)),
     Scene(

@@ -17,6 +17,18 @@ from fleettui.aggregator.fitwatch import spare_bytes
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.select import gpu_memory
+from fleettui.views.numbers import (
+    DASH,
+    TIMES,
+    fmt_age,
+    fmt_bytes,
+    fmt_count,
+    fmt_latency,
+    fmt_mb_pair,
+    fmt_money,
+    fmt_pct,
+    fmt_watts,
+)
 from fleettui.views.sparkline import sparkline
 from fleettui.wire import in_scope, scope_code
 
@@ -40,76 +52,6 @@ CHAIN_STYLE = {
     ChainStatus.UNKNOWN: "dim",
     ChainStatus.NOT_APPLICABLE: "dim",
 }
-CURRENCY = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
-DASH = "—"
-
-
-# --- formatting --------------------------------------------------------------------------
-
-
-def fmt_watts(w: float | None) -> str:
-    if w is None:
-        return DASH
-    return f"{w:.0f}W" if w < 9999.5 else f"{w / 1000:.1f}kW"
-
-
-def fmt_money(x: float | None, currency: str = "EUR") -> str:
-    if x is None:
-        return DASH
-    sym = CURRENCY.get(currency, "")
-    if x < 10:
-        num = f"{x:.2f}"
-    elif x < 99.95:
-        num = f"{x:.1f}"
-    elif x < 9999.5:
-        num = f"{x:.0f}"
-    else:
-        num = f"{x / 1000:.0f}k"
-    return sym + num
-
-
-def fmt_latency(ms: float | None) -> str:
-    if ms is None:
-        return DASH
-    if ms < 999.5:
-        return f"{ms:.0f}ms"
-    return f"{ms / 1000:.1f}s" if ms < 9950 else f"{ms / 1000:.0f}s"
-
-
-def fmt_duration(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
-
-
-def fmt_age(seconds: float | None) -> str:
-    return "never" if seconds is None else fmt_duration(seconds) + " ago"
-
-
-def fmt_mb(mb: float | None) -> str:
-    if mb is None:
-        return DASH
-    return f"{mb / 1024:.1f}G" if mb >= 1024 else f"{mb:.0f}M"
-
-
-MINUS = "\u2212"  # a real minus sign (U+2212): a negative margin, not a dash
-
-
-def fmt_bytes(n: int | None, signed: bool = False) -> str:
-    """GiB with one decimal (none from 100 GiB, MiB under one), with a sign when `signed`;
-    a dash when unknown. The estimator counts bytes; the wire's MiB go through fmt_mb."""
-    if n is None:
-        return DASH
-    sign = ("+" if n >= 0 else MINUS) if signed else (MINUS if n < 0 else "")
-    gib = abs(n) / 1024**3
-    if gib >= 99.95:
-        return f"{sign}{gib:.0f}G"
-    return f"{sign}{gib:.1f}G" if gib >= 1 else f"{sign}{gib * 1024:.0f}M"
 
 
 def _fit(text: Text, width: int) -> Text:
@@ -179,23 +121,112 @@ def cell_models(view: NodeView, width: int, now: float, selected: bool) -> Text:
     return _dim_if_stale(view, first.append(suffix, style="dim"))
 
 
-def cell_gpu(view: NodeView, width: int, now: float, selected: bool) -> Text:
-    snap = view.snapshot
-    if snap is None:
+def cell_vram(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    """GPU memory over every GPU, `43/160G 27%`; red from 95 %, yellow from 85 %."""
+    if view.facts is None:
         return Text("")
     mem = gpu_memory(view)
-    if not snap.gpus or mem is None:
+    if mem is None:
         return Text(DASH, style="dim")
     used, total = mem
     pct = 100 * used / total if total else 0.0
-    mem_s = f"{used / 1024:.0f}/{total / 1024:.0f}G"
-    utils = [g.util_pct for g in snap.gpus if g.util_pct is not None]
-    util_s = f" {sum(utils) / len(utils):.0f}%" if utils else ""
     style = "bold red" if pct >= 95 else "yellow" if pct >= 85 else ""
-    text = Text(mem_s, style=style)
-    if len(mem_s) + len(util_s) <= width:
-        text.append(util_s)
+    text = Text(fmt_mb_pair(used, total), style=style)
+    if text.cell_len + 4 <= width:
+        text.append(f" {pct:.0f}%")
     return _dim_if_stale(view, _fit(text, width))
+
+
+def _level(pct: float | None, warn: float, bad: float) -> str:
+    return "" if pct is None or pct < warn else "yellow" if pct < bad else "bold red"
+
+
+def cell_gpu(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    """`2xH100 97% 78°C 91%P` (a real times sign): count and model, then the busiest GPU's
+    utilisation, temperature and power against its limit, as many as fit; it sorts by the
+    utilisation."""
+    if view.facts is None:
+        return Text("")
+    g = view.facts.gpu
+    if g is None:
+        return Text(DASH, style="dim")
+    text = Text(f"{g.count}{TIMES}{g.model}")
+    parts = [
+        (fmt_pct(g.util_pct), ""),
+        (DASH if g.temp_c is None else f"{g.temp_c:.0f}°C", _level(g.temp_c, 80, 90)),
+        (f"{g.power_pct:.0f}%P", _level(g.power_pct, 90, 100)) if g.power_pct is not None else None,
+    ]
+    for part in parts:
+        if part is None or text.cell_len + 1 + len(part[0]) > width:
+            break
+        text.append(" ")
+        text.append(part[0], style=part[1])
+    return _dim_if_stale(view, _fit(text, width))
+
+
+def cell_cpu(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    facts = view.facts
+    if facts is None:
+        return Text("")
+    pct = facts.cpu_pct
+    return _dim_if_stale(view, Text(fmt_pct(pct).rjust(width), style=_level(pct, 85, 95)))
+
+
+def cell_mem(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    """Host RAM `98/256G 38%`: used/total, then the pressure (the share not available)."""
+    facts = view.facts
+    if facts is None:
+        return Text("")
+    if facts.mem_mb is None:
+        return Text(DASH, style="dim")
+    text = Text(fmt_mb_pair(*facts.mem_mb))
+    p = facts.mem_pressure_pct
+    if p is not None and text.cell_len + 1 + len(fmt_pct(p)) <= width:
+        text.append(" ")
+        text.append(fmt_pct(p), style=_level(p, 80, 95))
+    return _dim_if_stale(view, _fit(text, width))
+
+
+# A reason's long head and the short word for it: the Why column is narrow, the detail
+# screen has the full text.
+_REASON_SHORT = (
+    ("audit chain BROKEN", "chain BROKEN"),
+    ("snapshot stale: not updated for ", "stale "),
+    ("snapshot: ", ""),
+    ("event stream: ", "stream "),
+    ("engine ", ""),
+)
+
+
+def short_reason(reason: str) -> str:
+    """`engine vllm down: connection refused` -> `vllm down: connection refused`,
+    `audit chain BROKEN: seq 12: ...` -> `chain BROKEN`."""
+    for head, short in _REASON_SHORT:
+        if reason.startswith(head):
+            rest = reason[len(head) :]
+            return short if short.endswith("BROKEN") else short + rest
+    return reason
+
+
+def why_text(view: NodeView) -> str:
+    """The Why cell's text: empty for an ONLINE node, else its first reason, `+N` more."""
+    if view.state is NodeState.ONLINE or not view.reasons:
+        return "" if view.state is not NodeState.INITIALIZING else "first poll"
+    more = f" +{len(view.reasons) - 1}" if len(view.reasons) > 1 else ""
+    return short_reason(view.reasons[0]) + more
+
+
+def cell_why(view: NodeView, width: int, now: float, selected: bool) -> Text:
+    text = why_text(view)
+    if not text:
+        return Text("")
+    more = text.rfind(" +")
+    style = STATE_STYLE[view.state].replace("bold ", "")
+    if more > 0 and view.reasons[1:]:  # keep the "+N": cut the reason instead
+        head = Text(text[:more], style=style)
+        head.truncate(max(1, width - (len(text) - more)), overflow="ellipsis")
+        return head.append(text[more:], style="dim")
+    return _fit(Text(text, style=style), width)
 
 
 def cell_power(view: NodeView, width: int, now: float, selected: bool) -> Text:
@@ -203,11 +234,11 @@ def cell_power(view: NodeView, width: int, now: float, selected: bool) -> Text:
     watts = snap.power.watts if snap else None
     if snap is None:
         return Text("")
-    text = Text(f"{fmt_watts(watts):>5}")
+    text = Text(f"{fmt_watts(watts):>7}")
     # what the figure covers, in letters (the help screen has the key): GCM, W, S...
     code = scope_code([p.kind for p in in_scope(snap.power.parts)])
     text.append(f" {code or '?':<3}", style="dim")
-    bars = width - 10
+    bars = width - 12
     if bars > 0:
         text.append(" ")
         text.append(sparkline(view.power_history, bars), style="cyan")
@@ -218,9 +249,9 @@ def cell_cost(view: NodeView, width: int, now: float, selected: bool) -> Text:
     snap = view.snapshot
     if snap is None:
         return Text("")
-    text = Text(f"{fmt_money(snap.cost.total_7d, snap.cost.currency):>5}")
+    text = Text(f"{fmt_money(snap.cost.total_7d, snap.cost.currency):>6}")
     daily = view.cost_daily or [d.cost for d in snap.cost.daily]
-    bars = width - 6
+    bars = width - 7
     if bars > 0:
         text.append(" ")
         text.append(sparkline(daily, min(bars, 7)).rjust(bars), style="magenta")
@@ -275,7 +306,23 @@ def _cost(v: NodeView) -> float | None:
     return v.facts.cost_7d if v.facts else None
 
 
-def _gpu_pct(v: NodeView) -> float | None:
+def _gpu_util(v: NodeView) -> float | None:
+    return v.facts.gpu.util_pct if v.facts and v.facts.gpu else None
+
+
+def _cpu(v: NodeView) -> float | None:
+    return v.facts.cpu_pct if v.facts else None
+
+
+def _mem(v: NodeView) -> float | None:
+    return v.facts.mem_pressure_pct if v.facts else None
+
+
+def _why(v: NodeView) -> str | None:
+    return why_text(v).casefold() or None
+
+
+def _vram_pct(v: NodeView) -> float | None:
     mem = gpu_memory(v)
     return 100 * mem[0] / mem[1] if mem and mem[1] else None
 
@@ -300,6 +347,14 @@ def _fit_rank(v: NodeView) -> tuple[int, float, str, str] | None:
 CellFn = Callable[[NodeView, int, float, bool], Text]
 
 
+def _models_need(v: NodeView) -> int:
+    return v.facts.models_len if v.facts else 0
+
+
+def _engines_need(v: NodeView) -> int:
+    return v.facts.engines_len if v.facts else 0
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
@@ -312,62 +367,122 @@ class Column:
     flex: int = 0  # how many extra cells it may take when the terminal is wide
     justify: str = "left"
     optional: bool = False  # shown only when asked for (the Fit column, once `F` asked)
+    need: Callable[[NodeView], int] | None = None  # the width a row's text wants, if it varies
+    title: str = ""  # what the column picker says of it
 
 
+# Display order by default; `priority` is the drop order when the terminal is narrow: at 80
+# columns State, Why, GPU and Power stay (with CPU); at 120 Engines, Mem, Models and Audit join.
 COLUMNS: tuple[Column, ...] = (
-    Column("sel", "", 1, 0, cell_sel),
-    Column("node", "Node", 11, 0, cell_node, lambda v: v.name.casefold(), flex=13),
-    Column("role", "Role", 7, 9, cell_role, lambda v: v.role.casefold(), flex=9),
-    Column("state", "State", 8, 0, cell_state, lambda v: STATE_ORDER[v.state]),
-    Column("fit", "Fit", 11, 0, cell_fit, _fit_rank, optional=True),
-    Column("engines", "Engines", 13, 2, cell_engines, _engines_down, True, flex=11),
-    Column("models", "Models", 11, 6, cell_models, _models, True, 29),
-    Column("gpu", "GPU", 12, 3, cell_gpu, _gpu_pct, True),
-    Column("power", "Power", 13, 1, cell_power, _watts, True, flex=8),
-    Column("cost", "Cost 7d", 13, 5, cell_cost, _cost, True),
-    Column("audit", "Audit", 6, 4, cell_audit, lambda v: v.chain is not ChainStatus.BROKEN),
-    Column("latency", "RTT", 5, 7, cell_latency, lambda v: v.latency_ms, True, justify="right"),
+    Column("sel", "", 1, 0, cell_sel, title="selection mark"),
     Column(
-        "seen", "Seen", 7, 8, cell_seen, lambda v: None if v.last_seen is None else -v.last_seen
+        "node",
+        "Node",
+        11,
+        0,
+        cell_node,
+        lambda v: v.name.casefold(),
+        flex=13,
+        need=lambda v: len(v.name),
+    ),
+    Column(
+        "role",
+        "Role",
+        7,
+        10,
+        cell_role,
+        lambda v: v.role.casefold(),
+        flex=9,
+        need=lambda v: len(v.role),
+    ),
+    Column("state", "State", 8, 0, cell_state, lambda v: STATE_ORDER[v.state]),
+    Column("fit", "Fit", 11, 0, cell_fit, _fit_rank, optional=True, title="fit answer (F)"),
+    Column(
+        "why",
+        "Why",
+        14,
+        3,
+        cell_why,
+        _why,
+        flex=26,
+        need=lambda v: len(why_text(v)),
+        title="why a node is not ONLINE",
+    ),
+    Column(
+        "engines", "Engines", 13, 4, cell_engines, _engines_down, True, flex=11, need=_engines_need
+    ),
+    Column("models", "Models", 11, 7, cell_models, _models, True, 29, need=_models_need),
+    Column(
+        "gpu", "GPU", 16, 2, cell_gpu, _gpu_util, True, flex=6, title="count and model, busiest GPU"
+    ),
+    Column("vram", "VRAM", 11, 11, cell_vram, _vram_pct, True, title="GPU memory over all GPUs"),
+    Column("cpu", "CPU", 4, 5, cell_cpu, _cpu, True, justify="right", title="host CPU %"),
+    Column("mem", "Mem", 11, 6, cell_mem, _mem, True, title="host RAM used/total, pressure"),
+    Column("power", "Power", 15, 1, cell_power, _watts, True, flex=8),
+    Column("cost", "Cost 7d", 13, 8, cell_cost, _cost, True),
+    Column("audit", "Audit", 6, 9, cell_audit, lambda v: v.chain is not ChainStatus.BROKEN),
+    Column("latency", "RTT", 6, 12, cell_latency, lambda v: v.latency_ms, True, justify="right"),
+    Column(
+        "seen", "Seen", 7, 13, cell_seen, lambda v: None if v.last_seen is None else -v.last_seen
     ),
 )
 BY_KEY = {c.key: c for c in COLUMNS}
 SORTABLE = tuple(c.key for c in COLUMNS if c.sort is not None)
-FLEX_ORDER = ("node", "models", "engines", "role", "power")
+DEFAULT_ORDER = tuple(c.key for c in COLUMNS)
+FIXED = frozenset({"sel", "node", "state"})  # the picker cannot hide these
+# Who gets spare cells first: a column whose text is cut, in this order, up to what it needs.
+FLEX_ORDER = ("node", "why", "models", "engines", "role", "gpu", "power")
 
 
 def full_width(columns: Iterable[Column] = COLUMNS) -> int:
     return sum(c.width + SEP for c in columns)
 
 
+def column_needs(views: Iterable[NodeView]) -> dict[str, int]:
+    """The widest text each variable-width column would show for `views`."""
+    views = list(views)
+    return {
+        c.key: max((c.need(v) for v in views), default=0) for c in COLUMNS if c.need is not None
+    }
+
+
 def fit_columns(
-    available: int, longest_name: int | None = None, optional: Iterable[str] = ()
+    available: int,
+    needs: dict[str, int] | None = None,
+    optional: Iterable[str] = (),
+    order: Iterable[str] = DEFAULT_ORDER,
+    hidden: Iterable[str] = (),
 ) -> dict[str, int]:
-    """Which columns fit in `available` cells, with their widths, in display order.
+    """Which columns fit in `available` cells, with their widths, in `order`.
 
     Columns are admitted by priority while they fit (an optional one only when named in
-    `optional`); leftover space then widens the flexible ones in FLEX_ORDER: node names first
-    (up to `longest_name`), then models, engines...
+    `optional`, none of `hidden`); leftover space then goes to the columns whose text is cut
+    (`needs`: the widest text each would show), in FLEX_ORDER, each up to its need and its
+    `flex`; what is still left widens them up to `flex` alone.
     """
     chosen: set[str] = set()
     used = 0
-    wanted = set(optional)
+    wanted, skip = set(optional), set(hidden) - FIXED
     for col in sorted(COLUMNS, key=lambda c: c.priority):
-        if col.optional and col.key not in wanted:
+        if (col.optional and col.key not in wanted) or col.key in skip:
             continue
         need = col.width + SEP
         if col.priority == 0 or used + need <= available:
             chosen.add(col.key)
             used += need
-    widths = {c.key: c.width for c in COLUMNS if c.key in chosen}
+    keys = [k for k in order if k in chosen] + [k for k in DEFAULT_ORDER if k in chosen]
+    widths = {k: BY_KEY[k].width for k in dict.fromkeys(keys)}
     spare = max(0, available - used)
-    for key in FLEX_ORDER:
-        col = BY_KEY[key]
-        if key in chosen and spare:
-            room = col.flex
-            if key == "node" and longest_name is not None:  # no wider than the longest name
-                room = max(0, min(room, longest_name - col.width))
-            extra = min(room, spare)
+    needs = needs or {}
+    for capped in (True, False):
+        for key in FLEX_ORDER:
+            col = BY_KEY[key]
+            if key not in widths or not spare:
+                continue
+            room = col.width + col.flex - widths[key]
+            if capped or key == "node":  # a node column no wider than the longest name
+                room = min(room, needs.get(key, col.width + col.flex) - widths[key])
+            extra = max(0, min(room, spare))
             widths[key] += extra
             spare -= extra
     return widths
@@ -456,16 +571,19 @@ def totals_text(t: Totals, selected: int | None = None) -> Text:
     """
     sep = " │ "
     out = Text()
-    out.append(f"online {t.online}/{t.total}", style="bold green" if t.online else "bold")
+    out.append(
+        f"online {fmt_count(t.online)}/{fmt_count(t.total)}",
+        style="bold green" if t.online else "bold",
+    )
     out.append(sep)
-    out.append(f"{t.watts:,.0f} W", style="cyan")
+    out.append(fmt_watts(t.watts), style="cyan")
     if t.scope:  # a sum over nodes that measure different things says so
         out.append(f" ({t.scope})", style="dim")
     out.append(sep)
     out.append(f"{fmt_money(t.cost_7d, t.currency)} 7d", style="magenta")
     if selected is not None:
         out.append(sep)
-        out.append(f"{selected} selected", style="bold yellow" if selected else "dim")
+        out.append(f"{fmt_count(selected)} selected", style="bold yellow" if selected else "dim")
     parts = [
         (t.degraded, "degraded", "yellow"),
         (t.offline, "offline", "red"),
@@ -475,5 +593,5 @@ def totals_text(t: Totals, selected: int | None = None) -> Text:
     shown = [(n, label, style) for n, label, style in parts if n]
     for i, (n, label, style) in enumerate(shown):
         out.append(sep if i == 0 else " · ")
-        out.append(f"{n} {label}", style=style)
+        out.append(f"{fmt_count(n)} {label}", style=style)
     return out

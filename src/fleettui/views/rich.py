@@ -24,6 +24,7 @@ from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.views.columns import (
     BY_KEY,
     COLUMNS,
+    column_needs,
     fit_columns,
     fleet_totals,
     full_width,
@@ -37,8 +38,8 @@ FILE_WIDTH = full_width() + sum(c.flex for c in COLUMNS)  # every column at its 
 
 def fleet_table(views: list[NodeView], now: float, width: int | None = None) -> Table:
     """The fleet table; `width` None draws every column (for files and pipes)."""
-    longest = max((len(v.name) for v in views), default=0)
-    widths = {k: w for k, w in fit_columns(width or FILE_WIDTH, longest).items() if k != "sel"}
+    needs = column_needs(views)
+    widths = {k: w for k, w in fit_columns(width or FILE_WIDTH, needs).items() if k != "sel"}
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,

@@ -29,7 +29,17 @@ from textual.strip import Strip
 from fleettui.aggregator.dispatch import Progress
 from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.select import Selector
-from fleettui.views.columns import BY_KEY, COLUMNS, SEP, SORTABLE, fit_columns, sorted_views
+from fleettui.views.columns import (
+    BY_KEY,
+    COLUMNS,
+    DEFAULT_ORDER,
+    SEP,
+    SORTABLE,
+    column_needs,
+    fit_columns,
+    sorted_views,
+)
+from fleettui.views.gpurows import gpu_line
 from fleettui.views.tui.messages import ActionProgress
 
 AGE_COLUMNS = frozenset({"seen"})  # cells that change with the clock, not with the node
@@ -42,6 +52,12 @@ PROGRESS_NOTES = {
     Progress.FAILED: ("✗ failed", "bold red"),
 }
 _META = {c.key: Style.from_meta({"column": c.key}) for c in COLUMNS}
+GPU_SEP = "\x00"  # a GPU sub-row's id: node name, GPU_SEP, GPU index (names never hold it)
+
+
+def node_of(row: str) -> str:
+    """The node a row belongs to (a GPU sub-row's parent)."""
+    return row.partition(GPU_SEP)[0]
 
 
 class FleetTable(ScrollView, can_focus=True):
@@ -72,7 +88,9 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("down,j", "cursor_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home,g", "cursor_top", "Top", show=False),
+        Binding("home", "cursor_top", "Top", show=False),
+        Binding("g,right", "expand", "GPUs", show=False),
+        Binding("left", "collapse", "Collapse", show=False),
         Binding("end,G", "cursor_bottom", "Bottom", show=False),
     ]
 
@@ -117,6 +135,11 @@ class FleetTable(ScrollView, can_focus=True):
         self.selected: set[str] = set()
         self.selector: Selector | None = None
         self.optional: frozenset[str] = frozenset()  # optional columns asked for (columns.py)
+        self.order: tuple[str, ...] = DEFAULT_ORDER  # the operator's column order (picker)
+        self.hidden: frozenset[str] = frozenset()  # and the columns they hid
+        self.expanded: set[str] = set()  # nodes shown with one sub-row per GPU
+        self._needs: dict[str, int] = {}  # the widest text of each variable column
+        self._node_rows: list[str] = []  # node rows top to bottom (no GPU sub-rows)
         self.sort_key: str | None = None
         self.sort_reverse = False
         self.widths: dict[str, int] = {}
@@ -125,7 +148,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._notes_dirty = False
         self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
         self.lines_rendered = 0  # row lines drawn anew, not served from the cache (tests)
-        self._order: list[str] = []  # row names top to bottom
+        self._order: list[str] = []  # row ids top to bottom: node names and GPU sub-rows
         self._index: dict[str, int] = {}
         self._cursor = 0
         self._now = clock()
@@ -136,6 +159,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._lines: dict[str, tuple[tuple, Strip, list[Segment]]] = {}
         # name -> each cell's look when its line was last drawn (what a repaint compares)
         self._drawn: dict[str, dict[str, tuple]] = {}
+        self._gpu_lines: dict[str, tuple[tuple, Strip]] = {}  # sub-row -> (key, line)
         self._body: list[str] = []  # visible columns left of the first age column
         self._tail: list[str] = []  # that column and those after it
         self._header: tuple[tuple, Strip] | None = None
@@ -143,10 +167,16 @@ class FleetTable(ScrollView, can_focus=True):
     # --- what the app and the screens ask --------------------------------------------
     @property
     def visible_names(self) -> list[str]:
-        return list(self._order)
+        return list(self._node_rows)
 
     @property
     def row_count(self) -> int:
+        """Node rows shown (GPU sub-rows are not counted)."""
+        return len(self._node_rows)
+
+    @property
+    def line_count(self) -> int:
+        """Lines of the table body, GPU sub-rows included."""
         return len(self._order)
 
     @property
@@ -155,11 +185,19 @@ class FleetTable(ScrollView, can_focus=True):
 
     @property
     def cursor_name(self) -> str | None:
-        return self._order[self._cursor] if self._order else None
+        """The node under the cursor (on a GPU sub-row: its node)."""
+        return node_of(self._order[self._cursor]) if self._order else None
+
+    @property
+    def cursor_gpu(self) -> int | None:
+        """The GPU index when the cursor is on a GPU sub-row."""
+        if not self._order or GPU_SEP not in (row := self._order[self._cursor]):
+            return None
+        return int(row.partition(GPU_SEP)[2])
 
     def targets(self) -> list[str]:
         """What an action key acts on: the selected visible rows, else the cursor row."""
-        chosen = [n for n in self._order if n in self.selected]
+        chosen = [n for n in self._node_rows if n in self.selected]
         if chosen:
             return chosen
         return [self.cursor_name] if self.cursor_name else []
@@ -176,11 +214,14 @@ class FleetTable(ScrollView, can_focus=True):
         """Bring the table in line with `views` (or, with None, only with the clock)."""
         if views is not None:
             self.views = {v.name: v for v in views}
+            self._needs = column_needs(self.views.values())
+            self.expanded &= self.views.keys()
         self._now = self.clock()
         if self.size.width <= 0:
             return  # not laid out yet: on_resize calls us again
-        want = self._wanted()
-        widths = self._fit(len(want))
+        nodes = self._wanted()
+        rows = self._rows(nodes)
+        widths = self._fit(len(rows))
         layout_changed = widths != self.widths
         if layout_changed:
             self.widths = widths
@@ -190,7 +231,10 @@ class FleetTable(ScrollView, can_focus=True):
             self._cells.clear()
             self._lines.clear()
             self._drawn.clear()
-        stamps = {name: self._stamp(self.views[name]) for name in want}
+            self._gpu_lines.clear()
+        self._node_rows = nodes
+        want = rows
+        stamps = {name: self._stamp(self.views[name]) for name in nodes}
         known = self._known
         self.row_updates = sum(1 for n, s in stamps.items() if known.get(n) != s)
         self._known = stamps
@@ -221,6 +265,7 @@ class FleetTable(ScrollView, can_focus=True):
         """Focus, theme or CSS changed: every cached line holds old colours."""
         super().notify_style_update()
         self._lines.clear()
+        self._gpu_lines.clear()
         self._header = None
 
     # --- selection, filter, sort -----------------------------------------------------
@@ -232,7 +277,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.apply()
 
     def select_visible(self) -> None:
-        self.selected.update(self._order)
+        self.selected.update(self._node_rows)
         self.apply()
 
     def clear_selection(self) -> None:
@@ -250,6 +295,39 @@ class FleetTable(ScrollView, can_focus=True):
             if self.sort_key not in self.optional:
                 self.sort_key, self.sort_reverse = None, False
         self.apply()
+
+    def set_columns(self, order: Iterable[str], hidden: Iterable[str]) -> None:
+        """The operator's column order and hidden columns (the picker, their saved choice)."""
+        self.order = tuple(order)
+        self.hidden = frozenset(hidden)
+        if self.sort_key in self.hidden:
+            self.sort_key, self.sort_reverse = None, False
+        self.apply()
+
+    def expand(self, name: str | None = None) -> None:
+        """Show the node's GPUs as sub-rows under it (a node without GPUs has none)."""
+        name = name or self.cursor_name
+        if name is not None and name in self.views:
+            self.expanded.add(name)
+            self.apply()
+
+    def collapse(self, name: str | None = None) -> None:
+        """Fold the node's GPU sub-rows back; the cursor goes to the node's row."""
+        name = name or self.cursor_name
+        if name is not None and name in self.expanded:
+            self.expanded.discard(name)
+            self.apply()
+
+    def action_expand(self) -> None:
+        """`g` or right: expand the cursor's node; `g` on an expanded one folds it."""
+        name = self.cursor_name
+        if name in self.expanded:
+            self.collapse(name)
+        else:
+            self.expand(name)
+
+    def action_collapse(self) -> None:
+        self.collapse()
 
     def cycle_sort(self) -> None:
         """Next sortable visible column; after the last one, back to config order."""
@@ -363,7 +441,10 @@ class FleetTable(ScrollView, can_focus=True):
         row = self._top + y - HEADER
         if row >= len(self._order):
             return Strip.blank(self.size.width, self.rich_style)
-        return self._row_line(self._order[row], row == self._cursor)
+        rid = self._order[row]
+        if GPU_SEP in rid:
+            return self._gpu_line(rid, row == self._cursor)
+        return self._row_line(rid, row == self._cursor)
 
     @property
     def _top(self) -> int:
@@ -386,6 +467,34 @@ class FleetTable(ScrollView, can_focus=True):
         cells = self._row_cells(name)
         stamp = self._cells[name][0]
         return stamp, tuple(cells[k].plain for k in self._tail if k in AGE_COLUMNS)
+
+    def _gpu_key(self, rid: str) -> tuple:
+        name = node_of(rid)
+        return (self.views[name].version, self.size.width)
+
+    def _gpu_line(self, rid: str, cursor: bool) -> Strip:
+        """A GPU sub-row: drawn from the node's snapshot, kept until the node's version moves."""
+        key = (*self._gpu_key(rid), cursor)
+        cached = self._gpu_lines.get(rid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        name, _, index = rid.partition(GPU_SEP)
+        view = self.views[name]
+        gpus = view.snapshot.gpus if view.snapshot else []
+        base = self.rich_style
+        if cursor:
+            base += self.get_component_rich_style("fleet-table--cursor")
+        i = int(index)
+        text = (
+            gpu_line(gpus[i], self.size.width, i == len(gpus) - 1, view.state is NodeState.OFFLINE)
+            if i < len(gpus)
+            else Text("")
+        )
+        segments = Segment.apply_style(text.render(self.app.console), base)
+        strip = Strip(list(segments)).adjust_cell_length(self.size.width, base)
+        self.lines_rendered += 1
+        self._gpu_lines[rid] = (key, strip)
+        return strip
 
     def _row_line(self, name: str, cursor: bool) -> Strip:
         """The row's line. The part left of the age cells is kept per (stamp, cursor), so when
@@ -476,6 +585,19 @@ class FleetTable(ScrollView, can_focus=True):
         return None
 
     # --- internals -------------------------------------------------------------------
+    def _rows(self, nodes: list[str]) -> list[str]:
+        """The body's row ids: each node, then its GPU sub-rows when it is expanded."""
+        if not self.expanded:
+            return nodes
+        rows: list[str] = []
+        for name in nodes:
+            rows.append(name)
+            if name in self.expanded:
+                facts = self.views[name].facts
+                count = facts.gpu.count if facts and facts.gpu else 0
+                rows.extend(f"{name}{GPU_SEP}{i}" for i in range(count))
+        return rows
+
     def _wanted(self) -> list[str]:
         views = list(self.views.values())
         if self.selector is not None:
@@ -486,17 +608,18 @@ class FleetTable(ScrollView, can_focus=True):
         width = self.size.width
         if rows + HEADER > self.size.height:  # leave room for the scrollbar
             width -= self.styles.scrollbar_size_vertical
-        widths = fit_columns(width, max((len(n) for n in self.views), default=0), self.optional)
-        return {c.key: widths[c.key] for c in COLUMNS if c.key in widths}
+        return fit_columns(width, self._needs, self.optional, self.order, self.hidden)
 
     def _set_order(self, want: list[str]) -> None:
         """New row order: the cursor follows its node (or keeps its row if the node left)."""
-        cursor = self.cursor_name
+        cursor = self._order[self._cursor] if self._order else None
         self._order = want
         self._index = {name: i for i, name in enumerate(want)}
         width = sum(w + SEP for w in self.widths.values())
         self.virtual_size = Size(width, len(want) + HEADER)
-        row = self._index.get(cursor, self._cursor) if cursor is not None else 0
+        row = 0
+        if cursor is not None:  # a folded GPU sub-row: its node's row
+            row = self._index.get(cursor, self._index.get(node_of(cursor), self._cursor))
         self._cursor = min(max(row, 0), max(len(want) - 1, 0))
         self._scroll_to_cursor(False)
 
@@ -512,6 +635,11 @@ class FleetTable(ScrollView, can_focus=True):
         regions = []
         for row in rows:
             name = self._order[row]
+            if GPU_SEP in name:
+                drawn = self._gpu_lines.get(name)
+                if drawn is None or drawn[0][:2] != self._gpu_key(name):
+                    stale.append(row)
+                continue
             cached = self._lines.get(name)
             if cached is not None and cached[0][:2] == self._line_key(name):
                 continue
@@ -549,6 +677,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._cells.pop(name, None)
         self._lines.pop(name, None)
         self._drawn.pop(name, None)
+        for rid in [r for r in self._gpu_lines if node_of(r) == name]:
+            del self._gpu_lines[rid]
 
 
 def _look(cell: Text) -> tuple:

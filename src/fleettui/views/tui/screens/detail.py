@@ -21,19 +21,21 @@ from textual.widgets import Footer, Static
 
 from fleettui.aggregator.state import ChainStatus, NodeView
 from fleettui.textsafe import clean
-from fleettui.views.columns import (
-    CHAIN_STYLE,
-    STATE_STYLE,
+from fleettui.views.columns import CHAIN_STYLE, STATE_STYLE
+from fleettui.views.numbers import (
     fmt_age,
     fmt_duration,
+    fmt_energy,
     fmt_latency,
     fmt_mb,
     fmt_money,
+    fmt_pct,
+    fmt_temp,
     fmt_watts,
 )
 from fleettui.views.sparkline import sparkline, sparkline_rows
 from fleettui.views.tui.screens.ledger import budget_bar, fit_section, ledger
-from fleettui.wire import NodeSnapshot, Power
+from fleettui.wire import Gpu, NodeSnapshot, Power
 
 AUDIT_LIMIT = 10
 
@@ -80,7 +82,7 @@ def header(view: NodeView, now: float) -> RenderableType:
                 ),
             )
         )
-        cpu = f"{snap.cpu.percent:.0f}%" if snap.cpu.percent is not None else "—"
+        cpu = fmt_pct(snap.cpu.percent)
         mem = (
             f"{fmt_mb(snap.memory.used_mb)}/{fmt_mb(snap.memory.total_mb)}"
             f" ({snap.memory.pressure_pct:.0f}% pressure)"
@@ -159,11 +161,6 @@ def power_scope(p: Power) -> Text:
     return t
 
 
-def fmt_energy(j: float) -> str:
-    wh = j / 3600.0
-    return f"{wh:.1f} Wh" if wh < 1000 else f"{wh / 1000:.2f} kWh"
-
-
 def power(view: NodeView, width: int) -> RenderableType:
     hist = view.power_history
     snap = view.snapshot
@@ -197,23 +194,32 @@ def power(view: NodeView, width: int) -> RenderableType:
     return Group(*out)
 
 
+def gpu_processes(g: Gpu) -> str:
+    """`ollama 4.9G · pid 4321 384M`: who holds memory on the GPU (NVML's process list)."""
+    return " · ".join(f"{p.engine or f'pid {p.pid}'} {fmt_mb(p.used_mb)}" for p in g.processes)
+
+
 def gpus(view: NodeView) -> RenderableType:
-    t = _table("GPUs", "#", "name", "memory", "util", "power", "temp", "energy from")
+    t = _table(
+        "GPUs", "#", "name", "memory", "util", "temp", "power/limit", "energy from", "processes"
+    )
     snap = view.snapshot
     sources = {p.name: p.source for p in snap.power.parts} if snap else {}
     for g in snap.gpus if snap else []:
         mem = f"{fmt_mb(g.memory_used_mb)} / {fmt_mb(g.memory_total_mb)}"
+        limit = f" / {fmt_watts(g.power_limit_w)}" if g.power_limit_w is not None else ""
         t.add_row(
             str(g.index),
             Text(g.name),
             mem,
-            "—" if g.util_pct is None else f"{g.util_pct:.0f}%",
-            fmt_watts(g.power_w),
-            "—" if g.temp_c is None else f"{g.temp_c:.0f}°C",
+            fmt_pct(g.util_pct),
+            fmt_temp(g.temp_c),
+            fmt_watts(g.power_w) + limit,
             Text(sources.get(f"gpu{g.index}", sources.get("soc-gpu", "—"))),  # a Mac: its rail
+            Text(gpu_processes(g)),
         )
     if not t.row_count:
-        t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "", "")
+        t.add_row("", Text("no GPU reported", style="dim"), "", "", "", "", "", "")
     return t
 
 

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from fleettui.aggregator.fitwatch import spare_bytes
 from fleettui.aggregator.state import NodeView
-from fleettui.views.columns import FIT_STYLE, fmt_bytes, fmt_duration, fmt_mb
+from fleettui.views.columns import FIT_STYLE
+from fleettui.views.numbers import fmt_bytes, fmt_duration, fmt_mb
 from fleettui.wire import Budget, Model
 
 BAR = (("engines", "█", "cyan"), ("other", "▓", "magenta"), ("free", "░", "green"))
