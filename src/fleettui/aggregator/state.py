@@ -63,7 +63,7 @@ _GPU_NOISE = frozenset({"nvidia", "geforce", "rtx", "tesla", "quadro", "apple", 
 def _gpu_facts(snap: NodeSnapshot) -> GpuFacts | None:
     if not snap.gpus:
         return None
-    models = {short_gpu_name(g.name) for g in snap.gpus}
+    models = {clean(short_gpu_name(g.name)) for g in snap.gpus}  # facts skip DISPLAY parsing
     busiest = max(snap.gpus, key=lambda g: (g.util_pct or 0.0, g.temp_c or 0.0))
     power_pct = None
     if busiest.power_w is not None and busiest.power_limit_w:
