@@ -29,7 +29,7 @@ def test_a_span_is_written_without_the_cells_left_or_right_of_it() -> None:
 async def test_a_changed_latency_repaints_only_its_cell() -> None:
     source = SampleSource()
     app = sample_app(source)
-    async with app.run_test(size=(160, 45)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         await pilot.pause()
         table = app.main.table
         name = table.visible_names[2]
