@@ -6,16 +6,12 @@ engine `fleet fit` takes as flags and the ranking strategy `fleet place` takes, 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
 
 from fleettui.aggregator.placement import STRATEGIES, Strategy
 from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
 from fleettui.views.columns import plural
+from fleettui.views.tui.screens.ask import AskScreen
 from fleettui.wire import CTX_MAX, KV_TYPES, MODEL_RE, PARALLEL_MAX
 
 HINT = (
@@ -89,42 +85,16 @@ def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
     )
 
 
-class FitScreen(ModalScreen[str | None]):
+class FitScreen(AskScreen):
     """Dismisses with the question as typed ("" clears it) or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    PREFIX = "fit"
+    TITLE = "Does it fit?  [dim](enter asks, empty clears, esc cancels)[/]"
+    PLACEHOLDER = "llama3.1:8b ctx=8192"
+    HINT = HINT
 
-    def __init__(self, current: str, views: list[NodeView]) -> None:
-        super().__init__()
-        self.current = current
-        self.views = views
+    def describe(self, text: str) -> tuple[bool, Text]:
+        return describe(text, self.views)
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="fit-box"):
-            yield Label("Does it fit?  [dim](enter asks, empty clears, esc cancels)[/]")
-            box = Input(value=self.current, placeholder="llama3.1:8b ctx=8192", id="fit-input")
-            box.cursor_blink = not self.app.is_headless  # a blinking cursor breaks snapshots
-            yield box
-            yield Static(id="fit-status")
-            yield Static(Text(HINT, style="dim"), id="fit-hint")
-
-    def on_mount(self) -> None:
-        self._show(self.current)
-
-    def _show(self, text: str) -> bool:
-        ok, msg = describe(text, self.views)
-        self.query_one("#fit-status", Static).update(msg)
-        self.query_one("#fit-box").set_class(not ok, "error")
-        return ok
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self._show(event.value)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if self._show(event.value):
-            self.dismiss(" ".join(event.value.split()))
-        else:
-            self.app.bell()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def tidy(self, text: str) -> str:
+        return " ".join(text.split())
