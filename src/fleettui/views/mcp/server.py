@@ -53,6 +53,13 @@ FitModel = Annotated[
     str,
     Field(pattern=MODEL_PATTERN, description="The model's name as the engines call it."),
 ]
+# The rest of a fit question, as check_fit and rank_placement both take it.
+Ctx = Annotated[int | None, Field(ge=1, le=CTX_MAX, description="Context per slot, tokens.")]
+Parallel = Annotated[int | None, Field(ge=1, le=PARALLEL_MAX, description="Parallel slots.")]
+KvArg = Annotated[KvType | None, Field(description="KV cache type.")]
+EngineArg = Annotated[
+    str | None, Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...).")
+]
 ModelName = Annotated[
     str,
     Field(min_length=1, max_length=200, description="A model name, e.g. llama3.1:8b."),
@@ -154,17 +161,10 @@ def build_server(state: FleetState) -> MCPServer:
             str | None,
             Field(min_length=1, max_length=63, description="Only this node (default: all)."),
         ] = None,
-        ctx: Annotated[
-            int | None, Field(ge=1, le=CTX_MAX, description="Context per slot, tokens.")
-        ] = None,
-        parallel: Annotated[
-            int | None, Field(ge=1, le=PARALLEL_MAX, description="Parallel slots.")
-        ] = None,
-        kv_type: Annotated[KvType | None, Field(description="KV cache type.")] = None,
-        engine: Annotated[
-            str | None,
-            Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...)."),
-        ] = None,
+        ctx: Ctx = None,
+        parallel: Parallel = None,
+        kv_type: KvArg = None,
+        engine: EngineArg = None,
         limit: Annotated[
             int, Field(ge=1, le=1000, description="At most this many node answers.")
         ] = FIT_PAGE,
@@ -184,17 +184,10 @@ def build_server(state: FleetState) -> MCPServer:
     @_tool(mcp, state, "Rank placements")
     async def rank_placement(
         model: FitModel,
-        ctx: Annotated[
-            int | None, Field(ge=1, le=CTX_MAX, description="Context per slot, tokens.")
-        ] = None,
-        parallel: Annotated[
-            int | None, Field(ge=1, le=PARALLEL_MAX, description="Parallel slots.")
-        ] = None,
-        kv_type: Annotated[KvType | None, Field(description="KV cache type.")] = None,
-        engine: Annotated[
-            str | None,
-            Field(pattern=ENGINE_PATTERN, description="Judge for this engine (ollama...)."),
-        ] = None,
+        ctx: Ctx = None,
+        parallel: Parallel = None,
+        kv_type: KvArg = None,
+        engine: EngineArg = None,
         strategy: Annotated[
             Strategy,
             Field(
