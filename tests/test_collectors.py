@@ -571,3 +571,20 @@ async def test_a_real_agent_attributes_an_engine_child_on_the_gpu_end_to_end(
     assert model.sources["vram_mb"] == "measured" and model.sources["gpus"] == "measured"
     b = snap.budget
     assert b is not None and (b.engines_mb, b.other_mb, b.free_mb) == (1536, 2560, 12288)
+
+
+class PoisonLimitNvml(FakeNvml):
+    """An enforced power limit no GPU has: negative on GPU 0, a 5,000-digit number on GPU 1."""
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: int) -> int:
+        return -700_000 if h == 0 else 10**5000
+
+
+def test_odd_power_limits_are_dropped_with_the_gpu_named() -> None:
+    problems: list[str] = []
+    gpus = NvmlCollector(PoisonLimitNvml()).gpus(problems)
+    assert [g.power_limit_w for g in gpus] == [None, None]
+    assert [g.power_w for g in gpus] == [312.5, 312.5]  # the rest of each GPU is kept
+    assert len(problems) == 2, problems
+    for i, line in enumerate(problems):
+        assert line.startswith(f"nvml: GPU {i}: power_limit_w ") and "dropped" in line, line

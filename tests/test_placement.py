@@ -217,3 +217,10 @@ def test_fleet_load_place_picks_the_best_ranked(config: Path) -> None:
     r = fleet("load", "nobody-has:1b", "--place", "--dry-run", config=config)
     assert r.returncode == 2 and "no node can take nobody-has:1b" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "abc", "9" * 400, "1e3", ""])
+def test_a_bad_top_is_one_line_exit_2(config: Path, top: str) -> None:
+    r = fleet("place", MODEL, "--top", top, config=config)
+    assert r.returncode == 2 and "--top" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
