@@ -16,7 +16,8 @@ from fleettui.wire import NEEDS_ENGINE, TAKES_MODEL
 
 KEYS = [
     ("↑ ↓  j k", "move"),
-    ("pgup pgdn  g G", "page, top, bottom"),
+    ("pgup pgdn  home G", "page, top, bottom"),
+    ("g  →  ←", "one row per GPU: g toggles, → opens, ← folds"),
     ("space", "select / unselect the node"),
     ("a  A", "select all shown, clear selection"),
     ("enter", "node detail (GPUs, engines, models, audit)"),
