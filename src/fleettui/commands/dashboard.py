@@ -131,11 +131,17 @@ async def _tui(cfg: FleetConfig, read_only: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.calibration import CalibrationStore
     from fleettui.aggregator.pins import PinStore
+    from fleettui.prefs import PrefsFile, default_prefs_path
+    from fleettui.views.columns import DEFAULT_ORDER, FIXED
     from fleettui.views.tui.app import FleetApp
 
     calibration = CalibrationStore.default()  # L records what each load holds; F corrects by it
+    # the operator's columns and theme (c); read before the first frame, off the event loop
+    prefs = await anyio.to_thread.run_sync(
+        PrefsFile.read, default_prefs_path(), DEFAULT_ORDER, FIXED
+    )
     async with FleetAggregator(cfg, pins=PinStore.default(), calibration=calibration) as agg:
-        app = FleetApp(agg, read_only=read_only)
+        app = FleetApp(agg, read_only=read_only, prefs=prefs)
         return await _until_signal(app.run_async, app.exit)
 
 

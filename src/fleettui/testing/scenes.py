@@ -101,5 +101,9 @@ SCENES: tuple[Scene, ...] = (
     Scene("confirm_restart", ("space", "down", "space", "down", "space", "R"), screenshot=True),
     Scene("confirm_unload_80x24", ("down", "space", "U", "down"), size=(80, 24)),
     Scene("confirm_load", ("space", "down", "space", "L", "down"), screenshot=True),
+    # `c`: the column picker, Role hidden and the cursor moved to Why (no file: prefs=None)
+    Scene("columns", ("c", "down", "down", "space", "down", "down", "down"), screenshot=True),
+    Scene("columns_80x24", ("c", "down", "down", "space", "down", "down", "down"), size=(80, 24)),
+    Scene("columns_applied", ("c", "down", "down", "space", "down", "down", "down", "]", "enter")),
 )
 BY_NAME = {s.name: s for s in SCENES}

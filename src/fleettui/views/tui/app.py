@@ -14,12 +14,15 @@ import contextlib
 import time
 from collections.abc import Callable
 
+import anyio
 from textual.app import App
 from textual.binding import Binding
 
 from fleettui.aggregator.state import FleetEvent, NodeView
+from fleettui.prefs import DashboardPrefs, PrefsFile
 from fleettui.select import parse
 from fleettui.textsafe import clean
+from fleettui.views.columns import DEFAULT_ORDER
 from fleettui.views.source import FleetSource
 from fleettui.views.tui.bulk import FAILED_NOTE_S, OK_NOTE_S, BulkRunner
 from fleettui.views.tui.messages import ActionDone, ActionRequested
@@ -29,6 +32,8 @@ from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.screens.main import MainScreen
 from fleettui.views.tui.spans import install as write_only_dirty_spans
+
+DEFAULT_THEME = "textual-dark"
 
 
 def local_hms(ts: float) -> str:
@@ -57,6 +62,7 @@ class FleetApp(App[None]):
         min_refresh_s: float = 0.25,
         tick_s: float = 1.0,
         filter_text: str = "",
+        prefs: PrefsFile | None = None,
     ) -> None:
         super().__init__()
         write_only_dirty_spans()
@@ -71,13 +77,15 @@ class FleetApp(App[None]):
         self.initial_filter = parse(filter_text) if filter_text else None
         self.generation = -1
         self.refreshes = 0  # snapshot refreshes applied (tests check coalescing with it)
-        self.theme = "textual-dark"
+        self.prefs = prefs  # the operator's dashboard.toml (None: nothing remembered)
+        self.config_warnings = [*source.config_warnings, *(prefs.warnings if prefs else [])]
+        self.theme = self._saved_theme()
         self.main = MainScreen(
             clock,
             fmt_time,
             read_only,
             on_ready=self._start,
-            config_warnings=source.config_warnings,
+            config_warnings=self.config_warnings,
             skipped=source.skipped,
         )
         self.bulk = BulkRunner(source, lambda message: self.main.table.post_message(message))
@@ -88,8 +96,23 @@ class FleetApp(App[None]):
     def get_default_screen(self) -> MainScreen:
         return self.main
 
+    def _saved_theme(self) -> str:
+        theme = self.prefs.prefs.theme if self.prefs else None
+        if theme is None or theme in self.available_themes:
+            return theme or DEFAULT_THEME
+        assert self.prefs is not None
+        shown = repr(theme) if len(theme) <= 40 else repr(theme[:39] + "…")
+        self.config_warnings.append(
+            f"{self.prefs.path}: theme: unknown theme {shown}; {DEFAULT_THEME} used"
+        )
+        return DEFAULT_THEME
+
     def _start(self) -> None:
         self.main.table.selector = self.initial_filter
+        if self.prefs is not None:
+            saved = self.prefs.prefs
+            self.main.table.set_columns(saved.order or DEFAULT_ORDER, saved.hidden)
+            self.theme_changed_signal.subscribe(self, lambda _theme: self.remember())
         self.refresh_fleet(force=True)
         self.run_worker(self.follow_source, group="follow", exclusive=True, exit_on_error=False)
         self.run_worker(self.follow_events, group="events", exclusive=True, exit_on_error=False)
@@ -138,7 +161,7 @@ class FleetApp(App[None]):
 
     async def follow_events(self) -> None:
         log = self.main.event_log
-        for warning in self.source.config_warnings:
+        for warning in self.config_warnings:
             log.add(FleetEvent(self.clock(), "(config)", "error", warning))
         # Not `snapshot`: at 1000 nodes that is 500 events a second the log would only skip.
         stream = self._events
@@ -150,6 +173,31 @@ class FleetApp(App[None]):
             if close is not None:  # unsubscribe now, not whenever it is collected
                 with contextlib.suppress(Exception):
                     await close()
+
+    # --- the operator's preferences ---------------------------------------------------
+    def remember(self) -> None:
+        """Save the table's columns and the theme to dashboard.toml, off the event loop."""
+        if self.prefs is None:
+            return
+        table = self.main.table
+        wish = DashboardPrefs(
+            () if table.order == DEFAULT_ORDER else table.order,
+            table.hidden,
+            None if self.theme == DEFAULT_THEME else self.theme,
+        )
+        if self.prefs.want(wish):
+            self.run_worker(self._write_prefs(self.prefs), group="prefs", exit_on_error=False)
+
+    async def _write_prefs(self, prefs: PrefsFile) -> None:
+        try:
+            await anyio.to_thread.run_sync(prefs.write)
+        except OSError as exc:  # a symlink refused too: say so, keep the dashboard
+            self.notify(
+                clean(f"not saved: {prefs.path}: {exc.strerror or exc}"),
+                severity="warning",
+                timeout=8,
+                markup=False,
+            )
 
     # --- screens ---------------------------------------------------------------------
     def action_help(self) -> None:

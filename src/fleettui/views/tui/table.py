@@ -222,7 +222,7 @@ class FleetTable(ScrollView, can_focus=True):
         nodes = self._wanted()
         rows = self._rows(nodes)
         widths = self._fit(len(rows))
-        layout_changed = widths != self.widths
+        layout_changed = list(widths.items()) != list(self.widths.items())  # order too
         if layout_changed:
             self.widths = widths
             keys = list(widths)
@@ -605,10 +605,16 @@ class FleetTable(ScrollView, can_focus=True):
         return [v.name for v in sorted_views(views, self.sort_key, self.sort_reverse)]
 
     def _fit(self, rows: int) -> dict[str, int]:
+        return self.layout_for(self.order, self.hidden, rows)
+
+    def layout_for(
+        self, order: Iterable[str], hidden: Iterable[str], rows: int | None = None
+    ) -> dict[str, int]:
+        """The columns and widths drawn with this order and these hidden (the picker asks)."""
         width = self.size.width
-        if rows + HEADER > self.size.height:  # leave room for the scrollbar
-            width -= self.styles.scrollbar_size_vertical
-        return fit_columns(width, self._needs, self.optional, self.order, self.hidden)
+        if (len(self._order) if rows is None else rows) + HEADER > self.size.height:
+            width -= self.styles.scrollbar_size_vertical  # leave room for the scrollbar
+        return fit_columns(width, self._needs, self.optional, order, hidden)
 
     def _set_order(self, want: list[str]) -> None:
         """New row order: the cursor follows its node (or keeps its row if the node left)."""

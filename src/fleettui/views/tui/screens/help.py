@@ -28,6 +28,7 @@ KEYS = [
     ("esc", "clear the filter; close a screen"),
     ("s  S", "next sort column, reverse the sort"),
     ("e", "show / hide the event log"),
+    ("c", "columns and theme, kept across runs"),
     ("?", "this help"),
     ("q", "quit"),
 ]

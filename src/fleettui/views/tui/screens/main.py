@@ -19,6 +19,7 @@ from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
 from fleettui.select import SelectError, parse
 from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.screens.columns import ColumnChoice, ColumnsScreen
 from fleettui.views.tui.screens.filter import FilterScreen
 from fleettui.views.tui.screens.fit import FitScreen, parse_fit
 from fleettui.views.tui.table import FleetTable
@@ -43,6 +44,7 @@ class MainScreen(Screen[None]):
             for key, action in ACTION_KEYS.items()
         ),
         Binding("F", "fit", "Fit"),  # last: a narrow footer drops it before an action key
+        Binding("c", "columns", "Columns", show=False),  # the footer is full: help lists it
         Binding("b", "strategy", "binpack/spread", show=False),
         # Read-only: the footer offers no action key, and pressing one says why (check_action).
         *(
@@ -205,6 +207,19 @@ class MainScreen(Screen[None]):
         other = "spread" if self.strategy == "binpack" else "binpack"
         words = [w for w in self.fit_text.split() if not w.startswith("strategy=")]
         self.ask_fit(" ".join([*words, *([f"strategy={other}"] if other == "spread" else [])]))
+
+    def action_columns(self) -> None:
+        t = self.table
+        screen = ColumnsScreen(t.order, t.hidden, t.layout_for, t.size.width)
+        self.app.push_screen(screen, self.set_columns)
+
+    def set_columns(self, choice: ColumnChoice | None) -> None:
+        """The picker's choice (None: cancelled), on the table and remembered by the app."""
+        if choice is None:
+            return
+        self.table.set_columns(choice.order, choice.hidden)
+        self.update_totals()  # a sort by a column now hidden is gone
+        self.app.remember()  # type: ignore[attr-defined]
 
     def action_clear_filter(self) -> None:
         if self.table.selector is not None:
