@@ -132,7 +132,9 @@ def render_prefs(prefs: DashboardPrefs, old: str = "") -> str:
     if not isinstance(cols, dict):
         cols = tomlkit.table()
         doc["columns"] = cols
-    cols["order"] = list(prefs.order)
+    order = tomlkit.array()
+    order.extend(prefs.order)
+    cols["order"] = order.multiline(len(prefs.order) > 6)  # one a line: easy to move by hand
     cols["hidden"] = sorted(prefs.hidden)
     return tomlkit.dumps(doc)
 
