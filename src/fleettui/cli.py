@@ -55,6 +55,7 @@ ACTIONS = Declared("fleettui.wire", "ACTIONS")
 KINDS = Declared("fleettui.config", "KIND_NAMES")
 KV_TYPES = Declared("fleettui.wire", "KV_TYPES")
 STRATEGIES = Declared("fleettui.aggregator.placement", "STRATEGIES")
+NOTIFY = "dashboard alerts also as desktop notifications (OSC 9 and OSC 777, via the terminal)"
 
 
 class FleetParser(argparse.ArgumentParser):
@@ -438,6 +439,7 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         help="disable every action key",
     )
+    demo.add_argument("--notify", action="store_true", default=argparse.SUPPRESS, help=NOTIFY)
     demo.set_defaults(func=_to(DASHBOARD, "cmd_demo"))
 
 
@@ -490,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rich", action="store_true", help="headless Rich view instead of Textual")
     p.add_argument("--once", action="store_true", help="with --rich: print one table and exit")
     p.add_argument("--read-only", action="store_true", help="disable every action key")
+    p.add_argument("--notify", action="store_true", help=NOTIFY)
     p.add_argument(
         "--json",
         dest="dashboard_json",

@@ -213,7 +213,13 @@ class ChainCheck:
             return
         if status is ChainStatus.BROKEN and self.shown[0] is not ChainStatus.BROKEN:
             self.host.emit(
-                FleetEvent(time.time(), self.host.name, "error", f"audit chain BROKEN: {detail}")
+                FleetEvent(
+                    time.time(),
+                    self.host.name,
+                    "error",
+                    f"audit chain BROKEN: {detail}",
+                    {"chain": status.value, "detail": detail},  # what the dashboard alerts on
+                )
             )
         self.shown = (status, detail)
         self.host.chain_changed(status, detail, refresh)

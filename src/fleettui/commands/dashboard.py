@@ -53,14 +53,16 @@ def run_dashboard(
     once: bool = False,
     read_only: bool = False,
     full_audit: bool = False,
+    notify: bool = False,
 ) -> int:
-    """Open the right view on `cfg`; returns the exit status (`full_audit`: for one table)."""
+    """Open the right view on `cfg`; returns the exit status (`full_audit`: for one table,
+    `notify`: the dashboard's alerts also as desktop notifications)."""
     if once or not sys.stdout.isatty():
         return anyio.run(_rich_once, cfg, full_audit)
     try:
         if rich or not can_run_tui():
             return anyio.run(_rich_live, cfg)
-        return anyio.run(_tui, cfg, read_only)
+        return anyio.run(_tui, cfg, read_only, notify)
     except KeyboardInterrupt:
         return 0
 
@@ -127,7 +129,7 @@ async def _rich_live(cfg: FleetConfig) -> int:
         return await _until_signal(live, scope.cancel)
 
 
-async def _tui(cfg: FleetConfig, read_only: bool) -> int:
+async def _tui(cfg: FleetConfig, read_only: bool, notify: bool) -> int:
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.aggregator.calibration import CalibrationStore
     from fleettui.aggregator.pins import PinStore
@@ -141,7 +143,7 @@ async def _tui(cfg: FleetConfig, read_only: bool) -> int:
         PrefsFile.read, default_prefs_path(), DEFAULT_ORDER, FIXED
     )
     async with FleetAggregator(cfg, pins=PinStore.default(), calibration=calibration) as agg:
-        app = FleetApp(agg, read_only=read_only, prefs=prefs)
+        app = FleetApp(agg, read_only=read_only, prefs=prefs, notify_desktop=notify)
         return await _until_signal(app.run_async, app.exit)
 
 
@@ -174,6 +176,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         once=getattr(args, "once", False),
         read_only=getattr(args, "read_only", False),
         full_audit=getattr(args, "full_audit", False),
+        notify=getattr(args, "notify", False),
     )
 
 
@@ -196,6 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 cfg,
                 rich=getattr(args, "rich", False),
                 read_only=getattr(args, "read_only", False),
+                notify=getattr(args, "notify", False),
             )
     except DemoError as exc:
         print(f"fleet demo: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from fleettui.select import parse
 from fleettui.textsafe import clean
 from fleettui.views.columns import DEFAULT_ORDER
 from fleettui.views.source import FleetSource
+from fleettui.views.tui.alerting import DEFAULT_TIMING, AlertRelay, AlertTiming
 from fleettui.views.tui.bulk import FAILED_NOTE_S, OK_NOTE_S, BulkRunner
 from fleettui.views.tui.messages import ActionDone, ActionRequested
 from fleettui.views.tui.nocolor import make_legible
@@ -41,7 +42,8 @@ def local_hms(ts: float) -> str:
 
 
 class FleetApp(App[None]):
-    """The dashboard. `clock` and `fmt_time` are injectable so snapshots never drift."""
+    """The dashboard. `clock` and `fmt_time` are injectable so snapshots never drift; `bell`
+    and `terminal_write` so tests count the alerts (views/tui/alerting.py)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "fleet"
@@ -63,6 +65,10 @@ class FleetApp(App[None]):
         tick_s: float = 1.0,
         filter_text: str = "",
         prefs: PrefsFile | None = None,
+        notify_desktop: bool = False,
+        bell: Callable[[], None] | None = None,
+        terminal_write: Callable[[str], None] | None = None,
+        alert_timing: AlertTiming = DEFAULT_TIMING,
     ) -> None:
         super().__init__()
         write_only_dirty_spans()
@@ -92,6 +98,13 @@ class FleetApp(App[None]):
         # Subscribed now, not once the screen is up: the first polls (a node down from the
         # start) happen while the app is still starting, and their transitions belong in the log.
         self._events = source.events(kinds=("action", "audit", "state", "error"))
+        self.alerts = AlertRelay(
+            self,
+            source.names,
+            bell=bell or self.bell,
+            write=(terminal_write or self._write_terminal) if notify_desktop else None,
+            timing=alert_timing,
+        )
 
     def get_default_screen(self) -> MainScreen:
         return self.main
@@ -168,6 +181,7 @@ class FleetApp(App[None]):
         try:
             async for event in stream:
                 log.add(event)
+                self.alerts.see(event)
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:  # unsubscribe now, not whenever it is collected
@@ -199,6 +213,12 @@ class FleetApp(App[None]):
                 markup=False,
             )
 
+    # --- alerts ----------------------------------------------------------------------
+    def _write_terminal(self, sequence: str) -> None:
+        """Through the driver, between frames (a desktop notification's OSC)."""
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(sequence)
+
     # --- screens ---------------------------------------------------------------------
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -223,6 +243,7 @@ class FleetApp(App[None]):
         if choice is None:
             self.notify("cancelled: nothing sent", timeout=3)
             return
+        self.alerts.acting(choice.targets)
         self.run_worker(self.bulk.run(choice), group="action", exit_on_error=False)
 
     def on_action_done(self, message: ActionDone) -> None:
@@ -242,18 +263,23 @@ class FleetApp(App[None]):
         table = self.main.table
         table.selected = set(env.failed)  # the failed ones, ready for a retry
         table.apply()
+        failure = None
         if env.failed:
             first = next(iter(env.failed.items()))
             more = f" (+{len(env.failed) - 1} more)" if len(env.failed) > 1 else ""
-            self.notify(
+            failure = (
                 f"{what}: {len(env.succeeded)} ok, {len(env.failed)} failed: "
-                f"{first[0]}: {first[1]}{more}. Failed nodes stay selected for a retry.",
+                f"{first[0]}: {first[1]}{more}"
+            )
+            self.notify(
+                f"{failure}. Failed nodes stay selected for a retry.",
                 severity="error",
                 timeout=10,
                 markup=False,  # the reason is the node's text: never markup
             )
         else:
             self.notify(f"{what}: all {len(env.succeeded)} ok", timeout=5, markup=False)
+        self.alerts.acted(env.targets, failure)
         self.set_timer(OK_NOTE_S, lambda: table.clear_notes(env.succeeded))
         self.set_timer(FAILED_NOTE_S, lambda: table.clear_notes(list(env.failed)))
         self.bulk.last = env
