@@ -6,6 +6,10 @@ One small language so an operator who learned it in the TUI can paste it into a 
     power>300 and engine=vllm
     not (tag=gpu or role~embed) and latency>=200ms
 
+A bare word (no operator after it; quote one that is a field name or holds spaces) searches
+the node's name, role, tags, engines and resident models the way a fuzzy finder does (`word`,
+below); words and comparisons side by side must all hold: `llama state=ONLINE`.
+
 Fields: name, role, tag, state, engine, model (text; tag/engine/model match any of a node's
 values), fit (the answer to the dashboard's fit question, `F`: yes, evict, no or unknown; a
 node matches none of them while no question is asked) and power (W), cost (7-day total),
@@ -25,6 +29,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from fleettui.aggregator.fitwatch import FILTER_WORDS
 from fleettui.aggregator.state import NodeState, NodeView
@@ -33,6 +38,10 @@ TEXT_FIELDS = ("name", "role", "tag", "state", "engine", "model", "fit")
 NUMBER_FIELDS = ("power", "cost", "gpu_mem", "latency")
 FIELDS = TEXT_FIELDS + NUMBER_FIELDS
 OPERATORS = ("=", "!=", ">", "<", ">=", "<=", "~")
+SEARCHED = ("name", "role", "tag", "engine", "model")  # what a bare word searches
+MAX_EXPR = 1000  # characters: the dashboard re-parses as one types, a paste can be anything
+MAX_DEPTH = 32  # nested parentheses and `not`s (the parser recurses)
+MAX_WORD = 100  # characters of a bare word
 _OP_CHARS = "=!<>~"
 _STOP = set(" \t\r\n()'\"") | set(_OP_CHARS)
 
@@ -157,13 +166,11 @@ def _texts(view: NodeView, field: str) -> list[str]:
         return [view.state.value]
     if field == "fit":
         return [FILTER_WORDS[view.fit.verdict]] if view.fit is not None else []
-    snap = view.snapshot  # parsed on first read: only the fields that need it ask for it
+    facts = view.facts  # not view.snapshot: a filter must not parse every node's snapshot
     if field == "engine":
-        return [e.name for e in snap.engines] if snap else []
+        return list(facts.engine_names) if facts else []
     if field == "model":
-        if not snap:
-            return []
-        return [m.name for e in snap.engines if e.status == "up" for m in e.models]
+        return list(facts.model_names) if facts else []
     raise AssertionError(field)
 
 
@@ -189,6 +196,65 @@ def _numeric(view: NodeView, field: str, qty: str) -> float | None:
             return used
         return 100.0 * used / total if total else None
     raise AssertionError(field)
+
+
+# --- bare words --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a bare word matched one value: `score` ranks (lower is better), `positions`
+    are the matched characters' indexes (what the table highlights)."""
+
+    score: int
+    positions: tuple[int, ...]
+
+
+def _fold(text: str) -> str:
+    """Lower case, one character for one, so positions in the folded text are the text's."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def match_word(needle: str, text: str) -> Hit | None:
+    """The one rule of a bare word, case ignored: the whole value (score 0), a prefix (1), a
+    substring at a word start (2) or anywhere (3); else its letters in order in at most
+    1 + len/3 pieces, never more than 4 (`l8b` in `llama3.1:8b`, `qwencoder` in
+    `qwen2.5-coder`; score 4 + pieces), so a long word cannot match letters strewn about."""
+    w, t = _fold(needle), _fold(text)
+    if not w:
+        return None
+    i = t.find(w)
+    if i >= 0:
+        score = 0 if len(w) == len(t) else 1 if i == 0 else 2 if not t[i - 1].isalnum() else 3
+        return Hit(score, tuple(range(i, i + len(w))))
+    end = -1
+    for c in w:  # forward: the first place where all of it has appeared in order ...
+        end = t.find(c, end + 1)
+        if end < 0:
+            return None
+    positions, k = [], end + 1
+    for c in reversed(w):  # ... then backward from there: the tightest match ending there
+        k = t.rfind(c, 0, k)
+        positions.append(k)
+    positions.reverse()
+    pieces = 1 + sum(b != a + 1 for a, b in pairwise(positions))
+    if pieces > 1 + min(len(w) // 3, 3):
+        return None
+    return Hit(4 + pieces, tuple(positions))
+
+
+def searched(view: NodeView) -> list[str]:
+    """The values a bare word searches, in SEARCHED order."""
+    return [t for field in SEARCHED for t in _texts(view, field)]
+
+
+def best_hit(needle: str, view: NodeView) -> Hit | None:
+    """The word's best hit over the node's searched values (the first of equal ones)."""
+    hits = [h for t in searched(view) if (h := match_word(needle, t)) is not None]
+    return min(hits, key=lambda h: h.score, default=None)
 
 
 # --- the tree ----------------------------------------------------------------------------
@@ -239,9 +305,15 @@ def _number_pred(field: str, op: str, tok: _Tok, expr: str) -> Pred:
 
 class _Parser:
     def __init__(self, expr: str) -> None:
+        if len(expr) > MAX_EXPR:
+            raise SelectError(expr[:MAX_EXPR], MAX_EXPR, f"longer than {MAX_EXPR} characters")
         self.expr = expr
         self.toks = _tokenize(expr)
         self.i = 0
+        self.depth = 0  # parentheses and `not`s open around the token
+        self.negated = 0  # `not`s around it: a word under one is not highlighted
+        self.words: list[str] = []  # the bare words a match highlights
+        self.unitless: set[int] = set()  # tokens that are a number with no unit
 
     @property
     def tok(self) -> _Tok:
@@ -273,36 +345,86 @@ class _Parser:
 
     def _and(self) -> Pred:
         parts = [self._not()]
-        while self._kw("and"):
-            self.i += 1
+        while self._kw("and") or self._starts_term():
+            if self._kw("and"):
+                self.i += 1
             parts.append(self._not())
         if len(parts) == 1:
             return parts[0]
         return lambda v: all(p(v) for p in parts)
 
+    def _starts_term(self) -> bool:
+        """Side by side with the term before it (an implied `and`): a word, a quoted word,
+        `(` or `not`. After a number without a unit a plain word is refused, not searched:
+        `gpu_mem>12 GB` is a unit typed apart far more often than a search."""
+        tok = self.tok
+        if tok.kind == "word" and tok.text.lower() in ("and", "or"):
+            return False
+        if tok.kind == "word" and self.i - 1 in self.unitless and self._is_search(tok):
+            raise SelectError(
+                self.expr,
+                tok.pos,
+                f"expected 'and', 'or' or the end, got {tok.text!r} "
+                f"(a unit goes right after the number; 'and' before a search word)",
+            )
+        return tok.kind in ("word", "string", "(")
+
+    def _nest(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise SelectError(self.expr, tok.pos, f"nested deeper than {MAX_DEPTH} levels")
+
     def _not(self) -> Pred:
         if self._kw("not"):
+            self._nest(self.tok)
             self.i += 1
+            self.negated += 1
             inner = self._not()
+            self.negated -= 1
+            self.depth -= 1
             return lambda v: not inner(v)
         return self._primary()
 
     def _primary(self) -> Pred:
         tok = self.tok
         if tok.kind == "(":
+            self._nest(tok)
             self.i += 1
             inner = self._or()
             if self.tok.kind != ")":
                 raise SelectError(self.expr, tok.pos, "'(' is never closed")
             self.i += 1
+            self.depth -= 1
             return inner
         if tok.kind == "end":
-            raise SelectError(self.expr, tok.pos, "expression ends too early: expected a field")
+            raise SelectError(
+                self.expr, tok.pos, "expression ends too early: expected a field or a search word"
+            )
+        if tok.kind == "string" or (tok.kind == "word" and self._is_search(tok)):
+            return self._search(tok)
         if tok.kind != "word":
             raise SelectError(
                 self.expr, tok.pos, f"expected a field ({', '.join(FIELDS)}), got {tok.text!r}"
             )
         return self._comparison()
+
+    def _is_search(self, tok: _Tok) -> bool:
+        """A word that is neither a field, a keyword, nor followed by an operator."""
+        text = tok.text.lower()
+        if text in FIELDS or text in ("and", "or", "not"):
+            return False
+        return self.toks[self.i + 1].kind != "op"
+
+    def _search(self, tok: _Tok) -> Pred:
+        self.i += 1
+        needle = tok.text
+        if not needle.strip():
+            raise SelectError(self.expr, tok.pos, "an empty quoted word searches nothing")
+        if len(needle) > MAX_WORD:
+            raise SelectError(self.expr, tok.pos, f"a search word is at most {MAX_WORD} characters")
+        if not self.negated:
+            self.words.append(needle)
+        return lambda v: any(match_word(needle, t) is not None for t in searched(v))
 
     def _comparison(self) -> Pred:
         ftok = self.tok
@@ -332,6 +454,8 @@ class _Parser:
                 raise SelectError(
                     self.expr, otok.pos, f"'~' matches text; {field} is a number (use = != < >)"
                 )
+            if vtok.kind == "word" and (m := _NUM_RE.match(vtok.text)) and not m.group(2):
+                self.unitless.add(self.i - 1)
             return _number_pred(field, op, vtok, self.expr)
         if op not in ("=", "!=", "~"):
             raise SelectError(
@@ -342,18 +466,28 @@ class _Parser:
 
 @dataclass(frozen=True)
 class Selector:
-    """A compiled expression: `matches(view)` is all a caller needs."""
+    """A compiled expression: `matches(view)` is all a caller needs; `words` are its bare
+    words outside any `not` (what a view highlights, `match_word` says where)."""
 
     text: str
     _pred: Pred
+    words: tuple[str, ...] = ()
 
     def matches(self, view: NodeView) -> bool:
         return self._pred(view)
 
+    def rank(self, view: NodeView) -> int:
+        """How well the node answers the bare words (lower is better: 0 is every word the
+        whole of a value), for a list that puts `demo-003` before `demo-0031`."""
+        miss = 9  # a word a node does not hit (it matched through an `or`)
+        return sum(h.score if (h := best_hit(w, view)) else miss for w in self.words)
+
 
 def parse(expr: str) -> Selector:
     """Compile a filter expression; raises SelectError pointing at the problem."""
-    return Selector(expr, _Parser(expr).parse())
+    parser = _Parser(expr)
+    pred = parser.parse()
+    return Selector(expr, pred, tuple(dict.fromkeys(parser.words)))
 
 
 def select_views(

@@ -110,6 +110,8 @@ class SnapshotFacts:
     gpu: GpuFacts | None = None
     engines_len: int = 0  # the Engines and Models cells' natural widths (views/columns.py)
     models_len: int = 0
+    engine_names: tuple[str, ...] = ()  # what `engine=` and a bare search word read
+    model_names: tuple[str, ...] = ()  # resident in engines that are up (`model=`)
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
@@ -145,6 +147,8 @@ class SnapshotFacts:
             if snap.engines
             else 0,
             models_len=_models_len(snap),
+            engine_names=tuple(e.name for e in snap.engines),
+            model_names=tuple(m.name for e in snap.engines if e.status == "up" for m in e.models),
         )
 
 

@@ -76,14 +76,13 @@ SCENES: tuple[Scene, ...] = (
     Scene("gpus_200x50", ("g", "down", "down", "down", "down", "down", "g"), size=(200, 50)),
     Scene("detail", ("down", "down", "enter"), screenshot=True),
     Scene("detail_80x24", ("down", "down", "enter"), size=(80, 24)),
-    Scene(
-        "filter",
-        ("slash", *"power>300 and engine=vllm", "enter"),
-        screenshot=True,
-    ),
-    Scene("filter_typing", ("slash", *"state=DEGRADED or tag=mac"), screenshot=True),
-    Scene("filter_error", ("slash", *"powr>300 and", "enter")),
-    Scene("filter_80x24", ("slash", *"power>300 and engine=vllm", "enter"), size=(80, 24)),
+    # `/`: the bar above the totals filters as one types (after a pause: "wait:"); a bare
+    # word searches names, roles, tags, engines and models, its letters highlighted
+    Scene("filter", ("slash", *"llama state=ONLINE", "enter"), screenshot=True),
+    Scene("filter_typing", ("slash", *"llama", "wait:400"), screenshot=True),
+    Scene("filter_error", ("slash", *"powr>300 and", "wait:400", "enter")),
+    Scene("filter_80x24", ("slash", *"gpub", "wait:400"), size=(80, 24)),
+    Scene("filter_fields", ("slash", *"power>300 and engine=vllm", "enter")),
     Scene("help", ("question_mark",), screenshot=True),
     Scene("help_80x24", ("question_mark",), size=(80, 24)),
     Scene("sorted_events", ("s", "s", "s", "s", "e")),

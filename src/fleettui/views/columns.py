@@ -16,7 +16,7 @@ from rich.text import Text
 from fleettui.aggregator.fitwatch import spare_bytes
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
-from fleettui.select import gpu_memory
+from fleettui.select import gpu_memory, match_word
 from fleettui.views.numbers import (
     DASH,
     TIMES,
@@ -293,6 +293,28 @@ def cell_seen(view: NodeView, width: int, now: float, selected: bool) -> Text:
     age = None if view.last_seen is None else now - view.last_seen
     style = "dim" if age is None else "" if age < 30 else "yellow" if age < 300 else "red"
     return _fit(Text(fmt_age(age), style=style), width)
+
+
+# --- search highlight --------------------------------------------------------------------
+
+SEARCHABLE = frozenset({"node", "role", "engines", "models"})  # cells a bare word can light
+HIGHLIGHT = "bold underline"  # legible without colour too
+
+
+def highlight(cell: Text, words: Iterable[str]) -> Text:
+    """Mark in `cell` the characters the filter's bare words matched (select.match_word),
+    value by value: the cell's space-separated parts are the values it shows."""
+    plain = cell.plain
+    start = 0
+    for part in plain.split(" "):
+        marks = sorted({p for w in words if (hit := match_word(w, part)) for p in hit.positions})
+        run = 0
+        for n, i in enumerate(marks):  # one span per run of adjacent characters
+            if n + 1 == len(marks) or marks[n + 1] != i + 1:
+                cell.stylize(HIGHLIGHT, start + marks[run], start + i + 1)
+                run = n + 1
+        start += len(part) + 1
+    return cell
 
 
 # --- sort keys (None sorts last whatever the direction) ----------------------------------

@@ -33,10 +33,12 @@ from fleettui.views.columns import (
     BY_KEY,
     COLUMNS,
     DEFAULT_ORDER,
+    SEARCHABLE,
     SEP,
     SORTABLE,
     column_needs,
     fit_columns,
+    highlight,
     sorted_views,
 )
 from fleettui.views.gpurows import gpu_line
@@ -565,11 +567,14 @@ class FleetTable(ScrollView, can_focus=True):
             cell = note.copy()
             cell.truncate(self.widths[key], overflow="ellipsis")
             return cell
-        return BY_KEY[key].cell(view, self.widths[key], now, selected)
+        cell = BY_KEY[key].cell(view, self.widths[key], now, selected)
+        words = self.selector.words if self.selector else ()
+        return highlight(cell, words) if words and key in SEARCHABLE else cell
 
     def _stamp(self, view: NodeView) -> tuple:
         note = self.notes.get(view.name)
-        return (view.version, view.name in self.selected, note.markup if note else None)
+        words = self.selector.words if self.selector else ()  # the highlight follows them
+        return (view.version, view.name in self.selected, note.markup if note else None, words)
 
     def _label(self, key: str) -> Text:
         col = BY_KEY[key]
@@ -602,6 +607,8 @@ class FleetTable(ScrollView, can_focus=True):
         views = list(self.views.values())
         if self.selector is not None:
             views = [v for v in views if self.selector.matches(v)]
+            if self.selector.words and self.sort_key is None:  # best matches first
+                views.sort(key=self.selector.rank)
         return [v.name for v in sorted_views(views, self.sort_key, self.sort_reverse)]
 
     def _fit(self, rows: int) -> dict[str, int]:

@@ -1,40 +1,67 @@
-"""The `/` filter: one input, a live match count, and a pointed error for a bad expression."""
+"""The `/` filter bar: applied as one types (the table stays in sight), a match count or the
+problem with the expression in one line; enter keeps it, esc puts back the one before."""
 
 from __future__ import annotations
 
 from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.timer import Timer
 
 from fleettui.aggregator.state import NodeView
-from fleettui.select import SelectError, parse
+from fleettui.select import SelectError, Selector, parse
 from fleettui.views.columns import plural
-from fleettui.views.tui.screens.ask import AskScreen
+from fleettui.views.tui.screens.ask import AskBar
 
-HINT = "e.g.  state=OFFLINE   power>300 and engine=vllm   not tag=edge   model~llama"
+DEBOUNCE_S = 0.15  # a pause in typing; each keystroke at 1000 rows would re-filter them all
 
 
 def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
-    """(ok, what to show under the input) for the expression as typed so far."""
+    """(ok, one line to show beside the input) for the expression as typed so far."""
     if not text.strip():
         return True, Text(f"empty: all {plural(len(views), 'node')}", style="dim")
     try:
         sel = parse(text)
     except SelectError as exc:
-        out = Text(exc.message, style="bold red")
-        out.append("\n" + exc.caret, style="red")
-        return False, out
+        return False, Text(f"✗ column {exc.pos + 1}: {exc.message}", style="bold red")
     n = sum(1 for v in views if sel.matches(v))
     return True, Text(
         f"{n} of {plural(len(views), 'node')} match", style="green" if n else "yellow"
     )
 
 
-class FilterScreen(AskScreen):
-    """Dismisses with the new expression ("" clears the filter) or None when cancelled."""
+class FilterBar(AskBar):
+    """Posts Typed as the expression changes (after a pause, only when it parses) and Done."""
 
+    BINDINGS = [Binding("escape", "cancel", "Restore")]  # the filter from before `/`
     PREFIX = "filter"
-    TITLE = "Filter nodes  [dim](enter applies, empty clears, esc cancels)[/]"
-    PLACEHOLDER = "state=OFFLINE or power>300 and engine=vllm"
-    HINT = HINT
+    PROMPT = "/"
+    PLACEHOLDER = "a word (llama, demo-003) or state=OFFLINE, power>300 and engine=vllm"
+
+    class Typed(Message):
+        """The expression as typed so far, compiled (None: empty, every node)."""
+
+        def __init__(self, selector: Selector | None) -> None:
+            super().__init__()
+            self.selector = selector
+
+    _timer: Timer | None = None
 
     def describe(self, text: str) -> tuple[bool, Text]:
         return describe(text, self.views)
+
+    def typed(self, text: str, ok: bool) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(DEBOUNCE_S, lambda: self._apply(text)) if ok else None
+
+    def _apply(self, text: str) -> None:
+        self._timer = None
+        if self.is_open:
+            self.post_message(self.Typed(parse(text) if text.strip() else None))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        super().close()

@@ -11,13 +11,9 @@ from fleettui.aggregator.placement import STRATEGIES, Strategy
 from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
 from fleettui.views.columns import plural
-from fleettui.views.tui.screens.ask import AskScreen
+from fleettui.views.tui.screens.ask import AskBar
 from fleettui.wire import CTX_MAX, KV_TYPES, MODEL_RE, PARALLEL_MAX
 
-HINT = (
-    "e.g.  llama3.1:8b   qwen2.5-coder:7b ctx=32768 parallel=2 kv=q8_0 strategy=spread   "
-    "(empty: no Fit column)"
-)
 OPTIONS = "ctx, parallel, kv, engine, strategy"
 LIMITS = {"ctx": CTX_MAX, "parallel": PARALLEL_MAX}  # the wire's, as `fleet fit` takes them
 
@@ -69,7 +65,7 @@ def _has(view: NodeView, model: str) -> bool:
 
 
 def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
-    """(ok, what to show under the input) for the question as typed so far."""
+    """(ok, one line to show beside the input) for the question as typed so far."""
     if not text.strip():
         return True, Text("empty: hide the Fit column", style="dim")
     try:
@@ -85,13 +81,13 @@ def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
     )
 
 
-class FitScreen(AskScreen):
-    """Dismisses with the question as typed ("" clears it) or None when cancelled."""
+class FitBar(AskBar):
+    """Done with the question as typed ("" clears it) or None when cancelled; asked on enter
+    only (each question re-judges every node)."""
 
     PREFIX = "fit"
-    TITLE = "Does it fit?  [dim](enter asks, empty clears, esc cancels)[/]"
-    PLACEHOLDER = "llama3.1:8b ctx=8192"
-    HINT = HINT
+    PROMPT = "fit?"
+    PLACEHOLDER = "MODEL [ctx=N parallel=N kv=TYPE engine=NAME strategy=spread]"
 
     def describe(self, text: str) -> tuple[bool, Text]:
         return describe(text, self.views)

@@ -17,11 +17,12 @@ from textual.widgets import Footer
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import NodeView
 from fleettui.capacity.fit import FitRequest
-from fleettui.select import SelectError, parse
+from fleettui.select import SelectError, Selector, parse
 from fleettui.views.tui.messages import ActionRequested
+from fleettui.views.tui.screens.ask import AskBar
 from fleettui.views.tui.screens.columns import ColumnChoice, ColumnsScreen
-from fleettui.views.tui.screens.filter import FilterScreen
-from fleettui.views.tui.screens.fit import FitScreen, parse_fit
+from fleettui.views.tui.screens.filter import FilterBar
+from fleettui.views.tui.screens.fit import FitBar, parse_fit
 from fleettui.views.tui.table import FleetTable
 from fleettui.views.tui.widgets import ConfigBanner, EventLog, PlaceBar, TotalsBar
 
@@ -72,6 +73,7 @@ class MainScreen(Screen[None]):
         self.fit_text: str | None = None  # the fit question asked with F, as typed
         self.fit_request: FitRequest | None = None  # ... and as parsed
         self.strategy = "binpack"  # how its answers are ranked (strategy= in F, or b)
+        self.filter_before: Selector | None = None  # what esc in the filter bar puts back
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
@@ -80,6 +82,8 @@ class MainScreen(Screen[None]):
         yield log
         yield ConfigBanner(self.config_warnings, self.skipped, id="config-warnings")
         yield PlaceBar(id="place")
+        yield FilterBar(id="filter-bar")
+        yield FitBar(id="fit-bar")
         yield TotalsBar(id="totals")
         yield Footer(compact=True)
 
@@ -155,9 +159,34 @@ class MainScreen(Screen[None]):
         if log.display:
             log.flush()
 
+    def _ask(self, bar: type[AskBar], current: str) -> None:
+        """Open one bar (the other one, if open, is cancelled)."""
+        for other in self.query(AskBar):
+            if other.is_open and not isinstance(other, bar):
+                other.action_cancel()
+        self.query_one(bar).open(current, lambda: list(self.views.values()))
+
     def action_filter(self) -> None:
-        current = self.table.selector.text if self.table.selector else ""
-        self.app.push_screen(FilterScreen(current, list(self.views.values())), self.set_filter)
+        bar = self.query_one(FilterBar)
+        if not bar.is_open:
+            self.filter_before = self.table.selector
+        self._ask(FilterBar, self.table.selector.text if self.table.selector else "")
+
+    @on(FilterBar.Typed)
+    def filter_typed(self, event: FilterBar.Typed) -> None:
+        self.table.set_filter(event.selector)
+        self.update_totals()
+
+    @on(AskBar.Done)
+    def answered(self, event: AskBar.Done) -> None:
+        self.table.focus()
+        if isinstance(event.bar, FitBar):
+            self.ask_fit(event.text)
+        elif event.text is None:  # esc: the filter from before the bar opened
+            self.table.set_filter(self.filter_before)
+            self.update_totals()
+        else:
+            self.set_filter(event.text)
 
     def set_filter(self, text: str | None) -> bool:
         """Apply a filter expression ("" clears it, None leaves it); False when it is bad."""
@@ -165,23 +194,21 @@ class MainScreen(Screen[None]):
             return True
         try:
             self.table.set_filter(parse(text) if text else None)
-        except SelectError as exc:  # the filter screen validates; this is for direct callers
+        except SelectError as exc:  # the filter bar validates; this is for direct callers
             self.notify(str(exc), severity="error", markup=False)
             return False
         self.update_totals()
         return True
 
     def action_fit(self) -> None:
-        self.app.push_screen(
-            FitScreen(self.fit_text or "", list(self.views.values())), self.ask_fit
-        )
+        self._ask(FitBar, self.fit_text or "")
 
     def ask_fit(self, text: str | None) -> None:
         """Ask the source the fit question typed with F ("" stops asking, None leaves it);
         the Fit column shows its answers, best first."""
         if text is None:
             return
-        # the fit screen validated it
+        # the fit bar validated it
         request, self.strategy = parse_fit(text) if text else (None, "binpack")
         watch = self.app.source.set_fit(request, strategy=self.strategy)  # type: ignore[attr-defined]
         self.fit_text, self.fit_request = text or None, request
@@ -189,7 +216,7 @@ class MainScreen(Screen[None]):
         table.show_optional({"fit"} if request else ())
         if request is not None:
             table.sort_by("fit")
-            if watch is not None and watch.meta is None:  # the fit screen warned already
+            if watch is not None and watch.meta is None:  # the fit bar warned already
                 self.notify(
                     f"{request.model}: no node has its metadata, so every node answers '?'",
                     severity="warning",
