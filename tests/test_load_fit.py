@@ -223,7 +223,7 @@ async def test_a_fit_check_that_breaks_is_a_refusal_and_frees_the_engine(
 async def test_dashboard_f_model_then_l_loads_it_and_the_fit_column_follows(node: Node) -> None:
     from fleettui.views.tui.app import FleetApp
     from fleettui.views.tui.screens.confirm import ConfirmActionScreen
-    from fleettui.views.tui.screens.fit import FitScreen
+    from fleettui.views.tui.screens.fit import FitBar
     from pilot_util import cell, until
 
     cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
@@ -232,7 +232,7 @@ async def test_dashboard_f_model_then_l_loads_it_and_the_fit_column_follows(node
         async with app.run_test(size=(140, 40)) as pilot:
             await until(pilot, lambda: cell(app, "gpu1") == "ONLINE", what="online")
             await pilot.press("F")
-            await until(pilot, lambda: isinstance(app.screen, FitScreen), what="fit screen")
+            await until(pilot, lambda: app.main.query_one(FitBar).is_open, what="fit bar")
             await pilot.press(*"llama3.1:8b", "enter")
             await until(pilot, lambda: "fits" in cell(app, "gpu1", "fit"), what="Fit column")
             await pilot.press("L")
@@ -262,7 +262,7 @@ async def test_dashboard_l_loads_with_the_f_questions_context(node: Node) -> Non
 
     from fleettui.views.tui.app import FleetApp
     from fleettui.views.tui.screens.confirm import ConfirmActionScreen
-    from fleettui.views.tui.screens.fit import FitScreen
+    from fleettui.views.tui.screens.fit import FitBar
     from pilot_util import cell, until
 
     cfg = FleetConfig(nodes=[NodeConfig(name="gpu1", url=node.url, token=node.secret)])
@@ -271,7 +271,7 @@ async def test_dashboard_l_loads_with_the_f_questions_context(node: Node) -> Non
         async with app.run_test(size=(140, 40)) as pilot:
             await until(pilot, lambda: cell(app, "gpu1") == "ONLINE", what="online")
             await pilot.press("F")
-            await until(pilot, lambda: isinstance(app.screen, FitScreen), what="fit screen")
+            await until(pilot, lambda: app.main.query_one(FitBar).is_open, what="fit bar")
             await pilot.press(*"llama3.1:8b ctx=8192", "enter")
             await until(pilot, lambda: "fits" in cell(app, "gpu1", "fit"), what="Fit column")
             await pilot.press("L")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleettui.aggregator.state import NodeState
-from fleettui.select import FIELDS, SelectError, parse, select_views
+from fleettui.select import FIELDS, SelectError, match_word, parse, select_views
 from fleettui.testing.sample import sample_views
 
 VIEWS = sample_views()
@@ -193,3 +193,141 @@ def test_fit_reads_the_answer_to_the_fit_question() -> None:
         SelectError, match="unknown fit 'fits' \\(one of yes, evict, no, unknown\\)"
     ):
         parse("fit=fits")
+
+
+# --- bare words ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("rtx-desk-2", ["rtx-desk-2"]),  # a whole name
+        ("RTX-DESK", ["rtx-desk-2"]),  # case ignored
+        ("llamacpp", ["gpu-b2", "rtx-desk-2"]),  # an engine
+        ("vllm", ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]),
+        ("embedding", ["embed-1"]),  # a role
+        ("h100", ["gpu-a1", "gpu-a2", "gpu-c1"]),  # a tag
+        ("nomic", ["embed-1", "gpu-c1"]),  # a resident model
+        ("qwencoder", ["gpu-a1", "edge-lab-7", "gpu-c1"]),  # in two pieces: qwen2.5-coder
+        ("gpub", ["gpu-b1", "gpu-b2"]),
+        ("'llama3.1:8b'", ["gpu-a1", "gpu-b1", "mac-studio-1", "gpu-c1"]),  # as model=
+        ('"state"', []),  # a field name quoted is a word
+        ("zzz", []),
+        (
+            "llama state=ONLINE",
+            ["gpu-a1", "gpu-a2", "gpu-b2", "embed-1", "mac-studio-1", "rtx-desk-2"],
+        ),
+        (
+            "state=ONLINE llama",
+            ["gpu-a1", "gpu-a2", "gpu-b2", "embed-1", "mac-studio-1", "rtx-desk-2"],
+        ),
+        ("vllm not tag=h100", ["gpu-b1", "gpu-b2"]),
+        ("vllm and power>1kW", ["gpu-a1", "gpu-a2"]),
+        ("power>1kW vllm", ["gpu-a1", "gpu-a2"]),  # a unit, then a word: an implied `and`
+        ("(mlx or llamacpp) tag!=h100", ["gpu-b2", "mac-studio-1", "rtx-desk-2"]),
+        ("not vllm and state=ONLINE", ["embed-1", "mac-studio-1", "rtx-desk-2"]),
+    ],
+)
+def test_bare_word_selects(expr: str, expected: list[str]) -> None:
+    assert names(expr) == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "text", "score", "positions"),
+    [
+        ("demo-003", "demo-003", 0, range(8)),
+        ("DEMO", "demo-003", 1, range(4)),
+        ("llama", "llama3.1:8b", 1, range(5)),
+        ("llama", "llamacpp", 1, range(5)),
+        ("llama", "meta-llama/Llama-3.1-8B", 2, range(5, 10)),
+        ("llama", "ollama", 3, range(1, 6)),
+        ("l8b", "llama3.1:8b", 6, (1, 9, 10)),  # the tightest: the last l before 8b
+        ("qwencoder", "qwen2.5-coder:7b", 6, (0, 1, 2, 3, 8, 9, 10, 11, 12)),
+    ],
+)
+def test_match_word_ranks_and_places(word: str, text: str, score: int, positions) -> None:
+    hit = match_word(word, text)
+    assert hit is not None and hit.score == score and hit.positions == tuple(positions)
+    assert all(text[p].lower() == c.lower() for p, c in zip(hit.positions, word, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("word", "text"),
+    [
+        ("ll", "l-l"),  # two letters: a substring or nothing
+        ("dsr1", "deepseek-r1:70b"),  # d, s, r1: three pieces for a 4-letter word
+        ("abcdefghijklmnop", "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p"),  # strewn: at most 4 pieces
+        ("llamas", "llama3"),
+        ("demo-003", "demo-030"),
+        ("", "anything"),
+    ],
+)
+def test_match_word_refuses_strewn_letters(word: str, text: str) -> None:
+    assert match_word(word, text) is None
+
+
+def test_exact_ranks_first_then_prefix_then_inside() -> None:
+    from fleettui.testing.sample import generated_views
+
+    views = generated_views(300)
+    sel = parse(views[3].name)  # n0003: also a prefix of nothing, inside nothing else
+    assert [v.name for v in sorted(select_views(views, expr=sel), key=sel.rank)] == ["n0003"]
+    sel = parse("gpu-a")
+    got = sorted(select_views(VIEWS, expr=sel), key=sel.rank)
+    assert [v.name for v in got] == ["gpu-a1", "gpu-a2"]
+    sel = parse("gpu-b1")
+    assert sorted(select_views(VIEWS, expr="gpu-b"), key=sel.rank)[0].name == "gpu-b1"
+
+
+def test_words_are_what_a_view_highlights() -> None:
+    assert parse("llama state=ONLINE 'mlx' not vllm llama").words == ("llama", "mlx")
+    assert parse("state=ONLINE").words == ()
+
+
+@pytest.mark.parametrize(
+    ("expr", "pos", "words"),
+    [
+        ("gpu_mem>12 GB", 11, "a unit goes right after the number"),
+        ("power>300 llama", 10, "'and' before a search word"),
+        ("state ONLINE", 6, "expected an operator"),  # a field name is never a word
+        ("llama=3", 0, "unknown field 'llama'"),
+        ("''", 0, "an empty quoted word"),
+        ("'" + "x" * 101 + "'", 0, "a search word is at most 100 characters"),
+        ("x" * 1001, 1000, "longer than 1000 characters"),
+        ("not " * 33 + "x", 128, "nested deeper than 32 levels"),
+        ("(" * 33 + "x" + ")" * 33, 32, "nested deeper than 32 levels"),
+    ],
+)
+def test_bad_bare_words_point_at_the_problem(expr: str, pos: int, words: str) -> None:
+    with pytest.raises(SelectError) as info:
+        parse(expr)
+    assert info.value.pos == pos
+    assert words in info.value.message
+
+
+def test_hostile_input_is_bounded() -> None:
+    """What a paste can hold: refused with a SelectError, or matched quickly, never a
+    RecursionError or a long wait."""
+    import time
+
+    for expr in ("(" * 5000, "not " * 5000 + "x", "a" * 100 + " " + "b" * 100, "a " * 499):
+        start = time.perf_counter()
+        try:
+            sel = parse(expr)
+        except SelectError:
+            continue
+        for v in VIEWS:
+            sel.matches(v)
+            sel.rank(v)
+        assert time.perf_counter() - start < 5  # generous: a bound, not a benchmark
+    assert match_word("a" * 100, "a" * 99 + "b") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12), st.text(max_size=40))
+def test_a_hit_points_at_the_word_in_order(word: str, text: str) -> None:
+    hit = match_word(word, text)
+    if hit is None:
+        return
+    assert list(hit.positions) == sorted(set(hit.positions)) and len(hit.positions) == len(word)
+    assert all(0 <= p < len(text) for p in hit.positions)

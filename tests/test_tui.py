@@ -16,7 +16,7 @@ from fleettui.testing.scenes import sample_app
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.detail import DetailScreen
-from fleettui.views.tui.screens.filter import FilterScreen
+from fleettui.views.tui.screens.filter import FilterBar
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.widgets import EventLog, TotalsBar
 from pilot_util import screen_lines
@@ -73,33 +73,40 @@ async def test_cursor_keys_and_selection() -> None:
         assert "0 selected" in totals(app)
 
 
+def bar(app: FleetApp) -> FilterBar:
+    return app.main.query_one(FilterBar)
+
+
+def bar_status(app: FleetApp) -> str:
+    return shown(app.main.query_one("#filter-status", Static))
+
+
 async def test_filter_applies_rejects_and_clears() -> None:
     app = sample_app()
     async with app.run_test(size=(120, 40)) as pilot:
         t = app.main.table
         await pilot.press("a")  # select everything, then filter: selection survives
         await pilot.press("slash")
-        assert isinstance(app.screen, FilterScreen)
+        assert bar(app).is_open and app.screen is app.main  # a bar, not a screen
         await pilot.press(*"engine=vllm")
-        status = app.screen.query_one("#filter-status", Static)
-        assert "4 of 10 nodes match" in shown(status)
+        assert "4 of 10 nodes match" in bar_status(app)
         await pilot.press("enter")
-        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert not bar(app).is_open and t.has_focus
         assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]
         assert "filter engine=vllm (4/10)" in totals(app)
         assert "(6 hidden by the filter)" in totals(app)
         assert t.targets() == ["gpu-a1", "gpu-a2", "gpu-b1", "gpu-b2"]  # never hidden rows
 
-        # a bad expression: the screen stays open and points at the problem
+        # a bad expression: the bar stays open, says what and where in one line, and the
+        # table keeps the last good filter
         await pilot.press("slash", "ctrl+u", *"powr>3")
         await pilot.press("enter")
-        assert isinstance(app.screen, FilterScreen)
-        status = shown(app.screen.query_one("#filter-status", Static))
-        assert "unknown field 'powr'" in status
-        assert "powr>3\n^" in status
-        assert app.screen.query_one("#filter-box").has_class("error")
+        assert bar(app).is_open
+        status = bar_status(app)
+        assert "column 1: unknown field 'powr'" in status and "\n" not in status.strip()
+        assert bar(app).has_class("error")
         await pilot.press("escape")  # cancel: the old filter stays
-        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert not bar(app).is_open
         assert len(t.visible_names) == 4
 
         await pilot.press("escape")  # on the main screen: clears the filter
@@ -112,10 +119,66 @@ async def test_filter_with_empty_input_clears() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         assert app.main.table.visible_names == ["edge-lab-7"]
         await pilot.press("slash")
-        assert app.screen.query_one(Input).value == "state=OFFLINE"
+        assert app.main.query_one("#filter-input", Input).value == "state=OFFLINE"
         await pilot.press("ctrl+u", "enter")
-        await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
+        assert not bar(app).is_open
         assert app.main.table.visible_names == NAMES
+
+
+async def test_bare_word_filters_live_with_the_table_in_sight() -> None:
+    """`/` then a plain word: the rows narrow as one types (after a pause), the table stays
+    on screen, matched letters are highlighted, esc puts back what was there, enter keeps."""
+    app = sample_app(filter_text="tag=h100")
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = app.main.table
+        assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-c1"]
+        await pilot.press("slash", "ctrl+u")
+        await until(pilot, lambda: len(t.visible_names) == len(NAMES))  # empty: every node
+        await pilot.press(*"qwen")  # `q` types, it does not quit
+        # best first: a prefix of a value (Qwen/..., qwen2.5-...) before a word inside one
+        qwen = ["gpu-a1", "gpu-a2", "edge-lab-7", "gpu-c1", "mac-studio-1"]
+        await until(pilot, lambda: t.visible_names == qwen)
+        assert app.is_running and bar(app).is_open
+        lines = screen_lines(app)
+        assert any(line.lstrip().startswith("gpu-a1") for line in lines)  # rows in sight
+        assert any(line.startswith(" / qwen") for line in lines)  # the bar, one line
+        assert "filter qwen (5/10)" in totals(app)
+        await pilot.press(*" state=ONLINE")
+        await until(pilot, lambda: t.visible_names == ["gpu-a1", "gpu-a2", "mac-studio-1"])
+        await pilot.press("escape")  # esc: the filter from before `/`
+        assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-c1"]
+        assert t.selector is not None and t.selector.text == "tag=h100"
+
+        await pilot.press("slash", "ctrl+u", *"rtx-desk-2")
+        await until(pilot, lambda: t.visible_names == ["rtx-desk-2"])
+        await pilot.press("enter")
+        assert not bar(app).is_open and t.visible_names == ["rtx-desk-2"]
+        assert "filter rtx-desk-2 (1/10)" in totals(app)
+
+
+async def test_bare_word_highlights_the_matched_letters() -> None:
+    app = sample_app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        t = app.main.table
+        before = t.get_cell("rtx-desk-2", "engines")
+        assert not [s for s in before.spans if "underline" in str(s.style)]
+        await pilot.press("slash", *"llama", "enter")
+        cell = t.get_cell("rtx-desk-2", "engines")  # llamacpp·1
+        marked = [cell.plain[s.start : s.end] for s in cell.spans if "underline" in str(s.style)]
+        assert marked == ["llama"]
+        node = t.get_cell("gpu-b1", "node")
+        assert not [s for s in node.spans if "underline" in str(s.style)]
+        await pilot.press("slash", "ctrl+u", *"gpub", "enter")  # fuzzy: g p u then b
+        node = t.get_cell("gpu-b1", "node")
+        marked = [node.plain[s.start : s.end] for s in node.spans if "underline" in str(s.style)]
+        assert marked == ["gpu", "b"]
+        assert t.visible_names == ["gpu-b1", "gpu-b2"]
+        # what is on screen follows: the drawn line of gpu-b1 carries the underline
+        line = t.render_line(1 + t.visible_names.index("gpu-b1"))
+        assert any(seg.style and seg.style.underline and seg.text == "gpu" for seg in line)
+        await pilot.press("escape")  # no filter: no highlight left behind
+        node = t.get_cell("gpu-b1", "node")
+        assert not [s for s in node.spans if "underline" in str(s.style)]
 
 
 async def test_sort_cycles_reverses_and_keeps_the_cursor() -> None:

@@ -19,8 +19,8 @@ from fleettui.testing.sample import SAMPLE_NOW, SampleSource
 from fleettui.testing.scenes import sample_app
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.screens.detail import DetailScreen
-from fleettui.views.tui.screens.filter import FilterScreen
-from fleettui.views.tui.screens.fit import FitScreen, parse_fit
+from fleettui.views.tui.screens.filter import FilterBar
+from fleettui.views.tui.screens.fit import FitBar, parse_fit
 from fleettui.wire import NodeSnapshot
 from pilot_util import cell, until
 from test_tui import shown, totals
@@ -46,11 +46,12 @@ def fit_views() -> list[NodeView]:
 
 
 async def ask(pilot, text: str) -> None:
+    bar = pilot.app.main.query_one(FitBar)
     await pilot.press("F")
-    await until(pilot, lambda: isinstance(pilot.app.screen, FitScreen), what="fit screen")
-    pilot.app.screen.query_one(Input).value = ""  # it opens with the question asked before
+    await until(pilot, lambda: bar.is_open, what="fit bar")
+    bar.input.value = ""  # it opens with the question asked before
     await pilot.press(*text, "enter")
-    await until(pilot, lambda: not isinstance(pilot.app.screen, FitScreen), what="asked")
+    await until(pilot, lambda: not bar.is_open, what="asked")
 
 
 async def test_f_adds_a_sorted_fit_column_and_the_filter_reads_it() -> None:
@@ -70,11 +71,11 @@ async def test_f_adds_a_sorted_fit_column_and_the_filter_reads_it() -> None:
         await pilot.press("slash", *"fit=evict or fit=no", "enter")
         assert t.visible_names == ["tight", "full"]
         await pilot.press("slash")
-        await until(pilot, lambda: isinstance(app.screen, FilterScreen), what="filter")
-        box = app.screen.query_one(Input)
+        await until(pilot, lambda: app.main.query_one(FilterBar).is_open, what="filter")
+        box = app.main.query_one("#filter-input", Input)
         box.value = "fit=maybe"
         await pilot.pause()
-        assert "unknown fit 'maybe'" in shown(app.screen.query_one("#filter-status", Static))
+        assert "unknown fit 'maybe'" in shown(app.main.query_one("#filter-status", Static))
         await pilot.press("escape", "escape")  # cancel, then clear the filter
         assert len(t.visible_names) == 4
 
@@ -89,16 +90,16 @@ async def test_f_adds_a_sorted_fit_column_and_the_filter_reads_it() -> None:
 async def test_the_fit_screen_refuses_a_bad_question() -> None:
     app = sample_app(SampleSource(fit_views()))
     async with app.run_test(size=(120, 30)) as pilot:
+        bar = app.main.query_one(FitBar)
         await pilot.press("F")
-        await until(pilot, lambda: isinstance(app.screen, FitScreen), what="fit screen")
+        await until(pilot, lambda: bar.is_open, what="fit bar")
         await pilot.press(*f"{MODEL} ctx=lots", "enter")
-        assert isinstance(app.screen, FitScreen)  # still asking
-        status = shown(app.screen.query_one("#fit-status", Static))
+        assert bar.is_open and bar.has_class("error")  # still asking
+        status = shown(app.main.query_one("#fit-status", Static))
         assert "ctx: a whole number from 1" in status
-        box = app.screen.query_one(Input)
-        box.value = "nowhere:1b"
+        bar.input.value = "nowhere:1b"
         await pilot.pause()
-        assert "on no node" in shown(app.screen.query_one("#fit-status", Static))
+        assert "on no node" in shown(app.main.query_one("#fit-status", Static))
         await pilot.press("escape")
         assert "fit" not in app.main.table.widths
 
