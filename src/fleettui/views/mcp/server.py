@@ -109,8 +109,9 @@ def build_server(state: FleetState) -> MCPServer:
                 description="Keep only the nodes this expression selects, in the grammar of "
                 "the dashboard's `/` and `fleet bulk --filter`: fields name role tag state "
                 "engine model (text) and power cost gpu_mem latency (numbers); operators "
-                "= != > < >= <= ~ (regex); and, or, not, parentheses. E.g. "
-                "'state=ONLINE and engine=vllm', 'gpu_mem<50', 'model~llama'.",
+                "= != > < >= <= ~ (regex); and, or, not, parentheses; a bare word searches "
+                "name, role, tags, engines and models (fuzzy). E.g. "
+                "'state=ONLINE and engine=vllm', 'gpu_mem<50', 'llama state=ONLINE'.",
             ),
         ] = None,
         limit: Annotated[

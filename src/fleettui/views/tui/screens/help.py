@@ -22,10 +22,10 @@ KEYS = [
     ("a  A", "select all shown, clear selection"),
     ("enter", "node detail (GPUs, engines, models, audit)"),
     ("click", "a row twice: detail; a header: sort"),
-    ("/", "filter, e.g. state=OFFLINE"),
+    ("/", "filter as you type: llama, state=OFFLINE"),
     ("F", "does a model fit? adds the Fit column, ranked"),
     ("b", "rank by binpack / spread (after F)"),
-    ("esc", "clear the filter; close a screen"),
+    ("esc", "clear the filter; close a screen or the bar"),
     ("s  S", "next sort column, reverse the sort"),
     ("e", "show / hide the event log"),
     ("c", "columns and theme, kept across runs"),
@@ -43,6 +43,7 @@ def _acts_on(action: str) -> str:
 
 ACTION_HELP = [(key, f"{action} {_acts_on(action)}") for key, action in ACTION_KEYS.items()]
 GRAMMAR = [
+    ("words", "llama · demo-003 · l8b: name, role, tags, engines, models; letters in order"),
     ("fields", "name role tag state engine model fit   power cost gpu_mem latency"),
     ("operators", "=  !=  >  <  >=  <=  ~ (regex, so a word is a substring)"),
     ("combine", "and  or  not  ( )"),
