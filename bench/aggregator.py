@@ -101,6 +101,17 @@ async def run_aggregator(
 
     NodeWorker.poll = counted_poll  # type: ignore[method-assign]
 
+    from fleettui.aggregator.transport.gate import HandshakeGate
+
+    handshakes = [0]  # TLS connections opened (each waits its turn at the gate once)
+    turn = HandshakeGate.turn
+
+    def counted_turn(self, scope):  # type: ignore[no-untyped-def]
+        handshakes[0] += 1
+        return turn(self, scope)
+
+    HandshakeGate.turn = counted_turn  # type: ignore[method-assign]
+
     tls = json.loads(os.environ.get(TLS_ENV, "{}"))  # --tls: the operator's ca/cert/key
     cfg = FleetConfig(
         path=None,
@@ -135,16 +146,19 @@ async def run_aggregator(
                 online_s = time.monotonic() - t_start
                 break
             await asyncio.sleep(0.02)
+        at_online = handshakes[0]
         await asyncio.sleep(warmup)
         lag.samples.clear()
         measuring = True
-        c0, t0, p0 = time.process_time(), time.monotonic(), polls[0]
+        c0, t0, p0, h0 = time.process_time(), time.monotonic(), polls[0], handshakes[0]
         sim.start()
         await asyncio.sleep(window)
         cpu = time.process_time() - c0
         wall = time.monotonic() - t0
         sim_share = sim.share()
         polls_s = (polls[0] - p0) / wall
+        handshakes_s = (handshakes[0] - h0) / wall
+        streams_up = sum(1 for w in agg._workers if w.stream is not None and w.stream.up)
         measuring = False
         views = agg.snapshots()
         lag_task.cancel()
@@ -152,7 +166,7 @@ async def run_aggregator(
     for v in views:
         states[v.state.value] = states.get(v.state.value, 0) + 1
     pool_timeouts = sum(1 for v in views if v.last_error and "pool" in v.last_error.lower())
-    return _figures(
+    figures = _figures(
         "aggregator",
         len(urls),
         online_s,
@@ -166,6 +180,13 @@ async def run_aggregator(
         polls_s=polls_s,
         sim_cpu=sim_share,
     )
+    # TLS handshakes until all were ONLINE, and per second over the window; streams up at its end
+    figures |= {
+        "hs_to_online": at_online,
+        "hs_per_s": round(handshakes_s, 1),
+        "streams_up": streams_up,
+    }
+    return figures
 
 
 def _workers_views(self):  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ on; each way a certificate can be wrong is that node's state and reason, or the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.streams.tls
 import pytest
 import trustme
 
@@ -28,14 +30,16 @@ from fleettui.agent.node import NodeAgent
 from fleettui.agent.server import bind_sockets, serve
 from fleettui.agent.tls import server_context
 from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.node import NodeWorker
 from fleettui.aggregator.state import NodeState
 from fleettui.aggregator.transport.client import NodeClient
 from fleettui.aggregator.transport.errors import FetchError
 from fleettui.aggregator.transport.gate import HANDSHAKES
-from fleettui.aggregator.transport.stream import PushStream
-from fleettui.aggregator.transport.tls import TlsPolicy
+from fleettui.aggregator.transport.sse import SSEParser
+from fleettui.aggregator.transport.stream import PushStream, _SmallSSLProtocol
+from fleettui.aggregator.transport.tls import TlsPolicy, ssl_context
 from fleettui.config import FleetConfig, NodeConfig, parse_fleet_config
-from fleettui.wire import ActionRequest
+from fleettui.wire import ActionRequest, NodeSnapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -449,3 +453,94 @@ async def test_handshakes_wait_their_turn_and_the_wait_is_not_the_nodes_timeout(
                         await anyio.sleep(1.0)
         assert sorted(what for what, _ in got) == ["poll", "stream"]
         assert all(at >= freed for _, at in got)
+
+
+async def test_the_agent_sends_no_session_tickets(fleet_pki: Path) -> None:
+    """A TLS 1.3 ticket keeps a 16 KB OpenSSL buffer on the client for as long as its
+    connection lives (two per node at the aggregator; docs/performance.md, "TLS"): the agent
+    sends none, so a connection that read a whole answer holds no ticket."""
+    async with tls_agent(**node_files(fleet_pki)) as port:
+        ctx = ssl_context(agg_policy(fleet_pki))
+        async with await anyio.connect_tcp("127.0.0.1", port, ssl_context=ctx) as s:
+            await s.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = bytearray()
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    answer += await s.receive()
+            tls = s.extra(anyio.streams.tls.TLSAttribute.ssl_object)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b'"ok":true' in answer
+            assert tls.version() == "TLSv1.3"  # where tickets come after the handshake
+            assert tls.session is not None and not tls.session.has_ticket
+
+
+async def test_events_longer_than_the_read_buffer_arrive_whole_over_tls(fleet_pki: Path) -> None:
+    """The stream reads TLS in 4 KiB pieces; a snapshot event is longer than that (about
+    7 KB simulated) and arrives whole, record after record."""
+    async with tls_agent(**node_files(fleet_pki)) as port:
+        ep = NodeClient(f"https://127.0.0.1:{port}", None, 5, agg_policy(fleet_pki)).endpoint
+        s = await PushStream.open(ep, "/api/v1/events", {}, token=None, timeout_s=5)
+        parser = SSEParser()
+        snapshots: list[str] = []
+        s.start(
+            lambda chunk: snapshots.extend(
+                e.data for e in parser.feed(chunk) if e.event == "snapshot"
+            )
+        )
+        try:
+            await wait_for(lambda: len(snapshots) >= 2, 8, what="two streamed snapshots")
+        finally:
+            s.close()
+    assert all(len(d) > _SmallSSLProtocol.max_size for d in snapshots)  # read in pieces
+    assert all(NodeSnapshot.model_validate_json(d).node for d in snapshots)
+
+
+async def test_over_tls_the_stream_connects_after_the_first_poll(
+    fleet_pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every handshake waits its turn at the fleet's gate, and a node is ONLINE once its poll
+    answers: over TLS the stream waits for the first poll's outcome, so a fleet's first polls
+    are not queued behind its streams. The first poll is made slow here; the stream follows it."""
+    seen: list[str] = []
+    poll, open_stream = NodeWorker.poll, PushStream.open
+
+    async def slow_first_poll(self: NodeWorker, *args: object, **kwargs: object) -> bool:
+        if "poll" not in seen:
+            await anyio.sleep(0.5)
+        answered = await poll(self, *args, **kwargs)
+        seen.append("poll")
+        return answered
+
+    async def noted_open(*args: object, **kwargs: object) -> PushStream:
+        seen.append("stream")
+        return await open_stream(*args, **kwargs)
+
+    monkeypatch.setattr(NodeWorker, "poll", slow_first_poll)
+    monkeypatch.setattr(PushStream, "open", noted_open)
+    async with tls_agent(**node_files(fleet_pki)) as port:
+        node = NodeConfig(name="n", url=f"https://127.0.0.1:{port}", **operator(fleet_pki))
+        async with FleetAggregator(FleetConfig(nodes=[node]), verify_chain=False) as agg:
+            await wait_for(lambda: agg.node("n").stream_ok, 8, what="the event stream over TLS")
+            assert agg.node("n").state is NodeState.ONLINE
+    assert seen[:2] == ["poll", "stream"]
+
+
+async def test_while_the_stream_serves_a_tls_node_its_poll_connection_is_closed(
+    fleet_pki: Path,
+) -> None:
+    """A TLS connection holds 20-40 KB of OpenSSL state while idle; while the stream keeps a
+    node fresh the poller stands down for 15-30 s, so over TLS it closes its kept connection
+    and the stream is the node's one connection. The heartbeat poll connects again. A plain
+    node keeps its idle connection (a few KB)."""
+    async with tls_agent(**node_files(fleet_pki)) as port, tls_agent() as plain_port:
+        nodes = [
+            NodeConfig(name="tls", url=f"https://127.0.0.1:{port}", **operator(fleet_pki)),
+            NodeConfig(name="plain", url=f"http://127.0.0.1:{plain_port}"),
+        ]
+        async with FleetAggregator(FleetConfig(nodes=nodes), verify_chain=False) as agg:
+            tls, plain = agg._by_name["tls"], agg._by_name["plain"]
+            await wait_for(lambda: tls.standing_down and plain.standing_down, 8, what="stand-down")
+            assert tls.client is not None and tls.client._idle is None
+            assert plain.client is not None and plain.client._idle is not None
+            assert await tls.poll()  # the heartbeat: a fresh connection, checked as ever
+            assert agg.node("tls").state is NodeState.ONLINE
+            assert agg.node("tls").tls_fingerprint is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +126,8 @@ class NodeWorker:
         self.standing_down = False  # the poller waits on the stream (the aggregator watches it)
         self.ts_changed_at = time.monotonic()
         self.poll_waker = Waker()
+        self.polled = False  # the first poll has its outcome (`stream_loop` waits for it)
+        self.first_poll = Waker()
         self.fit_watch: FitWatch | None = None  # the fleet's fit question, when one is asked
         self.snap_fit: Fit | None = None  # its answer for the last good snapshot
         self.snap_model: NodeSnapshot | None = None  # that snapshot, kept while one is asked
@@ -151,10 +154,20 @@ class NodeWorker:
         self.live = True
         out: list[tuple[Callable[[], Any], str]] = [(self.poll_loop, "poller")]
         if self.stream is not None:
-            out.append((self.stream.run, "event stream"))
+            out.append((self.stream_loop, "event stream"))
         if self.chain is not None:
             out.append((self.chain.run, "chain check"))
         return out
+
+    async def stream_loop(self) -> None:
+        """The event stream; over TLS it connects once the first poll has its outcome. Every
+        handshake waits its turn (transport/gate.py), and a node is ONLINE after its poll:
+        a thousand polls first and the streams after them bring the fleet up in half the
+        handshakes (docs/performance.md, "TLS")."""
+        assert self.stream is not None
+        if self.endpoint.scheme == "https" and not self.polled:
+            await self.first_poll.sleep(math.inf)
+        await self.stream.run()
 
     async def guard(self, loop: Callable[[], Any], what: str) -> None:
         """Restart a loop that hit a bug instead of letting it take the whole fleet down."""
@@ -221,6 +234,9 @@ class NodeWorker:
             t0 = time.monotonic()
             answered = await self.poll()
             self.last_poll_at = time.monotonic()
+            if not self.polled:
+                self.polled = True
+                self.first_poll.wake()
             if answered:
                 self.poll_backoff.reset()
                 self.view.retry_at = None
@@ -253,6 +269,11 @@ class NodeWorker:
         """
         # spread over half the period, so nodes started together do not poll together
         heartbeat = self.last_poll_at + interval * HEARTBEAT_POLLS * SHARED_RNG.uniform(0.5, 1)
+        tls = self.endpoint.scheme == "https"
+        if tls and self.client is not None and self.stream_fresh(time.monotonic()):
+            # the next poll is a heartbeat, 15-30 s away: meanwhile the stream is the node's
+            # one TLS connection, and the heartbeat pays a handshake (docs/performance.md)
+            await self.client.drop_idle()
         self.standing_down = True
         try:
             while self.stream_fresh(time.monotonic()):

@@ -31,10 +31,12 @@ from fleettui.aggregator.transport.tls import ssl_context
 
 
 class _SmallSSLProtocol(asyncio.sslproto.SSLProtocol):
-    """asyncio's TLS with a read buffer of one TLS record: its default 256 KiB per connection
-    was most of the memory a thousand streams over TLS took (docs/performance.md)."""
+    """asyncio's TLS with a 4 KiB socket read buffer: its default 256 KiB per connection was
+    most of the memory a thousand streams over TLS took, and one record's 16 KiB still 16 MB
+    (docs/performance.md). OpenSSL gathers a record's pieces itself: a bigger event only
+    takes more reads."""
 
-    max_size = 16 * 1024 + 256
+    max_size = 4 * 1024
 
 
 async def _connect(
