@@ -3,9 +3,9 @@ the process's RSS, whose difference is OpenSSL's own state (docs/performance.md,
 
     .venv/bin/python bench/tls_memory.py
 
-200 poll connections (`NodeClient`, one GET each, kept) and 200 event streams (`PushStream`)
-from this process to one simulated agent in its own process on core 1; prints KB per
-connection and the five lines of code that hold most of the heap.
+200 poll connections (`NodeClient`, one snapshot GET each, kept) and 200 event streams
+(`PushStream`) from this process to one simulated agent in its own process on core 1; prints
+KB per connection and the five lines of code that hold most of the heap.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ async def one(mode: str, agent_toml: Path | None, policy: TlsPolicy) -> None:
         r0, t0 = rss_kb(), heap_kb()
         clients = [NodeClient(url, None, 30, policy) for _ in range(K)]
         for c in clients:
-            await c.get("/healthz")
+            await c.get("/api/v1/snapshot")  # what a poll reads: a record of about 7 KB
         r1, t1 = rss_kb(), heap_kb()
         ep = clients[0].endpoint
         streams = [
