@@ -1,7 +1,9 @@
 """TUI benchmark: the Textual dashboard fed 1000 nodes headless, 10 % of rows changing per tick.
 
     .venv/bin/python bench/tui.py [--nodes 1000] [--ticks 60] [--change 0.1] [--sort none,power]
-                                  [--profile] [--per-tick]
+                                  [--gpus N] [--expand] [--profile] [--per-tick]
+
+    .venv/bin/python bench/tui.py --nodes 100 --gpus 8 --expand   # ~900 lines (issue 19)
 
 The source is a real FleetAggregator that is never started (no network): its workers are primed
 with `generated_views` and each tick feeds new snapshots to 10 % of them through the workers'
@@ -18,6 +20,11 @@ order and once sorted by power (every tick then moves rows too). Per tick it rep
   frame turned into terminal output (headless mode skips writing it; the bench renders it to
   a string so that cost counts too);
 - cpu_ms: process CPU time over the same span.
+
+After the ticks it presses keys (`KEYS`: the cursor down, page down, `g` on the cursor's node,
+`s` for the next sort) and reports each key's wall time to its frame. `--gpus N` gives every
+node N GPUs; `--expand` unfolds every node into its GPU sub-rows through the `g` key's code
+path (`FleetTable.expand`), so 100 nodes x 8 GPUs are about 900 lines.
 
 Once the first 1000 rows are drawn the bench collects and freezes the heap, as the running
 aggregator does once every node has answered (docs/aggregator.md).
@@ -44,14 +51,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import pct, report
 
+# Keys pressed after the ticks, each timed to its frame: the cursor down and a page down, `g`
+# (folds or unfolds the cursor's node: the row count changes) and `s` (the next sort column).
+KEYS = (("down", 40), ("pagedown", 10), ("g", 20), ("s", 10))
 
-def primed_aggregator(count: int):  # type: ignore[no-untyped-def]
-    """A FleetAggregator (not started) whose workers hold `generated_views(count)`."""
+
+def primed_aggregator(count: int, gpus: int | None = None):  # type: ignore[no-untyped-def]
+    """A FleetAggregator (not started) whose workers hold `generated_views(count, gpus=gpus)`."""
     from fleettui.aggregator.aggregator import FleetAggregator
     from fleettui.config import Defaults, FleetConfig, NodeConfig
     from fleettui.testing.sample import generated_views
 
-    views = generated_views(count)
+    views = generated_views(count, gpus=gpus)
     cfg = FleetConfig(
         path=None,
         defaults=Defaults(),
@@ -73,7 +84,7 @@ def tick(agg, rng: random.Random, share: float) -> int:  # type: ignore[no-untyp
     from fleettui.wire import NodeSnapshot
 
     live = [w for w in agg._workers if w.snap_json is not None]
-    chosen = rng.sample(live, max(1, round(len(agg._workers) * share)))
+    chosen = rng.sample(live, min(len(live), max(1, round(len(agg._workers) * share))))
     for w in chosen:
         snap = NodeSnapshot.model_validate_json(w.snap_json)
         snap.ts += 2.0
@@ -93,10 +104,12 @@ async def run(
     profile: bool,
     per_tick: bool = False,
     sort: str | None = None,
+    gpus: int | None = None,
+    expand: bool = False,
 ) -> dict:
     from fleettui.views.tui.app import FleetApp
 
-    agg = primed_aggregator(nodes)
+    agg = primed_aggregator(nodes, gpus)
     app = FleetApp(agg, min_refresh_s=0.25, tick_s=3600.0)
     timings: dict[str, list[float]] = {k: [] for k in ("refresh", "copy", "paint")}
     marks = {"displayed": 0.0}
@@ -156,8 +169,12 @@ async def run(
         while app.main.table.row_count < nodes and time.monotonic() < deadline:
             await pilot.pause(0.05)
         build_s = time.perf_counter() - t_start
+        table = app.main.table
+        if expand:  # what `g` does on each row
+            for name in list(table.visible_names):
+                table.expand(name)
         if sort:
-            app.main.table.sort_by(sort)  # the rows move every tick as well
+            table.sort_by(sort)  # the rows move every tick as well
         await pilot.pause(0.3)
         # what the running aggregator does once every node has answered (it is not started
         # here): collect, then freeze the start-up heap out of later collections
@@ -182,7 +199,23 @@ async def run(
             for k in ("refresh", "copy", "paint"):
                 rows[k].append(sum(timings[k]))
             await asyncio.sleep(0.3)  # past the app's min_refresh_s: the next tick is not held
-        updates = app.main.table.row_updates
+        updates, lines = table.row_updates, table.line_count
+        table.move_cursor(row=0)
+        await pilot.pause(0.3)
+        keys: dict[str, list[float]] = {k: [] for k, _ in KEYS}
+        for key, times in KEYS:
+            for _ in range(times):
+                t0 = time.perf_counter()
+                if prof:
+                    prof.enable()
+                await pilot.press(key)  # the key's action, then the frame it paints
+                deadline = time.monotonic() + 1.0  # a key that moves nothing paints nothing
+                while marks["displayed"] < t0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+                if prof:
+                    prof.disable()
+                keys[key].append(marks["displayed"] - t0)
+                await asyncio.sleep(0.05)
     if prof:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
@@ -195,6 +228,8 @@ async def run(
     return {
         "nodes": nodes,
         "sort": sort or "config order",
+        "gpus": "expanded" if expand else "collapsed",
+        "lines": lines,
         "changed_per_tick": round(nodes * share),
         "ticks": ticks,
         "size": f"{size[0]}x{size[1]}",
@@ -207,6 +242,11 @@ async def run(
         "cpu_p50_ms": round(pct(ms["cpu"], 50), 1),
         "cpu_p99_ms": round(pct(ms["cpu"], 99), 1),
         "rows_last_tick": updates,
+        **{
+            f"{key}_{q}_ms": round(pct([x * 1000 for x in keys[key]], p), 1)
+            for key, _ in KEYS
+            for q, p in (("p50", 50), ("p99", 99))
+        },
     }
 
 
@@ -218,6 +258,8 @@ def main() -> None:
     ap.add_argument("--size", default="160x50")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--per-tick", action="store_true", help="print each tick's figures")
+    ap.add_argument("--gpus", type=int, default=None, help="GPUs on every node (else 1, 2 or 4)")
+    ap.add_argument("--expand", action="store_true", help="every node's GPU sub-rows unfolded")
     ap.add_argument(
         "--sort",
         default="none,power",
@@ -229,7 +271,19 @@ def main() -> None:
     for key in a.sort.split(","):
         sort = None if key == "none" else key
         rows.append(
-            asyncio.run(run(a.nodes, a.ticks, a.change, (w, h), a.profile, a.per_tick, sort))
+            asyncio.run(
+                run(
+                    a.nodes,
+                    a.ticks,
+                    a.change,
+                    (w, h),
+                    a.profile,
+                    a.per_tick,
+                    sort,
+                    a.gpus,
+                    a.expand,
+                )
+            )
         )
     report("tui", rows, {"tick at 1000 rows": "median < 25 ms, p99 < 50 ms"})
 

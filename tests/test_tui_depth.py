@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from fleettui.aggregator.state import NodeState, short_gpu_name
-from fleettui.testing.sample import SAMPLE_NOW, SampleSource, sample_views
+from fleettui.testing.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
 from fleettui.testing.scenes import sample_app
 from fleettui.views.columns import BY_KEY, short_reason, sorted_views, why_text
-from pilot_util import screen_lines
+from fleettui.views.tui.table import GPU_SEP
+from pilot_util import screen_lines, until
 
 VIEWS = {v.name: v for v in sample_views()}
 
@@ -110,3 +111,64 @@ async def test_g_expands_a_node_into_gpu_rows_and_folds_them_back() -> None:
         assert t.cursor_name == "gpu-a1" and t.cursor_gpu is None
         await pilot.press("right", "g")  # right expands, g on an expanded node folds
         assert t.expanded == set()
+
+
+def _groups(rows: list[str]) -> list[tuple[str, list[str]]]:
+    """The table's lines as (node, its sub-rows' GPU indexes) in screen order."""
+    out: list[tuple[str, list[str]]] = []
+    for row in rows:
+        name, _, gpu = row.partition(GPU_SEP)
+        if gpu:
+            assert out and out[-1][0] == name, f"GPU row {row!r} not under its node"
+            out[-1][1].append(gpu)
+        else:
+            out.append((name, []))
+    return out
+
+
+@pytest.mark.anyio
+async def test_100_expanded_nodes_of_8_gpus_render_and_follow_a_live_sort() -> None:
+    """The bench's expanded case (bench/tui.py --nodes 100 --gpus 8 --expand) as behaviour:
+    every node's 8 sub-rows sit under it, in GPU order, drawn, and stay with it as a live sort
+    by power moves it, the cursor on its GPU row included."""
+    views = generated_views(100, gpus=8)
+    with_gpus = {v.name for v in views if v.facts and v.facts.gpu}
+    source = SampleSource(views)
+    app = sample_app(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        t = app.main.table
+        await until(pilot, lambda: t.row_count == 100, what="100 rows")
+        await pilot.press("g")  # the first through the key, the others through what it calls
+        for name in t.visible_names[1:]:
+            t.expand(name)
+        assert t.expanded == {v.name for v in views}
+        assert t.line_count == 100 + 8 * len(with_gpus) and len(with_gpus) > 90
+        eight = [str(i) for i in range(8)]
+        assert all(gpus == (eight if n in with_gpus else []) for n, gpus in _groups(t._order))
+
+        t.sort_by("power")
+        await pilot.pause()
+        by_power = [v.name for v in sorted_views(views, "power", reverse=True)]
+        assert [n for n, _ in _groups(t._order)] == by_power
+        assert all(gpus == (eight if n in with_gpus else []) for n, gpus in _groups(t._order))
+
+        last = next(n for n in reversed(by_power) if n in with_gpus)
+        t.move_cursor(row=t._order.index(f"{last}{GPU_SEP}3"))
+        assert t.cursor_name == last and t.cursor_gpu == 3
+        old = source._views[last].snapshot
+        assert old is not None
+        snap = old.model_copy(update={"power": old.power.model_copy(update={"watts": 9000.0})})
+        source.update(last, snapshot=snap)  # the lowest node draws most now: it moves to the top
+        await until(pilot, lambda: t.visible_names[0] == last, what="the live sort moved it")
+        groups = _groups(t._order)
+        assert groups[0] == (last, eight)
+        assert all(gpus == (eight if n in with_gpus else []) for n, gpus in groups)
+        assert t.cursor_name == last and t.cursor_gpu == 3  # the cursor stayed on its GPU
+        await pilot.press("home")  # its node's line is above the screen's top: show it
+        await pilot.pause()
+        lines = screen_lines(app)
+        top = next(i for i, line in enumerate(lines) if last in line)
+        below = lines[top + 1 : top + 9]
+        gpu = snap.gpus[0].name[:20]
+        assert all(f"#{i}" in line and gpu in line for i, line in enumerate(below)), below
+        assert "└" in below[-1] and all("├" in line for line in below[:-1])

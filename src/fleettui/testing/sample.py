@@ -527,8 +527,11 @@ def sample_views(now: float = SAMPLE_NOW) -> list[NodeView]:
     return v
 
 
-def generated_views(count: int, now: float = SAMPLE_NOW, seed: int = 7) -> list[NodeView]:
-    """`count` plausible nodes from a seeded generator, for 1000-row tests."""
+def generated_views(
+    count: int, now: float = SAMPLE_NOW, seed: int = 7, gpus: int | None = None
+) -> list[NodeView]:
+    """`count` plausible nodes from a seeded generator, for 1000-row tests; `gpus` GPUs on
+    each (else 1, 2 or 4), the same nodes otherwise."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
@@ -546,9 +549,10 @@ def generated_views(count: int, now: float = SAMPLE_NOW, seed: int = 7) -> list[
         watts = round(rng.uniform(80, 1800), 1)
         snap = None
         if state is not NodeState.INITIALIZING:
+            per_node = rng.choice([1, 2, 4])  # drawn as before: the same nodes with `gpus`
             snap = _snapshot(
                 f"n{i:04d}",
-                [gpu] * rng.choice([1, 2, 4]),
+                [gpu] * (gpus or per_node),
                 rng.random(),
                 round(rng.uniform(0, 100), 1),
                 watts,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from rich.segment import Segment
 from rich.style import Style
@@ -60,6 +61,13 @@ GPU_SEP = "\x00"  # a GPU sub-row's id: node name, GPU_SEP, GPU index (names nev
 def node_of(row: str) -> str:
     """The node a row belongs to (a GPU sub-row's parent)."""
     return row.partition(GPU_SEP)[0]
+
+
+@lru_cache(maxsize=4096)
+def _gpu_rows(name: str, count: int) -> tuple[str, ...]:
+    """A node's GPU sub-row ids, made once: with 1000 nodes expanded, building 8000 ids (and
+    an index of them) on every refresh cost 2 ms of it (docs/performance.md)."""
+    return tuple(f"{name}{GPU_SEP}{i}" for i in range(count))
 
 
 class FleetTable(ScrollView, can_focus=True):
@@ -151,7 +159,6 @@ class FleetTable(ScrollView, can_focus=True):
         self.row_updates = 0  # rows whose content changed in the last apply() (tests, benches)
         self.lines_rendered = 0  # row lines drawn anew, not served from the cache (tests)
         self._order: list[str] = []  # row ids top to bottom: node names and GPU sub-rows
-        self._index: dict[str, int] = {}
         self._cursor = 0
         self._now = clock()
         self._known: dict[str, tuple] = {}  # name -> stamp at the last apply()
@@ -600,7 +607,7 @@ class FleetTable(ScrollView, can_focus=True):
             if name in self.expanded:
                 facts = self.views[name].facts
                 count = facts.gpu.count if facts and facts.gpu else 0
-                rows.extend(f"{name}{GPU_SEP}{i}" for i in range(count))
+                rows.extend(_gpu_rows(name, count))
         return rows
 
     def _wanted(self) -> list[str]:
@@ -627,12 +634,11 @@ class FleetTable(ScrollView, can_focus=True):
         """New row order: the cursor follows its node (or keeps its row if the node left)."""
         cursor = self._order[self._cursor] if self._order else None
         self._order = want
-        self._index = {name: i for i, name in enumerate(want)}
         width = sum(w + SEP for w in self.widths.values())
         self.virtual_size = Size(width, len(want) + HEADER)
         row = 0
         if cursor is not None:  # a folded GPU sub-row: its node's row
-            row = self._index.get(cursor, self._index.get(node_of(cursor), self._cursor))
+            row = _find(want, (cursor, node_of(cursor)), self._cursor)
         self._cursor = min(max(row, 0), max(len(want) - 1, 0))
         self._scroll_to_cursor(False)
 
@@ -692,6 +698,17 @@ class FleetTable(ScrollView, can_focus=True):
         self._drawn.pop(name, None)
         for rid in [r for r in self._gpu_lines if node_of(r) == name]:
             del self._gpu_lines[rid]
+
+
+def _find(rows: list[str], wanted: tuple[str, ...], default: int) -> int:
+    """Where the first of `wanted` that is there is: a scan in C per refresh costs less than
+    keeping an index of every line (8000 with 1000 expanded nodes)."""
+    for row in wanted:
+        try:
+            return rows.index(row)
+        except ValueError:
+            continue
+    return default
 
 
 def _look(cell: Text) -> tuple:
