@@ -14,6 +14,7 @@ import pytest
 from conftest import AgentProc, start_agent
 from fakes import FakeAgent, wait_for
 from fleettui.aggregator.aggregator import FleetAggregator
+from fleettui.aggregator.history import POWER_BUCKET_S
 from fleettui.aggregator.state import NodeState
 from fleettui.config import Defaults, FleetConfig, NodeConfig
 
@@ -309,8 +310,10 @@ async def test_history_generation_and_events(sims: AgentProc) -> None:
         assert new > gen
         assert await agg.wait_changed(new + 10**6, 0.05) >= new  # timeout returns, no hang
         await wait_for(lambda: all(v.state is NodeState.ONLINE for v in agg.snapshots()), 5)
-        await wait_for(lambda: len(agg.node(nodes[0][0]).power_history) >= 1, 5)
+        w = agg._by_name[nodes[0][0]]  # a power bucket completes each 15 s: skip to the next
+        assert w.snap_ts is not None and w.power.add(w.snap_ts + POWER_BUCKET_S, 100.0)
         v = agg.node(nodes[0][0])
+        assert v.power_history and v.power_slot == (w.snap_ts + POWER_BUCKET_S) // 15 - 1
         assert len(v.cost_daily) == 7 and v.latency_ms is not None and v.latency_ms > 0
         assert v.last_seen is not None and v.stream_ok
         await wait_for(lambda: agg.drops > 0, 5, what="the unread subscriber overflowing")

@@ -101,18 +101,23 @@ def test_backoff_full_jitter_window_doubles_to_the_cap_and_resets() -> None:
         Backoff(5, 1)
 
 
-def test_power_history_is_a_bounded_time_window() -> None:
-    h = PowerHistory(window_s=120, slot_s=2)
-    for i in range(1000):
-        h.add(1000.0 + i * 0.5, float(i))
-    assert len(h) == 60  # 2 minutes of 2 s slots, however many samples came in
+def test_power_history_is_a_bounded_window_of_clock_aligned_buckets() -> None:
+    h = PowerHistory(window_s=600, bucket_s=15)
+    changed = [h.add(1005.0 + i * 0.5, float(i)) for i in range(4000)]  # 2,000 s of samples
+    assert len(h) == 40  # 10 minutes of 15 s buckets, however many samples came in
+    # the history moves only when a bucket completes: once per 30 samples, not every sample
+    assert sum(changed) == (1005 + 3999 * 0.5) // 15 - 1005 // 15
+    assert h.last == int((1005 + 3999 * 0.5) // 15) - 1
     vals = h.values()
-    assert vals[-1] == 999.0 and vals == sorted(vals)
-    assert not h.add(1490.0, 5.0)  # a late sample from an older slot changes nothing
-    assert not h.add(1499.5, 999.0) and not h.add(1600.0, None)
-    assert h.add(1900.0, 1.0)  # after a long gap the old window is forgotten
-    assert h.values() == [1.0]
-    assert h.add(100.0, 2.0) and h.values() == [2.0]  # the clock stepped back an hour
+    assert vals == sorted(vals) and vals[-1] == sum(range(3960, 3990)) / 30  # 2,985-3,000 s
+    assert not h.add(2990.0, 5.0)  # a late sample from an older bucket changes nothing
+    assert not h.add(3004.5, 1.0)  # nor one seen twice (the poll and the stream)
+    assert not h.add(3005.0, None)
+    assert h.add(3100.0, 7.0)  # the bucket at 3,000 s completes; then 5 with no sample
+    assert h.values()[-6:] == [sum(range(3990, 4000)) / 10, None, None, None, None, None]
+    assert len(h) == 40 and h.last == 205
+    assert not h.add(100.0, 2.0) and h.values() == []  # the clock stepped back far: start over
+    assert h.add(115.0, 3.0) and h.values() == [2.0] and h.last == 6
 
 
 def test_node_view_parses_its_snapshot_only_when_read() -> None:

@@ -217,7 +217,8 @@ def test_power_history_never_overflows() -> None:
     h = PowerHistory()
     for ts, w in ((math.inf, 1.0), (1e308, 1.0), (math.nan, 1.0), (-1.0, 1.0), (10.0, math.nan)):
         assert not h.add(ts, w)
-    assert h.add(10.0, 5.0) and h.values() == [5.0]
+    assert not h.add(10.0, 5.0)  # the first sample starts a bucket; it completes with the next
+    assert h.add(10.0 + h.bucket_s, 6.0) and h.values() == [5.0]
 
 
 # --- any failure is the node's state and reason ------------------------------------------

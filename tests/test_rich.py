@@ -153,19 +153,6 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
 # --- the shared cells and sparklines -------------------------------------------------------
 
 
-def test_sparkline_shapes() -> None:
-    from fleettui.views.sparkline import sparkline, sparkline_rows
-
-    assert sparkline([], 5) == "     "
-    assert sparkline([1, 2, 3], 5) == "  ▁▅█"  # short history: padded on the left
-    assert sparkline([5, 5, 5], 3) == "▄▄▄"  # flat reads as steady, not as zero
-    assert sparkline(list(range(100)), 4) == "▁▃▆█"  # long history: bucketed to the width
-    assert sparkline([0, 10], 2, lo=0, hi=20) == "▁▅"
-    assert len(sparkline([float("nan"), 1.0], 3)) == 3
-    rows = sparkline_rows([0, 5, 10], 3, 2, lo=0)
-    assert rows == ["  █", "▁██"]  # the lowest value still shows
-
-
 def test_fit_columns_drop_order() -> None:
     from fleettui.views.columns import fit_columns
 

@@ -13,6 +13,7 @@ from textual.widgets import Input, OptionList, Static
 from fleettui.aggregator.state import FleetEvent, NodeState
 from fleettui.testing.sample import SAMPLE_NOW, SampleSource, generated_views, sample_views
 from fleettui.testing.scenes import sample_app
+from fleettui.views.numbers import TO
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.messages import ActionRequested
 from fleettui.views.tui.screens.detail import DetailScreen
@@ -484,7 +485,7 @@ async def test_header_click_sorts_and_a_second_click_reverses() -> None:
         await pilot.click("#fleet", offset=(x + 1, 0))
         assert t.sort_key == "power" and t.sort_reverse  # highest first
         assert t.visible_names[:3] == ["gpu-a1", "gpu-a2", "gpu-b2"]
-        assert t.header_label("power") == "Power▼"
+        assert t.header_label("power") == f"Power 0{TO}2 kW▼"  # with the fleet's scale
         await pilot.pause()
         assert "sort power ▼" in totals(app)
         await pilot.click("#fleet", offset=(x + 1, 0))

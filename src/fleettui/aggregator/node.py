@@ -372,6 +372,7 @@ class NodeWorker:
             last_seen=v.last_seen,
             last_error=v.last_error,
             power_history=self.power.values(),
+            power_slot=self.power.last,
             cost_daily=list(self.cost_daily),
             chain=v.chain,
             chain_detail=v.chain_detail,

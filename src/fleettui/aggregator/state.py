@@ -112,6 +112,7 @@ class SnapshotFacts:
     models_len: int = 0
     engine_names: tuple[str, ...] = ()  # what `engine=` and a bare search word read
     model_names: tuple[str, ...] = ()  # resident in engines that are up (`model=`)
+    cost_day_max: float = 0.0  # the dearest of the last 7 days (the fleet's cost scale)
 
     @classmethod
     def of(cls, snap: NodeSnapshot) -> SnapshotFacts:
@@ -149,6 +150,7 @@ class SnapshotFacts:
             models_len=_models_len(snap),
             engine_names=tuple(e.name for e in snap.engines),
             model_names=tuple(m.name for e in snap.engines if e.status == "up" for m in e.models),
+            cost_day_max=max((d.cost for d in snap.cost.daily[-7:]), default=0.0),
         )
 
 
@@ -176,7 +178,10 @@ class NodeView:
     latency_ms: float | None = None  # last snapshot request round trip
     last_seen: float | None = None  # unix time of the last good answer
     last_error: str | None = None
-    power_history: list[float] = field(default_factory=list)  # ~2 min of watts, oldest first
+    # Mean watts per 15 s bucket over 10 minutes, oldest first, None where no sample came;
+    # the newest is bucket number `power_slot` (aggregator/history.PowerHistory).
+    power_history: list[float | None] = field(default_factory=list)
+    power_slot: int | None = None
     cost_daily: list[float] = field(default_factory=list)  # 7 days, oldest first
     chain: ChainStatus = ChainStatus.UNKNOWN
     chain_detail: str | None = None  # e.g. "seq 12: hash mismatch"

@@ -136,6 +136,7 @@ async def _tui(cfg: FleetConfig, read_only: bool, notify: bool) -> int:
     from fleettui.prefs import PrefsFile, default_prefs_path
     from fleettui.views.columns import DEFAULT_ORDER, FIXED
     from fleettui.views.tui.app import FleetApp
+    from fleettui.views.tui.nocolor import sixteen_colors
 
     calibration = CalibrationStore.default()  # L records what each load holds; F corrects by it
     # the operator's columns and theme (c); read before the first frame, off the event loop
@@ -143,7 +144,13 @@ async def _tui(cfg: FleetConfig, read_only: bool, notify: bool) -> int:
         PrefsFile.read, default_prefs_path(), DEFAULT_ORDER, FIXED
     )
     async with FleetAggregator(cfg, pins=PinStore.default(), calibration=calibration) as agg:
-        app = FleetApp(agg, read_only=read_only, prefs=prefs, notify_desktop=notify)
+        app = FleetApp(
+            agg,
+            read_only=read_only,
+            prefs=prefs,
+            notify_desktop=notify,
+            ansi_color=sixteen_colors(os.environ) or None,
+        )
         return await _until_signal(app.run_async, app.exit)
 
 

@@ -22,6 +22,7 @@ from fleettui.agent.collect.budget import node_budget, unified_budget
 from fleettui.agent.simulate import MODEL_POOL, model_meta
 from fleettui.aggregator.dispatch import Envelope, Progress, ProgressCallback
 from fleettui.aggregator.fitwatch import FitWatch
+from fleettui.aggregator.history import POWER_BUCKET_S
 from fleettui.aggregator.placement import score
 from fleettui.aggregator.state import ChainStatus, FleetEvent, NodeState, NodeView
 from fleettui.capacity.fit import FitRequest
@@ -59,7 +60,7 @@ RTX = ("NVIDIA RTX 4090", 24564.0, 450.0)
 M2 = ("Apple M2 Ultra", 196608.0, 90.0)
 
 
-def _power_history(base: float, swing: float, phase: float, n: int = 60) -> list[float]:
+def _power_history(base: float, swing: float, phase: float, n: int = 40) -> list[float | None]:
     return [round(base + swing * math.sin(phase + i / 6.0), 1) for i in range(n)]
 
 
@@ -298,6 +299,7 @@ def sample_views(now: float = SAMPLE_NOW) -> list[NodeView]:
             role=role,
             tags=tags,
             has_token=kw.pop("has_token", True),
+            power_slot=kw.pop("power_slot", int(now // POWER_BUCKET_S) - 1),
             **kw,
         )
         v.append(view)
@@ -465,6 +467,7 @@ def sample_views(now: float = SAMPLE_NOW) -> list[NodeView]:
         last_seen=now - 184,
         last_error="connection refused (127.0.0.1:8899)",
         power_history=_power_history(95, 5, 1.0, n=20),
+        power_slot=int((now - 184) // POWER_BUCKET_S) - 1,
         chain=ChainStatus.UNKNOWN,
         retry_at=now + 12,
         version=11,
@@ -571,7 +574,8 @@ def generated_views(
                 snapshot=snap,
                 latency_ms=round(rng.uniform(2, 80), 1) if snap else None,
                 last_seen=now - rng.randint(0, 5) if snap else None,
-                power_history=[round(watts + rng.uniform(-50, 50), 1) for _ in range(60)],
+                power_history=[round(watts + rng.uniform(-50, 50), 1) for _ in range(40)],
+                power_slot=int(now // POWER_BUCKET_S) - 1,
                 chain=ChainStatus.OK,
                 version=1,
             )

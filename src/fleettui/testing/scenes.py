@@ -5,9 +5,17 @@ One list so the committed screenshots are always the screens the tests pin down.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
+from rich.color import Color as RichColor
+from rich.color import ColorSystem
+from rich.segment import Segment
+from rich.style import Style
+from rich.terminal_theme import TerminalTheme
+from textual.color import Color
+from textual.filter import LineFilter
 from textual.pilot import Pilot
 
 from fleettui.testing.sample import SAMPLE_NOW, SampleSource
@@ -16,6 +24,30 @@ from fleettui.views.tui.app import FleetApp
 
 def utc_hms(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts))
+
+
+class SixteenColors(LineFilter):
+    """Every colour as a 16-colour terminal shows it: the one of its 16 that Rich sends there
+    (the nearest), in the palette Textual assumes a dark terminal has (a screenshot is always
+    truecolor)."""
+
+    def __init__(self, palette: TerminalTheme) -> None:
+        super().__init__()
+        self.palette = palette
+
+    def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
+        return [Segment(text, self._style(style), control) for text, style, control in segments]
+
+    def _style(self, style: Style | None) -> Style | None:
+        if style is None or (style.color is None and style.bgcolor is None):
+            return style
+        return style + Style(color=self._color(style.color), bgcolor=self._color(style.bgcolor))
+
+    def _color(self, color: RichColor | None) -> RichColor | None:
+        number = None if color is None else color.downgrade(ColorSystem.STANDARD).number
+        if number is None:  # no colour, or the terminal's default one
+            return color
+        return RichColor.from_triplet(self.palette.ansi_colors[number])
 
 
 def sample_app(source: SampleSource | None = None, **kwargs) -> FleetApp:
@@ -34,9 +66,20 @@ class Scene:
     app_kwargs: dict = field(default_factory=dict)
     source_kwargs: dict = field(default_factory=dict)
     screenshot: bool = False  # also written to screenshots/ by scripts/screenshots
+    colors: str = ""  # "none": as under NO_COLOR; "16": as a 16-colour terminal shows it
 
     def app(self) -> FleetApp:
-        return sample_app(SampleSource(**self.source_kwargs), **self.app_kwargs)
+        if self.colors != "none":
+            app = sample_app(SampleSource(**self.source_kwargs), **self.app_kwargs)
+        else:  # the app reads NO_COLOR once, when it is built
+            os.environ["NO_COLOR"] = "1"
+            try:
+                app = sample_app(SampleSource(**self.source_kwargs), **self.app_kwargs)
+            finally:
+                del os.environ["NO_COLOR"]
+        if self.colors == "16":
+            app._filters.append(SixteenColors(app.ansi_theme))  # no public way to add a filter
+        return app
 
     async def drive(self, pilot: Pilot) -> None:
         """Press the scene's keys, then wait for one-shot workers (the audit fetch) to finish."""
@@ -64,6 +107,8 @@ _TYPO = dict(
     ],
     skipped=2,
 )
+
+_ANSI = dict(ansi_color=True)  # what the dashboard command asks for on a 16-colour terminal
 
 # Keys: "down" moves the cursor, "space" selects, "enter" opens the detail screen.
 SCENES: tuple[Scene, ...] = (
@@ -104,5 +149,9 @@ SCENES: tuple[Scene, ...] = (
     Scene("columns", ("c", "down", "down", "space", "down", "down", "down"), screenshot=True),
     Scene("columns_80x24", ("c", "down", "down", "space", "down", "down", "down"), size=(80, 24)),
     Scene("columns_applied", ("c", "down", "down", "space", "down", "down", "down", "]", "enter")),
+    # sparklines and every other colour, legible without colour and with 16 (issue 19)
+    Scene("nocolor", ("down", "space", "down"), size=(160, 30), colors="none"),
+    Scene("colors16", ("down", "space", "down"), size=(160, 30), colors="16", app_kwargs=_ANSI),
+    Scene("colors16_detail", ("down", "down", "enter"), colors="16", app_kwargs=_ANSI),
 )
 BY_NAME = {s.name: s for s in SCENES}

@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from fleettui.aggregator.fitwatch import spare_bytes
+from fleettui.aggregator.history import POWER_BUCKETS
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.select import gpu_memory, match_word
@@ -26,10 +27,12 @@ from fleettui.views.numbers import (
     fmt_latency,
     fmt_mb_pair,
     fmt_money,
+    fmt_money_scale,
     fmt_pct,
     fmt_watts,
+    fmt_watts_scale,
 )
-from fleettui.views.sparkline import sparkline
+from fleettui.views.sparkline import aligned, nice_top, sparkline
 from fleettui.wire import in_scope, scope_code
 
 SEP = 1  # blank cells between columns
@@ -229,7 +232,51 @@ def cell_why(view: NodeView, width: int, now: float, selected: bool) -> Text:
     return _fit(Text(text, style=style), width)
 
 
-def cell_power(view: NodeView, width: int, now: float, selected: bool) -> Text:
+@dataclass(frozen=True)
+class Scale:
+    """A sparkline column's scale, one for the whole fleet: every row's bars are drawn against
+    0..`top`, so equal heights are equal figures (a row scaled to its own min and max made a
+    2 W wobble look like a full swing)."""
+
+    top: float
+    text: str  # what the header says of it: 0 to 2 kW (numbers.fmt_watts_scale)
+
+
+Scales = dict[str, Scale]  # column key -> its scale (fleet_scales)
+
+
+def power_scale(views: Iterable[NodeView]) -> Scale | None:
+    """0 to the fleet's highest 15 s mean, rounded up to a NICE step (so it rarely moves)."""
+    peak = max((max(filter(None, v.power_history), default=0.0) for v in views), default=0.0)
+    top = nice_top(peak)
+    return Scale(top, fmt_watts_scale(top)) if top else None
+
+
+def cost_scale(views: Iterable[NodeView]) -> Scale | None:
+    """0 to the fleet's dearest day of the last 7, rounded up to a NICE step."""
+    facts = [v.facts for v in views if v.facts is not None]
+    top = nice_top(max((f.cost_day_max for f in facts), default=0.0))
+    currencies = {f.currency for f in facts}
+    currency = currencies.pop() if len(currencies) == 1 else ""
+    return Scale(top, fmt_money_scale(top, currency)) if top else None
+
+
+def power_bars(view: NodeView, bars: int, scale: Scale | None) -> str:
+    """The last 10 minutes in `bars` cells, each the mean of a clock-aligned run of buckets."""
+    hist = view.power_history
+    if bars <= 0 or not hist:
+        return " " * max(0, bars)
+    per_bar = -(-POWER_BUCKETS // bars)  # ceil: the whole window in the cells there are
+    last = view.power_slot if view.power_slot is not None else len(hist) - 1
+    top = scale.top if scale else nice_top(max(filter(None, hist), default=0.0))
+    return sparkline(aligned(hist, last, per_bar, bars), bars, top)
+
+
+def cell_power(
+    view: NodeView, width: int, now: float, selected: bool, scale: Scale | None = None
+) -> Text:
+    """`1,843 W GCM ▅▆▇`: the watts now, what they cover, the last 10 minutes on the fleet's
+    scale (the header says it; without one, the row's own from zero)."""
     snap = view.snapshot
     watts = snap.power.watts if snap else None
     if snap is None:
@@ -241,11 +288,15 @@ def cell_power(view: NodeView, width: int, now: float, selected: bool) -> Text:
     bars = width - 12
     if bars > 0:
         text.append(" ")
-        text.append(sparkline(view.power_history, bars), style="cyan")
+        text.append(power_bars(view, bars, scale), style="cyan")
     return _dim_if_stale(view, _fit(text, width))
 
 
-def cell_cost(view: NodeView, width: int, now: float, selected: bool) -> Text:
+def cell_cost(
+    view: NodeView, width: int, now: float, selected: bool, scale: Scale | None = None
+) -> Text:
+    """`€270 ▆▇▆▇▆▇▃`: 7 days' cost, then one bar a day on the fleet's scale, in the text's
+    own colour (a coloured bar on every row read as an alarm)."""
     snap = view.snapshot
     if snap is None:
         return Text("")
@@ -253,8 +304,9 @@ def cell_cost(view: NodeView, width: int, now: float, selected: bool) -> Text:
     daily = view.cost_daily or [d.cost for d in snap.cost.daily]
     bars = width - 7
     if bars > 0:
+        top = scale.top if scale else nice_top(max(daily, default=0.0))
         text.append(" ")
-        text.append(sparkline(daily, min(bars, 7)).rjust(bars), style="magenta")
+        text.append(sparkline(daily, min(bars, 7), top).rjust(bars))
     return _dim_if_stale(view, _fit(text, width))
 
 
@@ -391,6 +443,8 @@ class Column:
     optional: bool = False  # shown only when asked for (the Fit column, once `F` asked)
     need: Callable[[NodeView], int] | None = None  # the width a row's text wants, if it varies
     title: str = ""  # what the column picker says of it
+    # a sparkline column's fleet-wide scale; its cell then takes `scale=` (render_cells)
+    scale: Callable[[Iterable[NodeView]], Scale | None] | None = None
 
 
 # Display order by default; `priority` is the drop order when the terminal is narrow: at 80
@@ -469,8 +523,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("vram", "VRAM", 11, 11, cell_vram, _vram_pct, True, title="GPU memory over all GPUs"),
     Column("cpu", "CPU", 4, 5, cell_cpu, _cpu, True, justify="right", title="host CPU %"),
     Column("mem", "Mem", 11, 6, cell_mem, _mem, True, title="host RAM used/total, pressure"),
-    Column("power", "Power", 15, 1, cell_power, _watts, True, flex=8),
-    Column("cost", "Cost 7d", 13, 8, cell_cost, _cost, True),
+    Column("power", "Power", 15, 1, cell_power, _watts, True, flex=8, scale=power_scale),
+    Column("cost", "Cost 7d", 13, 8, cell_cost, _cost, True, scale=cost_scale),
     Column(
         "audit",
         "Audit",
@@ -563,11 +617,44 @@ def fit_columns(
     return widths
 
 
+def fleet_scales(views: Iterable[NodeView]) -> Scales:
+    """Each sparkline column's scale over `views` (the whole fleet, not one screen of it)."""
+    views = list(views)
+    return {c.key: scale for c in COLUMNS if c.scale is not None and (scale := c.scale(views))}
+
+
+def column_label(key: str, scales: Scales, width: int) -> str:
+    """The header of column `key` in `width` cells: its name, then its scale if it has one
+    and it fits: `Power 0\N{EN DASH}2 kW`; `Cost 0\N{EN DASH}€40` when the `7d` does not fit."""
+    col = BY_KEY[key]
+    scale = scales.get(key)
+    if scale is not None:
+        for head in (col.label, col.label.split(" ")[0]):
+            if len(text := f"{head} {scale.text}") <= width:
+                return text
+    return col.label
+
+
+def draw_cell(
+    key: str, view: NodeView, width: int, now: float, selected: bool, scales: Scales
+) -> Text:
+    """One cell; a sparkline column's is drawn on its fleet-wide scale."""
+    col = BY_KEY[key]
+    if col.scale is None:
+        return col.cell(view, width, now, selected)
+    return col.cell(view, width, now, selected, scale=scales.get(key))  # type: ignore[call-arg]
+
+
 def render_cells(
-    view: NodeView, widths: dict[str, int], now: float, selected: bool = False
+    view: NodeView,
+    widths: dict[str, int],
+    now: float,
+    selected: bool = False,
+    scales: Scales | None = None,
 ) -> dict[str, Text]:
     """The row for `view`: one Text per visible column."""
-    return {key: BY_KEY[key].cell(view, w, now, selected) for key, w in widths.items()}
+    scales = scales or {}
+    return {key: draw_cell(key, view, w, now, selected, scales) for key, w in widths.items()}
 
 
 def sorted_views(

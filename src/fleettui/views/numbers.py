@@ -12,6 +12,7 @@ from __future__ import annotations
 DASH = "—"
 MINUS = "\u2212"  # a real minus sign (U+2212): a negative margin, not a dash
 TIMES = "\N{MULTIPLICATION SIGN}"  # count and model: 2xH100
+TO = "\N{EN DASH}"  # a range: a sparkline's scale, 0 to 2 kW
 CURRENCY = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
 
 
@@ -35,6 +36,21 @@ def fmt_money(x: float | None, currency: str = "EUR") -> str:
     if x < 99.95:
         return f"{sym}{x:.1f}"
     return f"{sym}{x:,.0f}"
+
+
+def _round_figure(x: float) -> str:
+    """A scale's round figure without trailing zeros: `2`, `1.5`, `0.15`, `1,500`."""
+    return f"{x:,.0f}" if x >= 10 else f"{x:.3g}"
+
+
+def fmt_watts_scale(top: float) -> str:
+    """A sparkline's scale in watts, from zero, with an en dash: 0 to `800 W`, `2 kW`, `1.5 kW`."""
+    return f"0{TO}{_round_figure(top)} W" if top < 1000 else f"0{TO}{_round_figure(top / 1000)} kW"
+
+
+def fmt_money_scale(top: float, currency: str = "EUR") -> str:
+    """A sparkline's scale in money, from zero, with an en dash: 0 to `€40`, `€1.5`."""
+    return f"0{TO}{CURRENCY.get(currency, '')}{_round_figure(top)}"
 
 
 def fmt_latency(ms: float | None) -> str:

@@ -24,8 +24,11 @@ from fleettui.aggregator.state import NodeState, NodeView
 from fleettui.views.columns import (
     BY_KEY,
     COLUMNS,
+    Scales,
+    column_label,
     column_needs,
     fit_columns,
+    fleet_scales,
     fleet_totals,
     full_width,
     render_cells,
@@ -36,9 +39,13 @@ from fleettui.views.source import FleetSource
 FILE_WIDTH = full_width() + sum(c.flex for c in COLUMNS)  # every column at its widest
 
 
-def fleet_table(views: list[NodeView], now: float, width: int | None = None) -> Table:
-    """The fleet table; `width` None draws every column (for files and pipes)."""
+def fleet_table(
+    views: list[NodeView], now: float, width: int | None = None, scales: Scales | None = None
+) -> Table:
+    """The fleet table; `width` None draws every column (for files and pipes). `scales`: the
+    sparkline columns' (fleet_scales of the whole fleet when `views` is only part of it)."""
     needs = column_needs(views)
+    scales = fleet_scales(views) if scales is None else scales
     widths = {k: w for k, w in fit_columns(width or FILE_WIDTH, needs).items() if k != "sel"}
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -50,9 +57,10 @@ def fleet_table(views: list[NodeView], now: float, width: int | None = None) -> 
     )
     for key, w in widths.items():
         col = BY_KEY[key]
-        table.add_column(col.label, width=w, no_wrap=True, justify=col.justify)  # type: ignore[arg-type]
+        label = column_label(key, scales, w)
+        table.add_column(label, width=w, no_wrap=True, justify=col.justify)  # type: ignore[arg-type]
     for v in views:
-        table.add_row(*render_cells(v, widths, now).values())
+        table.add_row(*render_cells(v, widths, now, scales=scales).values())
     return table
 
 
@@ -82,7 +90,7 @@ def fleet_view(
     shown = views
     if height is not None:  # title, header, its rule, totals, and the "more" line
         shown = fit_rows(views, height - len(parts) - 4)
-    parts.append(fleet_table(shown, now, width))
+    parts.append(fleet_table(shown, now, width, fleet_scales(views)))
     if len(shown) < len(views):
         more = len(views) - len(shown)
         # fit_rows shows those first: the hidden ones not ONLINE are what did not fit of them

@@ -69,8 +69,9 @@ class FleetApp(App[None]):
         bell: Callable[[], None] | None = None,
         terminal_write: Callable[[str], None] | None = None,
         alert_timing: AlertTiming = DEFAULT_TIMING,
+        ansi_color: bool | None = None,  # True on a 16-colour terminal (nocolor.sixteen_colors)
     ) -> None:
-        super().__init__()
+        super().__init__(ansi_color=ansi_color)
         write_only_dirty_spans()
         if self.no_color:
             self._filters = make_legible(self._filters)

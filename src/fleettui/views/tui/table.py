@@ -37,8 +37,12 @@ from fleettui.views.columns import (
     SEARCHABLE,
     SEP,
     SORTABLE,
+    Scales,
+    column_label,
     column_needs,
+    draw_cell,
     fit_columns,
+    fleet_scales,
     highlight,
     sorted_views,
 )
@@ -149,6 +153,9 @@ class FleetTable(ScrollView, can_focus=True):
         self.hidden: frozenset[str] = frozenset()  # and the columns they hid
         self.expanded: set[str] = set()  # nodes shown with one sub-row per GPU
         self._needs: dict[str, int] = {}  # the widest text of each variable column
+        # the sparkline columns' fleet-wide scales; part of every row's stamp (they rarely move)
+        self._scales: Scales = {}
+        self._scales_key: tuple = ()
         self._node_rows: list[str] = []  # node rows top to bottom (no GPU sub-rows)
         self.sort_key: str | None = None
         self.sort_reverse = False
@@ -224,6 +231,10 @@ class FleetTable(ScrollView, can_focus=True):
         if views is not None:
             self.views = {v.name: v for v in views}
             self._needs = column_needs(self.views.values())
+            scales = fleet_scales(self.views.values())
+            if scales != self._scales:
+                self._scales = scales
+                self._scales_key = tuple((k, s.top) for k, s in scales.items())
             self.expanded &= self.views.keys()
         self._now = self.clock()
         if self.size.width <= 0:
@@ -460,7 +471,13 @@ class FleetTable(ScrollView, can_focus=True):
         return round(self.scroll_offset.y)
 
     def _header_key(self) -> tuple:
-        return (self.size.width, self.sort_key, self.sort_reverse, tuple(self.widths.items()))
+        return (
+            self.size.width,
+            self.sort_key,
+            self.sort_reverse,
+            tuple(self.widths.items()),
+            self._scales_key,
+        )
 
     def _header_line(self) -> Strip:
         key = self._header_key()
@@ -574,20 +591,27 @@ class FleetTable(ScrollView, can_focus=True):
             cell = note.copy()
             cell.truncate(self.widths[key], overflow="ellipsis")
             return cell
-        cell = BY_KEY[key].cell(view, self.widths[key], now, selected)
+        cell = draw_cell(key, view, self.widths[key], now, selected, self._scales)
         words = self.selector.words if self.selector else ()
         return highlight(cell, words) if words and key in SEARCHABLE else cell
 
     def _stamp(self, view: NodeView) -> tuple:
         note = self.notes.get(view.name)
         words = self.selector.words if self.selector else ()  # the highlight follows them
-        return (view.version, view.name in self.selected, note.markup if note else None, words)
+        return (
+            view.version,
+            view.name in self.selected,
+            note.markup if note else None,
+            words,
+            self._scales_key,
+        )
 
     def _label(self, key: str) -> Text:
-        col = BY_KEY[key]
+        width = self.widths.get(key, BY_KEY[key].width)
         if key != self.sort_key:
-            return Text(col.label)
-        return Text(col.label + ("▼" if self.sort_reverse else "▲"), style="bold underline")
+            return Text(column_label(key, self._scales, width))
+        label = column_label(key, self._scales, width - 1)
+        return Text(label + ("▼" if self.sort_reverse else "▲"), style="bold underline")
 
     def _column_at(self, x: int) -> str | None:
         for key, width in self.widths.items():

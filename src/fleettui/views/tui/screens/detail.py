@@ -19,9 +19,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from fleettui.aggregator.history import POWER_BUCKET_S, POWER_BUCKETS, POWER_WINDOW_S
 from fleettui.aggregator.state import ChainStatus, NodeView
 from fleettui.textsafe import clean
-from fleettui.views.columns import CHAIN_STYLE, STATE_STYLE
+from fleettui.views.columns import CHAIN_STYLE, STATE_STYLE, cost_scale, power_scale
 from fleettui.views.numbers import (
     fmt_age,
     fmt_duration,
@@ -163,16 +164,20 @@ def power_scope(p: Power) -> Text:
 
 def power(view: NodeView, width: int) -> RenderableType:
     hist = view.power_history
+    seen = [w for w in hist if w is not None]
     snap = view.snapshot
     now_w = snap.power.watts if snap else None
-    out = [Text("Power, last ~2 min", style="bold")]
-    if hist:
-        w = max(10, min(width, len(hist)))
-        for row in sparkline_rows(hist, w, 4):
+    scale = power_scale([view])  # from zero, like the table's (which is the fleet's)
+    top = f" ({scale.text})" if scale else ""
+    span = f"last {POWER_WINDOW_S / 60:.0f} min, a column per {POWER_BUCKET_S:.0f} s"
+    out = [Text(f"Power, {span}{top}", style="bold")]
+    if seen:
+        w = max(10, min(width, POWER_BUCKETS))
+        for row in sparkline_rows(hist, w, 4, scale.top if scale else 0.0):
             out.append(Text(row, style="cyan"))
         out.append(
             Text(
-                f"now {fmt_watts(now_w)} · min {fmt_watts(min(hist))} · max {fmt_watts(max(hist))}",
+                f"now {fmt_watts(now_w)} · min {fmt_watts(min(seen))} · max {fmt_watts(max(seen))}",
                 style="dim",
             )
         )
@@ -182,7 +187,8 @@ def power(view: NodeView, width: int) -> RenderableType:
         out.append(power_scope(snap.power))
     if snap and snap.cost.daily:
         cost = Text("cost 7d ", style="dim")
-        cost.append(sparkline([d.cost for d in snap.cost.daily], 7), style="magenta")
+        days = cost_scale([view])
+        cost.append(sparkline([d.cost for d in snap.cost.daily], 7, days.top if days else 0.0))
         cost.append(
             f"  {fmt_money(snap.cost.total_7d, snap.cost.currency)} · today "
             f"{fmt_money(snap.cost.today, snap.cost.currency)} at "
