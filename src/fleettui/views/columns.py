@@ -247,8 +247,7 @@ Scales = dict[str, Scale]  # column key -> its scale (fleet_scales)
 
 def power_scale(views: Iterable[NodeView]) -> Scale | None:
     """0 to the fleet's highest 15 s mean, rounded up to a NICE step (so it rarely moves)."""
-    peak = max((max(filter(None, v.power_history), default=0.0) for v in views), default=0.0)
-    top = nice_top(peak)
+    top = nice_top(max((v.power_peak for v in views), default=0.0))
     return Scale(top, fmt_watts_scale(top)) if top else None
 
 
@@ -268,7 +267,7 @@ def power_bars(view: NodeView, bars: int, scale: Scale | None) -> str:
         return " " * max(0, bars)
     per_bar = -(-POWER_BUCKETS // bars)  # ceil: the whole window in the cells there are
     last = view.power_slot if view.power_slot is not None else len(hist) - 1
-    top = scale.top if scale else nice_top(max(filter(None, hist), default=0.0))
+    top = scale.top if scale else nice_top(view.power_peak)
     return sparkline(aligned(hist, last, per_bar, bars), bars, top)
 
 
