@@ -247,3 +247,13 @@ def test_osc_text_keeps_what_is_harmless() -> None:
     )
     assert osc_text("a\nb") == "a · b"
     assert osc_text("x" * 500, 50) == "x" * 49 + "…"
+
+
+def test_notify_is_a_flag_of_the_dashboard_and_the_demo() -> None:
+    from fleettui.cli import build_parser
+
+    p = build_parser()
+    assert not p.parse_args([]).notify
+    assert p.parse_args(["--notify"]).notify
+    assert p.parse_args(["demo", "--notify"]).notify
+    assert p.parse_args(["--notify", "demo"]).notify  # the top-level flag is kept

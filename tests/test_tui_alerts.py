@@ -5,6 +5,7 @@ the start is one summary, a node killed later is one notification, one bell and 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +89,41 @@ async def test_a_killed_node_is_one_notification_one_bell_one_desktop_notice(
             await until(pilot, retried, timeout=10, what="solo retried")
             await pilot.pause(0.5)  # a last quiet window for anything the retries raised
             assert len(alerts()) == 2 and len(bells) == 2 and len(writes) == 4
+
+
+async def test_a_rack_going_down_is_one_summary_and_one_bell(agent_factory, tmp_path: Path) -> None:
+    """40 nodes in one agent process: killing it takes them all down at once."""
+    rack = agent_factory(
+        "--simulate", "--nodes", "40", "--name", "rack", "--interval", "0.3", nodes=40
+    )
+    blocks = [f'[[node]]\nname = "{name}"\nurl = "{url}"\n' for name, url in rack.urls.items()]
+    cfg_path = tmp_path / "projects.toml"
+    cfg_path.write_text(
+        "[defaults]\npoll_interval_s = 0.3\nhttp_timeout_s = 1\nbackoff_min_s = 0.3\n"
+        "backoff_max_s = 1\n\n" + "\n".join(blocks)
+    )
+    cfg = load_fleet_config(cfg_path)
+    bells: list[int] = []
+    async with FleetAggregator(cfg) as agg:
+        app = FleetApp(
+            agg,
+            min_refresh_s=0.1,
+            bell=lambda: bells.append(1),
+            alert_timing=AlertTiming(quiet_s=0.5, max_s=3.0),
+        )
+        async with app.run_test(size=(160, 40)) as pilot:
+            names = list(rack.urls)
+            await until(
+                pilot, lambda: all(cell(app, n) == "ONLINE" for n in names), what="all ONLINE"
+            )
+            rack.stop()
+            await until(
+                pilot, lambda: all(cell(app, n) == "OFFLINE" for n in names), what="all OFFLINE"
+            )
+            await until(pilot, lambda: app.alerts.gate.due() is None, what="nothing pending")
+            (notice,) = app.alerts.sent
+            assert re.fullmatch(r"40 nodes OFFLINE: rack-\d+, rack-\d+, rack-\d+ \+37", notice.text)
+            assert bells == [1]
 
 
 def failing_agent_config(tmp: Path) -> tuple[Path, str]:
