@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from actionfleet import send_action
+from fake_nodes import running
 from fleettui.agent.tokens import create_token, tokens_path
 from fleettui.aggregator.aggregator import FleetAggregator
 from fleettui.config import load_fleet_config
 from fleettui.views.tui.alerting import AlertTiming
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.screens.confirm import ConfirmActionScreen
+from hostile_nodes import ESCAPES, HostileAgent, _escaped, leaks
 from pilot_util import cell, until
 
 pytestmark = pytest.mark.anyio
@@ -215,3 +217,30 @@ async def test_a_failed_action_alerts_once_whoever_sent_it(agent_factory, tmp_pa
             assert len(bells) == 2
             assert writes[2].startswith("\x1b]9;fleet: restart ollama: 0 ok, 1 failed: box: ")
             assert len(writes) == 4
+
+
+async def test_a_hostile_reason_reaches_toast_and_desktop_as_text_only(tmp_path: Path) -> None:
+    """A node whose problems hold every class of escape sequence: the alert's toast and both
+    OSC sequences carry its reason as visible stand-ins, never a sequence of its own."""
+    payload = "".join(ESCAPES.values())
+    node = HostileAgent("h-all", json.dumps(_escaped(payload)).encode())
+    with running(node):
+        cfg_path = tmp_path / "projects.toml"
+        cfg_path.write_text(
+            f'[defaults]\npoll_interval_s = 0.3\n\n[[node]]\nname = "h-all"\nurl = "{node.url}"\n'
+        )
+        cfg = load_fleet_config(cfg_path)
+        writes: list[str] = []
+        async with FleetAggregator(cfg) as agg:
+            app = FleetApp(
+                agg, notify_desktop=True, bell=lambda: None, terminal_write=writes.append
+            )
+            async with app.run_test(size=(160, 40)) as pilot:
+                await until(pilot, lambda: len(writes) == 2, what="the desktop notification")
+                (notice,) = app.alerts.sent
+    assert notice.text.startswith("h-all DEGRADED: ") and "␛" in notice.text
+    assert not leaks(notice.text)
+    for seq, head in zip(writes, ("\x1b]9;", "\x1b]777;notify;"), strict=True):
+        assert seq.startswith(head) and seq.endswith("\x07")
+        body = seq[len(head) : -1]
+        assert not leaks(body) and "␛" in body
