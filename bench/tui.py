@@ -1,7 +1,7 @@
 """TUI benchmark: the Textual dashboard fed 1000 nodes headless, 10 % of rows changing per tick.
 
     .venv/bin/python bench/tui.py [--nodes 1000] [--ticks 60] [--change 0.1] [--sort none,power]
-                                  [--gpus N] [--expand] [--profile] [--per-tick]
+                                  [--gpus N] [--expand] [--filter EXPR] [--profile] [--per-tick]
 
     .venv/bin/python bench/tui.py --nodes 100 --gpus 8 --expand   # ~900 lines (issue 19)
 
@@ -106,6 +106,7 @@ async def run(
     sort: str | None = None,
     gpus: int | None = None,
     expand: bool = False,
+    filter_text: str = "",
 ) -> dict:
     from fleettui.views.tui.app import FleetApp
 
@@ -175,6 +176,8 @@ async def run(
                 table.expand(name)
         if sort:
             table.sort_by(sort)  # the rows move every tick as well
+        if filter_text:  # e.g. a bare word: every tick re-matches (and ranks) every node
+            app.main.set_filter(filter_text)
         await pilot.pause(0.3)
         # what the running aggregator does once every node has answered (it is not started
         # here): collect, then freeze the start-up heap out of later collections
@@ -199,7 +202,7 @@ async def run(
             for k in ("refresh", "copy", "paint"):
                 rows[k].append(sum(timings[k]))
             await asyncio.sleep(0.3)  # past the app's min_refresh_s: the next tick is not held
-        updates, lines = table.row_updates, table.line_count
+        updates, lines, shown = table.row_updates, table.line_count, table.row_count
         table.move_cursor(row=0)
         await pilot.pause(0.3)
         keys: dict[str, list[float]] = {k: [] for k, _ in KEYS}
@@ -230,6 +233,7 @@ async def run(
         "sort": sort or "config order",
         "gpus": "expanded" if expand else "collapsed",
         "lines": lines,
+        **({"filter": filter_text, "shown": shown} if filter_text else {}),
         "changed_per_tick": round(nodes * share),
         "ticks": ticks,
         "size": f"{size[0]}x{size[1]}",
@@ -260,6 +264,7 @@ def main() -> None:
     ap.add_argument("--per-tick", action="store_true", help="print each tick's figures")
     ap.add_argument("--gpus", type=int, default=None, help="GPUs on every node (else 1, 2 or 4)")
     ap.add_argument("--expand", action="store_true", help="every node's GPU sub-rows unfolded")
+    ap.add_argument("--filter", default="", help="a `/` filter applied for every case")
     ap.add_argument(
         "--sort",
         default="none,power",
@@ -282,6 +287,7 @@ def main() -> None:
                     sort,
                     a.gpus,
                     a.expand,
+                    a.filter,
                 )
             )
         )

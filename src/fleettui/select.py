@@ -251,10 +251,46 @@ def searched(view: NodeView) -> list[str]:
     return [t for field in SEARCHED for t in _texts(view, field)]
 
 
-def best_hit(needle: str, view: NodeView) -> Hit | None:
-    """The word's best hit over the node's searched values (the first of equal ones)."""
-    hits = [h for t in searched(view) if (h := match_word(needle, t)) is not None]
-    return min(hits, key=lambda h: h.score, default=None)
+def _in_order(folded: str, text: str) -> bool:
+    """Are the letters in `text` in this order? (What any hit needs; str.find is C.)"""
+    at = -1
+    for c in folded:
+        at = text.find(c, at + 1)
+        if at < 0:
+            return False
+    return True
+
+
+class _Words:
+    """The bare words of one expression and each node's best score for each (None: no hit),
+    kept until the node's values move: a dashboard re-filters every node on every update, and
+    names, roles, tags, engines and models change far less often than that."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self._folded: list[str] = []
+        # name -> (facts, role, tags, scores): facts is a new object per snapshot
+        self._memo: dict[str, tuple[object, str, list[str], tuple[int | None, ...]]] = {}
+
+    def add(self, needle: str) -> int:
+        self.words.append(needle)
+        self._folded.append(_fold(needle))
+        return len(self.words) - 1
+
+    def scores(self, view: NodeView) -> tuple[int | None, ...]:
+        got = self._memo.get(view.name)
+        if got is not None and got[0] is view.facts and got[1] == view.role and got[2] == view.tags:
+            return got[3]
+        values = searched(view)
+        hay = _fold("\n".join(values))  # one cheap test over all of them first
+        out = tuple(
+            min((h.score for t in values if (h := match_word(w, t))), default=None)
+            if _in_order(f, hay)
+            else None
+            for w, f in zip(self.words, self._folded, strict=True)
+        )
+        self._memo[view.name] = (view.facts, view.role, list(view.tags), out)
+        return out
 
 
 # --- the tree ----------------------------------------------------------------------------
@@ -312,7 +348,8 @@ class _Parser:
         self.i = 0
         self.depth = 0  # parentheses and `not`s open around the token
         self.negated = 0  # `not`s around it: a word under one is not highlighted
-        self.words: list[str] = []  # the bare words a match highlights
+        self.words: dict[str, int] = {}  # the bare words a match highlights: their index
+        self.judge = _Words()  # every bare word, judged together per node
         self.unitless: set[int] = set()  # tokens that are a number with no unit
 
     @property
@@ -422,9 +459,10 @@ class _Parser:
             raise SelectError(self.expr, tok.pos, "an empty quoted word searches nothing")
         if len(needle) > MAX_WORD:
             raise SelectError(self.expr, tok.pos, f"a search word is at most {MAX_WORD} characters")
+        i, scores = self.judge.add(needle), self.judge.scores
         if not self.negated:
-            self.words.append(needle)
-        return lambda v: any(match_word(needle, t) is not None for t in searched(v))
+            self.words.setdefault(needle, i)
+        return lambda v: scores(v)[i] is not None
 
     def _comparison(self) -> Pred:
         ftok = self.tok
@@ -464,30 +502,38 @@ class _Parser:
         return _text_pred(field, op, vtok.text, vtok, self.expr)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selector:
     """A compiled expression: `matches(view)` is all a caller needs; `words` are its bare
     words outside any `not` (what a view highlights, `match_word` says where)."""
 
     text: str
     _pred: Pred
-    words: tuple[str, ...] = ()
+    _judge: _Words
+    _ranked: dict[str, int]  # the words outside any `not`: their index in _judge
 
     def matches(self, view: NodeView) -> bool:
         return self._pred(view)
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(self._ranked)
+
     def rank(self, view: NodeView) -> int:
-        """How well the node answers the bare words (lower is better: 0 is every word the
-        whole of a value), for a list that puts `demo-003` before `demo-0031`."""
+        """How well the node answers the bare words outside any `not` (lower is better: 0
+        is each the whole of a value), for a list that puts `demo-003` before `demo-0031`."""
+        if not self._ranked:
+            return 0
         miss = 9  # a word a node does not hit (it matched through an `or`)
-        return sum(h.score if (h := best_hit(w, view)) else miss for w in self.words)
+        scores = self._judge.scores(view)
+        return sum(miss if (x := scores[i]) is None else x for i in self._ranked.values())
 
 
 def parse(expr: str) -> Selector:
     """Compile a filter expression; raises SelectError pointing at the problem."""
     parser = _Parser(expr)
     pred = parser.parse()
-    return Selector(expr, pred, tuple(dict.fromkeys(parser.words)))
+    return Selector(expr, pred, parser.judge, parser.words)
 
 
 def select_views(
