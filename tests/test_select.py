@@ -331,3 +331,21 @@ def test_a_hit_points_at_the_word_in_order(word: str, text: str) -> None:
         return
     assert list(hit.positions) == sorted(set(hit.positions)) and len(hit.positions) == len(word)
     assert all(0 <= p < len(text) for p in hit.positions)
+
+
+def test_a_node_is_judged_again_when_its_values_move() -> None:
+    """One selector lives as long as the dashboard's filter: the scores it keeps per node
+    follow a new snapshot, role or tags (same name, same version)."""
+    from dataclasses import replace
+
+    sel = parse("llamacpp")
+    view = next(v for v in VIEWS if v.name == "rtx-desk-2")
+    assert sel.matches(view)
+    snap = view.snapshot.model_copy(deep=True)
+    snap.engines = [e for e in snap.engines if e.name != "llamacpp"]
+    moved = replace(view, snapshot=snap)  # new facts, same name and version
+    assert not sel.matches(moved)
+    assert sel.matches(replace(moved, role="llamacpp box"))
+    tagged = parse("lab")
+    assert not tagged.matches(moved)
+    assert tagged.matches(replace(moved, tags=["lab"]))

@@ -129,7 +129,8 @@ async def test_filter_with_empty_input_clears() -> None:
 async def test_bare_word_filters_live_with_the_table_in_sight() -> None:
     """`/` then a plain word: the rows narrow as one types (after a pause), the table stays
     on screen, matched letters are highlighted, esc puts back what was there, enter keeps."""
-    app = sample_app(filter_text="tag=h100")
+    source = SampleSource()
+    app = sample_app(source, filter_text="tag=h100")
     async with app.run_test(size=(120, 40)) as pilot:
         t = app.main.table
         assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-c1"]
@@ -144,6 +145,9 @@ async def test_bare_word_filters_live_with_the_table_in_sight() -> None:
         assert any(line.lstrip().startswith("gpu-a1") for line in lines)  # rows in sight
         assert any(line.startswith(" / qwen") for line in lines)  # the bar, one line
         assert "filter qwen (5/10)" in totals(app)
+        source.update("gpu-c1", state=NodeState.OFFLINE)  # the fleet moves while one types
+        await until(pilot, lambda: plain(app, "gpu-c1", "state") == "OFFLINE")
+        assert bar(app).is_open and bar(app).input.value == "qwen"
         await pilot.press(*" state=ONLINE")
         await until(pilot, lambda: t.visible_names == ["gpu-a1", "gpu-a2", "mac-studio-1"])
         await pilot.press("escape")  # esc: the filter from before `/`
@@ -180,6 +184,15 @@ async def test_bare_word_highlights_the_matched_letters() -> None:
         await pilot.press("escape")  # no filter: no highlight left behind
         node = t.get_cell("gpu-b1", "node")
         assert not [s for s in node.spans if "underline" in str(s.style)]
+        # a model that matched leads the Models cell instead of hiding behind "+2"
+        assert t.get_cell("gpu-c1", "models").plain.startswith("llama3.1:8b")
+        await pilot.press("slash", *"qwen", "enter")
+        models = t.get_cell("gpu-c1", "models")
+        assert models.plain.startswith("qwen2.5-coder:7b") and models.plain.endswith(" +2")
+        marked = [
+            models.plain[s.start : s.end] for s in models.spans if "underline" in str(s.style)
+        ]
+        assert marked == ["qwen"]
 
 
 async def test_sort_cycles_reverses_and_keeps_the_cursor() -> None:

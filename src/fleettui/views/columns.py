@@ -112,10 +112,15 @@ def resident_models(view: NodeView) -> list[str]:
     return [m.name for e in snap.engines if e.status == "up" for m in e.models]
 
 
-def cell_models(view: NodeView, width: int, now: float, selected: bool) -> Text:
+def cell_models(
+    view: NodeView, width: int, now: float, selected: bool, lead: str | None = None
+) -> Text:
+    """The first resident model (or `lead`, the one a search matched), `+N` more."""
     if view.snapshot is None:
         return Text("")
     names = resident_models(view)
+    if lead in names:
+        names = [lead, *(n for n in names if n != lead)]
     if not names:
         return Text(DASH, style="dim")
     suffix = f" +{len(names) - 1}" if len(names) > 1 else ""
@@ -348,8 +353,20 @@ def cell_seen(view: NodeView, width: int, now: float, selected: bool) -> Text:
 
 # --- search highlight --------------------------------------------------------------------
 
-SEARCHABLE = frozenset({"node", "role", "engines", "models"})  # cells a bare word can light
+SEARCHABLE = frozenset({"node", "role", "engines", "models"})  # cells a bare word marks
 HIGHLIGHT = "bold underline"  # legible without colour too
+
+
+def search_cell(
+    key: str, view: NodeView, width: int, now: float, selected: bool, words: tuple[str, ...]
+) -> Text:
+    """A SEARCHABLE cell while the filter has bare words: the Models cell leads with the model
+    that matched best (else the match hides behind `+N`), and the matched letters marked."""
+    if key != "models":
+        return highlight(BY_KEY[key].cell(view, width, now, selected), words)
+    hits = [(h.score, n) for n in resident_models(view) for w in words if (h := match_word(w, n))]
+    lead = min(hits, key=lambda x: x[0])[1] if hits else None
+    return highlight(cell_models(view, width, now, selected, lead), words)
 
 
 def highlight(cell: Text, words: Iterable[str]) -> Text:

@@ -43,7 +43,7 @@ from fleettui.views.columns import (
     draw_cell,
     fit_columns,
     fleet_scales,
-    highlight,
+    search_cell,
     sorted_views,
 )
 from fleettui.views.gpurows import gpu_line
@@ -591,9 +591,10 @@ class FleetTable(ScrollView, can_focus=True):
             cell = note.copy()
             cell.truncate(self.widths[key], overflow="ellipsis")
             return cell
-        cell = draw_cell(key, view, self.widths[key], now, selected, self._scales)
         words = self.selector.words if self.selector else ()
-        return highlight(cell, words) if words and key in SEARCHABLE else cell
+        if words and key in SEARCHABLE:
+            return search_cell(key, view, self.widths[key], now, selected, words)
+        return draw_cell(key, view, self.widths[key], now, selected, self._scales)
 
     def _stamp(self, view: NodeView) -> tuple:
         note = self.notes.get(view.name)
