@@ -123,7 +123,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("detail_80x24", ("down", "down", "enter"), size=(80, 24)),
     # `/`: the bar above the totals filters as one types (after a pause: "wait:"); a bare
     # word searches names, roles, tags, engines and models, its letters highlighted
-    Scene("filter", ("slash", *"llama state=ONLINE", "enter"), screenshot=True),
+    Scene("filter", ("slash", *"llama state=ONLINE", "enter")),
     Scene("filter_typing", ("slash", *"llama", "wait:400"), screenshot=True),
     Scene("filter_error", ("slash", *"powr>300 and", "wait:400", "enter")),
     Scene("filter_80x24", ("slash", *"gpub", "wait:400"), size=(80, 24)),
