@@ -197,7 +197,7 @@ async def test_hand_edited_fields_fall_back_one_by_one(tmp_path: Path) -> None:
     app = sample_app(prefs=read(path))
     w = app.config_warnings
     assert f"{path}: 'colour': unknown key; ignored" in w
-    assert f"{path}: columns.wide: unknown key; ignored" in w
+    assert f"{path}: columns.'wide': unknown key; ignored" in w
     assert f"{path}: columns.order: unknown column 'bogus'; ignored" in w
     assert f"{path}: columns.hidden: must be a list of column names; default used" in w
     assert f"{path}: theme: unknown theme 'no-such-theme'; textual-dark used" in w
@@ -221,6 +221,15 @@ def test_load_prefs_never_raises(tmp_path: Path) -> None:
         prefs, warnings = load_prefs(path, DEFAULT_ORDER, FIXED)
         assert prefs == DashboardPrefs() and warnings and expect in warnings[0], text[:20]
         assert all(w.startswith(str(path)) for w in warnings)
+    # a hostile edit: escape sequences in keys and values never reach the terminal raw
+    path.write_text(
+        '"\\u001b[2J" = 1\ntheme = "\\u001b]0;pwned\\u0007"\n'
+        '[columns]\n"\\u001b[31m" = 1\norder = ["\\u001b[5m"]\n'
+    )
+    prefs, warnings = load_prefs(path, DEFAULT_ORDER, FIXED)
+    assert len(warnings) == 3 and not any("\x1b" in w for w in warnings)
+    app = sample_app(prefs=read(path))
+    assert len(app.config_warnings) == 4 and not any("\x1b" in w for w in app.config_warnings)
     path.unlink()
     path.mkdir()
     assert "cannot read" in load_prefs(path, DEFAULT_ORDER)[1][0]

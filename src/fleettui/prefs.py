@@ -40,7 +40,7 @@ class DashboardPrefs:
     theme: str | None = None  # None: the dashboard's default theme
 
 
-def _shown(value: object) -> str:
+def quoted(value: object) -> str:
     """A value from the file as a warning quotes it: short, repr'd (no control characters)."""
     text = repr(value)
     return text if len(text) <= 40 else text[:39] + "…"
@@ -57,7 +57,7 @@ def _column_list(
         if key in columns:
             known.append(key)
         else:
-            warn.append(f"{where}: columns.{field_name}: unknown column {_shown(key)}; ignored")
+            warn.append(f"{where}: columns.{field_name}: unknown column {quoted(key)}; ignored")
     return known
 
 
@@ -68,7 +68,7 @@ def parse_prefs(
     warn: list[str] = []
     for key in data:
         if key not in KEYS:
-            warn.append(f"{where}: {_shown(key)}: unknown key; ignored")
+            warn.append(f"{where}: {quoted(key)}: unknown key; ignored")
     theme = data.get("theme")
     if theme is not None and not isinstance(theme, str):
         warn.append(f"{where}: theme: must be a theme's name; default used")
@@ -79,7 +79,7 @@ def parse_prefs(
         cols = {}
     for key in cols:
         if key not in COLUMN_KEYS:
-            warn.append(f"{where}: columns.{key}: unknown key; ignored")
+            warn.append(f"{where}: columns.{quoted(key)}: unknown key; ignored")
     order = _column_list(where, "order", cols.get("order", []), columns, warn)
     hidden = _column_list(where, "hidden", cols.get("hidden", []), columns, warn)
     for key in hidden:
@@ -139,7 +139,7 @@ def render_prefs(prefs: DashboardPrefs, old: str = "") -> str:
     return tomlkit.dumps(doc)
 
 
-@dataclass
+@dataclass(eq=False)
 class PrefsFile:
     """One dashboard.toml: what it held at start, and the writes the dashboard asks for.
 

@@ -19,7 +19,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from fleettui.aggregator.state import FleetEvent, NodeView
-from fleettui.prefs import DashboardPrefs, PrefsFile
+from fleettui.prefs import DashboardPrefs, PrefsFile, quoted
 from fleettui.select import parse
 from fleettui.textsafe import clean
 from fleettui.views.columns import DEFAULT_ORDER
@@ -115,9 +115,8 @@ class FleetApp(App[None]):
         if theme is None or theme in self.available_themes:
             return theme or DEFAULT_THEME
         assert self.prefs is not None
-        shown = repr(theme) if len(theme) <= 40 else repr(theme[:39] + "…")
         self.config_warnings.append(
-            f"{self.prefs.path}: theme: unknown theme {shown}; {DEFAULT_THEME} used"
+            f"{self.prefs.path}: theme: unknown theme {quoted(theme)}; {DEFAULT_THEME} used"
         )
         return DEFAULT_THEME
 

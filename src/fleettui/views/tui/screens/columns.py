@@ -37,6 +37,10 @@ def full_order(order: Iterable[str]) -> list[str]:
     return known + [k for k in DEFAULT_ORDER if k not in known]
 
 
+NOTE_AT = 46  # where the note starts: after the longest title
+NOTE_WIDTH = 22  # "no room at 120 cells"
+
+
 def column_name(key: str) -> str:
     return BY_KEY[key].label or "✓"
 
@@ -83,8 +87,6 @@ def picker_lines(
     return out
 
 
-NOTE_AT = 46  # where the note starts: after the longest title
-NOTE_WIDTH = 22  # "no room at 120 cells"
 HINT = "space show/hide · [ ] move · r defaults · t theme · enter apply · esc cancel"
 
 
