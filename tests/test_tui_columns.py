@@ -3,7 +3,6 @@ choice and the theme kept across restarts, a bad file a warning and the defaults
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from pathlib import Path
@@ -281,4 +280,3 @@ def test_the_file_lives_beside_the_default_projects_toml(monkeypatch, tmp_path: 
     monkeypatch.delenv("FLEET_CONFIG", raising=False)
     assert default_prefs_path() == tmp_path / "fleettui" / "dashboard.toml"
     assert default_prefs_path().parent == default_fleet_config_path().parent
-    assert os.environ["XDG_CONFIG_HOME"] == str(tmp_path)
