@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
+import pyte
 import pytest
 from rich.console import Console
 from rich.segment import Segment
+from rich.style import Style
 from textual._compositor import ChopsUpdate
 from textual.strip import Strip
 
 from fleettui.testing.sample import SampleSource
 from fleettui.testing.scenes import sample_app
-from fleettui.views.tui.spans import install
+from fleettui.views.tui.spans import install, render_strip
 
 
 def _update(spans: list[tuple[int, int, int]]) -> str:
@@ -44,3 +48,65 @@ async def test_a_changed_latency_repaints_only_its_cell() -> None:
         row = {r for r in regions if r.y == 3}  # the header is line 0, the third row line 3
         assert len(row) == 1 and row.pop().width == table.widths["latency"] + 1
         assert table.get_cell(name, "latency").plain.strip().endswith("ms")
+
+
+def _screen(output: str, width: int) -> list[tuple]:
+    """What a terminal shows after `output` and one more plain character (so a style left on
+    at the end shows): each cell's character, colours and attributes."""
+    screen = pyte.Screen(width + 1, 1)
+    pyte.Stream(screen).feed(output + "X")
+    row = screen.buffer[0]
+    return [
+        (c.data, c.fg, c.bg, c.bold, c.italics, c.underscore, c.reverse, c.strikethrough)
+        for c in (row[x] for x in range(width + 1))
+    ]
+
+
+def _styles() -> list[Style | None]:
+    """Fresh styles (Textual keeps a style's SGR on the object, for the first colour system)."""
+    return [
+        None,
+        Style(),
+        Style(color="#e0e0e0", bgcolor="#272727"),
+        Style(color="#e0e0e0", bgcolor="#272727", bold=True),
+        Style(color="#a1a1a1", bgcolor="#272727", dim=True),
+        Style(color="red", bold=True, underline=True),
+        Style(bgcolor="#0178d4", color="#ffffff", reverse=True),
+        Style(color="cyan", italic=True, strike=True),
+        Style(bgcolor="#272727"),
+        Style(color="#e0e0e0", bgcolor="#272727", meta={"column": "power"}),
+    ]
+
+
+@pytest.mark.parametrize("system", ["truecolor", "256", "standard"])
+def test_each_style_change_is_said_once_and_the_cells_are_the_same(system: str) -> None:
+    """Every pair of looks in both orders, as Textual writes them and as render_strip does: a
+    terminal shows the same cells, and render_strip writes fewer bytes."""
+    console = Console(color_system=system, force_terminal=True, file=io.StringIO())  # type: ignore[arg-type]
+    styles = _styles()
+    segments = [Segment(f"{i % 10}{chr(65 + i % 26)}", s) for i, s in enumerate(styles * 3)]
+    segments += [Segment(t, b) for a in styles for b in styles for t in ("a", "b")]
+    segments += [Segment(f"{i % 10}", a) for i, a in enumerate(styles)]
+    strip = Strip(segments)
+    theirs, ours = strip.render(console), render_strip(strip, console)
+    assert _screen(ours, strip.cell_length) == _screen(theirs, strip.cell_length)
+    assert len(ours) < len(theirs) * 0.7
+
+
+@pytest.mark.anyio
+async def test_table_lines_look_the_same_written_either_way() -> None:
+    """Every line of the dashboard (table, header, totals, footer) through both renderers."""
+    app = sample_app(SampleSource())
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "space")
+        await pilot.pause()
+        console = Console(color_system="truecolor", force_terminal=True, file=io.StringIO())
+        lines = app.screen._compositor.render_update(full=True).strips  # type: ignore[union-attr]
+        saved = 0
+        for chops in lines:
+            strip = Strip.join(list(chops))
+            theirs, ours = strip.render(console), render_strip(strip, console)
+            assert _screen(ours, 200) == _screen(theirs, 200)
+            saved += len(theirs) - len(ours)
+        assert saved > 10_000
