@@ -11,10 +11,12 @@ from rich.segment import Segment
 from rich.style import Style
 from textual._compositor import ChopsUpdate
 from textual.strip import Strip
+from textual.widgets import Static
 
 from fleettui.testing.sample import SampleSource
 from fleettui.testing.scenes import sample_app
-from fleettui.views.tui.spans import install, render_strip
+from fleettui.views.tui.spans import changed, install, render_strip
+from fleettui.views.tui.widgets import TotalsBar
 
 
 def _update(spans: list[tuple[int, int, int]]) -> str:
@@ -110,3 +112,40 @@ async def test_table_lines_look_the_same_written_either_way() -> None:
             assert _screen(ours, 200) == _screen(theirs, 200)
             saved += len(theirs) - len(ours)
         assert saved > 10_000
+
+
+def test_changed_finds_the_cells_that_differ() -> None:
+    def cells(s: str) -> list:
+        return [(c, None) for c in s]
+
+    assert changed(cells("4,960 W │ €806"), cells("4,972 W │ €806")) == (3, 5)
+    assert changed(cells("abc"), cells("abc")) is None
+    assert changed(cells("abcdef"), cells("abc")) == (3, 6)  # the tail that went is repainted
+    assert changed(cells("ab"), [("a", None), ("b", "bold")]) == (1, 2)  # a style alone
+
+
+@pytest.mark.anyio
+async def test_the_totals_line_repaints_only_the_figures_that_moved(monkeypatch) -> None:
+    source = SampleSource()
+    app = sample_app(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        bar = app.main.query_one(TotalsBar)
+        regions: list = []
+        real = Static.refresh  # what LineStatic asks its base to repaint
+
+        def spy(self, *r, **kw):
+            if self is bar:
+                regions.append(r)
+            return real(self, *r, **kw)
+
+        monkeypatch.setattr(Static, "refresh", spy)
+        view = source.node("gpu-a1")
+        assert view is not None and view.snapshot is not None
+        snap = view.snapshot.model_copy(deep=True)
+        snap.power.watts = 1855.0  # the fleet's total: 4,960 W -> 4,972 W
+        source.update("gpu-a1", snapshot=snap)
+        app.refresh_fleet()
+        await pilot.pause()
+        assert "4,972 W" in str(bar.content)
+        assert [[(r.x, r.width) for r in call] for call in regions] == [[(17, 2)]]  # "72"

@@ -14,19 +14,27 @@ segment to the next instead (nothing for the same look; the new colour alone whe
 changed; a reset only when an attribute goes off) and one reset at the end of the span.
 
 `install()` replaces that one method; textual is pinned, and tests/test_tui_bytes.py checks
-the output against Textual's own, cell by cell in a terminal emulator.
+the output against Textual's own, cell by cell in a terminal emulator. `LineStatic` is a
+one-line Static that marks only its changed cells dirty, as the table does (the totals line's
+watts move four times a second; the rest of it does not).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from rich.cells import cell_len
 from rich.color import ColorSystem
 from rich.console import Console
 from rich.control import Control
 from rich.style import Style
+from rich.text import Text
 from textual._compositor import ChopsUpdate
+from textual.geometry import Region
 from textual.strip import SGR_STYLES, Strip
+from textual.visual import VisualType
+from textual.widget import Widget
+from textual.widgets import Static
 
 Look = tuple[int, str, str]  # attribute bits that are on, foreground codes, background codes
 PLAIN: Look = (0, "", "")
@@ -96,6 +104,56 @@ def render_segments(self: ChopsUpdate, console: Console) -> str:
         if y != last_y:
             out.append("\n")
     return "".join(out)
+
+
+Cell = tuple[str, object]  # a character (or "" right of a wide one) and its style
+
+
+def _cells(content: Text, console: Console) -> list[Cell]:
+    out: list[Cell] = []
+    for text, style, _ in content.render(console):
+        for ch in text:
+            out.append((ch, style))
+            if cell_len(ch) == 2:
+                out.append(("", style))
+    return out
+
+
+def changed(old: list[Cell], new: list[Cell]) -> tuple[int, int] | None:
+    """The first and one past the last cell that differ (a shorter line's tail counts)."""
+    n = max(len(old), len(new))
+    start = next((i for i in range(n) if i >= len(old) or i >= len(new) or old[i] != new[i]), n)
+    if start == n:
+        return None
+    end = n
+    while end > start and end <= min(len(old), len(new)) and old[end - 1] == new[end - 1]:
+        end -= 1
+    return start, end
+
+
+class LineStatic(Static):
+    """A one-line Static whose `update` with a Text repaints only the cells that changed."""
+
+    _drawn: list[Cell] | None = None
+    _only: Region | None = None
+
+    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+        cells = _cells(content, self.app.console) if isinstance(content, Text) else None
+        old, self._drawn = self._drawn, cells
+        if old is not None and cells is not None and not layout:
+            span = changed(old, cells)
+            if span is None:
+                return
+            self._only = Region(span[0], 0, span[1] - span[0], 1)
+        try:
+            super().update(content, layout=layout)
+        finally:
+            self._only = None
+
+    def refresh(self, *regions: Region, **kwargs) -> Widget:
+        if self._only is not None and not regions:
+            regions = (self._only,)
+        return super().refresh(*regions, **kwargs)
 
 
 def install() -> None:

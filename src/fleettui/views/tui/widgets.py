@@ -12,6 +12,7 @@ from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import FleetEvent, NodeView
 from fleettui.textsafe import clean
 from fleettui.views.columns import BY_KEY, fleet_totals, totals_text
+from fleettui.views.tui.spans import LineStatic
 
 EVENT_STYLE = {
     "state": "bold yellow",
@@ -22,7 +23,7 @@ EVENT_STYLE = {
 }
 
 
-class TotalsBar(Static):
+class TotalsBar(LineStatic):
     """One line: fleet totals, selection count, and the active filter and sort."""
 
     shown: Text | None = None
