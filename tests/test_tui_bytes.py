@@ -1,4 +1,5 @@
-"""What the dashboard writes to the terminal when one cell changes: that cell, not its row."""
+"""What the dashboard writes to the terminal when a figure changes: its characters, not its
+row or cell, each change of colour once; and what a terminal shows of it is the same."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_a_span_is_written_without_the_cells_left_or_right_of_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_changed_latency_repaints_only_its_cell() -> None:
+async def test_a_changed_latency_repaints_only_its_digits() -> None:
     source = SampleSource()
     app = sample_app(source)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -48,8 +49,10 @@ async def test_a_changed_latency_repaints_only_its_cell() -> None:
         app.refresh_fleet()
         await pilot.pause()
         row = {r for r in regions if r.y == 3}  # the header is line 0, the third row line 3
-        assert len(row) == 1 and row.pop().width == table.widths["latency"] + 1
-        assert table.get_cell(name, "latency").plain.strip().endswith("ms")
+        keys = list(table.widths)
+        x = sum(table.widths[k] + 1 for k in keys[: keys.index("latency")])
+        assert table.get_cell(name, "latency").plain == " 26 ms"  # was " 19 ms"
+        assert [(r.x, r.width) for r in row] == [(x + 1, 2)]  # its two digits, not the cell
 
 
 def _screen(output: str, width: int) -> list[tuple]:
@@ -112,6 +115,18 @@ async def test_table_lines_look_the_same_written_either_way() -> None:
             assert _screen(ours, 200) == _screen(theirs, 200)
             saved += len(theirs) - len(ours)
         assert saved > 10_000
+
+
+def test_changed_chars_and_merged_spans() -> None:
+    from fleettui.views.tui.table import _changed_chars, _merged
+
+    look = ("1,843 W", "", ())
+    assert _changed_chars(look, ("1,851 W", "", ()), 8) == (3, 5)
+    assert _changed_chars(look, ("1,843 W", "dim", ()), 8) == (0, 8)  # a style: all of it
+    assert _changed_chars(None, look, 8) == (0, 8)
+    assert _changed_chars(("9 ms", "", ()), ("10 ms", "", ()), 6) == (0, 5)
+    assert _changed_chars(("漢字 1", "", ()), ("漢字 2", "", ()), 8) == (0, 8)  # wide: all
+    assert _merged([(3, 5), (9, 10), (40, 42)], 8) == [(3, 10), (40, 42)]
 
 
 def test_changed_finds_the_cells_that_differ() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -670,9 +671,10 @@ class FleetTable(ScrollView, can_focus=True):
     def _refresh_changed_lines(self) -> None:
         """Repaint the cells that would differ from the ones drawn, on the rows on screen.
 
-        Cells, not rows: Textual writes only the dirty spans of a line, so a row whose watts
-        moved costs the Power cell's bytes on the terminal, not the whole line's
-        (bench/terminal_bytes.py)."""
+        Characters, not rows: Textual writes only the dirty spans of a line, so a row whose
+        watts moved from 1,843 to 1,851 costs those two digits on the terminal, not the line
+        nor the cell (bench/terminal_bytes.py). Changes a few cells apart are one span: a
+        span's cursor move and colours cost more than the cells between."""
         top = self._top
         rows = range(top, min(top + self._page, len(self._order)))
         stale = []
@@ -692,10 +694,14 @@ class FleetTable(ScrollView, can_focus=True):
                 stale.append(row)
                 continue
             cells, y, x = self._cells[name][2], row - top + HEADER, 0
+            spans: list[tuple[int, int]] = []
             for key, width in self.widths.items():
-                if drawn.get(key) != _look(cells[key]):
-                    regions.append(Region(x, y, width + SEP, 1))
+                old, new = drawn.get(key), _look(cells[key])
+                if old != new:
+                    lo, hi = _changed_chars(old, new, width + SEP)
+                    spans.append((x + lo, x + hi))
                 x += width + SEP
+            regions += [Region(a, y, b - a, 1) for a, b in _merged(spans, MERGE_GAP)]
         self._refresh_rows(stale)
         if regions:
             self.refresh(*regions)
@@ -739,3 +745,34 @@ def _find(rows: list[str], wanted: tuple[str, ...], default: int) -> int:
 def _look(cell: Text) -> tuple:
     """What a cell shows: its text and its styles (equal looks draw the same cells)."""
     return cell.plain, str(cell.style), tuple(cell.spans)
+
+
+MERGE_GAP = 8  # unchanged cells between two changes that still cost less than a second span
+
+
+def _changed_chars(old: tuple | None, new: tuple, width: int) -> tuple[int, int]:
+    """The cells of a `width`-cell column that differ between two looks: the characters that
+    moved when only the text did (the styles and their places are the same), else all."""
+    if old is None or old[1:] != new[1:]:
+        return 0, width
+    a, b = old[0], new[0]
+    if not (a.isascii() and b.isascii()) and any(cell_len(c) != 1 for c in a + b):
+        return 0, width  # a wide character moves every cell after it
+    short = min(len(a), len(b))
+    lo = next((i for i in range(short) if a[i] != b[i]), short)
+    hi = max(len(a), len(b))
+    if len(a) == len(b):
+        while hi > lo and a[hi - 1] == b[hi - 1]:
+            hi -= 1
+    return lo, max(hi, lo + 1)
+
+
+def _merged(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Spans (in order) joined where fewer than `gap` cells lie between them."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if out and lo - out[-1][1] < gap:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
