@@ -14,7 +14,7 @@ from fleettui.prefs import DashboardPrefs, PrefsFile, default_prefs_path, load_p
 from fleettui.testing.sample import sample_views
 from fleettui.testing.scenes import sample_app
 from fleettui.views.columns import DEFAULT_ORDER, FIXED, column_needs, fit_columns
-from fleettui.views.tui.screens.columns import ColumnsScreen, full_order
+from fleettui.views.tui.screens.columns import ColumnsScreen, full_order, picker_lines
 from pilot_util import screen_lines
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +63,22 @@ def test_hidden_columns_give_their_room_to_the_cut_ones() -> None:
     assert widths["models"] > default["models"] and widths["engines"] > default["engines"]
     assert sum(w + 1 for w in widths.values()) == 160  # nothing left blank
     assert set(FIXED) <= set(fit_columns(160, NEEDS, hidden=FIXED))  # never hidden
+
+
+def test_picker_lines_say_why_a_column_is_missing() -> None:
+    order = full_order(DEFAULT_ORDER)
+    drawn = fit_columns(80, NEEDS, hidden={"role"})
+    notes = {
+        line[6:15].strip(): line  # the cursor mark, the box, then the name
+        for line in picker_lines(order, frozenset({"role"}), 0, drawn, 80).plain.splitlines()
+    }
+    assert notes["Node"].rstrip().endswith("always shown")
+    assert notes["Role"].rstrip().endswith("hidden")
+    assert notes["Why"].rstrip().endswith(f"{drawn['why']} cells")
+    assert notes["Seen"].rstrip().endswith("no room at 80 cells")
+    assert notes["Fit"].rstrip().endswith("with F only")
+    asked = picker_lines(order, frozenset(), 0, drawn, 80, frozenset({"fit"})).plain
+    assert "Fit      fit answer (F)" in asked and "with F only" not in asked
 
 
 def test_full_order_fills_in_what_a_saved_order_lacks() -> None:

@@ -46,7 +46,12 @@ def column_name(key: str) -> str:
 
 
 def picker_lines(
-    order: list[str], hidden: frozenset[str], cursor: int, drawn: dict[str, int], width: int
+    order: list[str],
+    hidden: frozenset[str],
+    cursor: int,
+    drawn: dict[str, int],
+    width: int,
+    asked: frozenset[str] = frozenset(),
 ) -> Text:
     """One line per column: the cursor mark, shown or not, its name, what it is, and its width
     in the table, or why a shown one is missing from it (no room at this width, waiting for F)."""
@@ -70,7 +75,7 @@ def picker_lines(
             note = "hidden"
         elif key in drawn:
             note = f"{drawn[key]} cells"
-        elif col.optional:
+        elif col.optional and key not in asked:
             note = "with F only"
         else:
             note = f"no room at {width} cells"
@@ -128,9 +133,15 @@ class ColumnsScreen(ModalScreen[ColumnChoice | None]):
     """
 
     def __init__(
-        self, order: Iterable[str], hidden: Iterable[str], layout: Layout, width: int
+        self,
+        order: Iterable[str],
+        hidden: Iterable[str],
+        layout: Layout,
+        width: int,
+        asked: Iterable[str] = (),
     ) -> None:
         super().__init__()
+        self.asked = frozenset(asked)  # the optional columns asked for (Fit, once F asked)
         self.order = full_order(order)
         self.hidden = frozenset(hidden) - FIXED
         self.preview = layout
@@ -153,7 +164,9 @@ class ColumnsScreen(ModalScreen[ColumnChoice | None]):
         title.append(f"  {len(drawn)} of {len(self.order)} fit", style="dim")
         title.append(f" · theme {self.app.theme} (t)", style="dim")
         self.query_one("#columns-title", Static).update(title)
-        lines = picker_lines(self.order, self.hidden, self.cursor, drawn, self.table_width)
+        lines = picker_lines(
+            self.order, self.hidden, self.cursor, drawn, self.table_width, self.asked
+        )
         self.query_one("#columns-list", Static).update(lines)
 
     @property

@@ -237,7 +237,7 @@ class MainScreen(Screen[None]):
 
     def action_columns(self) -> None:
         t = self.table
-        screen = ColumnsScreen(t.order, t.hidden, t.layout_for, t.size.width)
+        screen = ColumnsScreen(t.order, t.hidden, t.layout_for, t.size.width, t.optional)
         self.app.push_screen(screen, self.set_columns)
 
     def set_columns(self, choice: ColumnChoice | None) -> None:
