@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,13 +24,29 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from fleettui.wire import GENESIS_HASH, audit_hash
 
 CHUNK = b"x" * 65536
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on right now, on 127.0.0.1, below the kernel's ephemeral range.
+
+    bind(0) picks from that range, which every outgoing connection and every port-0 listener
+    of the other test workers draws from too: by the time a server was started on it, seconds
+    later on a loaded machine, one of them sometimes held it ("Address already in use")."""
+    try:
+        low = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def snapshot_dict(name: str, *, ts: float | None = None, audit: dict | None = None) -> dict:
@@ -117,6 +135,7 @@ class Request:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)  # when it came: spacing, not rates
 
 
 def _sized(body: bytes, extra: bytes = b"") -> bytes:
@@ -372,12 +391,20 @@ class FakeAgent:
         await self._json(stream, {"entries": entries, "head": self.head()})
 
 
+PATIENCE_S = 60.0  # the least any wait for a condition allows (pilot_util.until too)
+
+
 async def wait_for(
     cond: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02, what: str = ""
 ) -> None:
-    """Poll `cond` until true; fail with `what` after `timeout` (never a fixed long sleep)."""
-    with anyio.move_on_after(timeout):
+    """Poll `cond` until true; fail with `what` after `timeout` (never a fixed long sleep).
+
+    `timeout` says how long the condition takes on an idle machine; the wait allows at least
+    PATIENCE_S, since a starved one makes a condition late, not false (the suite's reruns
+    came from such waits: docs/performance.md). A test that means a time bound measures it.
+    """
+    with anyio.move_on_after(max(timeout, PATIENCE_S)):
         while not cond():
             await anyio.sleep(interval)
         return
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
+    raise AssertionError(f"timed out after {max(timeout, PATIENCE_S)} s waiting for {what or cond}")

@@ -8,12 +8,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+from fakes import PATIENCE_S
 from fleettui.views.tui.app import FleetApp
 
 
 async def until(pilot, cond: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    """Let the app run until `cond()` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Let the app run until `cond()` holds; fail after `timeout` seconds, at least
+    fakes.PATIENCE_S: a loaded machine makes a condition late, not false."""
+    deadline = time.monotonic() + max(timeout, PATIENCE_S)
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in time: {what}")

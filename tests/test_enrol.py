@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from conftest import _STARTED, AgentProc
+from fakes import free_port
 from fleettui.enrol import JoinError, code_hash, make_code, read_code
 from fleettui.pki import init_ca, issue_node, load_ca
 
@@ -53,15 +53,9 @@ def homes(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return operator, node
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_enroll_then_join_between_two_homes(homes, tmp_path: Path) -> None:
     operator, node = homes
-    port = _free_port()
+    port = free_port()  # below the ephemeral range: no other test's connection takes it
     url = f"https://127.0.0.1:{port}"
     enrolled = _fleet(operator, "enroll", "gpu1", "--url", url, "--tag", "a")
     assert enrolled.returncode == 0, enrolled.stderr
