@@ -164,3 +164,19 @@ async def test_the_totals_line_repaints_only_the_figures_that_moved(monkeypatch)
         await pilot.pause()
         assert "4,972 W" in str(bar.content)
         assert [[(r.x, r.width) for r in call] for call in regions] == [[(17, 2)]]  # "72"
+
+
+def test_a_column_that_widened_keeps_its_width_a_while(monkeypatch) -> None:
+    """A node DEGRADED for a second must not move every column twice: each move repaints the
+    whole table."""
+    from fleettui.views.tui import table as table_module
+
+    now = [1000.0]
+    monkeypatch.setattr(table_module.time, "monotonic", lambda: now[0])
+    table = table_module.FleetTable()
+    assert table._held({"why": 14}) == {"why": 14}
+    assert table._held({"why": 29}) == {"why": 29}  # wider: at once
+    now[0] += table_module.NEED_HOLD_S - 1
+    assert table._held({"why": 14}) == {"why": 29}  # narrower: not yet
+    now[0] += 2
+    assert table._held({"why": 14}) == {"why": 14}  # 30 s since it last needed 29

@@ -50,6 +50,7 @@ from fleettui.views.columns import (
 from fleettui.views.gpurows import gpu_line
 from fleettui.views.tui.messages import ActionProgress
 
+NEED_HOLD_S = 30.0  # how long a column that had to widen keeps its width (_held)
 AGE_COLUMNS = frozenset({"seen"})  # cells that change with the clock, not with the node
 HEADER = 1  # lines above the first row
 # Bulk-action progress in the State cell: short enough for its 8 cells at any terminal width.
@@ -154,6 +155,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.hidden: frozenset[str] = frozenset()  # and the columns they hid
         self.expanded: set[str] = set()  # nodes shown with one sub-row per GPU
         self._needs: dict[str, int] = {}  # the widest text of each variable column
+        self._need_peaks: dict[str, tuple[int, float]] = {}  # each one's widest, and when
         # the sparkline columns' fleet-wide scales; part of every row's stamp (they rarely move)
         self._scales: Scales = {}
         self._scales_key: tuple = ()
@@ -231,7 +233,7 @@ class FleetTable(ScrollView, can_focus=True):
         """Bring the table in line with `views` (or, with None, only with the clock)."""
         if views is not None:
             self.views = {v.name: v for v in views}
-            self._needs = column_needs(self.views.values())
+            self._needs = self._held(column_needs(self.views.values()))
             scales = fleet_scales(self.views.values())
             if scales != self._scales:
                 self._scales = scales
@@ -655,6 +657,20 @@ class FleetTable(ScrollView, can_focus=True):
         if (len(self._order) if rows is None else rows) + HEADER > self.size.height:
             width -= self.styles.scrollbar_size_vertical  # leave room for the scrollbar
         return fit_columns(width, self._needs, self.optional, order, hidden)
+
+    def _held(self, needs: dict[str, int]) -> dict[str, int]:
+        """What each variable column needs, a wider need kept for NEED_HOLD_S after it was last
+        seen: a node DEGRADED for a second (a long Why) would otherwise move every column twice,
+        and each move repaints the whole table (bench/terminal_bytes.py)."""
+        now = time.monotonic()
+        held = {}
+        for key, need in needs.items():
+            peak, seen = self._need_peaks.get(key, (0, now))
+            if need >= peak or now - seen > NEED_HOLD_S:
+                self._need_peaks[key] = (need, now)
+                peak = need
+            held[key] = peak
+        return held
 
     def _set_order(self, want: list[str]) -> None:
         """New row order: the cursor follows its node (or keeps its row if the node left)."""
