@@ -149,7 +149,9 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal():
+def terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # the dashboard's dashboard.toml: this test's, never the real user's
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     opened: list[Terminal] = []
 
     def start(*args: str) -> Terminal:
@@ -173,6 +175,35 @@ def test_demo_dashboard_in_a_terminal_reacts_to_keys_and_quits_cleanly(terminal)
     term.send(b"q")
     assert term.wait_exit() == 0
     assert gone(pid) and not tmp.exists()
+
+
+def test_demo_dashboard_keeps_the_operators_look_in_dashboard_toml(terminal, tmp_path) -> None:
+    """The launcher reads dashboard.toml from the user config dir (a bad field: a warning on
+    screen, the rest kept) and the dashboard writes it back when the theme changes. (The
+    fixture sets that dir; the terminal is wider, so the warning fits on one line.)"""
+    prefs = tmp_path / "config" / "fleettui" / "dashboard.toml"
+    prefs.parent.mkdir(parents=True)
+    prefs.write_text('# mine\ntheme = "nope"\n[columns]\nhidden = ["cpu"]\n')
+    term = Terminal("--nodes", "2", cols=200, rows=40)
+    try:
+        term.wait_for(b"demo-001", b"theme: unknown theme 'nope'; textual-dark used")
+        term.send(b"c")
+        term.wait_for(b"Columns", b"always shown")
+        term.send(b"t")  # the theme after textual-dark, saved at once
+        deadline = time.monotonic() + 20
+        while "textual-light" not in prefs.read_text() and time.monotonic() < deadline:
+            term.pump()
+        term.send(b"q")  # closes the picker (an esc right before q would read as alt+q)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            term.pump()
+        term.send(b"q")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    text = prefs.read_text()
+    assert text.startswith("# mine\n") and 'theme = "textual-light"' in text
+    assert 'hidden = ["cpu"]' in text
 
 
 @pytest.mark.parametrize(
