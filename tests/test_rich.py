@@ -234,3 +234,82 @@ def test_skipped_config_entries_are_counted_in_the_rich_totals() -> None:
     print_once(console, sample_views(), now=SAMPLE_NOW, skipped=2)
     last = console.file.getvalue().strip().splitlines()[-1]
     assert last.startswith("online 6/12") and "2 skipped" in last
+
+
+def test_the_live_view_quits_on_q_and_gives_the_terminal_back(tmp_path: Path) -> None:
+    """On a real terminal (a pty) `q` ends `fleet --rich` with status 0, and the terminal's
+    modes (echo, line editing) are what they were before it started."""
+    import pty
+    import termios
+
+    cfg = tmp_path / "projects.toml"
+    cfg.write_text('[[node]]\nname = "dead"\nurl = "http://127.0.0.1:1"\n')
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    err = tmp_path / "stderr"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleettui", "--rich", "--config", str(cfg)],
+            stdin=slave,
+            stdout=slave,
+            stderr=err_file,
+            env={**os.environ, "TERM": "xterm"},
+        )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while seen.count(b"dead") < 2 and time.monotonic() < deadline:  # a second frame:
+            seen += os.read(master, 65536)  # the key reader is in place by then
+        assert b"q or Ctrl-C quits" in seen
+        during = termios.tcgetattr(slave)
+        assert not during[3] & termios.ECHO and not during[3] & termios.ICANON  # cbreak
+        os.write(master, b"x")  # any other key does nothing
+        time.sleep(0.3)
+        assert proc.poll() is None
+        os.write(master, b"q")
+        assert proc.wait(timeout=10) == 0
+        assert termios.tcgetattr(slave) == before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+    assert "Traceback" not in err.read_text()
+
+
+def test_the_live_view_with_stdin_not_a_terminal_quits_on_ctrl_c_only(tmp_path: Path) -> None:
+    """stdin a pipe, stdout a terminal: no key reader (a `q` in the pipe is not a key), the
+    title says Ctrl-C, and Ctrl-C (SIGINT) ends it with status 0."""
+    import pty
+
+    cfg = tmp_path / "projects.toml"
+    cfg.write_text('[[node]]\nname = "dead"\nurl = "http://127.0.0.1:1"\n')
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleettui", "--rich", "--config", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TERM": "xterm"},
+    )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while seen.count(b"dead") < 2 and time.monotonic() < deadline:
+            seen += os.read(master, 65536)
+        assert b"Ctrl-C quits" in seen and b"q or" not in seen
+        assert proc.stdin is not None
+        proc.stdin.write(b"q\n")
+        proc.stdin.flush()
+        time.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()

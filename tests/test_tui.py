@@ -47,7 +47,10 @@ def shown(widget: Static) -> str:
 
 
 def totals(app: FleetApp) -> str:
-    return shown(app.main.query_one(TotalsBar))
+    """The totals line in full (the terminal may cut its end to fit the row position)."""
+    line = app.main.query_one(TotalsBar).shown
+    assert line is not None
+    return line.plain
 
 
 async def test_cursor_keys_and_selection() -> None:

@@ -45,6 +45,32 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
     fsync_dir(path.parent)
 
 
+def write_new(directory: Path, stem: str, suffix: str, data: str, tries: int = 100) -> Path:
+    """Write `data` to `directory/stem+suffix`, or `stem-2`, `stem-3`... whichever is free:
+    never over an existing file, never through a symlink (os.link refuses any existing
+    name), and never half-written (temp, fsync, then the link). Returns the path."""
+    directory = Path(directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)  # a picture to share, not a secret
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for n in range(1, tries + 1):
+            path = directory / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+            try:
+                os.link(tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            fsync_dir(directory)
+            return path
+        raise FileExistsError(f"{directory / (stem + suffix)}: {tries} such files exist already")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename durable: fsync the directory entry too."""
     with contextlib.suppress(OSError):

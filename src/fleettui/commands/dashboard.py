@@ -122,9 +122,14 @@ async def _rich_live(cfg: FleetConfig) -> int:
     async with FleetAggregator(cfg, pins=PinStore.default()) as agg:
         scope = anyio.CancelScope()
 
+        # q quits when the keys come from a terminal; from a pipe or /dev/null only Ctrl-C
+        keys = (
+            sys.stdin.fileno() if sys.stdin and sys.stdin.isatty() and os.name == "posix" else None
+        )
+
         async def live() -> None:
             with scope:
-                await run_live(agg, _console(), skipped=len(cfg.skipped))
+                await run_live(agg, _console(), skipped=len(cfg.skipped), keys=keys)
 
         return await _until_signal(live, scope.cancel)
 

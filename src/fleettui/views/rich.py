@@ -1,8 +1,8 @@
 """The headless view: the same table drawn with Rich, live or once. Never imports Textual.
 
 For terminals where Textual cannot run (no TTY on stdin, TERM=dumb, a log file) and for cron:
-`fleet --rich` redraws with `rich.live.Live` until Ctrl-C, `fleet --rich --once` prints one
-table after one complete poll of every node.
+`fleet --rich` redraws with `rich.live.Live` until `q` (on a terminal) or Ctrl-C, `fleet --rich
+--once` prints one table after one complete poll of every node.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 from rich import box
@@ -121,26 +121,74 @@ async def run_live(
     tick_s: float = 1.0,
     stop: anyio.Event | None = None,
     skipped: int = 0,
+    keys: int | None = None,
 ) -> None:
-    """Redraw on every generation change (at most every `min_refresh_s`) until cancelled."""
+    """Redraw on every generation change (at most every `min_refresh_s`) until cancelled, or
+    until `q` is typed on the terminal `keys` (a file descriptor; None: Ctrl-C only)."""
 
     def frame() -> RenderableType:
         stamp = time.strftime("%H:%M:%S", time.localtime(clock()))
-        title = f"fleet · {stamp} · Ctrl-C quits"
+        title = f"fleet · {stamp} · {'q or ' if keys is not None else ''}Ctrl-C quits"
         views = source.snapshots()
         return fleet_view(views, clock(), console.width, title, console.height, skipped)
 
     gen = source.generation
     try:
-        with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
-            while stop is None or not stop.is_set():
-                gen = await source.wait_changed(gen, timeout=tick_s)
-                live.update(frame(), refresh=True)
-                await anyio.sleep(min_refresh_s)
+        with (
+            _one_key_at_a_time(keys),
+            Live(frame(), console=console, auto_refresh=False, transient=False) as live,
+        ):
+            async with anyio.create_task_group() as tg:
+                if keys is not None:
+                    tg.start_soon(_quit_on_q, keys, tg.cancel_scope)
+                while stop is None or not stop.is_set():
+                    gen = await source.wait_changed(gen, timeout=tick_s)
+                    live.update(frame(), refresh=True)
+                    await anyio.sleep(min_refresh_s)
+                tg.cancel_scope.cancel()
     except OSError as exc:
         if exc.errno not in (errno.EIO, errno.EPIPE):
             raise
         _drop_output(console)  # the terminal is gone (a closed SSH session): nothing to draw on
+
+
+@contextlib.contextmanager
+def _one_key_at_a_time(fd: int | None) -> Iterator[None]:
+    """The terminal in cbreak mode while the view runs: each key arrives as typed and is not
+    echoed over the table; Ctrl-C stays a signal. Restored as it was, whatever ends the view."""
+    if fd is None:
+        yield
+        return
+    import termios  # POSIX only, and only for a terminal
+    import tty
+
+    try:
+        saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd, termios.TCSANOW)
+    except (termios.error, OSError):  # not a terminal after all: no keys, Ctrl-C still works
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error, OSError):  # a terminal gone is not restored
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _quit_on_q(fd: int, scope: anyio.CancelScope) -> None:
+    """Cancel `scope` when `q` is typed. Waits for the terminal to be readable, so the event
+    loop never blocks on a read; a terminal that goes away only ends the watching."""
+    while True:
+        try:
+            await anyio.wait_readable(fd)
+            typed = os.read(fd, 1024)
+        except OSError:
+            typed = b""
+        if not typed:  # EOF or an error: no more keys will come; the signals still end it
+            await anyio.sleep_forever()
+        if b"q" in typed or b"Q" in typed:
+            scope.cancel()
+            return
 
 
 def _drop_output(console: Console) -> None:

@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
 
 import anyio
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from fleettui.aggregator.state import FleetEvent, NodeView
+from fleettui.fsutil import write_new
 from fleettui.prefs import DashboardPrefs, PrefsFile, quoted
 from fleettui.select import parse
 from fleettui.textsafe import clean
-from fleettui.views.columns import DEFAULT_ORDER
+from fleettui.views.columns import BY_KEY, DEFAULT_ORDER, SORTABLE
 from fleettui.views.source import FleetSource
 from fleettui.views.tui.alerting import DEFAULT_TIMING, AlertRelay, AlertTiming
 from fleettui.views.tui.bulk import FAILED_NOTE_S, OK_NOTE_S, BulkRunner
@@ -30,8 +34,8 @@ from fleettui.views.tui.messages import ActionDone, ActionRequested
 from fleettui.views.tui.nocolor import make_legible
 from fleettui.views.tui.screens.confirm import ActionChoice, ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
-from fleettui.views.tui.screens.help import HelpScreen
-from fleettui.views.tui.screens.main import MainScreen
+from fleettui.views.tui.screens.help import ACTION_HELP, HelpScreen
+from fleettui.views.tui.screens.main import ACTION_KEYS, MainScreen
 from fleettui.views.tui.spans import install as write_only_dirty_spans
 
 DEFAULT_THEME = "textual-dark"
@@ -47,11 +51,13 @@ class FleetApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "fleet"
-    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("ctrl+p", "command_palette", "Commands", priority=True),
+        Binding("ctrl+s", "screenshot", "Screenshot", show=False),
+        Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),
-        Binding("question_mark", "help", "Help"),
     ]
 
     def __init__(
@@ -106,6 +112,8 @@ class FleetApp(App[None]):
             write=(terminal_write or self._write_terminal) if notify_desktop else None,
             timing=alert_timing,
         )
+        self._resumed = asyncio.Event()  # set whenever updates are not paused (p)
+        self._resumed.set()
 
     def get_default_screen(self) -> MainScreen:
         return self.main
@@ -159,6 +167,11 @@ class FleetApp(App[None]):
         large the fleet, the keyboard always gets two thirds of the event loop.
         """
         while True:
+            if self.main.paused_at is not None:  # p: hold the figures; only their age moves
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resumed.wait(), self.tick_s)
+                self.main.show(None)
+                continue
             spent = 0.0
             try:
                 await self.source.wait_changed(self.generation, timeout=self.tick_s)
@@ -218,6 +231,90 @@ class FleetApp(App[None]):
         """Through the driver, between frames (a desktop notification's OSC)."""
         if not self.is_headless and self._driver is not None:
             self._driver.write(sequence)
+
+    def action_toggle_pause(self) -> None:
+        """p: stop applying new snapshots (keys, cursor, sort and screens still work); p
+        again applies the latest at once."""
+        main = self.main
+        if main.paused_at is None:
+            main.paused_at = self.clock()
+            self._resumed.clear()
+        else:
+            main.paused_at = None
+            self._resumed.set()
+            self.refresh_fleet()
+        main.update_status()
+
+    def action_screenshot(self) -> None:
+        """ctrl+s: the screen as SVG in the current directory, next to what is there."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
+        try:
+            path = write_new(Path.cwd(), f"fleet-{stamp}", ".svg", self.export_screenshot())
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            where = exc.filename or Path.cwd()
+            self.notify(f"screenshot not saved: {where}: {why}", severity="error", markup=False)
+            return
+        self.notify(f"screenshot saved: {path}", timeout=8, markup=False)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): every key's action by name. Textual's own theme,
+        keys and maximize commands stay; its screenshot would overwrite, so ours replaces it."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":
+                yield command
+        paused = self.main.paused_at is not None
+        yield SystemCommand(
+            "Resume updates" if paused else "Pause updates",
+            "apply the latest snapshots again (p)" if paused else "hold the figures shown (p)",
+            self.action_toggle_pause,
+        )
+        yield SystemCommand(
+            "Help", "every key, the columns, the filter grammar (?)", self.action_help
+        )
+        yield SystemCommand(
+            "Screenshot",
+            "save the screen as SVG in the current directory (ctrl+s)",
+            self.action_screenshot,
+        )
+        if screen is self.main:
+            yield from self._main_commands()
+
+    def _main_commands(self) -> Iterable[SystemCommand]:
+        main, table = self.main, self.main.table
+        yield SystemCommand("Filter", "show only the nodes that match (/)", main.action_filter)
+        if table.selector is not None:
+            yield SystemCommand("Clear filter", "show every node (esc)", main.action_clear_filter)
+        yield SystemCommand("Sort: next column", "(s)", main.action_sort)
+        yield SystemCommand("Sort: reverse", "(S)", main.action_reverse_sort)
+        for key in SORTABLE:
+            if key in table.widths:
+                label = BY_KEY[key].label
+                yield SystemCommand(
+                    f"Sort by {label}", f"sort the rows by {label}", partial(main.sort_by, key)
+                )
+        yield SystemCommand(
+            "Select", "select / unselect the cursor's node (space)", main.action_toggle_select
+        )
+        yield SystemCommand("Select all", "select every node shown (a)", main.action_select_all)
+        yield SystemCommand("Clear selection", "(A)", main.action_clear_selection)
+        yield SystemCommand("Node detail", "the cursor's node (enter)", table.action_choose)
+        yield SystemCommand(
+            "GPUs: expand / fold", "one row per GPU of the cursor's node (g)", table.action_expand
+        )
+        yield SystemCommand("Event log", "show / hide it (e)", main.action_toggle_events)
+        yield SystemCommand("Fit", "does a model fit? the Fit column, ranked (F)", main.action_fit)
+        yield SystemCommand(
+            "Fit: binpack / spread", "rank the fit answers the other way (b)", main.action_strategy
+        )
+        if not self.read_only:  # read-only: no action is offered, here or in the footer
+            for key, what in ACTION_HELP:
+                action = ACTION_KEYS[key]
+                yield SystemCommand(
+                    f"{action.title()} ({key})",
+                    f"{what}, on the selection or the cursor's node; asks first",
+                    partial(main.action_node_action, action),
+                )
 
     # --- screens ---------------------------------------------------------------------
     def action_help(self) -> None:

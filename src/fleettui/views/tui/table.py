@@ -199,6 +199,18 @@ class FleetTable(ScrollView, can_focus=True):
         return len(self._order)
 
     @property
+    def position(self) -> tuple[int, int]:
+        """(the cursor's node among the shown nodes, from 1; how many are shown): a GPU
+        sub-row counts as its node."""
+        name = self.cursor_name
+        if name is None or name not in self._index:
+            return 0, len(self._node_rows)
+        before = self._index[name]  # GPU sub-rows of expanded nodes above are not nodes
+        if self.expanded:
+            before -= sum(1 for r in self._order[:before] if GPU_SEP in r)
+        return before + 1, len(self._node_rows)
+
+    @property
     def cursor_row(self) -> int:
         return self._cursor
 
@@ -673,8 +685,10 @@ class FleetTable(ScrollView, can_focus=True):
         return held
 
     def _set_order(self, want: list[str]) -> None:
-        """New row order: the cursor follows its node (or keeps its row if the node left)."""
+        """New row order: the cursor follows its node (or keeps its row if the node left) and
+        keeps its line on screen, so under a live sort the other rows move, not the cursor."""
         cursor = self._order[self._cursor] if self._order else None
+        line = self._cursor - self._top  # the cursor's line on screen, when it is on screen
         self._order = want
         width = sum(w + SEP for w in self.widths.values())
         self.virtual_size = Size(width, len(want) + HEADER)
@@ -682,6 +696,10 @@ class FleetTable(ScrollView, can_focus=True):
         if cursor is not None:  # a folded GPU sub-row: its node's row
             row = _find(want, (cursor, node_of(cursor)), self._cursor)
         self._cursor = min(max(row, 0), max(len(want) - 1, 0))
+        if cursor is not None and 0 <= line < self._page:
+            top = min(max(self._cursor - line, 0), max(len(want) - self._page, 0))
+            if top != self._top:
+                self.scroll_to(y=top, animate=False, force=True)
         self._scroll_to_cursor(False)
 
     def _refresh_changed_lines(self) -> None:

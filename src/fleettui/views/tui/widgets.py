@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
-from textual.widgets import RichLog, Static
+from textual import events
+from textual.app import ComposeResult
+from textual.widgets import Footer, RichLog, Static
+from textual.widgets._footer import FooterKey
 
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import FleetEvent, NodeView
 from fleettui.textsafe import clean
 from fleettui.views.columns import BY_KEY, fleet_totals, totals_text
+from fleettui.views.numbers import fmt_duration
 from fleettui.views.tui.spans import LineStatic
 
 EVENT_STYLE = {
@@ -27,6 +32,7 @@ class TotalsBar(LineStatic):
     """One line: fleet totals, selection count, and the active filter and sort."""
 
     shown: Text | None = None
+    status_parts: tuple[tuple[int, int], float | None] = ((0, 0), None)
 
     def show(
         self,
@@ -59,7 +65,95 @@ class TotalsBar(LineStatic):
             line.append("read-only", style="bold red")
         if line != self.shown:  # called on every refresh: an unchanged line costs no repaint
             self.shown = line
-            self.update(line, layout=False)  # one line, fixed height: no layout pass needed
+            self._draw()
+
+    def status(self, position: tuple[int, int], paused_s: float | None = None) -> None:
+        """The cursor's node of the shown ones, and (while `p` holds the updates) how old
+        the shown figures are: on the right, never cut. Cheap: a cursor move does not add
+        the fleet up again."""
+        if (position, paused_s) != self.status_parts:
+            self.status_parts = (position, paused_s)
+            self._draw()
+
+    def _right(self, size: int) -> Text:
+        """The status in one of three sizes: 2 says the most, 0 the least."""
+        (row, rows), paused_s = self.status_parts
+        right = Text()
+        if paused_s is not None:
+            age = fmt_duration(paused_s)
+            words = (
+                f"PAUSED, {age} old",
+                f"PAUSED, data {age} old",
+                f"PAUSED, data {age} old, p resumes",
+            )
+            right.append(f" ⏸ {words[size]} ", style="reverse bold")
+        if rows:
+            right.append(f" {'row ' if size else ''}{row:,}/{rows:,}", style="bold")
+        return right
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        """The status in the largest size that leaves the totals uncut (else the smallest),
+        the totals cut where they would run into it."""
+        line = (self.shown or Text()).copy()
+        width = self.content_size.width
+        right = self._right(2)
+        for size in (1, 0):
+            if not width or line.cell_len + right.cell_len <= width:
+                break
+            right = self._right(size)
+        if width and right:
+            line.truncate(max(0, width - right.cell_len), overflow="ellipsis", pad=True)
+        line.append_text(right)
+        self.update(line, layout=False)  # one line, fixed height: no layout pass needed
+
+
+class KeyFooter(Footer):
+    """A compact footer that keeps the keys that matter when the terminal is narrow.
+
+    Textual's footer lists every key and lets the right end fall off, at 80 columns help
+    and quit with it. Here `priority` names the actions most important first: the longest
+    run of them that fits is shown, in binding order; the others are in ? and ctrl+p. A
+    binding its screen's check_action hides (read-only's action keys) is never listed.
+    """
+
+    def __init__(self, priority: Sequence[str], **kwargs) -> None:
+        super().__init__(compact=True, show_command_palette=False, **kwargs)
+        self.priority = {action: i for i, action in enumerate(priority)}
+        self._width = 0
+
+    def compose(self) -> ComposeResult:
+        if not self._bindings_ready:
+            return
+        self._width = width = self.size.width or self.app.size.width
+        keys = {}  # one key per action, as the screen resolves them
+        for _, binding, enabled, tooltip in self.screen.active_bindings.values():
+            if binding.show and binding.action in self.priority:
+                keys.setdefault(binding.action, (binding, enabled, tooltip))
+        used, chosen = 0, set()
+        for action in sorted(keys, key=self.priority.__getitem__):
+            binding = keys[action][0]
+            # compact: key, a space, the description, a cell of margin
+            used += cell_len(self.app.get_key_display(binding)) + cell_len(binding.description) + 2
+            if used > width + 1:  # the last key needs no margin
+                break
+            chosen.add(action)
+        for action, (binding, enabled, tooltip) in keys.items():
+            if action in chosen:
+                yield FooterKey(
+                    binding.key,
+                    self.app.get_key_display(binding),
+                    binding.description,
+                    binding.action,
+                    disabled=not enabled,
+                    tooltip=tooltip,
+                ).data_bind(compact=Footer.compact)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != self._width:
+            self.call_after_refresh(self.recompose)
 
 
 class PlaceBar(Static):

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from fleettui.aggregator.history import POWER_BUCKET_S, POWER_BUCKETS, POWER_WINDOW_S
-from fleettui.aggregator.state import ChainStatus, NodeView
+from fleettui.aggregator.state import ChainStatus, NodeState, NodeView
 from fleettui.textsafe import clean
 from fleettui.views.columns import CHAIN_STYLE, STATE_STYLE, cost_scale, power_scale
 from fleettui.views.numbers import (
@@ -58,6 +58,14 @@ def _table(title: str, *headers: str) -> Table:
     return t
 
 
+def stale(view: NodeView, now: float) -> str | None:
+    """`last seen 3m ago` when the node's figures are not current (it is OFFLINE: what is
+    shown is its last good answer), else None."""
+    if view.state is not NodeState.OFFLINE or view.snapshot is None:
+        return None
+    return "last seen " + fmt_age(None if view.last_seen is None else now - view.last_seen)
+
+
 def header(view: NodeView, now: float) -> RenderableType:
     line = Text()
     line.append(view.name, style="bold")
@@ -90,7 +98,10 @@ def header(view: NodeView, now: float) -> RenderableType:
             if snap.memory.pressure_pct is not None
             else "—"
         )
-        rows.append(("load", Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")))
+        load = Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")
+        if old := stale(view, now):
+            load.append(f"  ({old})", style="bold yellow")
+        rows.append(("load", load))
         if mac := mac_facts(snap):
             rows.append(("macos", Text(mac)))
     poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
@@ -162,11 +173,12 @@ def power_scope(p: Power) -> Text:
     return t
 
 
-def power(view: NodeView, width: int) -> RenderableType:
+def power(view: NodeView, width: int, now: float) -> RenderableType:
     hist = view.power_history
     seen = [w for w in hist if w is not None]
     snap = view.snapshot
     now_w = snap.power.watts if snap else None
+    old = stale(view, now)  # an OFFLINE node draws nothing now: its last figures, said so
     scale = power_scale([view])  # from zero, like the table's (which is the fleet's)
     top = f" ({scale.text})" if scale else ""
     span = f"last {POWER_WINDOW_S / 60:.0f} min, a column per {POWER_BUCKET_S:.0f} s"
@@ -177,8 +189,9 @@ def power(view: NodeView, width: int) -> RenderableType:
             out.append(Text(row, style="cyan"))
         out.append(
             Text(
-                f"now {fmt_watts(now_w)} · min {fmt_watts(min(seen))} · max {fmt_watts(max(seen))}",
-                style="dim",
+                f"{f'{old}: ' if old else 'now '}{fmt_watts(now_w)} · min {fmt_watts(min(seen))}"
+                f" · max {fmt_watts(max(seen))}",
+                style="bold yellow" if old else "dim",
             )
         )
     else:
@@ -205,9 +218,18 @@ def gpu_processes(g: Gpu) -> str:
     return " · ".join(f"{p.engine or f'pid {p.pid}'} {fmt_mb(p.used_mb)}" for p in g.processes)
 
 
-def gpus(view: NodeView) -> RenderableType:
+def gpus(view: NodeView, now: float) -> RenderableType:
+    old = stale(view, now)
     t = _table(
-        "GPUs", "#", "name", "memory", "util", "temp", "power/limit", "energy from", "processes"
+        f"GPUs ({old})" if old else "GPUs",
+        "#",
+        "name",
+        "memory",
+        "util",
+        "temp",
+        "power/limit",
+        "energy from",
+        "processes",
     )
     snap = view.snapshot
     sources = {p.name: p.source for p in snap.power.parts} if snap else {}
@@ -229,8 +251,17 @@ def gpus(view: NodeView) -> RenderableType:
     return t
 
 
-def engines(view: NodeView) -> RenderableType:
-    t = _table("Engines", "engine", "status", "version", "url", "models", "error")
+def engines(view: NodeView, now: float) -> RenderableType:
+    old = stale(view, now)
+    t = _table(
+        f"Engines ({old})" if old else "Engines",
+        "engine",
+        "status",
+        "version",
+        "url",
+        "models",
+        "error",
+    )
     snap = view.snapshot
     for e in snap.engines if snap else []:
         up = e.status == "up"
@@ -342,9 +373,9 @@ class DetailScreen(Screen[None]):
         fit = fit_section(view)
         self.query_one("#d-fit", Static).display = fit is not None
         self.query_one("#d-fit", Static).update(fit or "")
-        self.query_one("#d-power", Static).update(power(view, min(width, 60)))
-        self.query_one("#d-gpus", Static).update(gpus(view))
-        self.query_one("#d-engines", Static).update(engines(view))
+        self.query_one("#d-power", Static).update(power(view, min(width, 60), now))
+        self.query_one("#d-gpus", Static).update(gpus(view, now))
+        self.query_one("#d-engines", Static).update(engines(view, now))
         snap = view.snapshot
         self.query_one("#d-budget", Static).update(
             budget_bar(snap.budget if snap else None, min(width, 60))

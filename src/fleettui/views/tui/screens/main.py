@@ -12,7 +12,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from fleettui.aggregator.placement import order_key
 from fleettui.aggregator.state import NodeView
@@ -24,10 +23,26 @@ from fleettui.views.tui.screens.columns import ColumnChoice, ColumnsScreen
 from fleettui.views.tui.screens.filter import FilterBar
 from fleettui.views.tui.screens.fit import FitBar, parse_fit
 from fleettui.views.tui.table import FleetTable
-from fleettui.views.tui.widgets import ConfigBanner, EventLog, PlaceBar, TotalsBar
+from fleettui.views.tui.widgets import ConfigBanner, EventLog, KeyFooter, PlaceBar, TotalsBar
 
 # One key per wire action (tests pin that they are the same set).
 ACTION_KEYS = {"R": "restart", "U": "unload", "L": "load", "P": "purge", "X": "stop", "T": "start"}
+# The footer's keys, most important first: as many as fit are shown (80 columns: up to the
+# first actions; read-only: no action key at all), the rest are in ? and the palette.
+FOOTER_PRIORITY = (
+    "help",
+    "quit",
+    "filter",
+    "toggle_select",
+    "sort",
+    "toggle_pause",
+    *(f"node_action('{action}')" for action in ACTION_KEYS.values()),
+    "fit",
+    "toggle_events",
+    "command_palette",
+    "select_all",
+    "clear_selection",
+)
 
 
 class MainScreen(Screen[None]):
@@ -74,6 +89,7 @@ class MainScreen(Screen[None]):
         self.fit_request: FitRequest | None = None  # ... and as parsed
         self.strategy = "binpack"  # how its answers are ranked (strategy= in F, or b)
         self.filter_before: Selector | None = None  # what esc in the filter bar puts back
+        self.paused_at: float | None = None  # while `p` holds the updates: since when
 
     def compose(self) -> ComposeResult:
         yield FleetTable(id="fleet", clock=self.clock)
@@ -85,7 +101,7 @@ class MainScreen(Screen[None]):
         yield FilterBar(id="filter-bar")
         yield FitBar(id="fit-bar")
         yield TotalsBar(id="totals")
-        yield Footer(compact=True)
+        yield KeyFooter(FOOTER_PRIORITY)
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -131,6 +147,12 @@ class MainScreen(Screen[None]):
             skipped=self.skipped,
             fit_text=self.fit_text,
         )
+        self.update_status()
+
+    def update_status(self) -> None:
+        """The right end of the totals line: the cursor's row, and the pause."""
+        paused = None if self.paused_at is None else self.clock() - self.paused_at
+        self.query_one(TotalsBar).status(self.table.position, paused)
 
     # --- keys ------------------------------------------------------------------------
     def action_toggle_select(self) -> None:
@@ -147,6 +169,10 @@ class MainScreen(Screen[None]):
 
     def action_sort(self) -> None:
         self.table.cycle_sort()
+        self.update_totals()
+
+    def sort_by(self, key: str) -> None:
+        self.table.sort_by(key)
         self.update_totals()
 
     def action_reverse_sort(self) -> None:
@@ -259,6 +285,7 @@ class MainScreen(Screen[None]):
     @on(FleetTable.CursorMoved, "#fleet")
     def cursor_moved(self) -> None:
         self.update_place()
+        self.update_status()
 
     @on(FleetTable.NodeChosen, "#fleet")
     def open_detail(self, event: FleetTable.NodeChosen) -> None:
