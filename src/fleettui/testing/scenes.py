@@ -153,5 +153,10 @@ SCENES: tuple[Scene, ...] = (
     Scene("nocolor", ("down", "space", "down"), size=(160, 30), colors="none"),
     Scene("colors16", ("down", "space", "down"), size=(160, 30), colors="16", app_kwargs=_ANSI),
     Scene("colors16_detail", ("down", "down", "enter"), colors="16", app_kwargs=_ANSI),
+    # navigation: p pauses (the bar says so, with the row position); the footer at 80x24
+    # keeps ? and q, and read-only lists no action key
+    Scene("paused_80x24", ("down", "down", "p"), size=(80, 24)),
+    Scene("read_only_80x24", ("down",), size=(80, 24), app_kwargs={"read_only": True}),
+    Scene("detail_offline", ("down",) * 6 + ("enter",)),
 )
 BY_NAME = {s.name: s for s in SCENES}

@@ -248,12 +248,17 @@ class FleetApp(App[None]):
     def action_screenshot(self) -> None:
         """ctrl+s: the screen as SVG in the current directory, next to what is there."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
+        here: Path | str = "the current directory"
         try:
-            path = write_new(Path.cwd(), f"fleet-{stamp}", ".svg", self.export_screenshot())
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-            where = exc.filename or Path.cwd()
-            self.notify(f"screenshot not saved: {where}: {why}", severity="error", markup=False)
+            here = Path.cwd()
+            path = write_new(here, f"fleet-{stamp}", ".svg", self.export_screenshot())
+        except OSError as exc:  # read-only, full, or gone: said, never a crash
+            self.notify(
+                f"screenshot not saved in {here}: {exc.strerror or exc}",
+                severity="error",
+                timeout=8,
+                markup=False,
+            )
             return
         self.notify(f"screenshot saved: {path}", timeout=8, markup=False)
 
@@ -303,6 +308,9 @@ class FleetApp(App[None]):
             "GPUs: expand / fold", "one row per GPU of the cursor's node (g)", table.action_expand
         )
         yield SystemCommand("Event log", "show / hide it (e)", main.action_toggle_events)
+        yield SystemCommand(
+            "Columns", "show, hide and order the columns; theme (c)", main.action_columns
+        )
         yield SystemCommand("Fit", "does a model fit? the Fit column, ranked (F)", main.action_fit)
         yield SystemCommand(
             "Fit: binpack / spread", "rank the fit answers the other way (b)", main.action_strategy

@@ -123,7 +123,8 @@ class FleetTable(ScrollView, can_focus=True):
             return self.table
 
     class CursorMoved(Message):
-        """The cursor is on another row (what the placement line explains follows it)."""
+        """The cursor is on another row, or its row moved (the placement line and the row
+        position follow it)."""
 
         def __init__(self, table: FleetTable) -> None:
             super().__init__()
@@ -689,6 +690,7 @@ class FleetTable(ScrollView, can_focus=True):
         keeps its line on screen, so under a live sort the other rows move, not the cursor."""
         cursor = self._order[self._cursor] if self._order else None
         line = self._cursor - self._top  # the cursor's line on screen, when it is on screen
+        before = (self._cursor, cursor)
         self._order = want
         width = sum(w + SEP for w in self.widths.values())
         self.virtual_size = Size(width, len(want) + HEADER)
@@ -701,6 +703,8 @@ class FleetTable(ScrollView, can_focus=True):
             if top != self._top:
                 self.scroll_to(y=top, animate=False, force=True)
         self._scroll_to_cursor(False)
+        if (self._cursor, want[self._cursor] if want else None) != before:
+            self.post_message(self.CursorMoved(self))  # its row moved, or its node left
 
     def _refresh_changed_lines(self) -> None:
         """Repaint the cells that would differ from the ones drawn, on the rows on screen.

@@ -86,7 +86,7 @@ class TotalsBar(LineStatic):
                 f"PAUSED, data {age} old",
                 f"PAUSED, data {age} old, p resumes",
             )
-            right.append(f" ⏸ {words[size]} ", style="reverse bold")
+            right.append(f" {words[size]} ", style="reverse bold")
         if rows:
             right.append(f" {'row ' if size else ''}{row:,}/{rows:,}", style="bold")
         return right

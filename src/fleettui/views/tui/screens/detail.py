@@ -98,10 +98,7 @@ def header(view: NodeView, now: float) -> RenderableType:
             if snap.memory.pressure_pct is not None
             else "—"
         )
-        load = Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")
-        if old := stale(view, now):
-            load.append(f"  ({old})", style="bold yellow")
-        rows.append(("load", load))
+        rows.append(("load", Text(f"cpu {cpu} of {snap.cpu.cores or '?'} cores · memory {mem}")))
         if mac := mac_facts(snap):
             rows.append(("macos", Text(mac)))
     poll = f"rtt {fmt_latency(view.latency_ms)} · last seen {seen}"
@@ -110,6 +107,8 @@ def header(view: NodeView, now: float) -> RenderableType:
     if view.retry_at is not None:
         poll += f" · next retry in {max(0, view.retry_at - now):.0f}s"
     rows.append(("poll", Text(poll)))
+    if old := stale(view, now):
+        rows.append(("figures", Text(f"not current: {old}", style="bold yellow")))
     if view.tls_fingerprint is not None:  # https: what the last handshake showed
         days = ((view.tls_expires or now) - now) / 86400
         rows.append(
@@ -355,7 +354,7 @@ class DetailScreen(Screen[None]):
             yield Static(id="d-gpus")
             yield Static(id="d-engines")
             yield Static(id="d-audit")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p is among the keys already
 
     def on_mount(self) -> None:
         self.show(self.view)

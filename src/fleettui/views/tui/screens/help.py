@@ -29,8 +29,11 @@ KEYS = [
     ("s  S", "next sort column, reverse the sort"),
     ("e", "show / hide the event log"),
     ("c", "columns and theme, kept across runs"),
+    ("p", "pause / resume updates"),
+    ("ctrl+p", "every action by name, themes"),
+    ("ctrl+s", "save an SVG screenshot here"),
     ("?", "this help"),
-    ("q", "quit"),
+    ("q", "back; on the table: quit"),
 ]
 
 

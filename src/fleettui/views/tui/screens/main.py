@@ -39,6 +39,7 @@ FOOTER_PRIORITY = (
     *(f"node_action('{action}')" for action in ACTION_KEYS.values()),
     "fit",
     "toggle_events",
+    "columns",
     "command_palette",
     "select_all",
     "clear_selection",
@@ -60,7 +61,7 @@ class MainScreen(Screen[None]):
             for key, action in ACTION_KEYS.items()
         ),
         Binding("F", "fit", "Fit"),  # last: a narrow footer drops it before an action key
-        Binding("c", "columns", "Columns", show=False),  # the footer is full: help lists it
+        Binding("c", "columns", "Columns"),  # the footer shows it where it fits
         Binding("b", "strategy", "binpack/spread", show=False),
         # Read-only: the footer offers no action key, and pressing one says why (check_action).
         *(
