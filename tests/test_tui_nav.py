@@ -47,8 +47,7 @@ def power_of(source: SampleSource, name: str, watts: float) -> None:
 async def test_the_bar_says_which_row_of_the_shown_ones_the_cursor_is_on() -> None:
     app = sample_app(SampleSource(views=generated_views(300), events=[]))
     async with app.run_test(size=(160, 45)) as pilot:
-        await pilot.pause()
-        assert bar(app).endswith("row 1/300")
+        await until(pilot, lambda: bar(app).endswith("row 1/300"), what="drawn")
         await pilot.press(*["down"] * 41)
         assert bar(app).endswith("row 42/300")
         await pilot.press("end")
@@ -120,7 +119,7 @@ async def test_the_cursor_keeps_its_node_and_its_line_when_the_sort_changes() ->
     app = sample_app(SampleSource(views=views, events=[]))
     async with app.run_test(size=(160, 45)) as pilot:
         t = app.main.table
-        await pilot.pause()
+        await until(pilot, lambda: bar(app).endswith("row 1/300"), what="drawn")
         await pilot.press(*["down"] * 10)
         name = t.cursor_name
         page, last_top = t.size.height - 1, 300 - (t.size.height - 1)
@@ -141,6 +140,7 @@ async def test_a_live_re_sort_moves_the_other_rows_not_the_cursor() -> None:
     app = sample_app(source, min_refresh_s=0.01)
     async with app.run_test(size=(160, 45)) as pilot:
         t = app.main.table
+        await until(pilot, lambda: bar(app).endswith("row 1/300"), what="drawn")
         t.sort_by("power")
         await pilot.pause()
         await pilot.press(*["down"] * 20)
@@ -307,7 +307,7 @@ async def test_q_and_esc_go_back_from_every_screen() -> None:
 async def test_at_80x24_the_footer_keeps_help_and_quit() -> None:
     app = sample_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: "Quit" in footer(app), what="the footer")
         keys = footer(app)
         assert keys.endswith("? Help q Quit") and len(keys) <= 80
         assert keys.startswith("/ Filter space Select s Sort")
@@ -322,7 +322,7 @@ async def test_at_80x24_the_footer_keeps_help_and_quit() -> None:
 async def test_read_only_lists_no_action_key_in_the_footer() -> None:
     app = sample_app(read_only=True)
     async with app.run_test(size=(200, 40)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: "Quit" in footer(app), what="the footer")
         keys = footer(app)
         assert "/ Filter" in keys and "? Help q Quit" in keys
         for label in ("Restart", "Unload", "Load", "Purge", "Stop", "Start"):
