@@ -8,7 +8,6 @@ import os
 
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import Input
 
 from fleettui.aggregator.state import NodeState
 from fleettui.testing.sample import SAMPLE_NOW, SampleSource, generated_views
@@ -16,8 +15,8 @@ from fleettui.testing.scenes import sample_app
 from fleettui.views.tui.app import FleetApp
 from fleettui.views.tui.screens.confirm import ConfirmActionScreen
 from fleettui.views.tui.screens.detail import DetailScreen
-from fleettui.views.tui.screens.filter import FilterScreen
-from fleettui.views.tui.screens.fit import FitScreen
+from fleettui.views.tui.screens.filter import FilterBar
+from fleettui.views.tui.screens.fit import FitBar
 from fleettui.views.tui.screens.help import HelpScreen
 from pilot_util import screen_lines, until
 
@@ -286,13 +285,15 @@ async def test_q_and_esc_go_back_from_every_screen() -> None:
                 await pilot.press(back)
                 await until(pilot, lambda: app.screen is app.main, what=f"{back} on {name}")
                 assert app.is_running
-        for name, key, kind in (("filter", "slash", FilterScreen), ("fit", "F", FitScreen)):
+        for name, key, kind in (("filter", "slash", FilterBar), ("fit", "F", FitBar)):
+            ask = app.main.query_one(kind)
             await pilot.press(key)
-            await until(pilot, lambda k=kind: isinstance(app.screen, k), what=name)
+            await until(pilot, lambda a=ask: a.is_open, what=name)
             await pilot.press("q")  # a letter of the text being typed, not a way out
-            assert app.screen.query_one(Input).value == "q"
+            assert ask.input.value == "q" and app.is_running
             await pilot.press("escape")
-            await until(pilot, lambda: app.screen is app.main, what=f"escape on {name}")
+            await until(pilot, lambda a=ask: not a.is_open, what=f"escape on {name}")
+            assert app.main.table.has_focus
         await pilot.press("ctrl+p")
         await until(pilot, lambda: CommandPalette.is_open(app))
         await pilot.press("escape")

@@ -204,12 +204,11 @@ class FleetTable(ScrollView, can_focus=True):
         """(the cursor's node among the shown nodes, from 1; how many are shown): a GPU
         sub-row counts as its node."""
         name = self.cursor_name
-        if name is None or name not in self._index:
+        if name is None:
             return 0, len(self._node_rows)
-        before = self._index[name]  # GPU sub-rows of expanded nodes above are not nodes
-        if self.expanded:
-            before -= sum(1 for r in self._order[:before] if GPU_SEP in r)
-        return before + 1, len(self._node_rows)
+        if not self.expanded:  # every line is a node's
+            return self._cursor + 1, len(self._node_rows)
+        return _find(self._node_rows, (name,), 0) + 1, len(self._node_rows)
 
     @property
     def cursor_row(self) -> int:

@@ -32,6 +32,7 @@ ACTION_KEYS = {"R": "restart", "U": "unload", "L": "load", "P": "purge", "X": "s
 FOOTER_PRIORITY = (
     "help",
     "quit",
+    "cancel",  # esc in the filter or fit bar (while one types, the letter keys are text)
     "filter",
     "toggle_select",
     "sort",
