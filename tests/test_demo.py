@@ -169,7 +169,7 @@ def test_demo_dashboard_in_a_terminal_reacts_to_keys_and_quits_cleanly(terminal)
     term.wait_for(b"demo-000", b"demo-002", b"ONLINE", b"online 3/3")
     pid, tmp = term.started()
     term.send(b"/")
-    term.wait_for(b"Filter nodes")
+    term.wait_for(b"a word (llama, demo-003)")  # the filter bar, empty
     term.send(b"name=demo-001\r")
     term.wait_for(b"filter name=demo-001 (1/3)")
     term.send(b"q")
