@@ -138,6 +138,19 @@ def test_filter_and_names_pick_targets_dry_run_sends_nothing(fleet, projects) ->
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["targets"] == ["act-000", "act-002"]
+    r = fleet_cli(  # a bare word, as in the dashboard's `/`
+        projects,
+        "bulk",
+        "restart",
+        "--engine",
+        "ollama",
+        "--dry-run",
+        "--json",
+        "--filter",
+        "act-002",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["targets"] == ["act-002"]
     r = fleet_cli(
         projects,
         "bulk",

@@ -151,6 +151,8 @@ async def drive(client: Client | ClientSession, names: list[str]) -> list[str]:
 
     gpu = await call("list_nodes", {"filter": "tag=gpu and state=ONLINE"})
     assert [n["name"] for n in gpu["nodes"]] == [names[1]] and gpu["total"] == 5
+    word = await call("list_nodes", {"filter": "gpu state=ONLINE"})  # a bare word: its tag
+    assert [n["name"] for n in word["nodes"]] == [names[1]]
 
     node = await call("get_node", {"name": names[0]})
     assert node["host"]["info"]["hostname"] == names[0]

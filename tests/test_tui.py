@@ -153,7 +153,10 @@ async def test_bare_word_filters_live_with_the_table_in_sight() -> None:
         assert bar(app).is_open and bar(app).input.value == "qwen"
         await pilot.press(*" state=ONLINE")
         await until(pilot, lambda: t.visible_names == ["gpu-a1", "gpu-a2", "mac-studio-1"])
+        await pilot.click("#fleet")  # below the rows: the table takes the focus, the bar stays
+        assert t.has_focus and bar(app).is_open
         await pilot.press("escape")  # esc: the filter from before `/`
+        assert not bar(app).is_open
         assert t.visible_names == ["gpu-a1", "gpu-a2", "gpu-c1"]
         assert t.selector is not None and t.selector.text == "tag=h100"
 

@@ -16,18 +16,18 @@ from fleettui.views.tui.screens.ask import AskBar
 DEBOUNCE_S = 0.15  # a pause in typing; each keystroke at 1000 rows would re-filter them all
 
 
-def describe(text: str, views: list[NodeView]) -> tuple[bool, Text]:
-    """(ok, one line to show beside the input) for the expression as typed so far."""
+def describe(text: str, views: list[NodeView]) -> tuple[Text, Selector | None]:
+    """One line to show beside the input for the expression as typed so far, and the
+    expression compiled (None when empty or bad: the line says which)."""
     if not text.strip():
-        return True, Text(f"empty: all {plural(len(views), 'node')}", style="dim")
+        return Text(f"empty: all {plural(len(views), 'node')}", style="dim"), None
     try:
         sel = parse(text)
     except SelectError as exc:
-        return False, Text(f"✗ column {exc.pos + 1}: {exc.message}", style="bold red")
+        return Text(f"✗ column {exc.pos + 1}: {exc.message}", style="bold red"), None
     n = sum(1 for v in views if sel.matches(v))
-    return True, Text(
-        f"{n} of {plural(len(views), 'node')} match", style="green" if n else "yellow"
-    )
+    count = f"{n} of {plural(len(views), 'node')} match"
+    return Text(count, style="green" if n else "yellow"), sel
 
 
 class FilterBar(AskBar):
@@ -46,19 +46,22 @@ class FilterBar(AskBar):
             self.selector = selector
 
     _timer: Timer | None = None
+    _compiled: Selector | None = None  # the text as last described, compiled
 
     def describe(self, text: str) -> tuple[bool, Text]:
-        return describe(text, self.views)
+        msg, self._compiled = describe(text, self.views)
+        return self._compiled is not None or not text.strip(), msg
 
     def typed(self, text: str, ok: bool) -> None:
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_timer(DEBOUNCE_S, lambda: self._apply(text)) if ok else None
+        sel = self._compiled  # the one the count came from: its scores are kept
+        self._timer = self.set_timer(DEBOUNCE_S, lambda: self._apply(sel)) if ok else None
 
-    def _apply(self, text: str) -> None:
+    def _apply(self, sel: Selector | None) -> None:
         self._timer = None
         if self.is_open:
-            self.post_message(self.Typed(parse(text) if text.strip() else None))
+            self.post_message(self.Typed(sel))
 
     def close(self) -> None:
         if self._timer is not None:

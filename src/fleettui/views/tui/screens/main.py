@@ -277,6 +277,10 @@ class MainScreen(Screen[None]):
         self.app.remember()  # type: ignore[attr-defined]
 
     def action_clear_filter(self) -> None:
+        bar = self.query_one(FilterBar)
+        if bar.is_open:  # the bar lost the focus (a click on the table): esc still cancels it
+            bar.action_cancel()
+            return
         if self.table.selector is not None:
             self.set_filter("")
 
