@@ -7,8 +7,8 @@ One small language so an operator who learned it in the TUI can paste it into a 
     not (tag=gpu or role~embed) and latency>=200ms
 
 A bare word (no operator after it; quote one that is a field name or holds spaces) searches
-the node's name, role, tags, engines and resident models the way a fuzzy finder does (`word`,
-below); words and comparisons side by side must all hold: `llama state=ONLINE`.
+the node's name, role, tags, engines and resident models the way a fuzzy finder does
+(`match_word`); words and comparisons side by side must all hold: `llama state=ONLINE`.
 
 Fields: name, role, tag, state, engine, model (text; tag/engine/model match any of a node's
 values), fit (the answer to the dashboard's fit question, `F`: yes, evict, no or unknown; a
@@ -252,7 +252,7 @@ def searched(view: NodeView) -> list[str]:
 
 
 def _in_order(folded: str, text: str) -> bool:
-    """Are the letters in `text` in this order? (What any hit needs; str.find is C.)"""
+    """Are `folded`'s letters in `text`, in order? (What any hit needs; str.find is C.)"""
     at = -1
     for c in folded:
         at = text.find(c, at + 1)

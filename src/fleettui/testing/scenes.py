@@ -127,6 +127,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("filter_typing", ("slash", *"llama", "wait:400"), screenshot=True),
     Scene("filter_error", ("slash", *"powr>300 and", "wait:400", "enter")),
     Scene("filter_80x24", ("slash", *"gpub", "wait:400"), size=(80, 24)),
+    Scene("filter_200x50", ("slash", *"embed", "wait:400"), size=(200, 50)),
     Scene("filter_fields", ("slash", *"power>300 and engine=vllm", "enter")),
     Scene("help", ("question_mark",), screenshot=True),
     Scene("help_80x24", ("question_mark",), size=(80, 24)),

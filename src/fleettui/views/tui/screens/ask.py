@@ -27,6 +27,8 @@ class AskBar(Horizontal):
     PLACEHOLDER: ClassVar[str]
 
     class Done(Message):
+        """The answer: the text (tidied) on enter, None on esc."""
+
         def __init__(self, bar: AskBar, text: str | None) -> None:
             super().__init__()
             self.bar = bar
