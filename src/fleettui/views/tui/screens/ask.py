@@ -79,6 +79,7 @@ class AskBar(Horizontal):
 
     def close(self) -> None:
         self.display = False
+        self.input.blur()  # keys typed right after enter are not for the hidden input
 
     def show(self, text: str) -> bool:
         """Describe `text` beside the input; False when it cannot be used."""
@@ -89,13 +90,16 @@ class AskBar(Horizontal):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.typed(event.value, self.show(event.value))
+        if self.is_open:  # a key queued behind enter still reaches the input: it is dropped
+            self.typed(event.value, self.show(event.value))
 
     def typed(self, text: str, ok: bool) -> None:
         """A keystroke changed the text (the filter applies it as one types)."""
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        if not self.is_open:
+            return
         if self.show(event.value):
             self.close()
             self.post_message(self.Done(self, self.tidy(event.value)))
