@@ -78,6 +78,24 @@ async def test_at_80_columns_the_position_stays_and_the_totals_give_way() -> Non
         assert line.endswith(" 3/10") and "…" in line and len(line) <= 80
 
 
+async def test_the_position_never_cuts_totals_that_would_fit_without_it() -> None:
+    """Where the totals (a filter, the counts) fit only alone, the position gives way."""
+    from fleettui.testing.sample import sample_views
+    from fleettui.views.tui.widgets import TotalsBar
+
+    app = sample_app(SampleSource(views=sample_views()[:2], events=[]))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("slash", *"name=gpu-a1", "enter")
+        line = app.main.query_one(TotalsBar).shown
+        await until(pilot, lambda: "filter name=gpu-a1 (1/2)" in bar(app), what="filtered")
+        assert line is not None
+        await pilot.resize_terminal(line.cell_len + 2 + 2, 45)  # padding, and 2 spare cells
+        await until(pilot, lambda: bar(app).endswith("(1/2)"), what="the position gives way")
+        await pilot.resize_terminal(line.cell_len + 2 + 12, 45)
+        await until(pilot, lambda: bar(app).endswith(" row 1/1"), what="room again")
+        assert "filter name=gpu-a1 (1/2)" in bar(app)
+
+
 # --- pause -------------------------------------------------------------------------------
 
 

@@ -76,7 +76,7 @@ class TotalsBar(LineStatic):
             self._draw()
 
     def _right(self, size: int) -> Text:
-        """The status in one of three sizes: 2 says the most, 0 the least."""
+        """The status in one of four sizes: 2 says the most, 0 the least, -1 only the pause."""
         (row, rows), paused_s = self.status_parts
         right = Text()
         if paused_s is not None:
@@ -86,8 +86,8 @@ class TotalsBar(LineStatic):
                 f"PAUSED, data {age} old",
                 f"PAUSED, data {age} old, p resumes",
             )
-            right.append(f" {words[size]} ", style="reverse bold")
-        if rows:
+            right.append(f" {words[max(size, 0)]} ", style="reverse bold")
+        if rows and size >= 0:
             right.append(f" {'row ' if size else ''}{row:,}/{rows:,}", style="bold")
         return right
 
@@ -95,14 +95,17 @@ class TotalsBar(LineStatic):
         self._draw()
 
     def _draw(self) -> None:
-        """The status in the largest size that leaves the totals uncut (else the smallest),
-        the totals cut where they would run into it."""
+        """The status in the largest size that leaves the totals uncut. When none does, the
+        row position goes if the totals fit without it (a filter or a count matters more),
+        else the smallest size takes the end of totals that were cut anyway."""
         line = (self.shown or Text()).copy()
         width = self.content_size.width
         right = self._right(2)
-        for size in (1, 0):
+        for size in (1, 0, -1):
             if not width or line.cell_len + right.cell_len <= width:
                 break
+            if size == -1 and line.cell_len + self._right(-1).cell_len > width:
+                break  # cut anyway: keep the position (size 0)
             right = self._right(size)
         if width and right:
             line.truncate(max(0, width - right.cell_len), overflow="ellipsis", pad=True)
