@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pyte
 import pytest
 
 from fleettui.commands.demo import DemoError, DemoFleet
@@ -107,21 +108,30 @@ class Terminal:
         os.close(slave)
         self.master = master
         self.out = b""
+        # what the terminal shows: the dashboard writes only the characters that changed, so
+        # a text typed or updated bit by bit is never one run in the raw output
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
 
     def pump(self, timeout: float = 0.05) -> None:
         ready, _, _ = select.select([self.master], [], [], timeout)
         if ready:
             try:
-                self.out += os.read(self.master, 65536)
+                chunk = os.read(self.master, 65536)
+                self.out += chunk
+                self.stream.feed(chunk)
             except OSError:  # the child closed the terminal
                 time.sleep(timeout)
 
     def wait_for(self, *needles: bytes, timeout: float = 40.0) -> None:
         deadline = time.monotonic() + timeout
-        while not all(n in ANSI_RE.sub(b"", self.out) for n in needles):
+        while not all(n in ANSI_RE.sub(b"", self.out) or n in self.shown() for n in needles):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError(f"never saw {needles}: ...{self.out[-1500:]!r}")
             self.pump()
+
+    def shown(self) -> bytes:
+        return "\n".join(self.screen.display).encode()
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
