@@ -151,6 +151,11 @@ def test_filter_and_names_pick_targets_dry_run_sends_nothing(fleet, projects) ->
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["targets"] == ["act-002"]
+    for expr in ("act-002", "not act-002", "act state=ONLINE"):  # unattended: no fuzzy words
+        r = fleet_cli(projects, "bulk", "restart", "--engine", "ollama", "--yes", "--filter", expr)
+        assert r.returncode == 2, (expr, r.stdout)
+        assert "bare word" in r.stderr and "--yes" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
     r = fleet_cli(
         projects,
         "bulk",

@@ -519,6 +519,12 @@ class Selector:
     def words(self) -> tuple[str, ...]:
         return tuple(self._ranked)
 
+    @property
+    def fuzzy(self) -> bool:
+        """Whether any bare word is in it, `not` included: what it selects can grow with a
+        new node's name or model, which an unattended bulk action must not act on."""
+        return bool(self._judge.words)
+
     def rank(self, view: NodeView) -> int:
         """How well the node answers the bare words outside any `not` (lower is better: 0
         is each the whole of a value), for a list that puts `demo-003` before `demo-0031`."""

@@ -208,7 +208,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_bulk(args: argparse.Namespace) -> int:
     """One action on every node picked by --names/--filter, or by --all."""
-    from fleettui.select import SelectError
+    from fleettui.select import SelectError, parse
 
     if problem := check_selection(args.names, args.filter, args.all):
         err(problem)
@@ -217,6 +217,13 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     try:
+        if args.yes and not args.dry_run and args.filter and parse(args.filter).fuzzy:
+            err(
+                f"--filter {args.filter!r} holds a bare word (a fuzzy search): with --yes name "
+                "the nodes exactly (name=, role=, tag=, model=...), or drop --yes to confirm "
+                "the list"
+            )
+            return 2
         targets = pick_targets(cfg, args.names, args.filter)
     except SelectError as exc:
         err(f"bad --filter: {exc}")
