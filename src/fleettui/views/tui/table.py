@@ -155,6 +155,9 @@ class FleetTable(ScrollView, can_focus=True):
         self.order: tuple[str, ...] = DEFAULT_ORDER  # the operator's column order (picker)
         self.hidden: frozenset[str] = frozenset()  # and the columns they hid
         self.expanded: set[str] = set()  # nodes shown with one sub-row per GPU
+        # Called as the cursor moves, in the same call: what shows its row (the totals line)
+        # repaints in the cursor's frame, not in one more after the CursorMoved message.
+        self.on_cursor: Callable[[], None] | None = None
         self._needs: dict[str, int] = {}  # the widest text of each variable column
         self._need_peaks: dict[str, tuple[int, float]] = {}  # each one's widest, and when
         # the sparkline columns' fleet-wide scales; part of every row's stamp (they rarely move)
@@ -418,6 +421,8 @@ class FleetTable(ScrollView, can_focus=True):
         if old != row:
             self._refresh_rows((old, row))
             self.post_message(self.CursorMoved(self))
+            if self.on_cursor is not None:
+                self.on_cursor()
         self._scroll_to_cursor(animate)
 
     @property
@@ -704,6 +709,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._scroll_to_cursor(False)
         if (self._cursor, want[self._cursor] if want else None) != before:
             self.post_message(self.CursorMoved(self))  # its row moved, or its node left
+            if self.on_cursor is not None:
+                self.on_cursor()
 
     def _refresh_changed_lines(self) -> None:
         """Repaint the cells that would differ from the ones drawn, on the rows on screen.

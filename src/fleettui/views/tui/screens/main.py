@@ -107,6 +107,7 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.table.focus()
+        self.table.on_cursor = self.update_status  # the row position, in the cursor's frame
         if self.on_ready is not None:
             self.on_ready()  # the app starts feeding us only once the table exists
 
@@ -291,7 +292,6 @@ class MainScreen(Screen[None]):
     @on(FleetTable.CursorMoved, "#fleet")
     def cursor_moved(self) -> None:
         self.update_place()
-        self.update_status()
 
     @on(FleetTable.NodeChosen, "#fleet")
     def open_detail(self, event: FleetTable.NodeChosen) -> None:
