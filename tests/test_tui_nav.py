@@ -151,7 +151,7 @@ async def test_the_cursor_keeps_its_node_and_its_line_when_the_sort_changes() ->
             assert bar(app).endswith(f"row {t.cursor_row + 1}/300")
 
 
-async def test_a_live_re_sort_moves_the_other_rows_not_the_cursor() -> None:
+async def test_a_live_re_sort_keeps_the_cursor_on_its_node_and_in_view() -> None:
     views = generated_views(300)
     source = SampleSource(views=views, events=[])
     app = sample_app(source, min_refresh_s=0.01)
@@ -161,18 +161,29 @@ async def test_a_live_re_sort_moves_the_other_rows_not_the_cursor() -> None:
         t.sort_by("power")
         await pilot.pause()
         await pilot.press(*["down"] * 20)
+        name, top, page = t.cursor_name, t._top, t.size.height - 1
+        assert name is not None
+        t.move_cursor(row=top + 20)
         name = t.cursor_name
         assert name is not None
-        middle = t.views[t.visible_names[150]].snapshot
-        assert middle is not None
-        power_of(source, name, middle.power.watts - 0.01)  # the node falls to row ~150...
-        await until(pilot, lambda: t.visible_names.index(name) > 140, what="re-sorted")
+        below = t.views[t.visible_names[top + 30]].snapshot  # on screen, ten rows further down
+        assert below is not None
+        power_of(source, name, below.power.watts - 0.01)
+        await until(pilot, lambda: t.visible_names.index(name) >= top + 29, what="re-sorted")
         await pilot.pause()
-        assert t.cursor_name == name  # ...and the cursor goes with it, on its screen line
-        assert t.cursor_row - t._top == 20
-        assert name in screen_lines(app)[21]
+        assert t.cursor_name == name and t._top == top  # the view stays: the cursor moves
+        assert name in screen_lines(app)[1 + t.cursor_row - t._top]
+        far = (top + page + 60) % 280  # off the screen, below or above
+        other = t.views[t.visible_names[far]].snapshot
+        assert other is not None
+        power_of(source, name, other.power.watts - 0.01)
+        await until(pilot, lambda: abs(t.visible_names.index(name) - far) <= 1, what="moved")
+        await pilot.pause()
+        line = t.cursor_row - t._top
+        assert t.cursor_name == name and line in (0, page - 1)  # scrolled just into view
+        assert name in screen_lines(app)[1 + line]
         assert bar(app).endswith(f"row {t.cursor_row + 1}/300")
-        power_of(source, name, 9000.0)  # to the top: the line is clamped, still on screen
+        power_of(source, name, 9000.0)  # to the top
         await until(pilot, lambda: t.visible_names[0] == name, what="to the top")
         await pilot.pause()
         assert t.cursor_name == name and t.cursor_row == 0 and t._top == 0

@@ -158,6 +158,7 @@ class FleetTable(ScrollView, can_focus=True):
         # Called as the cursor moves, in the same call: what shows its row (the totals line)
         # repaints in the cursor's frame, not in one more after the CursorMoved message.
         self.on_cursor: Callable[[], None] | None = None
+        self._keep_line = False  # the next reorder is a new sort: the cursor keeps its line
         self._needs: dict[str, int] = {}  # the widest text of each variable column
         self._need_peaks: dict[str, tuple[int, float]] = {}  # each one's widest, and when
         # the sparkline columns' fleet-wide scales; part of every row's stamp (they rarely move)
@@ -376,10 +377,12 @@ class FleetTable(ScrollView, can_focus=True):
     def sort_by(self, key: str | None) -> None:
         self.sort_key = key
         self.sort_reverse = BY_KEY[key].descending if key else False
+        self._keep_line = True
         self.apply()
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
+        self._keep_line = True
         self.apply()
 
     def set_note(self, name: str, note: str | Text | None, style: str = "bold cyan") -> None:
@@ -690,8 +693,7 @@ class FleetTable(ScrollView, can_focus=True):
         return held
 
     def _set_order(self, want: list[str]) -> None:
-        """New row order: the cursor follows its node (or keeps its row if the node left) and
-        keeps its line on screen, so under a live sort the other rows move, not the cursor."""
+        """New row order: the cursor follows its node (or keeps its row if the node left)."""
         cursor = self._order[self._cursor] if self._order else None
         line = self._cursor - self._top  # the cursor's line on screen, when it is on screen
         before = (self._cursor, cursor)
@@ -702,7 +704,11 @@ class FleetTable(ScrollView, can_focus=True):
         if cursor is not None:  # a folded GPU sub-row: its node's row
             row = _find(want, (cursor, node_of(cursor)), self._cursor)
         self._cursor = min(max(row, 0), max(len(want) - 1, 0))
-        if cursor is not None and 0 <= line < self._page:
+        # A new sort reorders everything: the cursor's node stays on its screen line. A live
+        # re-sort moves a few rows: the view stays, the cursor goes with its node and the view
+        # scrolls only to keep it in sight (scrolling with it would repaint every line).
+        keep, self._keep_line = self._keep_line, False
+        if keep and cursor is not None and 0 <= line < self._page:
             top = min(max(self._cursor - line, 0), max(len(want) - self._page, 0))
             if top != self._top:
                 self.scroll_to(y=top, animate=False, force=True)
