@@ -16,7 +16,8 @@ client can do: per node one raw keep-alive GET of the snapshot every 2 s and one
 --tls: the aggregator alone, against the same simulated agents served plain, over TLS (the
 aggregator checks the agents' certificates against a fleet CA from pki.py) and over mutual TLS
 (the operator certificate presented too): the CPU seconds the aggregator spends per 2 s poll
-cycle in each, and the time until all are ONLINE (every node's two TLS handshakes).
+cycle in each, and the time until all are ONLINE (every node's two TLS handshakes); at the
+end, how much of the RSS is freed heap glibc still holds (`heap_figures`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import pct, pinned, raw_get, report, start_agents, stop  # noqa: E402
+from common import glibc, pct, pinned, raw_get, report, start_agents, stop  # noqa: E402
 
 INTERVAL = 2.0
 TLS_ENV = "FLEET_BENCH_TLS"
@@ -65,6 +66,22 @@ class LagMeter:
 def rss_mb() -> float:
     """Peak RSS of this process."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def heap_figures() -> dict:
+    """RSS now; of glibc's heap, what is freed but still held (fordblks); and RSS after a
+    `malloc_trim(0)` here: how much of the RSS is freed-but-not-returned, not live. Empty where
+    libc is not glibc."""
+    if (libc := glibc()) is None:
+        return {}
+    now = psutil.Process().memory_info().rss / 2**20
+    free = libc.mallinfo2().fordblks / 2**20
+    libc.malloc_trim(0)
+    return {
+        "rss_end_mb": round(now, 1),
+        "heap_free_mb": round(free, 1),
+        "rss_trimmed_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+    }
 
 
 class SimCpu:
@@ -165,6 +182,7 @@ async def run_aggregator(
         polls_s = (polls[0] - p0) / wall
         handshakes_s = (handshakes[0] - h0) / wall
         streams_up = sum(1 for w in agg._workers if w.stream is not None and w.stream.up)
+        heap = heap_figures()  # while every connection is still open
         measuring = False
         views = agg.snapshots()
         lag_task.cancel()
@@ -191,7 +209,7 @@ async def run_aggregator(
         "hs_to_online": at_online,
         "hs_per_s": round(handshakes_s, 1),
         "streams_up": streams_up,
-    }
+    } | heap
     return figures
 
 

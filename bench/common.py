@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import platform
@@ -31,6 +32,25 @@ def machine() -> dict:
         # other work on the machine skews every figure: say how busy it was
         "load_1m": round(os.getloadavg()[0], 2),
     }
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
+        "keepcost".split()
+    ]
+
+
+def glibc() -> ctypes.CDLL | None:
+    """This process's glibc with `mallinfo2` typed, for the C heap OpenSSL allocates from
+    (tracemalloc does not see it); None where libc is not glibc 2.33+."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def pinned(argv: list[str], core: int | None) -> list[str]:

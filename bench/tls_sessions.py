@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import socket
 import ssl
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 import anyio
 import anyio.streams.tls
 import psutil
-from common import pinned, report
+from common import glibc, pinned, report
 
 from fleettui import pki
 
@@ -66,18 +65,8 @@ while True:
 """
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (n, ctypes.c_size_t)
-        for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
-        "keepcost".split()
-    ]
-
-
 def c_heap_kb() -> float:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    m = libc.mallinfo2()
+    m = glibc().mallinfo2()
     return (m.uordblks + m.hblkhd) / 1024
 
 
