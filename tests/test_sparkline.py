@@ -149,12 +149,15 @@ async def test_the_table_header_follows_the_fleet_scale_and_repaints_only_when_i
         assert table.row_updates == 1  # the scale did not move: no other row is drawn again
         assert {r.y for r in regions} <= {5}  # embed-1's line only (the header is line 0)
         regions.clear()
+        node_cell, power_cell = (table.get_cell("gpu-a1", k) for k in ("node", "power"))
         source.update("embed-1", power_history=[*hist[1:], 2900.0])  # a new fleet peak
         await _until(pilot, lambda: table.header_label("power") == f"Power 0{TO}3 kW")
         await pilot.pause()
         assert table.row_updates == 10  # every row's bars are on the new scale
         gpu_a1 = table.get_cell("gpu-a1", "power").plain
         assert FULL not in gpu_a1  # 1.9 kW of 3 kW
+        assert table.get_cell("gpu-a1", "power") is not power_cell
+        assert table.get_cell("gpu-a1", "node") is node_cell  # only the bars were drawn again
         keys = list(table.widths)
         power_x = sum(table.widths[k] + 1 for k in keys[: keys.index("power")])
         rows = {r.y for r in regions if r.y > 0}

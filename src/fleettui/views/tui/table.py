@@ -52,6 +52,7 @@ from fleettui.views.tui.messages import ActionProgress
 
 NEED_HOLD_S = 30.0  # how long a column that had to widen keeps its width (_held)
 AGE_COLUMNS = frozenset({"seen"})  # cells that change with the clock, not with the node
+SCALED_COLUMNS = frozenset(c.key for c in COLUMNS if c.scale is not None)  # fleet-wide scale
 HEADER = 1  # lines above the first row
 # Bulk-action progress in the State cell: short enough for its 8 cells at any terminal width.
 PROGRESS_NOTES = {
@@ -596,7 +597,13 @@ class FleetTable(ScrollView, can_focus=True):
         now = self._now
         if cached is None or cached[0] != stamp:
             selected = name in self.selected
-            cells = {key: self._cell(key, view, now, selected) for key in self.widths}
+            if cached is not None and cached[0][:-1] == stamp[:-1]:  # only the scale moved
+                cells = dict(cached[2])  # every row's bars redraw: just those cells
+                redo = SCALED_COLUMNS | (AGE_COLUMNS if cached[1] != now else frozenset())
+                for key in redo & cells.keys():
+                    cells[key] = self._cell(key, view, now, selected)
+            else:
+                cells = {key: self._cell(key, view, now, selected) for key in self.widths}
         else:
             _, aged, cells = cached
             if aged == now:
@@ -620,6 +627,8 @@ class FleetTable(ScrollView, can_focus=True):
         return draw_cell(key, view, self.widths[key], now, selected, self._scales)
 
     def _stamp(self, view: NodeView) -> tuple:
+        """What a row's cells depend on; the fleet's scale last (_row_cells redraws only the
+        bars when it alone moved)."""
         note = self.notes.get(view.name)
         words = self.selector.words if self.selector else ()  # the highlight follows them
         return (
