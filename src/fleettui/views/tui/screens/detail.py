@@ -186,10 +186,11 @@ def power(view: NodeView, width: int, now: float) -> RenderableType:
         w = max(10, min(width, POWER_BUCKETS))
         for row in sparkline_rows(hist, w, 4, scale.top if scale else 0.0):
             out.append(Text(row, style="cyan"))
+        # the bars are 15 s means: a reading now can fall outside their range, so say so
+        means = f"{POWER_BUCKET_S:.0f} s means {fmt_watts(min(seen))} to {fmt_watts(max(seen))}"
         out.append(
             Text(
-                f"{f'{old}: ' if old else 'now '}{fmt_watts(now_w)} · min {fmt_watts(min(seen))}"
-                f" · max {fmt_watts(max(seen))}",
+                f"{f'{old}: ' if old else 'now '}{fmt_watts(now_w)} · {means}",
                 style="bold yellow" if old else "dim",
             )
         )
