@@ -38,7 +38,7 @@ from fleettui.aggregator.transport.gate import HANDSHAKES
 from fleettui.aggregator.transport.sse import SSEParser
 from fleettui.aggregator.transport.stream import PushStream, _SmallSSLProtocol
 from fleettui.aggregator.transport.tls import TlsPolicy, ssl_context
-from fleettui.config import FleetConfig, NodeConfig, parse_fleet_config
+from fleettui.config import Defaults, FleetConfig, NodeConfig, parse_fleet_config
 from fleettui.wire import ActionRequest, NodeSnapshot
 
 pytestmark = pytest.mark.anyio
@@ -544,3 +544,21 @@ async def test_while_the_stream_serves_a_tls_node_its_poll_connection_is_closed(
             assert await tls.poll()  # the heartbeat: a fresh connection, checked as ever
             assert agg.node("tls").state is NodeState.ONLINE
             assert agg.node("tls").tls_fingerprint is not None
+
+
+async def test_a_tls_poll_connection_closes_when_the_stream_comes_up_not_an_interval_later(
+    fleet_pki: Path,
+) -> None:
+    """At start-up a thousand TLS nodes would each hold a poll connection and a new stream
+    until the next poll interval; the stream's first event stands the poller down at once,
+    so the poll connection closes as the stream takes over. The interval here is a minute:
+    without that, the poller would still be asleep holding its connection."""
+    async with tls_agent(**node_files(fleet_pki)) as port:
+        nodes = [NodeConfig(name="tls", url=f"https://127.0.0.1:{port}", **operator(fleet_pki))]
+        cfg = FleetConfig(defaults=Defaults(poll_interval_s=60), nodes=nodes)
+        async with FleetAggregator(cfg, verify_chain=False) as agg:
+            tls = agg._by_name["tls"]
+            await wait_for(lambda: tls.standing_down, 8, what="stand-down as the stream is up")
+            assert agg.node("tls").stream_ok
+            assert tls.client is not None and tls.client._idle is None
+            assert agg.node("tls").state is NodeState.ONLINE

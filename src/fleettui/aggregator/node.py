@@ -297,6 +297,10 @@ class NodeWorker:
     def stream_up(self, recovered: bool) -> None:
         if recovered and self.poll_unreachable:
             self.poll_waker.wake()  # the node is back: poll now, not after backoff
+        elif self.endpoint.scheme == "https" and self.polled and self.poll_error is None:
+            # stand down now, not at the next interval: the kept TLS poll connection closes
+            # as its stream takes over, so 1000 nodes do not hold both (docs/performance.md)
+            self.poll_waker.wake()
         if not self.view.stream_ok:
             self.view.stream_ok = True
             self.refresh()
