@@ -51,6 +51,18 @@ def test_drop_order_keeps_state_why_gpu_power_whatever_the_order() -> None:
         assert sum(w + 1 for w in widths.values()) <= width
 
 
+def test_an_empty_why_column_is_as_wide_as_its_header_and_its_room_goes_to_the_cut() -> None:
+    """Every node ONLINE: no row has a reason, so Why keeps its place (it comes back at once
+    with the first reason) but only three cells; Models and the rest take the other eleven."""
+    quiet = {**NEEDS, "why": 0}
+    for width in (80, 120, 160):
+        busy, calm = fit_columns(width, NEEDS), fit_columns(width, quiet)
+        assert calm["why"] == len("Why") < busy["why"], width
+        assert sum(w + 1 for w in calm.values()) <= width
+        grown = {k for k in calm if k in busy and calm[k] > busy[k]}
+        assert grown or set(calm) > set(busy), width  # the room went to a cut or dropped column
+
+
 def test_hidden_columns_give_their_room_to_the_cut_ones() -> None:
     """Hiding what has room frees it: first for a column the width had dropped, then as spare
     cells for the columns whose text is cut, each up to what it needs."""

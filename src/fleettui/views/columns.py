@@ -577,6 +577,7 @@ DEFAULT_ORDER = tuple(c.key for c in COLUMNS)
 FIXED = frozenset({"sel", "node", "state"})  # the picker cannot hide these
 # Who gets spare cells first: a column whose text is cut, in this order, up to what it needs.
 FLEX_ORDER = ("node", "why", "models", "engines", "role", "gpu", "power")
+EMPTY_NARROWS = frozenset({"why"})  # with no text in any row: only as wide as its header
 
 
 def full_width(columns: Iterable[Column] = COLUMNS) -> int:
@@ -608,21 +609,24 @@ def fit_columns(
     chosen: set[str] = set()
     used = 0
     wanted, skip = set(optional), set(hidden) - FIXED
+    needs = needs or {}
+    # a column no row has text for (Why while every node is ONLINE) takes its header's width
+    empty = {c.key for c in COLUMNS if c.key in EMPTY_NARROWS and needs.get(c.key) == 0}
+    least = {c.key: len(c.label) if c.key in empty else c.width for c in COLUMNS}
     for col in sorted(COLUMNS, key=lambda c: c.priority):
         if (col.optional and col.key not in wanted) or col.key in skip:
             continue
-        need = col.width + SEP
+        need = least[col.key] + SEP
         if col.priority == 0 or used + need <= available:
             chosen.add(col.key)
             used += need
     keys = [k for k in order if k in chosen] + [k for k in DEFAULT_ORDER if k in chosen]
-    widths = {k: BY_KEY[k].width for k in dict.fromkeys(keys)}
+    widths = {k: least[k] for k in dict.fromkeys(keys)}
     spare = max(0, available - used)
-    needs = needs or {}
     for capped in (True, False):
         for key in FLEX_ORDER:
             col = BY_KEY[key]
-            if key not in widths or not spare:
+            if key not in widths or not spare or key in empty:
                 continue
             room = col.width + col.flex - widths[key]
             if capped or key == "node":  # a node column no wider than the longest name
