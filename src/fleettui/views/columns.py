@@ -577,7 +577,7 @@ DEFAULT_ORDER = tuple(c.key for c in COLUMNS)
 FIXED = frozenset({"sel", "node", "state"})  # the picker cannot hide these
 # Who gets spare cells first: a column whose text is cut, in this order, up to what it needs.
 FLEX_ORDER = ("node", "why", "models", "engines", "role", "gpu", "power")
-EMPTY_NARROWS = frozenset({"why"})  # with no text in any row: only as wide as its header
+EMPTY_NARROWS = frozenset({"why"})  # with no text in any row: as wide as its header
 
 
 def full_width(columns: Iterable[Column] = COLUMNS) -> int:
@@ -610,19 +610,22 @@ def fit_columns(
     used = 0
     wanted, skip = set(optional), set(hidden) - FIXED
     needs = needs or {}
-    # a column no row has text for (Why while every node is ONLINE) takes its header's width
-    empty = {c.key for c in COLUMNS if c.key in EMPTY_NARROWS and needs.get(c.key) == 0}
-    least = {c.key: len(c.label) if c.key in empty else c.width for c in COLUMNS}
     for col in sorted(COLUMNS, key=lambda c: c.priority):
         if (col.optional and col.key not in wanted) or col.key in skip:
             continue
-        need = least[col.key] + SEP
+        need = col.width + SEP
         if col.priority == 0 or used + need <= available:
             chosen.add(col.key)
             used += need
     keys = [k for k in order if k in chosen] + [k for k in DEFAULT_ORDER if k in chosen]
-    widths = {k: least[k] for k in dict.fromkeys(keys)}
+    widths = {k: BY_KEY[k].width for k in dict.fromkeys(keys)}
     spare = max(0, available - used)
+    # a column no row has text for (Why while every node is ONLINE) keeps its place, so the
+    # first reason moves nothing else, but gives all but its header's cells to the cut ones
+    empty = {k for k in EMPTY_NARROWS if k in widths and needs.get(k) == 0}
+    for key in empty:
+        spare += widths[key] - len(BY_KEY[key].label)
+        widths[key] = len(BY_KEY[key].label)
     for capped in (True, False):
         for key in FLEX_ORDER:
             col = BY_KEY[key]
