@@ -20,5 +20,6 @@ def test_scenes_cover_both_sizes() -> None:
     for kind in ("main", "detail", "filter", "help", "gpus", "columns"):
         sizes = {s.size for s in SCENES if s.name.split("_")[0] == kind}
         assert {(120, 40), (80, 24)} <= sizes, kind
-    for kind in ("main", "gpus", "filter"):
-        assert (200, 50) in {s.size for s in SCENES if s.name.split("_")[0] == kind}
+    for kind in ("main", "gpus", "filter", "columns", "nocolor", "colors16"):
+        sizes = {s.size for s in SCENES if s.name.split("_")[0] == kind}
+        assert {(80, 24), (200, 50)} <= sizes, kind

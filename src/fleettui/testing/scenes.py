@@ -149,10 +149,15 @@ SCENES: tuple[Scene, ...] = (
     # `c`: the column picker, Role hidden and the cursor moved to Why (no file: prefs=None)
     Scene("columns", ("c", "down", "down", "space", "down", "down", "down"), screenshot=True),
     Scene("columns_80x24", ("c", "down", "down", "space", "down", "down", "down"), size=(80, 24)),
+    Scene("columns_200x50", ("c", "down", "down", "space"), size=(200, 50)),
     Scene("columns_applied", ("c", "down", "down", "space", "down", "down", "down", "]", "enter")),
     # sparklines and every other colour, legible without colour and with 16 (issue 19)
     Scene("nocolor", ("down", "space", "down"), size=(160, 30), colors="none"),
     Scene("colors16", ("down", "space", "down"), size=(160, 30), colors="16", app_kwargs=_ANSI),
+    Scene("nocolor_80x24", ("g", "down"), size=(80, 24), colors="none"),
+    Scene("nocolor_200x50", ("g", "down"), size=(200, 50), colors="none"),
+    Scene("colors16_80x24", ("g", "down"), size=(80, 24), colors="16", app_kwargs=_ANSI),
+    Scene("colors16_200x50", ("g", "down"), size=(200, 50), colors="16", app_kwargs=_ANSI),
     Scene("colors16_detail", ("down", "down", "enter"), colors="16", app_kwargs=_ANSI),
     # navigation: p pauses (the bar says so, with the row position); the footer at 80x24
     # keeps ? and q, and read-only lists no action key
