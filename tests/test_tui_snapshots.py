@@ -17,7 +17,7 @@ def test_scene(scene: Scene, snap_compare) -> None:
 
 
 def test_scenes_cover_both_sizes() -> None:
-    for kind in ("main", "detail", "filter", "help", "gpus", "columns"):
+    for kind in ("main", "detail", "filter", "help", "gpus", "columns", "nocolor", "colors16"):
         sizes = {s.size for s in SCENES if s.name.split("_")[0] == kind}
         assert {(120, 40), (80, 24)} <= sizes, kind
     for kind in ("main", "gpus", "filter", "columns", "nocolor", "colors16"):

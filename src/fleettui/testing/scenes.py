@@ -152,8 +152,8 @@ SCENES: tuple[Scene, ...] = (
     Scene("columns_200x50", ("c", "down", "down", "space"), size=(200, 50)),
     Scene("columns_applied", ("c", "down", "down", "space", "down", "down", "down", "]", "enter")),
     # sparklines and every other colour, legible without colour and with 16 (issue 19)
-    Scene("nocolor", ("down", "space", "down"), size=(160, 30), colors="none"),
-    Scene("colors16", ("down", "space", "down"), size=(160, 30), colors="16", app_kwargs=_ANSI),
+    Scene("nocolor", ("down", "space", "down"), colors="none"),
+    Scene("colors16", ("down", "space", "down"), colors="16", app_kwargs=_ANSI),
     Scene("nocolor_80x24", ("g", "down"), size=(80, 24), colors="none"),
     Scene("nocolor_200x50", ("g", "down"), size=(200, 50), colors="none"),
     Scene("colors16_80x24", ("g", "down"), size=(80, 24), colors="16", app_kwargs=_ANSI),
