@@ -25,6 +25,7 @@ from fleettui.views.columns import (
 from fleettui.views.numbers import TO, fmt_money_scale, fmt_watts_scale
 from fleettui.views.rich import fleet_view
 from fleettui.views.sparkline import BARS, aligned, nice_top, sparkline, sparkline_rows
+from pilot_util import until
 
 FULL = BARS[-1]
 
@@ -144,14 +145,14 @@ async def test_the_table_header_follows_the_fleet_scale_and_repaints_only_when_i
         table.refresh = lambda *r, **kw: (regions.extend(r), real(*r, **kw))[1]  # type: ignore[method-assign]
         hist = source.node("embed-1").power_history
         source.update("embed-1", power_history=[*hist[1:], 150.0])  # a new bucket, same scale
-        await _until(pilot, lambda: app.refreshes > refreshes)
+        await until(pilot, lambda: app.refreshes > refreshes)
         await pilot.pause()
         assert table.row_updates == 1  # the scale did not move: no other row is drawn again
         assert {r.y for r in regions} <= {5}  # embed-1's line only (the header is line 0)
         regions.clear()
         node_cell, power_cell = (table.get_cell("gpu-a1", k) for k in ("node", "power"))
         source.update("embed-1", power_history=[*hist[1:], 2900.0])  # a new fleet peak
-        await _until(pilot, lambda: table.header_label("power") == f"Power 0{TO}3 kW")
+        await until(pilot, lambda: table.header_label("power") == f"Power 0{TO}3 kW")
         await pilot.pause()
         assert table.row_updates == 10  # every row's bars are on the new scale
         gpu_a1 = table.get_cell("gpu-a1", "power").plain
@@ -163,15 +164,6 @@ async def test_the_table_header_follows_the_fleet_scale_and_repaints_only_when_i
         rows = {r.y for r in regions if r.y > 0}
         assert rows and all(r.x >= power_x - 1 for r in regions if r.y > 0)  # only those cells
         assert f"Power 0{TO}3 kW" in table.render_line(0).text
-
-
-async def _until(pilot, cond, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await pilot.pause(0.02)
 
 
 def test_a_16_colour_terminal_keeps_the_named_colours_its_own() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import replace
 
 import pytest
@@ -20,19 +19,10 @@ from fleettui.views.tui.screens.detail import DetailScreen
 from fleettui.views.tui.screens.filter import FilterBar
 from fleettui.views.tui.screens.help import HelpScreen
 from fleettui.views.tui.widgets import EventLog, TotalsBar
-from pilot_util import screen_lines
+from pilot_util import screen_lines, until
 
 pytestmark = pytest.mark.anyio
 NAMES = [v.name for v in sample_views()]
-
-
-async def until(pilot, cond, timeout: float = 5.0) -> None:
-    """Let the app run until `cond()` holds (bounded; fails the test when it never does)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.02)
 
 
 def plain(app: FleetApp, name: str, column: str) -> str:

@@ -4,7 +4,6 @@ choice and the theme kept across restarts, a bad file a warning and the defaults
 from __future__ import annotations
 
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from fleettui.testing.sample import sample_views
 from fleettui.testing.scenes import sample_app
 from fleettui.views.columns import DEFAULT_ORDER, FIXED, column_needs, fit_columns
 from fleettui.views.tui.screens.columns import ColumnsScreen, full_order, picker_lines
-from pilot_util import screen_lines
+from pilot_util import screen_lines, until
 
 pytestmark = pytest.mark.anyio
 NEEDS = column_needs(sample_views())
@@ -23,14 +22,6 @@ NEEDS = column_needs(sample_views())
 
 def read(path: Path) -> PrefsFile:
     return PrefsFile.read(path, DEFAULT_ORDER, FIXED)
-
-
-async def until(pilot, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.02)
 
 
 def header(app) -> str:
