@@ -615,12 +615,19 @@ def _hf_config(model: str, cwd: str | None, p: Probing) -> ModelMeta | None:
         return None
     if not stat.S_ISREG(st.st_mode) or st.st_size > HF_CONFIG_MAX:
         return None
-    key = (config, st.st_mtime_ns, st.st_size)
+    return _read_once(p, (config, st.st_mtime_ns, st.st_size), lambda: meta_from_hf_config(folder))
+
+
+def _read_once(
+    p: Probing, key: tuple[str, int, int], read: Callable[[], ModelMeta]
+) -> ModelMeta | None:
+    """A model file's metadata, read once per (path, mtime, size) and kept in a bounded cache;
+    an unreadable or bad file is None (and is not read again until it changes)."""
     with p.lock:
         if key in p.ggufs:
             return p.ggufs[key]
     try:
-        meta: ModelMeta | None = meta_from_hf_config(folder)
+        meta: ModelMeta | None = read()
     except (MetaFileError, OSError):
         meta = None
     with p.lock:
@@ -643,19 +650,7 @@ def _gguf(path: str, cwd: str | None, p: Probing) -> ModelMeta | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    key = (full, st.st_mtime_ns, st.st_size)
-    with p.lock:
-        if key in p.ggufs:
-            return p.ggufs[key]
-    try:
-        meta: ModelMeta | None = meta_from_gguf(full)
-    except (MetaFileError, OSError):
-        meta = None
-    with p.lock:
-        while len(p.ggufs) >= SHOW_CACHE_MAX:
-            del p.ggufs[next(iter(p.ggufs))]
-        p.ggufs[key] = meta
-    return meta
+    return _read_once(p, (full, st.st_mtime_ns, st.st_size), lambda: meta_from_gguf(full))
 
 
 def _lookup(

@@ -18,12 +18,7 @@ CURRENCY = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
 
 def fmt_watts(w: float | None) -> str:
     """`263 W`, `1,263 W`, `12.3 kW`, `127 kW`."""
-    if w is None:
-        return DASH
-    if w < 9999.5:
-        return f"{w:,.0f} W"
-    kw = w / 1000
-    return f"{kw:.1f} kW" if kw < 99.95 else f"{kw:,.0f} kW"
+    return DASH if w is None else _two_units(w, 9999.5, " W", 1000, " kW")
 
 
 def fmt_money(x: float | None, currency: str = "EUR") -> str:
@@ -81,12 +76,15 @@ def fmt_age(seconds: float | None) -> str:
 
 def fmt_mb(mb: float | None) -> str:
     """MiB from the wire: `512M`, `12.3G` (GiB), `1,024G`."""
-    if mb is None:
-        return DASH
-    if mb < 1023.5:
-        return f"{mb:.0f}M"
-    gib = mb / 1024
-    return f"{gib:.1f}G" if gib < 99.95 else f"{gib:,.0f}G"
+    return DASH if mb is None else _two_units(mb, 1023.5, "M", 1024, "G")
+
+
+def _two_units(x: float, limit: float, small: str, per: float, big: str) -> str:
+    """Whole `small` units below `limit`, else `big` ones: one decimal under 100, then whole."""
+    if x < limit:
+        return f"{x:,.0f}{small}"
+    y = x / per
+    return f"{y:.1f}{big}" if y < 99.95 else f"{y:,.0f}{big}"
 
 
 def fmt_mb_pair(used: float | None, total: float | None) -> str:
